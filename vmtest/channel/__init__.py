@@ -1,0 +1,1 @@
+"""Ways to talk to a guest: SSH (paramiko) and the serial console (pexpect)."""

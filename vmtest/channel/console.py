@@ -1,0 +1,146 @@
+"""The serial console: drained continuously, searched with pexpect.
+
+QEMU's serial chardev blocks the guest's UART when nobody reads the socket, so a
+reader thread drains it into memory all the time (QEMU itself writes the log file,
+which survives us). pexpect runs over that buffer through a small adapter, the way
+labgrid runs pexpect over any transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import pexpect
+from pexpect.spawnbase import SpawnBase
+
+log = logging.getLogger(__name__)
+
+# First lines of the kernel's own crash reports (kernel/panic.c, arch/x86/mm/fault.c,
+# lib/bug.c, kernel/watchdog.c, kernel/hung_task.c, kernel/rcu/tree_stall.h).
+CRASH_PATTERNS = (
+    rb"Kernel panic - not syncing[^\r\n]*",
+    rb"BUG: [^\r\n]*",
+    rb"Oops: [^\r\n]*",
+    rb"general protection fault[^\r\n]*",
+    rb"kernel BUG at [^\r\n]*",
+)
+_CRASH_RE = re.compile(b"|".join(b"(?:" + p + b")" for p in CRASH_PATTERNS))
+
+
+@dataclass(frozen=True)
+class CrashSighting:
+    title: str
+    offset: int
+
+
+def find_crash(data: bytes) -> CrashSighting | None:
+    """The first kernel crash report in console output, if any."""
+    m = _CRASH_RE.search(data)
+    if m is None:
+        return None
+    return CrashSighting(m.group(0).decode(errors="replace").strip(), m.start())
+
+
+class Console:
+    """Owns the host end of the serial socket and a thread that drains it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._drain, name="vmtest-console", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                data = b""
+            with self._cond:
+                if not data:
+                    self._closed = True
+                    self._cond.notify_all()
+                    return
+                self._buf += data
+                self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def snapshot(self) -> bytes:
+        with self._cond:
+            return bytes(self._buf)
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.snapshot().decode(errors="replace").replace("\r", "")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_data(self, offset: int, timeout_s: float) -> bytes:
+        """Bytes past `offset`, waiting up to timeout_s for some; b'' on timeout/close."""
+        end = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self._buf) <= offset and not self._closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return bytes(self._buf[offset:])
+
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def expect(self) -> ConsoleExpect:
+        """A pexpect session reading from the current end of the console output."""
+        return ConsoleExpect(self, start=len(self.snapshot()))
+
+    def expect_from_start(self) -> ConsoleExpect:
+        return ConsoleExpect(self, start=0)
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(timeout=2)
+
+
+class ConsoleExpect(SpawnBase):  # type: ignore[misc]
+    """pexpect over the Console's buffer (no file descriptor, no child process)."""
+
+    def __init__(self, console: Console, start: int = 0, timeout: float = 30) -> None:
+        super().__init__(timeout=timeout, maxread=65536, searchwindowsize=None)
+        self._console = console
+        self._offset = start
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = None) -> bytes:
+        data = self._console.wait_data(self._offset, 0.05 if timeout is None else max(0, timeout))
+        data = data[:size]
+        if not data:
+            if self._console.closed:
+                self.flag_eof = True
+                raise pexpect.EOF("console closed")
+            raise pexpect.TIMEOUT("no console output")
+        self._offset += len(data)
+        return data
+
+    def send(self, s: bytes | str) -> int:
+        data = s.encode() if isinstance(s, str) else s
+        self._console.write(data)
+        return len(data)
+
+    def sendline(self, s: bytes | str = b"") -> int:
+        data = s.encode() if isinstance(s, str) else s
+        return self.send(data + b"\n")
+
+    @property
+    def offset(self) -> int:
+        return self._offset

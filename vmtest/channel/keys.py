@@ -1,0 +1,59 @@
+"""Per-run ed25519 keys: the client's, and the guest's host key, which is pinned."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+from dataclasses import dataclass
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def seed(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.Raw,
+                                          serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                      serialization.PublicFormat.Raw)
+
+    def public_blob(self) -> bytes:
+        """The SSH wire form of the public key."""
+        return _ssh_string(b"ssh-ed25519") + _ssh_string(self.public_raw)
+
+    def authorized_key(self, comment: str = "vmtest") -> str:
+        return f"ssh-ed25519 {base64.b64encode(self.public_blob()).decode()} {comment}"
+
+    def dropbear_private(self) -> bytes:
+        """Dropbear's own key file format (signkey.c / ed25519.c in dropbear 2022.83):
+        string "ssh-ed25519", string (32-byte seed || 32-byte public key)."""
+        return _ssh_string(b"ssh-ed25519") + _ssh_string(self.seed + self.public_raw)
+
+    def openssh_private(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption())
+
+    def paramiko_key(self) -> paramiko.PKey:
+        return paramiko.Ed25519Key(file_obj=io.StringIO(self.openssh_private().decode()))
+
+    def paramiko_public(self) -> paramiko.PKey:
+        return paramiko.Ed25519Key(data=self.public_blob())

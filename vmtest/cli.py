@@ -1,0 +1,189 @@
+"""The command line. The only place that prints errors and chooses exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from vmtest import __version__
+from vmtest.errors import ConfigError, VmtestError
+from vmtest.kernel import build as kbuild
+from vmtest.kernel import kconfig
+from vmtest.kernel.source import parse_source
+from vmtest.qemu.argv import parse_size_mib
+
+log = logging.getLogger("vmtest")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+
+
+def _add_kernel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="debian:6.1",
+                   help="kernel source: debian:6.1, debian:6.12, a tree PATH, or PATH@GITREF "
+                        "(default: %(default)s)")
+    p.add_argument("--fragment", action="append", dest="fragments", metavar="NAME|PATH",
+                   help="config fragment (repeatable; default: "
+                        f"{', '.join(kconfig.DEFAULT_FRAGMENTS)})")
+    p.add_argument("--patch", action="append", dest="patches", type=Path, default=[],
+                   metavar="FILE", help="patch to apply, in order (repeatable)")
+    p.add_argument("--variant", default="default", help="name of this variant (identity)")
+
+
+def _spec_from_args(args: argparse.Namespace) -> kbuild.BuildSpec:
+    fragments = tuple(kconfig.load_fragment(f) for f in
+                      (args.fragments or kconfig.DEFAULT_FRAGMENTS))
+    for patch in args.patches:
+        if not patch.is_file():
+            raise ConfigError(f"patch {patch} not found")
+    source = parse_source(args.source)
+    return kbuild.BuildSpec(source=source, fragments=fragments,
+                            patches=tuple(p.resolve() for p in args.patches),
+                            variant=args.variant, base=args.source)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    started = time.monotonic()
+    artifact = kbuild.build(spec, jobs=args.jobs, force=args.force)
+    elapsed = time.monotonic() - started
+    print(f"kernel {artifact.release}: {artifact.bzimage}")
+    print(f"build key {artifact.key[:24]}, {elapsed:.1f} s this time "
+          f"(build took {artifact.meta.get('build_seconds')} s, ccache {artifact.meta.get('ccache')})")
+    return EXIT_OK
+
+
+def _resolve_kernel(args: argparse.Namespace) -> Path:
+    if args.kernel:
+        path = Path(args.kernel)
+        if path.is_dir():
+            path = path / "bzImage"
+        if not path.is_file():
+            raise ConfigError(f"kernel image {args.kernel} not found",
+                              hint="pass a bzImage or a directory printed by `vmtest build`")
+        return path
+    return kbuild.build(_spec_from_args(args)).bzimage
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vmtest import runner
+
+    command = args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command given", hint="vmtest run [OPTIONS] -- CMD [ARGS...]")
+    kernel = _resolve_kernel(args)
+    opts = runner.BootOptions(
+        accel=args.accel, cpus=args.cpus, memory_mib=parse_size_mib(args.memory, "--memory"),
+        cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
+        maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
+        qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()))
+    run_dir = Path(args.output) if args.output else runner.new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"console log: {run_dir / 'console.log'}", file=sys.stderr)
+    # ssh semantics: the words are joined with spaces and run by the guest's shell.
+    line = " ".join(command)
+    with runner.boot(kernel, opts, run_dir) as vm:
+        ready = time.monotonic() - started
+        if args.console:
+            status, output = vm.console_exec(line, timeout_s=args.timeout or 3600)
+            sys.stdout.write(output)
+        else:
+            ssh = vm.ssh(timeout_s=max(5.0, args.boot_timeout - ready))
+            status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                             timeout_s=args.timeout, watch=vm.check)
+        vm.check()
+    total = time.monotonic() - started
+    log.info("exit status %d; ready after %.2f s, total %.2f s", status, ready, total)
+    if args.timings:
+        print(f"vmtest-timings ready_s={ready:.3f} total_s={total:.3f} accel={vm.spec.accel}",
+              file=sys.stderr)
+    return status
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vmtest import doctor
+
+    if args.reprobe:
+        from vmtest.qemu.accel import VerdictStore
+
+        VerdictStore().forget()
+    checks = doctor.run_checks()
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        mark = "ok " if check.ok else ("-- " if check.optional else "NO ")
+        print(f"{mark} {check.name:<{width}}  {check.detail}")
+        if not check.ok and check.fix:
+            print(f"    {'':<{width}}  fix: {check.fix}")
+    bad = [c for c in checks if not c.ok and not c.optional]
+    return EXIT_INFRA if bad else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmtest", description="QEMU-based full-system tests for Linux memory management.")
+    parser.add_argument("--version", action="version", version=f"vmtest {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("doctor", help="check the host: tools, kernel source, KVM usability")
+    p.add_argument("--reprobe", action="store_true", help="forget the remembered KVM verdict")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("build", help="build (or find in the cache) a kernel")
+    _add_kernel_args(p)
+    p.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="boot a kernel and run CMD in the guest over SSH",
+                       usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
+    _add_kernel_args(p)
+    p.add_argument("--kernel", help="a bzImage or build directory (default: build --source)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
+    p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
+    p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
+    p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
+    p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="limit for CMD itself")
+    p.add_argument("--console", action="store_true",
+                   help="run CMD on the serial console instead of SSH")
+    p.add_argument("--output", metavar="DIR", help="where logs go (default: a new run dir)")
+    p.add_argument("--qemu-arg", action="append", metavar="ARG", help="extra QEMU argument")
+    p.add_argument("--append", action="append", metavar="WORD",
+                   help="extra kernel command-line word")
+    p.add_argument("--timings", action="store_true", help="print boot/total seconds to stderr")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=max(level, logging.DEBUG),
+                        format="vmtest: %(levelname)s: %(message)s" if not os.environ.get("CI")
+                        else "%(asctime)s vmtest %(levelname)s %(message)s")
+    try:
+        return int(args.func(args))
+    except VmtestError as exc:
+        verdict = getattr(exc, "verdict", None)
+        prefix = f"vmtest: {verdict}: " if verdict else "vmtest: error: "
+        print(prefix + exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vmtest: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

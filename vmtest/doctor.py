@@ -1,0 +1,76 @@
+"""`vmtest doctor`: what the host has, what it lacks, and the command that fixes it."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmtest import paths
+from vmtest.qemu import accel
+
+APT_BUILD = "apt-get install build-essential flex bison bc libelf-dev libssl-dev ccache"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    optional: bool = False
+
+
+def _tool(name: str, package: str, why: str) -> Check:
+    path = shutil.which(name)
+    return Check(name, path is not None, path or f"missing ({why})", f"apt-get install {package}")
+
+
+def run_checks() -> list[Check]:
+    checks = [
+        Check("python", sys.version_info >= (3, 11), sys.version.split()[0],
+              "install Python >= 3.11"),
+    ]
+    for module in ("paramiko", "pexpect", "yaml", "qemu.qmp", "rich"):
+        try:
+            importlib.import_module(module)
+            checks.append(Check(f"python:{module}", True, "importable"))
+        except ImportError:
+            checks.append(Check(f"python:{module}", False, "not importable",
+                                "pip install -e . (from the vmtest checkout)"))
+    checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
+    for tool in ("make", "gcc", "flex", "bison", "bc"):
+        checks.append(_tool(tool, "build-essential flex bison bc", "kernel build"))
+    checks.append(_tool("ccache", "ccache", "kernel build cache"))
+    for name, (path, package) in {"busybox (static)": ("/bin/busybox", "busybox-static"),
+                                  "dropbear": ("/usr/sbin/dropbear", "dropbear-bin"),
+                                  "stress-ng": ("/usr/bin/stress-ng", "stress-ng")}.items():
+        ok = Path(path).exists()
+        checks.append(Check(name, ok, path if ok else "missing (guest userland)",
+                            f"apt-get install {package}"))
+    for series in ("6.1", "6.12"):
+        tarball = Path(f"/usr/src/linux-source-{series}.tar.xz")
+        checks.append(Check(f"linux-source-{series}", tarball.exists(),
+                            str(tarball) if tarball.exists() else "not installed",
+                            f"apt-get install linux-source-{series}", optional=series != "6.1"))
+    ok, why = accel.kvm_openable()
+    verdict = accel.VerdictStore().get(accel.host_fingerprint()) if ok else None
+    if not ok:
+        checks.append(Check("kvm", False, f"{why}: guests run under TCG (slower)",
+                            "enable virtualization / load kvm_intel or kvm_amd", optional=True))
+    elif verdict is None:
+        checks.append(Check("kvm", True, f"{why}; not yet probed: the first `vmtest run "
+                                         "--accel auto` checks that it boots a guest"))
+    elif verdict.get("kvm_works"):
+        checks.append(Check("kvm", True, f"usable: {verdict.get('reason')} ({verdict.get('when')})"))
+    else:
+        checks.append(Check("kvm", False, f"opens but does NOT boot guests: {verdict.get('reason')}"
+                                          f"; using TCG", "nothing to do (TCG is used); "
+                                          "`vmtest doctor --reprobe` retries", optional=True))
+    usage = shutil.disk_usage(paths.cache_root() if paths.cache_root().exists() else Path.home())
+    free_gib = usage.free / 2**30
+    checks.append(Check("disk", free_gib > 5, f"{free_gib:.0f} GiB free for {paths.cache_root()}",
+                        "free space: a kernel tree and its build take ~3 GiB"))
+    return checks

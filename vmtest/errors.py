@@ -1,0 +1,90 @@
+"""One exception root; the CLI maps the children to exit codes.
+
+Exit codes (vmtest/cli.py): 0 ok, 1 test or kernel failure, 2 usage or config
+error, 3 infrastructure failure (build, QEMU, lost VM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VmtestError(Exception):
+    """Root of every error vmtest raises on purpose."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None, log_path: Path | None = None,
+                 log_tail: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+    def render(self) -> str:
+        parts = [str(self)]
+        if self.log_tail:
+            parts.append("--- last lines ---\n" + self.log_tail.rstrip())
+        if self.log_path:
+            parts.append(f"log: {self.log_path}")
+        if self.hint:
+            parts.append(f"fix: {self.hint}")
+        return "\n".join(parts)
+
+
+class ConfigError(VmtestError):
+    """Bad user input: YAML, options, names."""
+
+    exit_code = 2
+
+
+class InfraError(VmtestError):
+    """The machinery failed: missing tools, build failure, QEMU died, lost VM."""
+
+    exit_code = 3
+
+
+class MissingRequirement(InfraError):
+    """A host tool or package is not installed."""
+
+
+class BuildError(InfraError):
+    """The kernel build (or its configuration) failed."""
+
+
+class PatchError(BuildError):
+    """A patch of a series does not apply to its base."""
+
+
+class KconfigError(BuildError):
+    """Kconfig dropped options a fragment asked for."""
+
+
+class ChannelError(InfraError):
+    """SSH or console channel failed (names the step)."""
+
+
+class GuestFailure(VmtestError):
+    """The kernel under test misbehaved: that is a test result, not infrastructure."""
+
+    exit_code = 1
+
+    verdict = "failure"
+
+
+class KernelCrash(GuestFailure):
+    """The guest kernel panicked or oopsed."""
+
+    verdict = "kernel-crash"
+
+
+class GuestHang(GuestFailure):
+    """The guest stopped making progress before a deadline."""
+
+    verdict = "hang"
+
+
+class CommandTimeout(GuestFailure):
+    """The guest command did not finish within its timeout."""
+
+    verdict = "timeout"

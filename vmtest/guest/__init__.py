@@ -1,0 +1,1 @@
+"""What runs inside the guest: the initramfs and its init."""

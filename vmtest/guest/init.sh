@@ -1,0 +1,48 @@
+#!/bin/sh
+# vmtest guest init (PID 1). Mounts the pseudo filesystems, brings up the user-mode
+# network, starts dropbear with this run's keys and announces readiness on the
+# console; then serves a shell on the console as the fallback exec channel.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+say() { echo "VMTEST-$*" > /dev/console; }
+
+# devtmpfs first: without /dev/null background jobs fail (measured, DESIGN.md).
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec 0</dev/console 1>/dev/console 2>&1
+say "INIT"
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm /tmp /run /var/log /root
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+hostname vmtest
+
+# Options from the kernel command line: vmtest.NAME=VALUE
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        vmtest.*=*) key=${word%%=*}; key=${key#vmtest.}; eval "VMTEST_$key=\${word#*=}";;
+    esac
+done
+
+ip link set lo up
+if ip link set eth0 up 2>/dev/null; then
+    # QEMU user networking: fixed addresses (slirp's defaults), no DHCP round trip.
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+    chmod 700 /root /root/.ssh
+    chmod 600 /root/.ssh/authorized_keys /etc/dropbear/host_key
+    # -s: keys only; -j -k: no forwarding; -F: foreground under our control.
+    dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
+    say "SSHD $!"
+else
+    say "NONET"
+fi
+say "READY $(cat /proc/sys/kernel/osrelease)"
+
+# Fallback exec channel: a shell on the console. The host writes a command line and
+# reads up to the marker line carrying its exit status.
+while true; do
+    setsid sh -c 'exec sh </dev/console >/dev/console 2>&1'
+done

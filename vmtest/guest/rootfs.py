@@ -1,0 +1,217 @@
+"""The guest's initramfs (cpio "newc"), assembled from host binaries.
+
+The base image (busybox, dropbear, stress-ng, their shared libraries, the init) is
+cached by a hash of its manifest. Per-run secrets (SSH host key, authorized key) go
+into a small second archive; the kernel unpacks concatenated archives in order
+(Documentation/driver-api/early-userspace/buffer-format.rst), so each run writes
+base + overlay without rebuilding the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmtest import paths
+from vmtest.errors import MissingRequirement
+
+log = logging.getLogger(__name__)
+
+INIT_SCRIPT = Path(__file__).with_name("init.sh")
+
+# Host programs the guest needs, with the Debian package that provides each.
+PROGRAMS = {
+    "busybox": ("/bin/busybox", "busybox-static"),
+    "dropbear": ("/usr/sbin/dropbear", "dropbear-bin"),
+    "stress-ng": ("/usr/bin/stress-ng", "stress-ng"),
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive member. `source` is a host file; `data` inline bytes; `target` a link."""
+
+    path: str  # absolute path in the guest
+    mode: int  # including the file type bits
+    source: Path | None = None
+    data: bytes | None = None
+    target: str | None = None
+
+    def fingerprint(self) -> str:
+        if self.source is not None:
+            st = self.source.stat()
+            what = f"{self.source}:{st.st_size}:{st.st_mtime_ns}"
+        elif self.data is not None:
+            what = hashlib.sha256(self.data).hexdigest()
+        else:
+            what = str(self.target)
+        return f"{self.path}|{self.mode:o}|{what}"
+
+
+def directory(path: str, mode: int = 0o755) -> Entry:
+    return Entry(path, stat.S_IFDIR | mode)
+
+
+def file_from(path: str, source: Path, mode: int | None = None) -> Entry:
+    mode = mode if mode is not None else stat.S_IMODE(source.stat().st_mode)
+    return Entry(path, stat.S_IFREG | mode, source=source)
+
+
+def file_data(path: str, data: bytes, mode: int = 0o644) -> Entry:
+    return Entry(path, stat.S_IFREG | mode, data=data)
+
+
+def symlink(path: str, target: str) -> Entry:
+    return Entry(path, stat.S_IFLNK | 0o777, target=target)
+
+
+_LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)")
+
+
+def parse_ldd(output: str) -> list[str]:
+    """Library paths from `ldd` output (the loader included), in order, no duplicates."""
+    seen: list[str] = []
+    for line in output.splitlines():
+        if "not found" in line:
+            raise MissingRequirement(f"shared library missing on the host: {line.strip()}")
+        m = _LDD_LINE.match(line)
+        if m and m.group(1) not in seen:
+            seen.append(m.group(1))
+    return seen
+
+
+def shared_libraries(binary: Path) -> list[str]:
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        # "not a dynamic executable": static, nothing to add.
+        return []
+    return parse_ldd(proc.stdout)
+
+
+def find_program(name: str) -> Path:
+    path, package = PROGRAMS[name]
+    found = Path(path) if Path(path).exists() else None
+    if found is None:
+        which = shutil.which(name)
+        found = Path(which) if which else None
+    if found is None:
+        raise MissingRequirement(f"{name} not found on the host (needed in the guest)",
+                                 hint=f"apt-get install {package}")
+    return found
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def base_manifest(extra_programs: Iterable[str] = ("stress-ng",)) -> list[Entry]:
+    """Everything in the base image, in archive order (directories before contents)."""
+    entries: dict[str, Entry] = {}
+
+    def add(entry: Entry) -> None:
+        parent = os.path.dirname(entry.path)
+        if parent not in ("", "/") and parent not in entries:
+            add(directory(parent))
+        entries.setdefault(entry.path, entry)
+
+    for top in ("bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "dev", "proc", "sys",
+                "tmp", "run", "root", "etc", "var/log", "etc/dropbear", "mnt"):
+        add(directory("/" + top, 0o1777 if top == "tmp" else 0o755))
+    add(directory("/root/.ssh", 0o700))
+    busybox = find_program("busybox")
+    add(file_from("/bin/busybox", busybox, 0o755))
+    for applet in busybox_applets(busybox):
+        if applet.lstrip("/") != "bin/busybox":
+            add(symlink("/" + applet.lstrip("/"), "/bin/busybox"))
+    for name in ("dropbear", *extra_programs):
+        program = find_program(name)
+        add(file_from(str(program), program, 0o755))
+        for lib in shared_libraries(program):
+            add(file_from(lib, Path(lib).resolve(), 0o755))
+    add(file_from("/init", INIT_SCRIPT, 0o755))
+    add(file_data("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"))
+    add(file_data("/etc/group", b"root:x:0:\n"))
+    add(file_data("/etc/shells", b"/bin/sh\n"))
+    add(file_data("/etc/hosts", b"127.0.0.1 localhost vmtest\n"))
+    return list(entries.values())
+
+
+def run_overlay(host_key_dropbear: bytes, authorized_key: str) -> list[Entry]:
+    """Per-run secrets: the guest's host key and the run's authorized key."""
+    return [
+        file_data("/etc/dropbear/host_key", host_key_dropbear, 0o600),
+        file_data("/root/.ssh/authorized_keys", authorized_key.encode() + b"\n", 0o600),
+    ]
+
+
+def manifest_digest(entries: Iterable[Entry]) -> str:
+    digest = hashlib.sha256()
+    for entry in entries:
+        digest.update(entry.fingerprint().encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _pad(length: int) -> bytes:
+    return b"\0" * ((4 - length % 4) % 4)
+
+
+def _header(ino: int, mode: int, nlink: int, size: int, name: bytes) -> bytes:
+    fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name) + 1, 0]
+    return b"070701" + b"".join(b"%08X" % f for f in fields)
+
+
+def write_cpio(entries: Iterable[Entry], out_path: Path) -> None:
+    """Write a newc archive: owner root, mtime 0, so the same inputs give the same bytes."""
+    with out_path.open("wb") as out:
+        ino = 1
+        for entry in entries:
+            name = entry.path.lstrip("/").encode()
+            if entry.target is not None:
+                body = entry.target.encode()
+            elif entry.data is not None:
+                body = entry.data
+            elif entry.source is not None:
+                body = entry.source.read_bytes()
+            else:
+                body = b""
+            nlink = 2 if stat.S_ISDIR(entry.mode) else 1
+            head = _header(ino, entry.mode, nlink, len(body), name) + name + b"\0"
+            out.write(head + _pad(len(head)) + body + _pad(len(body)))
+            ino += 1
+        trailer = _header(0, 0, 1, 0, b"TRAILER!!!") + b"TRAILER!!!\0"
+        out.write(trailer + _pad(len(trailer)))
+
+
+def base_image() -> Path:
+    """The cached base initramfs, built if its manifest changed."""
+    entries = base_manifest()
+    digest = manifest_digest(entries)
+    image = paths.cache_dir("initramfs") / f"base-{digest[:16]}.cpio"
+    if not image.exists():
+        tmp = image.with_suffix(".tmp")
+        write_cpio(entries, tmp)
+        tmp.rename(image)
+        log.info("built initramfs %s (%d entries, %.1f MiB)", image, len(entries),
+                 image.stat().st_size / 2**20)
+    return image
+
+
+def assemble(base: Path, overlay: list[Entry], out_path: Path) -> Path:
+    """base + overlay archive concatenated into out_path (the run's -initrd)."""
+    overlay_path = out_path.with_suffix(".overlay.cpio")
+    write_cpio(overlay, overlay_path)
+    with out_path.open("wb") as out:
+        with base.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        out.write(overlay_path.read_bytes())
+    overlay_path.unlink()
+    return out_path

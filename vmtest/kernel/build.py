@@ -1,0 +1,320 @@
+"""Kernel builds with ccache and a content-addressed artifact cache.
+
+The cache key covers everything that decides the bytes of the kernel: the source
+identity, the patch series (contents, in order), the fragments (contents), the
+compiler version and this recipe's version. Same key -> the stored bzImage is used
+and make does not run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmtest import paths
+from vmtest.errors import BuildError, MissingRequirement, PatchError
+from vmtest.kernel import kconfig
+from vmtest.kernel.source import KernelSource
+
+log = logging.getLogger(__name__)
+
+# Bump when the way a kernel is configured or built changes.
+RECIPE_VERSION = "1"
+ARCH = "x86_64"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    source: KernelSource
+    fragments: tuple[kconfig.Fragment, ...]
+    patches: tuple[Path, ...] = ()
+    variant: str = "default"
+    base: str = ""  # a name for the base, e.g. "6.1"; recorded in the identity
+
+
+@dataclass(frozen=True)
+class KernelArtifact:
+    """A built kernel in the cache."""
+
+    key: str
+    directory: Path
+    meta: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def bzimage(self) -> Path:
+        return self.directory / "bzImage"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "config"
+
+    @property
+    def build_log(self) -> Path:
+        return self.directory / "build.log"
+
+    @property
+    def release(self) -> str:
+        return str(self.meta.get("release", ""))
+
+    @classmethod
+    def load(cls, directory: Path) -> KernelArtifact:
+        meta = json.loads((directory / "meta.json").read_text())
+        return cls(key=str(meta["key"]), directory=directory, meta=meta)
+
+
+def compiler_version() -> str:
+    try:
+        out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True)
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        raise MissingRequirement("gcc not found", hint="apt-get install build-essential") from exc
+    return out.stdout.splitlines()[0]
+
+
+def cache_key(spec: BuildSpec, source_identity: str, compiler: str) -> str:
+    digest = hashlib.sha256()
+
+    def put(label: str, value: bytes) -> None:
+        digest.update(f"{label}:{len(value)}:".encode() + value + b"\n")
+
+    put("recipe", RECIPE_VERSION.encode())
+    put("arch", ARCH.encode())
+    put("source", source_identity.encode())
+    put("compiler", compiler.encode())
+    for frag in spec.fragments:
+        put("fragment", frag.path.read_bytes())
+    for patch in spec.patches:
+        put("patch", patch.read_bytes())
+    return digest.hexdigest()
+
+
+def make_args(key: str, variant: str) -> list[str]:
+    """Arguments for every make call; the key lands in /proc/version (identity)."""
+    return [
+        f"ARCH={ARCH}",
+        "CC=ccache gcc",
+        f"LOCALVERSION=-vmtest-{variant}",
+        # Reproducible version string; the build host field carries the cache key so a
+        # running guest can say exactly which build it is.
+        "KBUILD_BUILD_USER=vmtest",
+        f"KBUILD_BUILD_HOST={key[:16]}",
+        "KBUILD_BUILD_TIMESTAMP=vmtest",
+    ]
+
+
+def lookup(spec: BuildSpec) -> tuple[str, KernelArtifact | None]:
+    key = cache_key(spec, spec.source.identity(), compiler_version())
+    directory = paths.cache_dir("kernels") / key[:24]
+    if (directory / "meta.json").is_file() and (directory / "bzImage").is_file():
+        return key, KernelArtifact.load(directory)
+    return key, None
+
+
+def _check_tools() -> None:
+    missing = [tool for tool in ("make", "gcc", "ccache", "flex", "bison", "bc")
+               if shutil.which(tool) is None]
+    if missing:
+        raise MissingRequirement(
+            f"kernel build tools missing: {', '.join(missing)}",
+            hint="apt-get install build-essential ccache flex bison bc libelf-dev libssl-dev")
+
+
+def _touched_files(patch: Path) -> set[str]:
+    """Paths (relative to the tree, -p1) a unified diff modifies."""
+    files = set()
+    for line in patch.read_text(errors="replace").splitlines():
+        if line.startswith("+++ ") or line.startswith("--- "):
+            name = line[4:].split("\t")[0].strip()
+            if name != "/dev/null" and "/" in name:
+                files.add(name.split("/", 1)[1])
+    return files
+
+
+def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Path) -> Path:
+    """One working tree per base, shared by its variants, with spec's series applied.
+
+    The tree is a hard-link copy of the pristine source. Switching variants restores
+    the files the previous series touched (fresh copies, so make sees a new mtime)
+    and applies the new series; make then rebuilds only what the patches change, and
+    ccache answers for files whose content it has seen before (same paths, so hits).
+    """
+    tree = work / "tree"
+    state_file = work / "series.json"
+    if not (tree / ".vmtest-worktree").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
+        (tree / ".vmtest-worktree").write_text(str(pristine) + "\n")
+        state_file.unlink(missing_ok=True)
+    wanted = [hashlib.sha256(p.read_bytes()).hexdigest() for p in spec.patches]
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"series": [],
+                                                                              "files": []}
+    if state["series"] == wanted:
+        return tree
+    # Undo the previous series: restore every file it touched from the pristine tree.
+    for rel in state["files"]:
+        target = tree / rel
+        target.unlink(missing_ok=True)
+        if (pristine / rel).exists():
+            shutil.copyfile(pristine / rel, target)
+    touched: set[str] = set()
+    state_file.write_text(json.dumps({"series": None, "files": sorted(state["files"])}))
+    with log_file.open("a") as out:
+        for patch in spec.patches:
+            touched |= _touched_files(patch)
+            # Record before applying: a half-applied patch is undone next time.
+            state_file.write_text(json.dumps({"series": None,
+                                              "files": sorted(touched | set(state["files"]))}))
+            out.write(f"$ patch -p1 -i {patch}\n")
+            out.flush()
+            proc = subprocess.run(["patch", "-p1", "--forward", "--no-backup-if-mismatch",
+                                   "-r", "-", "-i", str(patch)], cwd=tree, capture_output=True,
+                                  text=True, check=False)
+            out.write(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                failed = [ln for ln in proc.stdout.splitlines() if "FAILED" in ln
+                          or "can't find file" in ln or "malformed" in ln.lower()]
+                raise PatchError(
+                    f"patch {patch} does not apply to {spec.source.describe()} "
+                    f"(variant {spec.variant})",
+                    log_tail="\n".join(failed or proc.stdout.splitlines()[-10:]),
+                    log_path=log_file,
+                    hint="rebase the patch onto this base, or drop it from the variant's series")
+    state_file.write_text(json.dumps({"series": wanted, "files": sorted(touched)}))
+    return tree
+
+
+def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> KernelArtifact:
+    """Build (or find in the cache) the kernel described by spec."""
+    key, cached = lookup(spec)
+    if cached is not None and not force:
+        log.info("kernel cache hit: %s (%s)", cached.release, cached.directory)
+        return cached
+    _check_tools()
+    pristine = spec.source.tree()
+    artifacts = paths.cache_dir("kernels")
+    staging = artifacts / f".{key[:24]}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
+    log_file.write_text(f"# vmtest build {key}\n# source {spec.source.identity()}\n")
+    work = paths.cache_dir("work") / hashlib.sha256(
+        spec.source.identity().encode()).hexdigest()[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(work / "lock"):
+            return _build_locked(spec, key, pristine, work, staging, log_file, jobs)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One build at a time per base (they share a working tree and build dir)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging: Path,
+                  log_file: Path, jobs: int | None) -> KernelArtifact:
+    artifacts = staging.parent
+    tree = _prepare_worktree(pristine, work, spec, log_file)
+    build_dir = work / "out"
+    args = make_args(key, spec.variant)
+    env = dict(os.environ, CCACHE_DIR=str(paths.cache_dir("ccache")),
+               CCACHE_BASEDIR=str(work))
+    started = time.monotonic()
+    ccache_before = _ccache_stats(env)
+    dotconfig = _configure_if_needed(tree, build_dir, spec, args, log_file)
+    jobs = jobs or os.cpu_count() or 1
+    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", "bzImage"]
+    log.info("building %s (%s): %s", spec.source.describe(), spec.variant, " ".join(argv))
+    with log_file.open("a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env,
+                              check=False)
+    if proc.returncode != 0:
+        failed_log = artifacts / f"failed-{key[:24]}.log"
+        shutil.copy(log_file, failed_log)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"kernel build failed (make exit {proc.returncode})",
+                         log_path=failed_log, log_tail=kconfig._tail(failed_log, 25),
+                         hint="read the first error in the log; for a patch series, build the "
+                              "tree without it to see whether the base builds")
+    elapsed_s = time.monotonic() - started
+    release = (build_dir / "include/config/kernel.release").read_text().strip()
+    shutil.copy(build_dir / "arch/x86/boot/bzImage", staging / "bzImage")
+    (staging / "config").write_text(dotconfig)
+    meta = {
+        "key": key,
+        "release": release,
+        "source": spec.source.identity(),
+        "source_description": spec.source.describe(),
+        "base": spec.base,
+        "variant": spec.variant,
+        "patches": [p.name for p in spec.patches],
+        "patch_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in spec.patches],
+        "fragments": [f.name for f in spec.fragments],
+        "compiler": compiler_version(),
+        "build_seconds": round(elapsed_s, 1),
+        "jobs": jobs,
+        "ccache": _ccache_delta(ccache_before, _ccache_stats(env)),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    shutil.copy(log_file, staging / "build.log")
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    final = artifacts / key[:24]
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    log.info("built %s in %.1f s", release, elapsed_s)
+    return KernelArtifact.load(final)
+
+
+def _configure_if_needed(tree: Path, build_dir: Path, spec: BuildSpec, args: list[str],
+                         log_file: Path) -> str:
+    """Re-run Kconfig only when the fragments (or make arguments) changed.
+
+    Re-running it rewrites .config and may make make rebuild more than the patches need.
+    """
+    stamp = build_dir / ".vmtest-config-inputs"
+    inputs = json.dumps({"fragments": [f.path.read_text() for f in spec.fragments],
+                         "args": args[:2]})
+    dotconfig = build_dir / ".config"
+    if dotconfig.exists() and stamp.exists() and stamp.read_text() == inputs:
+        text = dotconfig.read_text()
+        if not kconfig.verify(list(spec.fragments), text):
+            return text
+    text = kconfig.configure(tree, build_dir, list(spec.fragments), args, log_file)
+    stamp.write_text(inputs)
+    return text
+
+
+def _ccache_stats(env: dict[str, str]) -> dict[str, int]:
+    proc = subprocess.run(["ccache", "--print-stats"], capture_output=True, text=True, env=env,
+                          check=False)
+    stats: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        name, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+def _ccache_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    hits = sum(after.get(k, 0) - before.get(k, 0) for k in ("direct_cache_hit",
+                                                            "preprocessed_cache_hit"))
+    misses = after.get("cache_miss", 0) - before.get("cache_miss", 0)
+    return {"hits": hits, "misses": misses}

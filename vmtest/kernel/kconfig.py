@@ -1,0 +1,135 @@
+"""Config fragments: parse, merge with the kernel's merge_config.sh, verify.
+
+Kconfig silently drops an option whose dependencies are not met; a kernel built
+without, say, CMA_SYSFS would make every later measurement quietly wrong. So after
+`olddefconfig` every option a fragment asks for is checked against the result.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmtest import paths
+from vmtest.errors import ConfigError, KconfigError
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+# What a vmtest kernel must have (issue 2): checked on every build, whatever the
+# fragments say.
+REQUIRED = {
+    "CONFIG_CMA": "y", "CONFIG_DMA_CMA": "y", "CONFIG_CMA_DEBUGFS": "y", "CONFIG_CMA_SYSFS": "y",
+    "CONFIG_MEMORY_HOTPLUG": "y", "CONFIG_MEMORY_HOTREMOVE": "y", "CONFIG_ACPI_HOTPLUG_MEMORY": "y",
+    "CONFIG_MIGRATION": "y", "CONFIG_COMPACTION": "y", "CONFIG_TRANSPARENT_HUGEPAGE": "y",
+    "CONFIG_DEBUG_FS": "y", "CONFIG_FTRACE": "y", "CONFIG_FUNCTION_TRACER": "y",
+    "CONFIG_DYNAMIC_DEBUG": "y", "CONFIG_VIRTIO_NET": "y", "CONFIG_VIRTIO_CONSOLE": "y",
+    "CONFIG_SERIAL_8250_CONSOLE": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y",
+}
+
+DEFAULT_FRAGMENTS = ("qemu-guest", "mm-migration")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    name: str
+    path: Path
+    options: tuple[tuple[str, str | None], ...]  # (symbol, value); None = "is not set"
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text()
+
+
+def parse_config(text: str) -> dict[str, str | None]:
+    """A .config or fragment as {CONFIG_X: value or None for 'is not set'}."""
+    result: dict[str, str | None] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if m := _SET.match(line):
+            result[m.group(1)] = m.group(2)
+        elif m := _UNSET.match(line):
+            result[m.group(1)] = None
+    return result
+
+
+def load_fragment(spec: str | Path) -> Fragment:
+    """A fragment by name (kernels/fragments/NAME.config) or by path."""
+    path = Path(spec)
+    if not path.suffix:
+        path = paths.kernels_dir() / "fragments" / f"{spec}.config"
+    if not path.is_file():
+        available = sorted(p.stem for p in (paths.kernels_dir() / "fragments").glob("*.config"))
+        raise ConfigError(f"config fragment {spec!r} not found ({path})",
+                          hint=f"available: {', '.join(available)}, or a path to a .config file")
+    options = tuple(parse_config(path.read_text()).items())
+    return Fragment(name=path.stem, path=path, options=options)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    fragment: str
+    symbol: str
+    wanted: str | None
+    got: str | None
+
+    def __str__(self) -> str:
+        want = "is not set" if self.wanted is None else f"={self.wanted}"
+        got = "is not set" if self.got is None else f"={self.got}"
+        return f"{self.fragment}: {self.symbol}{want} (got {self.symbol}{got})"
+
+
+def verify(fragments: list[Fragment], dotconfig: str) -> list[Dropped]:
+    """Every option asked for, by a fragment or by REQUIRED, that the final .config lacks."""
+    final = parse_config(dotconfig)
+    wanted: list[tuple[str, str, str | None]] = [
+        (frag.name, sym, val) for frag in fragments for sym, val in frag.options
+    ]
+    wanted += [("required by vmtest", sym, val) for sym, val in REQUIRED.items()]
+    dropped = []
+    for origin, sym, val in wanted:
+        got = final.get(sym)
+        if val is None or val == "n":
+            if got not in (None, "n"):
+                dropped.append(Dropped(origin, sym, val, got))
+        elif got != val:
+            dropped.append(Dropped(origin, sym, val, got))
+    return dropped
+
+
+def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args: list[str],
+              log_file: Path) -> str:
+    """tinyconfig + fragments (merge_config.sh) + olddefconfig; returns the .config text."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as out:
+        def run(argv: list[str]) -> None:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            proc = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, check=False)
+            if proc.returncode != 0:
+                raise KconfigError(f"kernel configuration step failed: {' '.join(argv)}",
+                                   log_path=log_file, log_tail=_tail(log_file))
+
+        run(["make", f"O={build_dir}", *make_args, "tinyconfig"])
+        run(["bash", str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build_dir),
+             str(build_dir / ".config"), *[str(f.path) for f in fragments]])
+        run(["make", f"O={build_dir}", *make_args, "olddefconfig"])
+    dotconfig = (build_dir / ".config").read_text()
+    dropped = verify(fragments, dotconfig)
+    if dropped:
+        listing = "\n".join(f"  {d}" for d in dropped)
+        raise KconfigError(
+            f"Kconfig dropped {len(dropped)} option(s) that were asked for:\n{listing}",
+            hint="add the options they depend on to the fragment (see `make menuconfig`, "
+                 "search with '/') or remove them",
+            log_path=log_file)
+    return dotconfig
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

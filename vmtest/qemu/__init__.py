@@ -1,0 +1,1 @@
+"""QEMU: the command line (pure), the accelerator, the machine's lifecycle."""

@@ -1,0 +1,109 @@
+"""The QEMU command line, built by a pure function from a MachineSpec.
+
+No I/O here: golden-file tests pin the exact argv.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmtest.errors import ConfigError
+
+_SIZE = re.compile(r"^(\d+)([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+_UNIT = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size_mib(text: str, what: str = "size") -> int:
+    """'1G', '256M', '512' (MiB) -> MiB."""
+    m = _SIZE.match(str(text).strip())
+    if not m:
+        raise ConfigError(f"bad {what} {text!r}", hint="use a size such as 512M or 1G")
+    size = int(m.group(1)) * _UNIT[m.group(2).upper()]
+    if size % (1 << 20):
+        raise ConfigError(f"{what} {text!r} is not a whole number of MiB")
+    return size // (1 << 20)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    kernel: Path
+    initrd: Path
+    accel: str = "tcg"  # "kvm" | "tcg"
+    cpus: int = 2
+    memory_mib: int = 1024
+    slots: int = 4
+    maxmem_mib: int = 4096
+    cma_mib: int = 256
+    cmdline_extra: tuple[str, ...] = ()
+    qemu_extra: tuple[str, ...] = ()
+    network: bool = True
+    binary: str = "qemu-system-x86_64"
+    log_buf_len: str = "8M"
+    loglevel: int = 4
+    guest_options: tuple[tuple[str, str], ...] = field(default=())
+
+    def validate(self) -> None:
+        if self.accel not in ("kvm", "tcg"):
+            raise ConfigError(f"unknown accelerator {self.accel!r}", hint="use kvm or tcg")
+        if self.cpus < 1:
+            raise ConfigError(f"cpus must be >= 1, got {self.cpus}")
+        if self.cma_mib >= self.memory_mib:
+            raise ConfigError(f"cma ({self.cma_mib} MiB) must be smaller than the boot memory "
+                              f"({self.memory_mib} MiB)")
+        if self.maxmem_mib < self.memory_mib:
+            raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
+                              f"({self.memory_mib} MiB)")
+
+
+def kernel_cmdline(spec: MachineSpec) -> str:
+    words = [
+        "console=ttyS0,115200",
+        # Quiet console: printing to a UART under TCG is slow; dmesg keeps everything,
+        # and oops/panic raise the console loglevel themselves (console_verbose()).
+        f"loglevel={spec.loglevel}",
+        f"log_buf_len={spec.log_buf_len}",
+        # A crash must end the VM at once: panic=-1 reboots, -no-reboot turns that into exit.
+        "panic=-1", "oops=panic", "panic_on_warn=0",
+        "rdinit=/init",
+        f"cma={spec.cma_mib}M",
+        # Hot-added memory stays offline until the test onlines it (movable or not).
+        "memhp_default_state=offline",
+        "random.trust_cpu=on",
+        "tsc=reliable",
+        "no_timer_check",
+    ]
+    words += [f"vmtest.{k}={v}" for k, v in spec.guest_options]
+    words += list(spec.cmdline_extra)
+    return " ".join(words)
+
+
+def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
+               console_log: Path) -> list[str]:
+    """The full argv. QMP and the serial console travel over inherited socket fds."""
+    spec.validate()
+    argv = [
+        spec.binary,
+        "-machine", f"pc,accel={spec.accel}",
+        "-cpu", "max" if spec.accel == "tcg" else "host",
+        "-smp", str(spec.cpus),
+        "-m", f"{spec.memory_mib}M,slots={spec.slots},maxmem={spec.maxmem_mib}M",
+        "-kernel", str(spec.kernel),
+        "-initrd", str(spec.initrd),
+        "-append", kernel_cmdline(spec),
+        "-nodefaults", "-nographic", "-no-user-config",
+        "-no-reboot",
+        "-chardev", f"socket,id=qmp,fd={qmp_fd}",
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", f"socket,id=con0,fd={console_fd},logfile={console_log}",
+        "-serial", "chardev:con0",
+        "-device", "virtio-rng-pci",
+    ]
+    if spec.network:
+        # Port 0: slirp picks a free port itself (no bind/close race); we read it back
+        # with `info usernet`. Bound to 127.0.0.1 only.
+        argv += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+                 "-device", "virtio-net-pci,netdev=net0"]
+    argv += list(spec.qemu_extra)
+    return argv

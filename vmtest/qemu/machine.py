@@ -1,0 +1,330 @@
+"""One QEMU guest: launch, watch, talk to, and always shut down.
+
+Modelled on QEMU's python/qemu/machine/machine.py: a context manager whose exit
+always shuts the VM down by escalation (guest poweroff, QMP quit, SIGTERM, SIGKILL,
+each with a bounded wait). QMP and the serial console travel over socketpairs
+inherited by QEMU, so there are no socket paths to race on or leave behind. QEMU
+gets PR_SET_PDEATHSIG, so even a SIGKILLed vmtest leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import enum
+import logging
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from vmtest.channel.console import Console, ConsoleExpect, find_crash
+from vmtest.channel.keys import KeyPair
+from vmtest.channel.ssh import SSHChannel
+from vmtest.deadline import Deadline
+from vmtest.errors import (ChannelError, GuestHang, InfraError, KernelCrash, MissingRequirement,
+                           VmtestError)
+from vmtest.qemu.argv import MachineSpec, build_argv
+
+log = logging.getLogger(__name__)
+
+READY_RE = re.compile(rb"VMTEST-READY ([^\r\n]+)")
+PR_SET_PDEATHSIG = 1
+
+
+class State(enum.Enum):
+    NEW = "new"
+    LAUNCHED = "launched"
+    READY = "ready"
+    SHUTTING_DOWN = "shutting-down"
+    STOPPED = "stopped"
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Machine:
+    """Use as `with Machine(spec, run_dir, ...) as vm:`; run_dir keeps the logs."""
+
+    def __init__(self, spec: MachineSpec, run_dir: Path, *, client_key: KeyPair | None = None,
+                 host_key: KeyPair | None = None) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.client_key = client_key
+        self.host_key = host_key
+        self.state = State.NEW
+        self.console_log = run_dir / "console.log"
+        self.qemu_log = run_dir / "qemu.log"
+        self.argv: list[str] = []
+        self.release: str | None = None
+        self.boot_s: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._console: Console | None = None
+        self._ssh: SSHChannel | None = None
+        self._stack = contextlib.ExitStack()
+        self._launched_at = 0.0
+        self._crash_scan_from = 0
+        self._dimms: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+    def __enter__(self) -> Machine:
+        self.launch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def launch(self) -> None:
+        if self.state is not State.NEW:
+            raise InfraError(f"machine already {self.state.value}")
+        if shutil.which(self.spec.binary) is None:
+            raise MissingRequirement(f"{self.spec.binary} not found",
+                                     hint="apt-get install qemu-system-x86")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._launch()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _launch(self) -> None:
+        qmp_local, qmp_remote = socket.socketpair()
+        con_local, con_remote = socket.socketpair()
+        self._stack.callback(qmp_local.close)
+        self._stack.callback(con_local.close)
+        self.argv = build_argv(self.spec, qmp_fd=qmp_remote.fileno(),
+                               console_fd=con_remote.fileno(), console_log=self.console_log)
+        (self.run_dir / "qemu.argv").write_text(shlex.join(self.argv) + "\n")
+        log.debug("launching: %s", shlex.join(self.argv))
+        qemu_log = self.qemu_log.open("wb")
+        self._stack.callback(qemu_log.close)
+        try:
+            self._proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
+                pass_fds=(qmp_remote.fileno(), con_remote.fileno()),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+                start_new_session=True)  # Ctrl-C reaches us, and we shut QEMU down in order
+        finally:
+            qmp_remote.close()
+            con_remote.close()
+        self._launched_at = time.monotonic()
+        self.state = State.LAUNCHED
+        self._console = Console(con_local)
+        self._qmp = QEMUMonitorProtocol(qmp_local)
+        try:
+            self._qmp.settimeout(10)
+            self._qmp.connect()
+        except Exception as exc:  # the library raises several kinds
+            self._raise_if_exited("connecting QMP")
+            raise InfraError(f"QMP connection to QEMU failed: {exc}",
+                             log_path=self.qemu_log) from exc
+
+    @property
+    def console(self) -> Console:
+        assert self._console is not None, "machine not launched"
+        return self._console
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def exited(self) -> bool:
+        return self._proc is not None and self._proc.poll() is not None
+
+    # -- watching ------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise KernelCrash / InfraError if the guest crashed or QEMU died."""
+        data = self.console.snapshot()
+        crash = find_crash(data[self._crash_scan_from:])
+        if crash is not None:
+            raise KernelCrash(f"kernel crash in the guest: {crash.title}",
+                              log_tail=self.console.tail(40), log_path=self.console_log)
+        if self.exited() and self.state is not State.SHUTTING_DOWN:
+            self._raise_if_exited("running")
+
+    def _raise_if_exited(self, step: str) -> None:
+        if not self.exited():
+            return
+        assert self._proc is not None
+        # Give the drain thread a moment to collect the last console bytes.
+        time.sleep(0.1)
+        crash = find_crash(self.console.snapshot()) if self._console else None
+        if crash is not None:
+            raise KernelCrash(f"kernel crash in the guest: {crash.title}",
+                              log_tail=self.console.tail(40), log_path=self.console_log)
+        qemu_tail = self.qemu_log.read_text(errors="replace")[-2000:] if self.qemu_log.exists() \
+            else ""
+        if self._proc.returncode == 0 and self.state is State.READY:
+            raise KernelCrash("the guest powered off or rebooted unexpectedly "
+                              f"(while {step})", log_tail=self.console.tail(20),
+                              log_path=self.console_log)
+        raise InfraError(f"QEMU exited with status {self._proc.returncode} while {step}",
+                         log_tail=qemu_tail or (self.console.tail(20) if self._console else ""),
+                         log_path=self.qemu_log,
+                         hint=f"argv in {self.run_dir / 'qemu.argv'}")
+
+    def wait_ready(self, timeout_s: float) -> str:
+        """Wait for the init's readiness line; returns the guest's kernel release."""
+        deadline = Deadline(timeout_s)
+        offset = 0
+        seen = b""
+        while True:
+            self.check()
+            if self.exited():
+                self._raise_if_exited("booting")
+            chunk = self.console.wait_data(offset, deadline.remaining_s(0.1))
+            offset += len(chunk)
+            seen += chunk
+            m = READY_RE.search(seen)
+            if m:
+                self.release = m.group(1).decode(errors="replace").strip()
+                self.boot_s = time.monotonic() - self._launched_at
+                self.state = State.READY
+                return self.release
+            if b"VMTEST-NONET" in seen and self.spec.network:
+                raise ChannelError("the guest has no network interface eth0",
+                                   hint="CONFIG_VIRTIO_NET / CONFIG_VIRTIO_PCI missing?",
+                                   log_path=self.console_log)
+            if deadline.expired:
+                last = seen.decode(errors="replace").strip().splitlines()
+                where = f"last console line: {last[-1]!r}" if last else "no console output"
+                raise GuestHang(f"guest did not become ready within {timeout_s:.0f} s ({where})",
+                                log_tail=self.console.tail(20), log_path=self.console_log)
+
+    # -- channels ------------------------------------------------------------------
+    def qmp(self, command: str, **args: Any) -> Any:
+        if self._qmp is None:
+            raise InfraError("QMP is not connected")
+        try:
+            return self._qmp.cmd(command, **args)
+        except Exception as exc:
+            self._raise_if_exited(f"QMP {command}")
+            raise InfraError(f"QMP {command} failed: {exc}") from exc
+
+    def qmp_ok(self, command: str, **args: Any) -> Any:
+        reply = self.qmp(command, **args)
+        if isinstance(reply, dict) and "error" in reply:
+            raise InfraError(f"QMP {command} {args} failed: {reply['error'].get('desc')}")
+        return reply.get("return") if isinstance(reply, dict) else reply
+
+    def ssh_port(self) -> int:
+        text = self.qmp_ok("human-monitor-command", **{"command-line": "info usernet"})
+        # "  TCP[HOST_FORWARD]  12       127.0.0.1 34567       10.0.2.15    22 ..."
+        m = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22", text)
+        if not m:
+            raise ChannelError(f"could not read the forwarded SSH port from QEMU: {text!r}")
+        return int(m.group(1))
+
+    def ssh(self, timeout_s: float = 30) -> SSHChannel:
+        if self._ssh is not None:
+            return self._ssh
+        if self.client_key is None or self.host_key is None:
+            raise ChannelError("this machine was launched without SSH keys")
+        port = self.ssh_port()
+        self._ssh = SSHChannel.connect(port, self.client_key, self.host_key, Deadline(timeout_s),
+                                       alive=self.check)
+        return self._ssh
+
+    def console_exec(self, command: str, timeout_s: float = 60) -> tuple[int, str]:
+        """Run a command on the console shell (no network needed)."""
+        nonce = f"{time.monotonic_ns():x}"
+        session: ConsoleExpect = self.console.expect()
+        session.sendline(f"{command}; echo VMTEST-EXIT-{nonce}:$?")
+        deadline = Deadline(timeout_s)
+        pattern = f"VMTEST-EXIT-{nonce}:(\\d+)".encode()
+        while True:
+            self.check()
+            idx = session.expect([pattern, __import__("pexpect").TIMEOUT,
+                                  __import__("pexpect").EOF], timeout=deadline.remaining_s(0.5))
+            if idx == 0:
+                before = session.before.decode(errors="replace").replace("\r", "")
+                # The first line is the tty's echo of our command line.
+                output = before.split("\n", 1)[1] if "\n" in before else ""
+                return int(session.match.group(1)), output
+            if idx == 2:
+                self._raise_if_exited("running a console command")
+                raise ChannelError("console closed while running a command")
+            if deadline.expired:
+                from vmtest.errors import CommandTimeout
+
+                raise CommandTimeout(f"console command did not finish in {timeout_s} s: "
+                                     f"{command}", log_tail=self.console.tail(10))
+
+    # -- memory hotplug ------------------------------------------------------------
+    def hotplug_dimm(self, size_mib: int, dimm_id: str | None = None) -> str:
+        """Hot-add a pc-dimm backed by RAM; returns its device id."""
+        dimm_id = dimm_id or f"dimm{len(self._dimms)}"
+        self.qmp_ok("object-add", **{"qom-type": "memory-backend-ram", "id": f"mem-{dimm_id}",
+                                     "size": size_mib << 20})
+        self.qmp_ok("device_add", driver="pc-dimm", id=dimm_id, memdev=f"mem-{dimm_id}")
+        self._dimms.append(dimm_id)
+        return dimm_id
+
+    def unplug_dimm(self, dimm_id: str) -> None:
+        """Request removal (the guest must have offlined the memory; ACPI ejects it)."""
+        self.qmp_ok("device_del", id=dimm_id)
+
+    def memory_devices(self) -> list[dict[str, Any]]:
+        return list(self.qmp_ok("query-memory-devices"))
+
+    # -- shutdown ------------------------------------------------------------------
+    def shutdown(self, *, graceful: bool = True) -> None:
+        """Escalate until QEMU is gone: poweroff, QMP quit, SIGTERM, SIGKILL."""
+        if self.state is State.STOPPED:
+            return
+        self.state = State.SHUTTING_DOWN
+        proc = self._proc
+        try:
+            if proc is not None and proc.poll() is None:
+                steps = []
+                if graceful and self._ssh is not None:
+                    steps.append(("guest poweroff", lambda: self._ssh.fire("poweroff -f")
+                                  if self._ssh else None, 3.0))
+                steps.append(("QMP quit", self._qmp_quit, 3.0))
+                steps.append(("SIGTERM", proc.terminate, 3.0))
+                steps.append(("SIGKILL", proc.kill, 10.0))
+                for name, action, wait_s in steps:
+                    try:
+                        action()
+                    except Exception as exc:  # keep escalating whatever happened
+                        log.debug("%s failed: %s", name, exc)
+                    try:
+                        proc.wait(timeout=wait_s)
+                        log.debug("QEMU stopped after %s", name)
+                        break
+                    except subprocess.TimeoutExpired:
+                        log.warning("QEMU still running after %s; escalating", name)
+        finally:
+            if self._ssh is not None:
+                self._ssh.close()
+                self._ssh = None
+            if self._qmp is not None:
+                with contextlib.suppress(Exception):
+                    self._qmp.close()
+                self._qmp = None
+            if self._console is not None:
+                self._console.close()
+            self._stack.close()
+            if proc is not None and proc.poll() is None:  # pragma: no cover - last resort
+                proc.kill()
+                proc.wait(timeout=10)
+            self.state = State.STOPPED
+
+    def _qmp_quit(self) -> None:
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+
+
+def describe_error(exc: VmtestError) -> str:
+    return exc.render()

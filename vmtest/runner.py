@@ -1,0 +1,106 @@
+"""Boot a built kernel with this run's keys and initramfs, on the right accelerator."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vmtest import paths
+from vmtest.channel.keys import KeyPair
+from vmtest.errors import GuestHang
+from vmtest.guest import rootfs
+from vmtest.qemu import accel as accel_mod
+from vmtest.qemu.argv import MachineSpec
+from vmtest.qemu.machine import Machine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    accel: str = "auto"
+    cpus: int = 2
+    memory_mib: int = 1024
+    cma_mib: int = 256
+    slots: int = 4
+    maxmem_mib: int = 4096
+    boot_timeout_s: float = 60.0
+    qemu_extra: tuple[str, ...] = ()
+    cmdline_extra: tuple[str, ...] = ()
+
+
+def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
+    root = root or paths.cache_dir("runs")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{stamp}-{label}-", dir=root))
+    return run_dir
+
+
+@contextlib.contextmanager
+def boot(kernel: Path, opts: BootOptions, run_dir: Path,
+         store: accel_mod.VerdictStore | None = None) -> Iterator[Machine]:
+    """A booted, ready guest (SSH not yet connected); always shut down on exit."""
+    store = store or accel_mod.VerdictStore()
+    client_key, host_key = KeyPair.generate(), KeyPair.generate()
+    base = rootfs.base_image()
+    with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
+        initrd = rootfs.assemble(base, rootfs.run_overlay(host_key.dropbear_private(),
+                                                          client_key.authorized_key()),
+                                 Path(tmp) / "initrd.cpio")
+        spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus,
+                           memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
+                           maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
+                           cmdline_extra=opts.cmdline_extra)
+        choice = accel_mod.choose(opts.accel, store)
+        log.info("accelerator: %s (%s)", choice.accel, choice.note)
+        if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:
+            log.warning("%s", choice.note)
+        machine = None
+        if choice.probe:
+            machine = _probe_kvm(spec, run_dir, client_key, host_key, store)
+        if machine is None:
+            machine = Machine(replace(spec, accel=choice.accel if not choice.probe else "tcg"),
+                              run_dir, client_key=client_key, host_key=host_key)
+            machine.launch()
+        with machine:
+            machine.wait_ready(opts.boot_timeout_s)
+            log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
+                     machine.spec.accel)
+            yield machine
+
+
+def _probe_kvm(spec: MachineSpec, run_dir: Path, client_key: KeyPair, host_key: KeyPair,
+               store: accel_mod.VerdictStore) -> Machine | None:
+    """Boot under KVM watching console progress; keep the machine if it boots."""
+    host = accel_mod.host_fingerprint()
+    machine = Machine(replace(spec, accel="kvm"), run_dir, client_key=client_key,
+                      host_key=host_key)
+    machine.launch()
+    offset = 0
+
+    def read(timeout_s: float) -> bytes:
+        nonlocal offset
+        data = machine.console.wait_data(offset, timeout_s)
+        offset += len(data)
+        return data
+
+    result = accel_mod.watch_boot(read, time.monotonic, accel_mod.PROBE_DEADLINE_S,
+                                  exited=machine.exited)
+    if result.booted:
+        store.put(host, True, f"booted to init in {result.elapsed_s:.1f} s")
+        log.info("KVM works on this host (init after %.1f s); remembered", result.elapsed_s)
+        return machine
+    machine.shutdown(graceful=False)
+    store.put(host, False, result.reason)
+    log.warning("KVM opens but the guest did not boot (%s): falling back to TCG. "
+                "The verdict is remembered in %s; `vmtest doctor --reprobe` forgets it.",
+                result.reason, store.path)
+    return None
+
+
+__all__ = ["BootOptions", "GuestHang", "boot", "new_run_dir"]

@@ -51,8 +51,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     artifact = kbuild.build(spec, jobs=args.jobs, force=args.force)
     elapsed = time.monotonic() - started
     print(f"kernel {artifact.release}: {artifact.bzimage}")
+    meta = artifact.meta
     print(f"build key {artifact.key[:24]}, {elapsed:.1f} s this time "
-          f"(build took {artifact.meta.get('build_seconds')} s, ccache {artifact.meta.get('ccache')})")
+          f"(build took {meta.get('build_seconds')} s, ccache {meta.get('ccache')})")
     return EXIT_OK
 
 
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=max(level, logging.DEBUG),
                         format="vmtest: %(levelname)s: %(message)s" if not os.environ.get("CI")
                         else "%(asctime)s vmtest %(levelname)s %(message)s")
+    # paramiko logs every refused early connection attempt as an error; they are expected
+    # while the guest's sshd starts.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if args.verbose > 2 else logging.CRITICAL)
     try:
         return int(args.func(args))
     except VmtestError as exc:

@@ -64,7 +64,8 @@ def run_checks() -> list[Check]:
         checks.append(Check("kvm", True, f"{why}; not yet probed: the first `vmtest run "
                                          "--accel auto` checks that it boots a guest"))
     elif verdict.get("kvm_works"):
-        checks.append(Check("kvm", True, f"usable: {verdict.get('reason')} ({verdict.get('when')})"))
+        checks.append(Check("kvm", True,
+                            f"usable: {verdict.get('reason')} ({verdict.get('when')})"))
     else:
         checks.append(Check("kvm", False, f"opens but does NOT boot guests: {verdict.get('reason')}"
                                           f"; using TCG", "nothing to do (TCG is used); "

@@ -66,8 +66,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
         if machine is None:
             machine = Machine(replace(spec, accel=choice.accel if not choice.probe else "tcg"),
                               run_dir, client_key=client_key, host_key=host_key)
-            machine.launch()
-        with machine:
+        with machine:  # launches it unless the probe already did
             machine.wait_ready(opts.boot_timeout_s)
             log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
                      machine.spec.accel)
@@ -81,6 +80,14 @@ def _probe_kvm(spec: MachineSpec, run_dir: Path, client_key: KeyPair, host_key: 
     machine = Machine(replace(spec, accel="kvm"), run_dir, client_key=client_key,
                       host_key=host_key)
     machine.launch()
+    try:
+        return _watch_probe(machine, host, store)
+    except BaseException:
+        machine.shutdown(graceful=False)
+        raise
+
+
+def _watch_probe(machine: Machine, host: str, store: accel_mod.VerdictStore) -> Machine | None:
     offset = 0
 
     def read(timeout_s: float) -> bytes:
@@ -96,6 +103,9 @@ def _probe_kvm(spec: MachineSpec, run_dir: Path, client_key: KeyPair, host_key: 
         log.info("KVM works on this host (init after %.1f s); remembered", result.elapsed_s)
         return machine
     machine.shutdown(graceful=False)
+    # Keep the probe's console next to the real one.
+    if machine.console_log.exists():
+        machine.console_log.rename(machine.console_log.with_name("console-kvm-probe.log"))
     store.put(host, False, result.reason)
     log.warning("KVM opens but the guest did not boot (%s): falling back to TCG. "
                 "The verdict is remembered in %s; `vmtest doctor --reprobe` forgets it.",

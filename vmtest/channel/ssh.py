@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
-import socket
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import IO
 
 import paramiko
 
@@ -77,8 +77,8 @@ class SSHChannel:
                 last = exc
                 time.sleep(min(0.1, deadline.remaining_s()))
 
-    def run(self, command: str, *, stdout: BinaryIO | None = None,
-            stderr: BinaryIO | None = None, timeout_s: float | None = None,
+    def run(self, command: str, *, stdout: IO[bytes] | None = None,
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
             watch: Callable[[], None] | None = None) -> int:
         """Run a shell command line; stream its output; return its exit status.
 
@@ -122,11 +122,9 @@ class SSHChannel:
             chan.close()
 
     def check_output(self, command: str, timeout_s: float = 60) -> str:
-        import io
-
         out = io.BytesIO()
         err = io.BytesIO()
-        status = self.run(command, stdout=out, stderr=err, timeout_s=timeout_s)  # type: ignore[arg-type]
+        status = self.run(command, stdout=out, stderr=err, timeout_s=timeout_s)
         if status != 0:
             raise ChannelError(f"guest command failed ({status}): {command}: "
                                f"{err.getvalue().decode(errors='replace').strip()}")
@@ -146,7 +144,7 @@ class SSHChannel:
     def close(self) -> None:
         try:
             self._client.close()
-        except (OSError, socket.error):
+        except OSError:
             pass
 
     def __enter__(self) -> SSHChannel:

@@ -76,8 +76,8 @@ class Dropped:
     got: str | None
 
     def __str__(self) -> str:
-        want = "is not set" if self.wanted is None else f"={self.wanted}"
-        got = "is not set" if self.got is None else f"={self.got}"
+        want = " is not set" if self.wanted is None else f"={self.wanted}"
+        got = " is not set" if self.got is None else f"={self.got}"
         return f"{self.fragment}: {self.symbol}{want} (got {self.symbol}{got})"
 
 

@@ -104,6 +104,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
         # Port 0: slirp picks a free port itself (no bind/close race); we read it back
         # with `info usernet`. Bound to 127.0.0.1 only.
         argv += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
-                 "-device", "virtio-net-pci,netdev=net0"]
+                 # romfile=: no iPXE option ROM, SeaBIOS skips network boot.
+                 "-device", "virtio-net-pci,netdev=net0,romfile="]
     argv += list(spec.qemu_extra)
     return argv

@@ -23,19 +23,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pexpect
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from vmtest.channel.console import Console, ConsoleExpect, find_crash
 from vmtest.channel.keys import KeyPair
 from vmtest.channel.ssh import SSHChannel
 from vmtest.deadline import Deadline
-from vmtest.errors import (ChannelError, GuestHang, InfraError, KernelCrash, MissingRequirement,
-                           VmtestError)
+from vmtest.errors import (
+    ChannelError,
+    CommandTimeout,
+    GuestHang,
+    InfraError,
+    KernelCrash,
+    MissingRequirement,
+    VmtestError,
+)
 from vmtest.qemu.argv import MachineSpec, build_argv
 
 log = logging.getLogger(__name__)
 
-READY_RE = re.compile(rb"VMTEST-READY ([^\r\n]+)")
+READY_RE = re.compile(rb"VMTEST-READY ([^\r\n]+)\r?\n")
 PR_SET_PDEATHSIG = 1
 
 
@@ -78,7 +86,8 @@ class Machine:
 
     # -- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> Machine:
-        self.launch()
+        if self.state is State.NEW:
+            self.launch()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -244,8 +253,8 @@ class Machine:
         pattern = f"VMTEST-EXIT-{nonce}:(\\d+)".encode()
         while True:
             self.check()
-            idx = session.expect([pattern, __import__("pexpect").TIMEOUT,
-                                  __import__("pexpect").EOF], timeout=deadline.remaining_s(0.5))
+            idx = session.expect([pattern, pexpect.TIMEOUT, pexpect.EOF],
+                                 timeout=deadline.remaining_s(0.5))
             if idx == 0:
                 before = session.before.decode(errors="replace").replace("\r", "")
                 # The first line is the tty's echo of our command line.
@@ -255,8 +264,6 @@ class Machine:
                 self._raise_if_exited("running a console command")
                 raise ChannelError("console closed while running a command")
             if deadline.expired:
-                from vmtest.errors import CommandTimeout
-
                 raise CommandTimeout(f"console command did not finish in {timeout_s} s: "
                                      f"{command}", log_tail=self.console.tail(10))
 

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Idempotent host set-up for a fresh Debian 12 machine: the packages vmtest needs and
+# the Python package itself (editable, so kernels/ and configs/ are found).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+    qemu-system-x86            # the guests
+    linux-source-6.1           # the built-in default kernel source
+    build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils patch  # kernel builds
+    busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
+    cpio kmod python3-venv python3-pip git
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${VMTEST_WITH_6_12:-0}" = 1 ] && ! dpkg-query -W linux-source-6.12 >/dev/null 2>&1; then
+    missing+=(linux-source-6.12)
+fi
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "setup: all Debian packages present"
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import vmtest, paramiko, qemu.qmp, pytest' 2>/dev/null \
+        || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
+    "$PYTHON" -m pip install -q -e '.[test]'
+fi
+echo "setup: done; run 'vmtest doctor' to check the host"

@@ -1,0 +1,174 @@
+"""Build (cached), boot, and drive real guests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from vmtest.channel.keys import KeyPair
+from vmtest.channel.ssh import SSHChannel
+from vmtest.deadline import Deadline
+from vmtest.errors import ChannelError, GuestHang, KernelCrash
+from vmtest.kernel import build as kbuild
+from vmtest.qemu import accel
+from vmtest.runner import boot
+
+
+def _vmtest(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmtest.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_build_is_cached(default_spec, kernel):
+    key, cached = kbuild.lookup(default_spec)
+    assert cached is not None and cached.key == key == kernel.key
+    assert kernel.bzimage.stat().st_size > 1_000_000
+    config = kconfig_text = kernel.config.read_text()
+    for option in ("CONFIG_CMA=y", "CONFIG_MEMORY_HOTREMOVE=y", "CONFIG_CMA_SYSFS=y"):
+        assert option in config.splitlines()
+    assert kconfig_text
+
+
+def test_uname_over_ssh_and_exit_status(kernel, tmp_path):
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "a"),
+                   "--", "uname", "-r")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == kernel.release
+    assert kernel.release.endswith("-vmtest-default")
+    assert "console log:" in proc.stderr
+
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "b"),
+                   "--", "false")
+    assert proc.returncode == 1, proc.stderr
+
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "c"),
+                   "--", "echo out; echo err >&2; exit 7")
+    assert (proc.returncode, proc.stdout, proc.stderr.count("err")) == (7, "out\n", 1)
+
+
+def test_identity_in_proc_version(kernel, boot_opts, run_dir):
+    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+        version = vm.ssh().check_output("cat /proc/version")
+    assert f"vmtest@{kernel.key[:16]}" in version
+
+
+def test_cma_reserved_and_visible(kernel, boot_opts, run_dir):
+    with boot(kernel.bzimage, replace(boot_opts, cma_mib=128), run_dir) as vm:
+        ssh = vm.ssh()
+        dmesg = ssh.check_output("dmesg")
+        assert re.search(r"cma: Reserved 128 MiB at", dmesg), dmesg[-2000:]
+        listing = ssh.check_output("ls /sys/kernel/debug/cma/ /sys/kernel/mm/cma/")
+        assert "reserved" in listing
+        count = ssh.check_output("cat /sys/kernel/debug/cma/reserved/count").strip()
+        assert int(count) == 128 * 256  # pages of 4 KiB
+        # A real allocation through debugfs moves the used counter.
+        ssh.check_output("echo 256 > /sys/kernel/debug/cma/reserved/alloc")
+        used = int(ssh.check_output("cat /sys/kernel/debug/cma/reserved/used"))
+        assert used >= 256
+        ok = int(ssh.check_output("cat /sys/kernel/mm/cma/reserved/alloc_pages_success"))
+        assert ok >= 256
+
+
+HOTPLUG_SCRIPT = r"""
+set -e
+cd /sys/devices/system/memory
+before=$(ls -d memory* | wc -l)
+echo before=$before
+"""
+
+
+def test_hotplug_dimm_online_movable_and_offline(kernel, boot_opts, run_dir):
+    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+        ssh = vm.ssh()
+        offline_before = ssh.check_output(
+            "grep -l offline /sys/devices/system/memory/memory*/state || true").split()
+        vm.hotplug_dimm(256)
+        devices = vm.memory_devices()
+        assert devices and devices[0]["data"]["size"] == 256 << 20
+        # ACPI hotplug is asynchronous in the guest: wait for the new blocks.
+        deadline = Deadline(30)
+        new: list[str] = []
+        while not deadline.expired:
+            offline = ssh.check_output(
+                "grep -l offline /sys/devices/system/memory/memory*/state || true").split()
+            new = sorted(set(offline) - set(offline_before))
+            if new:
+                break
+            time.sleep(0.2)
+        assert new, "hot-added DIMM did not appear as offline memory blocks"
+        block = new[0].rsplit("/", 1)[0]
+        zones = ssh.check_output(f"cat {block}/valid_zones")
+        assert "Movable" in zones
+        ssh.check_output(f"echo online_movable > {block}/state")
+        assert ssh.check_output(f"cat {block}/state").strip() == "online"
+        assert "Movable" in ssh.check_output(f"cat {block}/valid_zones")
+        # offline_pages() retries forever on a busy block: bound it.
+        status = ssh.run(f"timeout 20 sh -c 'echo offline > {block}/state'", timeout_s=30)
+        assert status == 0
+        assert ssh.check_output(f"cat {block}/state").strip() == "offline"
+
+
+def test_kernel_panic_is_reported_as_crash(kernel, boot_opts, run_dir):
+    started = time.monotonic()
+    with pytest.raises(KernelCrash) as exc:
+        with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+            vm.ssh().run("echo c > /proc/sysrq-trigger", timeout_s=60, watch=vm.check)
+    assert time.monotonic() - started < 60
+    assert "sysrq" in (exc.value.log_tail or "").lower()
+    assert exc.value.log_path == run_dir / "console.log"
+    assert "Kernel panic" in (run_dir / "console.log").read_text(errors="replace")
+
+
+def test_panic_exit_code_from_cli(kernel, tmp_path):
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path),
+                   "--", "echo c > /proc/sysrq-trigger")
+    assert proc.returncode == 1
+    assert "kernel-crash" in proc.stderr and "console.log" in proc.stderr
+
+
+def test_hang_detected_within_deadline(kernel, boot_opts, run_dir):
+    # -S: the vCPUs never start, exactly what a stalled guest looks like from outside.
+    opts = replace(boot_opts, accel="tcg", qemu_extra=("-S",), boot_timeout_s=4)
+    started = time.monotonic()
+    with pytest.raises(GuestHang, match="within 4 s"):
+        with boot(kernel.bzimage, opts, run_dir):
+            pass
+    assert time.monotonic() - started < 4 + 15  # deadline + bounded shutdown
+
+
+def test_command_timeout(kernel, tmp_path):
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path),
+                   "--timeout", "3", "--", "sleep 600")
+    assert proc.returncode == 1 and "timeout" in proc.stderr
+
+
+def test_console_exec_channel(kernel, boot_opts, run_dir):
+    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+        status, output = vm.console_exec("echo hello; cat /proc/sys/kernel/osrelease; false")
+    assert status == 1
+    assert output.splitlines()[:2] == ["hello", kernel.release]
+
+
+def test_wrong_host_key_is_refused(kernel, boot_opts, run_dir):
+    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+        assert vm.client_key is not None
+        with pytest.raises(ChannelError, match="unexpected SSH host key"):
+            SSHChannel.connect(vm.ssh_port(), vm.client_key, KeyPair.generate(), Deadline(20))
+
+
+def test_auto_accel_probe_gives_a_working_guest(kernel, boot_opts, run_dir, tmp_path):
+    store = accel.VerdictStore(tmp_path / "accel.json")
+    with boot(kernel.bzimage, replace(boot_opts, accel="auto"), run_dir, store=store) as vm:
+        assert vm.ssh().check_output("echo ok").strip() == "ok"
+        used = vm.spec.accel
+    ok, _ = accel.kvm_openable()
+    if ok:  # a verdict was recorded, and it matches what was used
+        verdict = store.get(accel.host_fingerprint())
+        assert verdict is not None and verdict["kvm_works"] == (used == "kvm")
+    else:
+        assert used == "tcg"

@@ -1,0 +1,63 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from vmtest.errors import ConfigError
+from vmtest.qemu.argv import MachineSpec, build_argv, kernel_cmdline, parse_size_mib
+
+
+def _spec(**kw):
+    return MachineSpec(kernel=Path("/k/bzImage"), initrd=Path("/t/initrd.cpio"), **kw)
+
+
+@pytest.mark.parametrize("name,spec", [
+    ("tcg-default", _spec()),
+    ("kvm-4cpu-2g", _spec(accel="kvm", cpus=4, memory_mib=2048, cma_mib=512, slots=8,
+                          maxmem_mib=8192)),
+    ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",),
+                              guest_options=(("mode", "x"),))),
+])
+def test_argv_golden(name, spec, data_dir, update_golden):
+    argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"))
+    golden = data_dir / "golden" / f"argv-{name}.json"
+    if update_golden:
+        golden.write_text(json.dumps(argv, indent=1) + "\n")
+    assert argv == json.loads(golden.read_text())
+
+
+def test_argv_is_list_of_str_and_loopback_only():
+    argv = build_argv(_spec(), qmp_fd=3, console_fd=4, console_log=Path("/c"))
+    assert all(isinstance(a, str) for a in argv)
+    netdev = argv[argv.index("-netdev") + 1]
+    assert "hostfwd=tcp:127.0.0.1:" in netdev
+    assert "-no-reboot" in argv
+
+
+def test_cmdline_reserves_cma_and_panics_hard():
+    line = kernel_cmdline(_spec(cma_mib=128))
+    assert "cma=128M" in line.split()
+    assert "panic=-1" in line.split() and "oops=panic" in line.split()
+
+
+@pytest.mark.parametrize("spec,message", [
+    (_spec(accel="hvf"), "unknown accelerator"),
+    (_spec(cma_mib=2048, memory_mib=1024), "cma"),
+    (_spec(maxmem_mib=512, memory_mib=1024), "maxmem"),
+    (_spec(cpus=0), "cpus"),
+])
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/c"))
+
+
+@pytest.mark.parametrize("text,mib", [("1G", 1024), ("256M", 256), ("512", 512), ("2GiB", 2048),
+                                      ("1024K", 1)])
+def test_parse_size(text, mib):
+    assert parse_size_mib(text) == mib
+
+
+@pytest.mark.parametrize("text", ["lots", "1.5G", "-1G", "100K"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_size_mib(text)

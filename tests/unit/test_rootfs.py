@@ -1,0 +1,99 @@
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from vmtest.errors import MissingRequirement
+from vmtest.guest import rootfs
+
+LDD_OUTPUT = """\
+\tlinux-vdso.so.1 (0x00007ffd4a5f2000)
+\tlibcrypt.so.1 => /lib/x86_64-linux-gnu/libcrypt.so.1 (0x00007f0e1c3a0000)
+\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f0e1c380000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1c19f000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c4d9000)
+"""
+
+
+def test_parse_ldd_keeps_libraries_and_loader_skips_vdso():
+    assert rootfs.parse_ldd(LDD_OUTPUT) == [
+        "/lib/x86_64-linux-gnu/libcrypt.so.1", "/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+
+
+def test_parse_ldd_missing_library_is_an_error():
+    with pytest.raises(MissingRequirement, match="libfoo"):
+        rootfs.parse_ldd("\tlibfoo.so.1 => not found\n")
+
+
+def _read_newc(data: bytes):
+    """Minimal independent newc reader: [(name, mode, body)]."""
+    out, pos = [], 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize, mode = fields[11], fields[6], fields[1]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        body = data[pos: pos + filesize]
+        pos = (pos + filesize + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, mode, body))
+
+
+def test_cpio_roundtrip_and_determinism(tmp_path):
+    src = tmp_path / "hello"
+    src.write_bytes(b"abc")
+    entries = [rootfs.directory("/etc"), rootfs.file_data("/etc/x", b"12345", 0o600),
+               rootfs.symlink("/bin/sh", "/bin/busybox"), rootfs.file_from("/h", src, 0o755)]
+    a, b = tmp_path / "a.cpio", tmp_path / "b.cpio"
+    rootfs.write_cpio(entries, a)
+    rootfs.write_cpio(entries, b)
+    assert a.read_bytes() == b.read_bytes()
+    members = _read_newc(a.read_bytes())
+    assert [(n, stat.S_IFMT(m), body) for n, m, body in members] == [
+        ("etc", stat.S_IFDIR, b""), ("etc/x", stat.S_IFREG, b"12345"),
+        ("bin/sh", stat.S_IFLNK, b"/bin/busybox"), ("h", stat.S_IFREG, b"abc")]
+    assert stat.S_IMODE(members[1][1]) == 0o600
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed")
+def test_cpio_readable_by_gnu_cpio(tmp_path):
+    rootfs.write_cpio([rootfs.directory("/d"), rootfs.file_data("/d/f", b"x" * 5)],
+                      tmp_path / "a.cpio")
+    listing = subprocess.run(["cpio", "-t"], stdin=(tmp_path / "a.cpio").open("rb"),
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert listing == ["d", "d/f"]
+
+
+@pytest.mark.skipif(not all(shutil.which(p) for p in ("busybox", "dropbear", "stress-ng"))
+                    and not shutil.os.path.exists("/usr/sbin/dropbear"),
+                    reason="guest programs not installed")
+def test_base_manifest_has_init_sshd_libs_and_parents_first():
+    entries = rootfs.base_manifest()
+    paths = [e.path for e in entries]
+    assert "/init" in paths and "/usr/sbin/dropbear" in paths and "/bin/busybox" in paths
+    assert any(p.endswith("/libc.so.6") for p in paths)
+    assert any(p.startswith("/lib64/ld-linux") for p in paths)
+    assert "/bin/sh" in paths and "/sbin/poweroff" in paths
+    seen = set()
+    for path in paths:  # every parent directory comes before its children
+        parent = path.rsplit("/", 1)[0]
+        assert parent in ("",) or parent in seen, path
+        seen.add(path)
+    assert len(paths) == len(set(paths))
+
+
+def test_manifest_digest_changes_with_content(tmp_path):
+    one = [rootfs.file_data("/a", b"1")]
+    two = [rootfs.file_data("/a", b"2")]
+    assert rootfs.manifest_digest(one) != rootfs.manifest_digest(two)
+    assert rootfs.manifest_digest(one) == rootfs.manifest_digest(list(one))
+
+
+def test_overlay_carries_keys_with_private_modes():
+    overlay = rootfs.run_overlay(b"KEY", "ssh-ed25519 AAAA test")
+    modes = {e.path: stat.S_IMODE(e.mode) for e in overlay}
+    assert modes == {"/etc/dropbear/host_key": 0o600, "/root/.ssh/authorized_keys": 0o600}

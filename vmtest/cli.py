@@ -30,10 +30,33 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
                         f"{', '.join(kconfig.DEFAULT_FRAGMENTS)})")
     p.add_argument("--patch", action="append", dest="patches", type=Path, default=[],
                    metavar="FILE", help="patch to apply, in order (repeatable)")
-    p.add_argument("--variant", default="default", help="name of this variant (identity)")
+    p.add_argument("--variant", default=None,
+                   help="variant name (with --config: which variant; default: all for build)")
+    p.add_argument("--config", metavar="YAML",
+                   help="experiment definition (configs/*.yaml): kernels and their variants")
+    p.add_argument("--base", metavar="NAME", help="with --config: which kernel (default: all)")
+
+
+def _specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
+    from vmtest import config
+
+    experiment = config.load(args.config)
+    kernels = [experiment.kernel(args.base)] if args.base else list(experiment.kernels)
+    specs = []
+    for kernel in kernels:
+        variants = [kernel.variant(args.variant, f"{args.config}: ")] if args.variant \
+            else list(kernel.variants)
+        specs += [kernel.build_spec(v) for v in variants]
+    return specs
 
 
 def _spec_from_args(args: argparse.Namespace) -> kbuild.BuildSpec:
+    if args.config:
+        specs = _specs_from_config(args)
+        if len(specs) != 1:
+            raise ConfigError(f"{args.config} defines {len(specs)} builds; pick one",
+                              hint="add --base NAME and --variant NAME")
+        return specs[0]
     fragments = tuple(kconfig.load_fragment(f) for f in
                       (args.fragments or kconfig.DEFAULT_FRAGMENTS))
     for patch in args.patches:
@@ -42,18 +65,32 @@ def _spec_from_args(args: argparse.Namespace) -> kbuild.BuildSpec:
     source = parse_source(args.source)
     return kbuild.BuildSpec(source=source, fragments=fragments,
                             patches=tuple(p.resolve() for p in args.patches),
-                            variant=args.variant, base=args.source)
+                            variant=args.variant or "default", base=args.source)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    started = time.monotonic()
-    artifact = kbuild.build(spec, jobs=args.jobs, force=args.force)
-    elapsed = time.monotonic() - started
-    print(f"kernel {artifact.release}: {artifact.bzimage}")
-    meta = artifact.meta
-    print(f"build key {artifact.key[:24]}, {elapsed:.1f} s this time "
-          f"(build took {meta.get('build_seconds')} s, ccache {meta.get('ccache')})")
+    specs = _specs_from_config(args) if args.config else [_spec_from_args(args)]
+    failed = 0
+    for spec in specs:
+        started = time.monotonic()
+        label = f"{spec.base or spec.source.describe()}/{spec.variant}"
+        try:
+            artifact = kbuild.build(spec, jobs=args.jobs, force=args.force)
+        except VmtestError as exc:
+            # Other variants and everything already built stay usable.
+            print(f"{label}: FAILED: {exc.render()}", file=sys.stderr)
+            failed += 1
+            continue
+        elapsed = time.monotonic() - started
+        meta = artifact.meta
+        fresh = elapsed > 5
+        print(f"{label}: {artifact.release} {artifact.bzimage}")
+        print(f"  key {artifact.key[:24]}; " + (
+            f"built in {elapsed:.1f} s (make {meta.get('build_seconds')} s, "
+            f"ccache {meta.get('ccache')})" if fresh else
+            f"cache hit in {elapsed:.2f} s (originally built in {meta.get('build_seconds')} s)"))
+    if failed:
+        return EXIT_INFRA
     return EXIT_OK
 
 

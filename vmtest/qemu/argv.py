@@ -40,7 +40,7 @@ class MachineSpec:
     qemu_extra: tuple[str, ...] = ()
     network: bool = True
     binary: str = "qemu-system-x86_64"
-    log_buf_len: str = "8M"
+    log_buf_len: str = "16M"
     loglevel: int = 4
     guest_options: tuple[tuple[str, str], ...] = field(default=())
 

@@ -1,0 +1,87 @@
+"""The shared working tree: series switching and patch errors (real `patch`, tiny tree)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vmtest.errors import PatchError
+from vmtest.kernel import build as kbuild
+from vmtest.kernel.source import LocalTree
+
+A_PATCH = """\
+--- a/mm/a.c
++++ b/mm/a.c
+@@ -1,3 +1,3 @@
+ one
+-two
++TWO
+ three
+"""
+BROKEN = """\
+--- a/mm/a.c
++++ b/mm/a.c
+@@ -1,3 +1,3 @@
+ uno
+-dos
++DOS
+ tres
+"""
+
+
+@pytest.fixture
+def pristine(tmp_path: Path) -> Path:
+    tree = tmp_path / "pristine"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "a.c").write_text("one\ntwo\nthree\n")
+    (tree / "mm" / "b.c").write_text("b\n")
+    (tree / "Makefile").write_text("")
+    return tree
+
+
+def _spec(tree: Path, *patches: Path) -> kbuild.BuildSpec:
+    return kbuild.BuildSpec(source=LocalTree(tree), fragments=(), patches=patches,
+                            variant="v")
+
+
+def test_touched_files(tmp_path):
+    patch = tmp_path / "p.patch"
+    patch.write_text(A_PATCH)
+    assert kbuild._touched_files(patch) == {"mm/a.c"}
+
+
+def test_switching_series_restores_and_reapplies(tmp_path, pristine):
+    patch = tmp_path / "p.patch"
+    patch.write_text(A_PATCH)
+    work = tmp_path / "work"
+    work.mkdir()
+    log = tmp_path / "log"
+    tree = kbuild._prepare_worktree(pristine, work, _spec(pristine, patch), log)
+    assert (tree / "mm" / "a.c").read_text() == "one\nTWO\nthree\n"
+    assert (pristine / "mm" / "a.c").read_text() == "one\ntwo\nthree\n"  # hard link broken
+    # untouched files stay hard links to the pristine tree
+    assert os.stat(tree / "mm" / "b.c").st_ino == os.stat(pristine / "mm" / "b.c").st_ino
+    before = (tree / "mm" / "a.c").stat().st_mtime_ns
+    tree = kbuild._prepare_worktree(pristine, work, _spec(pristine), log)
+    assert (tree / "mm" / "a.c").read_text() == "one\ntwo\nthree\n"
+    assert (tree / "mm" / "a.c").stat().st_mtime_ns >= before  # make sees the change
+    # same series again: nothing to do, file not touched
+    mtime = (tree / "mm" / "a.c").stat().st_mtime_ns
+    kbuild._prepare_worktree(pristine, work, _spec(pristine), log)
+    assert (tree / "mm" / "a.c").stat().st_mtime_ns == mtime
+
+
+def test_broken_patch_names_patch_and_hunk_and_recovers(tmp_path, pristine):
+    good, bad = tmp_path / "good.patch", tmp_path / "bad.patch"
+    good.write_text(A_PATCH)
+    bad.write_text(BROKEN)
+    work = tmp_path / "work"
+    work.mkdir()
+    log = tmp_path / "log"
+    with pytest.raises(PatchError) as exc:
+        kbuild._prepare_worktree(pristine, work, _spec(pristine, good, bad), log)
+    assert "bad.patch" in str(exc.value) and str(pristine) in str(exc.value)
+    assert "Hunk #1 FAILED" in (exc.value.log_tail or "")
+    # the tree is usable for another series afterwards
+    tree = kbuild._prepare_worktree(pristine, work, _spec(pristine, good), log)
+    assert (tree / "mm" / "a.c").read_text() == "one\nTWO\nthree\n"

@@ -108,6 +108,31 @@ def find_program(name: str) -> Path:
     return found
 
 
+STRESSOR_DIR = Path(__file__).with_name("stressors")
+
+
+def stressor_binaries() -> list[Path]:
+    """The framework's own stressors (C), compiled statically once per source hash."""
+    built = []
+    for source in sorted(STRESSOR_DIR.glob("*.c")):
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        binary = paths.cache_dir("stressors", digest) / source.stem
+        if not binary.exists():
+            if shutil.which("gcc") is None:
+                raise MissingRequirement("gcc not found (compiles the guest stressors)",
+                                         hint="apt-get install build-essential")
+            tmp = binary.with_suffix(".tmp")
+            proc = subprocess.run(["gcc", "-O2", "-static", "-Wall", "-o", str(tmp),
+                                   str(source)], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise MissingRequirement(
+                    f"compiling {source.name} statically failed: {proc.stderr.strip()[-500:]}",
+                    hint="apt-get install libc6-dev (static glibc)")
+            tmp.rename(binary)
+        built.append(binary)
+    return built
+
+
 def busybox_applets(busybox: Path) -> list[str]:
     out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True)
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
@@ -137,6 +162,8 @@ def base_manifest(extra_programs: Iterable[str] = ("stress-ng",)) -> list[Entry]
         add(file_from(str(program), program, 0o755))
         for lib in shared_libraries(program):
             add(file_from(lib, Path(lib).resolve(), 0o755))
+    for binary in stressor_binaries():
+        add(file_from(f"/usr/bin/{binary.name}", binary, 0o755))
     add(file_from("/init", INIT_SCRIPT, 0o755))
     add(file_data("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"))
     add(file_data("/etc/group", b"root:x:0:\n"))

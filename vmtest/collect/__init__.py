@@ -1,0 +1,1 @@
+"""Collectors and parsers: dmesg, vmstat, tracefs, CMA sysfs/debugfs."""

@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                         else "%(asctime)s vmtest %(levelname)s %(message)s")
     # paramiko logs every refused early connection attempt as an error; they are expected
     # while the guest's sshd starts.
-    logging.getLogger("paramiko").setLevel(logging.DEBUG if args.verbose > 2 else logging.CRITICAL)
+    for noisy in ("paramiko", "qemu.qmp"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose > 2 else logging.CRITICAL)
     try:
         return int(args.func(args))
     except VmtestError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vmtest import paths
 from vmtest.channel.keys import KeyPair
-from vmtest.errors import GuestHang
+from vmtest.errors import GuestHang, InfraError
 from vmtest.guest import rootfs
 from vmtest.qemu import accel as accel_mod
 from vmtest.qemu.argv import MachineSpec
@@ -79,7 +79,14 @@ def _probe_kvm(spec: MachineSpec, run_dir: Path, client_key: KeyPair, host_key: 
     host = accel_mod.host_fingerprint()
     machine = Machine(replace(spec, accel="kvm"), run_dir, client_key=client_key,
                       host_key=host_key)
-    machine.launch()
+    try:
+        machine.launch()
+    except InfraError as exc:
+        # QEMU itself refused KVM (e.g. "failed to set MSR" on some nested hosts).
+        first = (exc.log_tail or str(exc)).strip().splitlines()[0:1] or [str(exc)]
+        reason = f"QEMU failed to start under KVM: {first[0][:200]}"
+        _give_up_kvm(machine, host, store, reason)
+        return None
     try:
         return _watch_probe(machine, host, store)
     except BaseException:
@@ -102,15 +109,21 @@ def _watch_probe(machine: Machine, host: str, store: accel_mod.VerdictStore) -> 
         store.put(host, True, f"booted to init in {result.elapsed_s:.1f} s")
         log.info("KVM works on this host (init after %.1f s); remembered", result.elapsed_s)
         return machine
-    machine.shutdown(graceful=False)
-    # Keep the probe's console next to the real one.
-    if machine.console_log.exists():
-        machine.console_log.rename(machine.console_log.with_name("console-kvm-probe.log"))
-    store.put(host, False, result.reason)
-    log.warning("KVM opens but the guest did not boot (%s): falling back to TCG. "
-                "The verdict is remembered in %s; `vmtest doctor --reprobe` forgets it.",
-                result.reason, store.path)
+    _give_up_kvm(machine, host, store, result.reason)
     return None
+
+
+def _give_up_kvm(machine: Machine, host: str, store: accel_mod.VerdictStore,
+                 reason: str) -> None:
+    machine.shutdown(graceful=False)
+    # Keep the probe's logs next to the real ones.
+    for log_path in (machine.console_log, machine.qemu_log):
+        if log_path.exists():
+            log_path.rename(log_path.with_name(f"{log_path.stem}-kvm-probe{log_path.suffix}"))
+    store.put(host, False, reason)
+    log.warning("KVM opens but does not boot a guest here (%s): falling back to TCG. "
+                "The verdict is remembered in %s; `vmtest doctor --reprobe` forgets it.",
+                reason, store.path)
 
 
 __all__ = ["BootOptions", "GuestHang", "boot", "new_run_dir"]

@@ -39,10 +39,15 @@ if ip link set eth0 up 2>/dev/null; then
 else
     say "NONET"
 fi
+# The console command loop must not echo input; set before READY so that the host's
+# first command cannot race it.
+stty -echo 2>/dev/null
 say "READY $(cat /proc/sys/kernel/osrelease)"
 
-# Fallback exec channel: a shell on the console. The host writes a command line and
-# reads up to the marker line carrying its exit status.
+# Fallback exec channel: a non-interactive command loop on the console (no prompt,
+# no line editing, no echo). The host writes one command line and reads up to the
+# marker line carrying its exit status.
 while true; do
-    setsid sh -c 'exec sh </dev/console >/dev/console 2>&1'
+    setsid sh -c 'exec </dev/console >/dev/console 2>&1
+        while IFS= read -r line; do eval "$line"; done'
 done

@@ -256,9 +256,7 @@ class Machine:
             idx = session.expect([pattern, pexpect.TIMEOUT, pexpect.EOF],
                                  timeout=deadline.remaining_s(0.5))
             if idx == 0:
-                before = session.before.decode(errors="replace").replace("\r", "")
-                # The first line is the tty's echo of our command line.
-                output = before.split("\n", 1)[1] if "\n" in before else ""
+                output = session.before.decode(errors="replace").replace("\r", "")
                 return int(session.match.group(1)), output
             if idx == 2:
                 self._raise_if_exited("running a console command")

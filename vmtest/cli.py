@@ -106,9 +106,64 @@ def _resolve_kernel(args: argparse.Namespace) -> Path:
     return kbuild.build(_spec_from_args(args)).bzimage
 
 
+def _scenario_run(args: argparse.Namespace) -> int:
+    from vmtest import config, experiment, paths, runner
+
+    cfg = args.config or str(paths.repo_root() / "configs" / "lru-migration.yaml")
+    exp = config.load(cfg)
+    if args.base:
+        kernel = exp.kernel(args.base)
+    elif len(exp.kernels) == 1:
+        kernel = exp.kernels[0]
+    else:
+        raise ConfigError(f"{cfg} defines several kernels", hint="pick one with --base NAME")
+    if not args.variant:
+        raise ConfigError("--scenario needs --variant",
+                          hint=f"available: {', '.join(v.name for v in kernel.variants)}")
+    variant = kernel.variant(args.variant, f"{cfg}: ")
+    overrides: dict[str, object] = {}
+    for item in args.set or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = _yaml_value(value)
+    from vmtest import scenarios
+
+    scenarios.make(args.scenario, args.profile, overrides)  # validate before anything runs
+    out = Path(args.output) if args.output else runner.new_run_dir(
+        label=f"{args.scenario}-{variant.name}")
+    print(f"run directory: {out}", file=sys.stderr)
+    doc = experiment.run_scenario(kernel, variant, args.scenario, args.profile, overrides,
+                                  out, accel=args.accel, boot_timeout_s=args.boot_timeout)
+    metrics = doc.get("metrics", {})
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(f"{doc['identity']['kernel_release']} {args.scenario}/{args.profile}: "
+          f"verdict {doc['verdict']}")
+    for key, value in shown.items():
+        print(f"  {key}: {value}")
+    print(f"result: {out / 'result.json'}")
+    if doc["verdict"] == "ok":
+        return EXIT_OK
+    print(doc.get("error", ""), file=sys.stderr)
+    return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL
+
+
+def _yaml_value(text: str) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from vmtest import runner
 
+    if args.scenario:
+        if args.command and args.command != ["--"]:
+            raise ConfigError("give either --scenario or a command, not both")
+        return _scenario_run(args)
     command = args.command
     if command and command[0] == "--":
         command = command[1:]
@@ -199,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", action="append", metavar="WORD",
                    help="extra kernel command-line word")
     p.add_argument("--timings", action="store_true", help="print boot/total seconds to stderr")
+    p.add_argument("--scenario", help="run a scenario instead of CMD (cma-stress, "
+                                      "hotplug-offline); writes result.json")
+    p.add_argument("--profile", default="quick", help="scenario profile (quick, seed)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a scenario parameter (repeatable)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_run)
     return parser

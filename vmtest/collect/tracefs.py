@@ -1,0 +1,40 @@
+"""tracefs `trace` output -> per-event counts and migration sums by reason."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+_EVENT = re.compile(r":\s+(\w+):\s+(.*)$")
+_KV = re.compile(r"(\w+)=(\S+)")
+
+
+def parse_trace(text: str) -> dict[str, Any]:
+    events: Counter[str] = Counter()
+    migrate: dict[str, dict[str, int]] = defaultdict(lambda: {"calls": 0, "succeeded": 0,
+                                                              "failed": 0})
+    cma_fail = 0
+    lost = 0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            if "entries-in-buffer" in line:
+                m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", line)
+                if m:
+                    lost = int(m.group(2)) - int(m.group(1))
+            continue
+        m = _EVENT.search(line)
+        if not m:
+            continue
+        name, rest = m.group(1), m.group(2)
+        events[name] += 1
+        fields = dict(_KV.findall(rest))
+        if name == "mm_migrate_pages":
+            bucket = migrate[fields.get("reason", "?")]
+            bucket["calls"] += 1
+            bucket["succeeded"] += int(fields.get("succeeded", 0))
+            bucket["failed"] += int(fields.get("failed", 0))
+        elif name == "cma_alloc_finish" and fields.get("errorno", "0") not in ("0",):
+            cma_fail += 1
+    return {"events": dict(events), "migrate_by_reason": dict(migrate),
+            "cma_alloc_failed": cma_fail, "lost_events": lost}

@@ -1,0 +1,147 @@
+"""cma-stress: the original experiment. CMA allocations through debugfs, one every
+period_s, while lru-stress keeps every per-CPU LRU batch busy and a tmpfs fill pushes
+movable pages into the CMA area."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from vmtest.collect import dmesg as dmesg_parser
+from vmtest.collect import snapshot, tracefs
+from vmtest.errors import ConfigError, InfraError
+from vmtest.qemu.machine import Machine
+from vmtest.scenarios.base import LoadParams, Scenario, elapsed_since, guest_run
+
+_ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d) cmafree_kib=(\d+) memfree_kib=(\d+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CmaStressParams(LoadParams):
+    count: int = 500
+    period_s: float = 5.0
+    alloc_mib: int = 64
+    cma_mib: int = 256
+    memory_mib: int = 1024
+    cpus: int = 2
+    warmup_s: float = 5.0
+
+
+class CmaStress(Scenario):
+    name = "cma-stress"
+    Params = CmaStressParams
+    PROFILES = {
+        # The original report: ~500 allocations, one every 5 s, under app load.
+        "seed": {"count": 500, "period_s": 5.0},
+        # CI: the same load, 30 allocations half a second apart.
+        "quick": {"count": 30, "period_s": 0.5, "warmup_s": 3.0},
+    }
+
+    @classmethod
+    def validate(cls, p: CmaStressParams) -> None:
+        if p.count < 1:
+            raise ConfigError(f"cma-stress: count must be >= 1, got {p.count}")
+        if p.period_s <= 0:
+            raise ConfigError(f"cma-stress: period_s must be > 0, got {p.period_s}")
+        if not 0 < p.alloc_mib <= p.cma_mib:
+            raise ConfigError(f"cma-stress: alloc_mib {p.alloc_mib} must be in 1..cma_mib "
+                              f"({p.cma_mib})", hint="a CMA allocation cannot exceed the area")
+        if p.cma_mib >= p.memory_mib:
+            raise ConfigError(f"cma-stress: cma_mib {p.cma_mib} must be below memory_mib "
+                              f"{p.memory_mib}")
+
+    def boot_overrides(self) -> dict[str, Any]:
+        p = self.params
+        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus}
+
+    def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
+        p: CmaStressParams = self.params
+        self.check_guest(vm, {"/sys/kernel/debug/cma": "CONFIG_CMA_DEBUGFS",
+                              "/sys/kernel/mm/cma": "CONFIG_CMA_SYSFS",
+                              "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
+        area = vm.ssh().check_output("ls /sys/kernel/debug/cma | head -1").strip()
+        if not area:
+            raise InfraError("no CMA area in the guest", hint="boot with cma=SIZE")
+        timings: dict[str, float] = {}
+        before = self.snapshot(vm)
+        self.start_tracing(vm)
+        started = time.monotonic()
+        self.start_load(vm, p, p.cpus)
+        time.sleep(p.warmup_s)
+        timings["load_start_s"] = elapsed_since(started)
+        pages = p.alloc_mib * 256
+        script = (
+            f"A=/sys/kernel/debug/cma/{area}; i=0; "
+            f"while [ $i -lt {p.count} ]; do "
+            "cf=$(awk '/^CmaFree/{print $2}' /proc/meminfo); "
+            "mf=$(awk '/^MemFree/{print $2}' /proc/meminfo); "
+            f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; echo {pages} > $A/free; "
+            "else ok=0; fi; "
+            'echo "vmtest-alloc i=$i ok=$ok cmafree_kib=$cf memfree_kib=$mf"; '
+            f"i=$((i+1)); sleep {p.period_s}; done")
+        alloc_log = run_dir / "allocations.log"
+        status = guest_run(vm, script, alloc_log,
+                           timeout_s=p.count * (p.period_s + 30) + 60)
+        timings["allocations_s"] = elapsed_since(started) - timings["load_start_s"]
+        stressor_log = self.stop_load(vm)
+        (run_dir / "lru-stress.log").write_text(stressor_log)
+        after = self.snapshot(vm)
+        artifacts = self.collect(vm, run_dir)
+        if status != 0:
+            raise InfraError(f"the allocation loop failed in the guest (exit {status})",
+                             log_path=alloc_log)
+        allocs = [m for m in (_ALLOC_LINE.match(x) for x in
+                              alloc_log.read_text().splitlines()) if m]
+        report = dmesg_parser.parse(artifacts["dmesg"].read_text(errors="replace"))
+        trace = tracefs.parse_trace(artifacts["trace"].read_text(errors="replace"))
+        ops = report.ops("alloc_contig_range")
+        dumps = report.dumps_by_reason()
+        cma_total_kib = before["meminfo_kib"].get("CmaTotal", p.cma_mib * 1024)
+        cma_free = [int(m.group(3)) for m in allocs]
+        metrics = {
+            "fail_to_migrate_dumps": dumps.get("fail to migrate", 0),
+            "allocations": len(allocs),
+            "allocations_ok": sum(1 for m in allocs if m.group(2) == "1"),
+            "allocations_failed": sum(1 for m in allocs if m.group(2) == "0"),
+            "alloc_contig_range_calls": len(ops),
+            "alloc_contig_range_failed": sum(1 for o in ops if o.get("ret") != 0),
+            "drains": sum(int(o.get("drains", 0)) for o in ops),
+            "migrate_calls": sum(int(o.get("migrate_calls", 0)) for o in ops),
+            "migrate_passes": sum(int(o.get("passes", 0)) for o in ops),
+            "failed_pages": sum(int(o.get("failed_pages", 0)) for o in ops),
+            "distinct_failed_pfns": len({d.pfn for d in report.dumps}),
+            "alloc_us_median": _median([int(o.get("us", 0)) for o in ops]),
+            "cma_occupancy_median": round(1 - _median(cma_free) / cma_total_kib, 3)
+            if cma_free and cma_total_kib else None,
+            "cma_alloc_failures_logged": len(report.cma_failures),
+            "vmstat": snapshot.vmstat_delta(before, after),
+            "trace": trace,
+        }
+        return {
+            "metrics": metrics,
+            "timings": timings,
+            "attribution": report.attribution_table(),
+            "operations": ops,
+            "loss": report.to_dict()["loss"],
+            "splats": report.to_dict()["splats"],
+            "snapshots": {"before": _slim(before), "after": _slim(after)},
+            "artifacts": {k: str(v) for k, v in artifacts.items()}
+            | {"allocations": str(alloc_log)},
+        }
+
+
+def _median(values: list[int]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _slim(snap: dict[str, Any]) -> dict[str, Any]:
+    keep = ("MemTotal", "MemFree", "CmaTotal", "CmaFree", "Shmem", "AnonPages", "Mlocked")
+    return {"meminfo_kib": {k: v for k, v in snap["meminfo_kib"].items() if k in keep},
+            "cma_sysfs": snap["cma_sysfs"], "cma_debugfs": snap["cma_debugfs"]}

@@ -22,9 +22,9 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 
 
 def _add_kernel_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="debian:6.1",
-                   help="kernel source: debian:6.1, debian:6.12, a tree PATH, or PATH@GITREF "
-                        "(default: %(default)s)")
+    p.add_argument("--source", default=None,
+                   help="ad-hoc kernel source: debian:6.1, debian:6.12, a tree PATH, or "
+                        "PATH@GITREF (default: the kernels of --config)")
     p.add_argument("--fragment", action="append", dest="fragments", metavar="NAME|PATH",
                    help="config fragment (repeatable; default: "
                         f"{', '.join(kconfig.DEFAULT_FRAGMENTS)})")
@@ -33,8 +33,21 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default=None,
                    help="variant name (with --config: which variant; default: all for build)")
     p.add_argument("--config", metavar="YAML",
-                   help="experiment definition (configs/*.yaml): kernels and their variants")
+                   help="experiment definition: kernels and their variants (default: "
+                        "configs/lru-migration.yaml unless --source/--patch/--fragment)")
     p.add_argument("--base", metavar="NAME", help="with --config: which kernel (default: all)")
+
+
+def _use_config(args: argparse.Namespace) -> bool:
+    """Ad-hoc kernel options win; otherwise the (default) experiment config."""
+    if args.config:
+        return True
+    if args.source or args.patches or args.fragments:
+        return False
+    from vmtest import paths
+
+    args.config = str(paths.repo_root() / "configs" / "lru-migration.yaml")
+    return True
 
 
 def _specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
@@ -51,7 +64,7 @@ def _specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
 
 
 def _spec_from_args(args: argparse.Namespace) -> kbuild.BuildSpec:
-    if args.config:
+    if _use_config(args):
         specs = _specs_from_config(args)
         if len(specs) != 1:
             raise ConfigError(f"{args.config} defines {len(specs)} builds; pick one",
@@ -62,14 +75,14 @@ def _spec_from_args(args: argparse.Namespace) -> kbuild.BuildSpec:
     for patch in args.patches:
         if not patch.is_file():
             raise ConfigError(f"patch {patch} not found")
-    source = parse_source(args.source)
+    source = parse_source(args.source or "debian:6.1")
     return kbuild.BuildSpec(source=source, fragments=fragments,
                             patches=tuple(p.resolve() for p in args.patches),
-                            variant=args.variant or "default", base=args.source)
+                            variant=args.variant or "default", base=args.source or "debian:6.1")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    specs = _specs_from_config(args) if args.config else [_spec_from_args(args)]
+    specs = _specs_from_config(args) if _use_config(args) else [_spec_from_args(args)]
     failed = 0
     for spec in specs:
         started = time.monotonic()
@@ -103,6 +116,8 @@ def _resolve_kernel(args: argparse.Namespace) -> Path:
             raise ConfigError(f"kernel image {args.kernel} not found",
                               hint="pass a bzImage or a directory printed by `vmtest build`")
         return path
+    if _use_config(args) and not args.variant:
+        args.variant = "patched"  # the built-in default: the kernel as shipped
     return kbuild.build(_spec_from_args(args)).bzimage
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from vmtest import config
 from vmtest.kernel import build as kbuild
-from vmtest.kernel import kconfig
-from vmtest.kernel.source import parse_source
 from vmtest.runner import BootOptions
 
 
@@ -41,17 +40,30 @@ def no_orphan_qemu():
     pytest.fail(f"orphan QEMU processes left behind: {sorted(left)}")
 
 
+REFERENCE = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
+
+
 @pytest.fixture(scope="session")
-def default_spec() -> kbuild.BuildSpec:
-    return kbuild.BuildSpec(
-        source=parse_source(os.environ.get("VMTEST_SOURCE", "debian:6.1")),
-        fragments=tuple(kconfig.load_fragment(f) for f in kconfig.DEFAULT_FRAGMENTS),
-        base="6.1")
+def reference() -> config.Experiment:
+    return config.load(REFERENCE)
+
+
+@pytest.fixture(scope="session")
+def default_spec(reference) -> kbuild.BuildSpec:
+    """The built-in default kernel: 6.1 as shipped, with the instrumentation."""
+    k61 = reference.kernel("6.1")
+    return k61.build_spec(k61.variant("patched"))
 
 
 @pytest.fixture(scope="session")
 def kernel(default_spec) -> kbuild.KernelArtifact:
     return kbuild.build(default_spec)
+
+
+@pytest.fixture(scope="session")
+def variants(reference) -> dict[str, kbuild.KernelArtifact]:
+    k61 = reference.kernel("6.1")
+    return {v.name: kbuild.build(k61.build_spec(v)) for v in k61.variants}
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_uname_over_ssh_and_exit_status(kernel, tmp_path):
                    "--", "uname", "-r")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == kernel.release
-    assert kernel.release.endswith("-vmtest-default")
+    assert kernel.release.endswith("-vmtest-patched")
     assert "console log:" in proc.stderr
 
     proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "b"),

@@ -13,7 +13,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm /tmp /run /var/log /root
 mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
+# Scenarios fill tmpfs on purpose (movable, swap-backed pages): no 50% cap.
+mount -t tmpfs -o size=95% tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null

@@ -31,6 +31,9 @@ class LoadParams:
     fill_mib: int = 0  # tmpfs pages that stay put (movable, shmem)
     stress_ng: str = ""  # extra background load, e.g. "--vm 1 --vm-bytes 64M --vm-keep"
     seed: int = 1
+    # Fault injection to test the harness itself: "panic" crashes the guest (sysrq-c)
+    # once the load runs.
+    fault: str = ""
 
 
 class Scenario:
@@ -113,6 +116,19 @@ class Scenario:
             parts.append(f"setsid {shlex.join(ng)} > /tmp/stress-ng.log 2>&1 < /dev/null &")
         vm.ssh().check_output("\n".join([*parts, "sleep 0.2", "pidof lru-stress >/dev/null"]),
                               timeout_s=120)
+        if load.fault == "panic":
+            vm.ssh().run("echo c > /proc/sysrq-trigger", timeout_s=60, watch=vm.check)
+            vm.check()
+
+    @staticmethod
+    def check_load(vm: Machine) -> None:
+        """The stressor must still run: a dead load would make any result meaningless."""
+        ssh = vm.ssh()
+        if ssh.run("pidof lru-stress >/dev/null", timeout_s=30) != 0:
+            log_text = ssh.check_output("cat /tmp/lru-stress.log 2>/dev/null; true")
+            raise InfraError("the guest load (lru-stress) died during the scenario",
+                             log_tail=log_text[-1500:],
+                             hint="lower fill_mib / stress_*_mib (out of memory or tmpfs space?)")
 
     @staticmethod
     def stop_load(vm: Machine) -> str:

@@ -86,6 +86,7 @@ class CmaStress(Scenario):
         status = guest_run(vm, script, alloc_log,
                            timeout_s=p.count * (p.period_s + 30) + 60)
         timings["allocations_s"] = elapsed_since(started) - timings["load_start_s"]
+        self.check_load(vm)
         stressor_log = self.stop_load(vm)
         (run_dir / "lru-stress.log").write_text(stressor_log)
         after = self.snapshot(vm)

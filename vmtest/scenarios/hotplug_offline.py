@@ -121,6 +121,7 @@ class HotplugOffline(Scenario):
                            and r["iteration"] == it):
                         vm.unplug_dimm(dimm_id)
                         self._wait_removed(vm, dimm_id)
+        self.check_load(vm)
         stressor_log = self.stop_load(vm)
         (run_dir / "lru-stress.log").write_text(stressor_log)
         after = self.snapshot(vm)

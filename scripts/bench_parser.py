@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""dmesg parser throughput: parse a large console log built from recorded real logs plus
+dump_page blocks (the heaviest case), print MB/s (median of 5)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from vmtest.collect import dmesg
+
+LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
+
+
+def corpus(target_mb: int = 64) -> str:
+    parts = [p.read_text(errors="replace") for p in sorted(LOGS.glob("*"))]
+    text = "\n".join(parts)
+    reps = max(1, target_mb * 2**20 // max(1, len(text)))
+    return "\n".join([text] * reps)
+
+
+def main() -> int:
+    text = corpus()
+    size_mb = len(text.encode()) / 2**20
+    rates = []
+    for _ in range(5):
+        started = time.perf_counter()
+        report = dmesg.parse(text)
+        rates.append(size_mb / (time.perf_counter() - started))
+    print(f"corpus: {size_mb:.1f} MiB, {report.lines} lines, {len(report.dumps)} dumps, "
+          f"{len(report.summaries)} summaries")
+    print(f"parser throughput: median {statistics.median(rates):.1f} MB/s "
+          f"(min {min(rates):.1f}, max {max(rates):.1f}) over 5 runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

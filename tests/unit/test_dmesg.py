@@ -1,0 +1,111 @@
+"""The dmesg parser on logs recorded from real vmtest guests (tests/data/logs)."""
+
+from pathlib import Path
+
+import pytest
+
+from vmtest.channel.console import find_crash
+from vmtest.collect import dmesg
+
+LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
+
+
+def _read(name: str) -> str:
+    return (LOGS / name).read_text(errors="replace")
+
+
+def test_hotplug_summaries_unpatched_drain_per_retry():
+    report = dmesg.parse(_read("6.1-unpatched-hotplug.dmesg"))
+    ops = report.ops("offline_pages")
+    assert [o["seq"] for o in ops] == [1, 2, 3, 4]
+    assert ops[0]["start_pfn"] == 0x100000 and ops[0]["end_pfn"] == 0x108000
+    assert all(o["ret"] == 0 for o in ops)
+    assert all(o["drains"] >= o["migrate_calls"] + 1 for o in ops)
+    assert report.seq_gaps() == [] and report.dump_mismatch() == 0
+    assert report.splats == []
+
+
+def test_hotplug_summaries_patched_drain_once():
+    ops = dmesg.parse(_read("6.1-patched-hotplug.dmesg")).ops("offline_pages")
+    assert len(ops) == 4 and all(o["drains"] == 1 for o in ops)
+
+
+def test_panic_console_log_gives_panic_splat_with_stack():
+    text = _read("6.1-panic-sysrq.console.log")
+    report = dmesg.parse(text)
+    assert [s.kind for s in report.splats] == ["panic"]
+    assert report.splats[0].title == "sysrq triggered crash"
+    assert any("sysrq_handle_crash" in frame for frame in report.splats[0].stack)
+    crash = find_crash(text.encode())
+    assert crash is not None and crash.title.startswith("Kernel panic - not syncing")
+
+
+def test_seq_gap_and_dump_mismatch_reveal_lost_lines():
+    lines = _read("6.1-unpatched-hotplug.dmesg").splitlines()
+    kept = [ln for ln in lines if "seq=2 " not in ln]
+    report = dmesg.parse("\n".join(kept))
+    assert report.seq_gaps() == [(1, 3)]
+    announced = "\n".join(kept).replace("dumps=0 us=", "dumps=3 us=", 1)
+    assert dmesg.parse(announced).dump_mismatch() == 3
+
+
+@pytest.mark.parametrize("prefix", ["", "[   12.345678] ", "4,1234,5678901,-;", "<4>"])
+def test_prefixes_and_dump_attribution(prefix):
+    # A dump in the exact shape mm/debug.c __dump_page() prints on 6.1 (anon page).
+    block = [
+        "vmtest-mm: migrate_fail reason=contig_range pfn=0x41a2c rc=-11 pass=3",
+        "page:00000000b7a4c4ea refcount:3 mapcount:1 mapping:0000000000000000 index:0x7f0 "
+        "pfn:0x41a2c",
+        "memcg:ffff888003e1c000",
+        "anon flags: 0x4000000000080034(uptodate|lru|active|swapbacked|zone=1)",
+        "raw: 4000000000080034 ffffea0001068b48 ffffea0001068b08 ffff888003d1a001",
+        "page dumped because: fail to migrate",
+    ]
+    report = dmesg.parse("\n".join(prefix + line for line in block))
+    assert len(report.dumps) == 1
+    dump = report.dumps[0]
+    assert (dump.pfn, dump.refcount, dump.mapcount, dump.error) == (0x41a2c, 3, 1, -11)
+    assert dump.kind == "anon" and dump.mapped and dump.extra_refs == 2
+    assert report.attribution_table()[0]["state"] == "active,lru,swapbacked,uptodate"
+    assert report.dumps_by_reason() == {"fail to migrate": 1}
+
+
+def test_shmem_dump_6_12_format_and_hotplug_lines():
+    text = "\n".join([
+        "migrating pfn 10a3f0 failed ret:-11",
+        "page: refcount:2 mapcount:0 mapping:00000000d4a1b2c3 index:0x1f pfn:0x10a3f0",
+        "aops:shmem_aops ino:3 dentry name:\"lru-stress.1.0\"",
+        "flags: 0x100000000040014(uptodate|lru|swapbacked|node=0|zone=2)",
+        "page dumped because: migration failure",
+        "failed to isolate pfn 10a400",
+        "do_migrate_range: 12 callbacks suppressed",
+        "cma: cma_alloc: reserved: alloc failed, req-size: 16384 pages, ret: -16",
+    ])
+    report = dmesg.parse(text)
+    dump = report.dumps[0]
+    assert dump.kind == "shmem" and not dump.mapped and dump.extra_refs == 2
+    assert dump.error == -11 and dump.reason == "migration failure"
+    assert report.hotplug_isolate_failures == [0x10a400]
+    assert report.suppressed == {"do_migrate_range": 12}
+    assert report.cma_failures[0]["pages"] == 16384 and report.cma_failures[0]["ret"] == -16
+
+
+@pytest.mark.parametrize("line,kind,title", [
+    ("WARNING: CPU: 1 PID: 77 at mm/page_alloc.c:5525 __alloc_pages+0x1a/0x30", "warning",
+     "mm/page_alloc.c:5525 __alloc_pages+0x1a/0x30"),
+    ("BUG: kernel NULL pointer dereference, address: 0000000000000000", "bug",
+     "kernel NULL pointer dereference, address: 0000000000000000"),
+    ("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [lru-stress:80]", "soft-lockup",
+     "CPU#0 stuck for 22s! [lru-stress:80]"),
+    ("INFO: task kworker/0:1:12 blocked for more than 120 seconds.", "hung-task",
+     "kworker/0:1:12"),
+    ("rcu: INFO: rcu_preempt self-detected stall on CPU", "rcu-stall",
+     "rcu_preempt self-detected stall on CPU"),
+    ("BUG: KASAN: use-after-free in migrate_folio+0x1/0x2", "kasan",
+     "use-after-free in migrate_folio+0x1/0x2"),
+    ("UBSAN: shift-out-of-bounds in mm/swap.c:12:3", "ubsan",
+     "shift-out-of-bounds in mm/swap.c:12:3"),
+])
+def test_splat_kinds(line, kind, title):
+    splats = dmesg.parse(f"[    1.000000] {line}\n").splats
+    assert [(s.kind, s.title) for s in splats] == [(kind, title)]

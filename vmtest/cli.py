@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
+    from vmtest import matrix_cli
+
+    matrix_cli.add_parsers(sub)
+
     p = sub.add_parser("doctor", help="check the host: tools, kernel source, KVM usability")
     p.add_argument("--reprobe", action="store_true", help="forget the remembered KVM verdict")
     p.set_defaults(func=cmd_doctor)

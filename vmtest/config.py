@@ -48,9 +48,35 @@ class KernelDef:
 
 
 @dataclass(frozen=True)
+class ScenarioDef:
+    name: str
+    metrics: tuple[str, ...]  # the first is the primary metric
+    params: tuple[tuple[str, Any], ...] = ()
+    lower_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class MatrixDef:
+    kernels: tuple[str, ...]
+    variants: tuple[str, ...]  # the first is the baseline
+    scenarios: tuple[str, ...]
+    repetitions: int
+    profile: str
+
+
+@dataclass(frozen=True)
 class Experiment:
     path: Path
     kernels: tuple[KernelDef, ...]
+    scenarios: tuple[ScenarioDef, ...] = ()
+    matrix: MatrixDef | None = None
+
+    def scenario(self, name: str) -> ScenarioDef:
+        for sc in self.scenarios:
+            if sc.name == name:
+                return sc
+        raise ConfigError(f"{self.path}: scenario {name!r} is not defined",
+                          hint=f"defined: {', '.join(s.name for s in self.scenarios)}")
 
     def kernel(self, name: str) -> KernelDef:
         for kernel in self.kernels:
@@ -175,4 +201,73 @@ def load(path: str | Path) -> Experiment:
                        for i, p in enumerate(vbody.get("patches", []))]
             variants.append(Variant(str(vname), tuple(series), str(vbody.get("description", ""))))
         kernels.append(KernelDef(str(name), source, tuple(fragments), tuple(variants)))
-    return Experiment(path, tuple(kernels))
+    scenario_defs = _scenarios(where, raw.get("scenarios") or {})
+    matrix = _matrix(where, raw.get("matrix"), kernels, scenario_defs)
+    return Experiment(path, tuple(kernels), scenario_defs, matrix)
+
+
+def _scenarios(where: _Where, raw: Any) -> tuple[ScenarioDef, ...]:
+    from vmtest import scenarios as catalog
+
+    _expect(where, "scenarios", raw, dict, "a mapping of scenarios")
+    defs = []
+    for name, body in raw.items():
+        key = f"scenarios.{name}"
+        body = body or {}
+        _expect(where, key, body, dict, "a mapping")
+        _keys(where, key, body, {"metrics", "params", "lower_is_better"})
+        if name not in catalog.SCENARIOS:
+            raise where.error(key, f"unknown scenario {name!r}",
+                              hint=f"available: {', '.join(sorted(catalog.SCENARIOS))}")
+        metrics = _expect(where, f"{key}.metrics", body.get("metrics", []), list,
+                          "a list of metric names (the first is the primary one)")
+        if not metrics:
+            raise where.error(f"{key}.metrics", "at least one metric is needed")
+        params = _expect(where, f"{key}.params", body.get("params", {}), dict, "a mapping")
+        try:
+            catalog.make(name, "quick", params)
+        except ConfigError as exc:
+            raise where.error(f"{key}.params", str(exc), exc.hint) from exc
+        defs.append(ScenarioDef(str(name), tuple(str(m) for m in metrics),
+                                tuple(sorted(params.items())),
+                                bool(body.get("lower_is_better", True))))
+    return tuple(defs)
+
+
+def _matrix(where: _Where, raw: Any, kernels: list[KernelDef],
+            scenario_defs: tuple[ScenarioDef, ...]) -> MatrixDef | None:
+    if raw is None:
+        return None
+    _expect(where, "matrix", raw, dict, "a mapping")
+    _keys(where, "matrix", raw, {"kernels", "variants", "scenarios", "repetitions", "profile"})
+    known_k = {k.name: k for k in kernels}
+    names = [str(n) for n in _expect(where, "matrix.kernels",
+                                     raw.get("kernels", list(known_k)), list, "a list")]
+    for i, n in enumerate(names):
+        if n not in known_k:
+            raise where.error(f"matrix.kernels[{i}]", f"unknown kernel {n!r}",
+                              hint=f"available: {', '.join(known_k)}")
+    variants = [str(v) for v in _expect(where, "matrix.variants", raw.get("variants"), list,
+                                        "a list of variant names (baseline first)")]
+    for i, v in enumerate(variants):
+        for n in names:
+            if v not in {x.name for x in known_k[n].variants}:
+                raise where.error(f"matrix.variants[{i}]", f"kernel {n!r} has no variant {v!r}",
+                                  hint="available: " + ", ".join(x.name for x in
+                                                                 known_k[n].variants))
+    if len(variants) < 2:
+        raise where.error("matrix.variants", "a comparison needs at least two variants")
+    sc_names = [str(s) for s in _expect(where, "matrix.scenarios", raw.get("scenarios"), list,
+                                        "a list of scenario names")]
+    defined = {s.name for s in scenario_defs}
+    for i, sc in enumerate(sc_names):
+        if sc not in defined:
+            raise where.error(f"matrix.scenarios[{i}]", f"scenario {sc!r} is not defined under "
+                              "scenarios:", hint=f"defined: {', '.join(sorted(defined))}")
+    reps = raw.get("repetitions", 1)
+    if not isinstance(reps, int) or reps < 1:
+        raise where.error("matrix.repetitions", f"must be a positive integer, got {reps!r}")
+    if not names or not sc_names:
+        raise where.error("matrix", "the matrix is empty (no kernels or no scenarios)")
+    profile = str(raw.get("profile", "seed"))
+    return MatrixDef(tuple(names), tuple(variants), tuple(sc_names), reps, profile)

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,22 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+_LIVE: set[Machine] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_live(run_dir: Path | None = None, reason: str = "interrupt") -> int:
+    """Stop every live machine (or those of one run dir) at once: Ctrl-C, run timeouts.
+
+    The owners' context managers then see a dead QEMU and unwind normally.
+    """
+    with _LIVE_LOCK:
+        victims = [m for m in _LIVE if run_dir is None or m.run_dir == run_dir]
+    for machine in victims:
+        machine.abort(reason)
+    return len(victims)
+
+
 class Machine:
     """Use as `with Machine(spec, run_dir, ...) as vm:`; run_dir keeps the logs."""
 
@@ -83,6 +100,7 @@ class Machine:
         self._launched_at = 0.0
         self._crash_scan_from = 0
         self._dimms: list[str] = []
+        self.aborted = ""  # why vmtest killed the VM: "interrupt" | "timeout"
 
     # -- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> Machine:
@@ -128,6 +146,8 @@ class Machine:
             con_remote.close()
         self._launched_at = time.monotonic()
         self.state = State.LAUNCHED
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._console = Console(con_local)
         self._qmp = QEMUMonitorProtocol(qmp_local)
         try:
@@ -165,6 +185,13 @@ class Machine:
         if not self.exited():
             return
         assert self._proc is not None
+        if self.aborted == "timeout":
+            raise CommandTimeout(f"the run exceeded its time limit (while {step}); the VM "
+                                 "was stopped", log_tail=self.console.tail(20),
+                                 log_path=self.console_log)
+        if self.aborted:
+            raise InfraError(f"the VM was stopped by vmtest ({self.aborted}) while {step}",
+                             log_path=self.console_log)
         # Give the drain thread a moment to collect the last console bytes.
         time.sleep(0.1)
         crash = find_crash(self.console.snapshot()) if self._console else None
@@ -324,6 +351,15 @@ class Machine:
                 proc.kill()
                 proc.wait(timeout=10)
             self.state = State.STOPPED
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+
+    def abort(self, reason: str = "interrupt") -> None:
+        """Kill QEMU now, from any thread; the owner's shutdown() cleans up the rest."""
+        self.aborted = reason
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def _qmp_quit(self) -> None:
         if self._qmp is not None:

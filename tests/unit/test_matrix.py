@@ -1,0 +1,118 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from vmtest import config, matrix, report
+from vmtest.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+REF = REPO / "configs" / "lru-migration.yaml"
+
+
+@pytest.fixture
+def exp():
+    return config.load(REF)
+
+
+def test_expansion_is_interleaved_and_complete(exp):
+    runs = matrix.expand(exp, profile="quick", repetitions=3)
+    assert len(runs) == 3 * 2 * 2
+    assert [r.variant for r in runs[:4]] == ["unpatched", "patched"] * 2
+    assert len({r.key for r in runs}) == len(runs)
+    assert runs == matrix.expand(exp, profile="quick", repetitions=3)  # deterministic
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+def test_shards_partition_the_runs(exp, n):
+    runs = matrix.expand(exp, profile="quick", repetitions=3)
+    shards = [matrix.shard(runs, f"{i}/{n}") for i in range(1, n + 1)]
+    keys = [r.key for s in shards for r in s]
+    assert sorted(keys) == sorted(r.key for r in runs)
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("spec", ["0/2", "3/2", "x", "1-2"])
+def test_bad_shard(exp, spec):
+    with pytest.raises(ConfigError):
+        matrix.shard(matrix.expand(exp), spec)
+
+
+def test_matrix_config_errors(tmp_path):
+    text = REF.read_text().replace("scenarios: [cma-stress, hotplug-offline]",
+                                   "scenarios: [cma-stress, nope]")
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace("6.1/", str(REPO / "kernels/patches/6.1") + "/"))
+    with pytest.raises(ConfigError, match=r"matrix.scenarios\[1\]"):
+        config.load(path)
+    path.write_text(REF.read_text().replace("variants: [unpatched, patched]",
+                                            "variants: [unpatched, nope]")
+                    .replace("6.1/", str(REPO / "kernels/patches/6.1") + "/"))
+    with pytest.raises(ConfigError, match="has no variant 'nope'"):
+        config.load(path)
+
+
+def _doc(variant: str, scenario: str, value: float, verdict: str = "ok") -> dict:
+    metrics = {"fail_to_migrate_dumps": value, "allocations": 500, "failed_pages": value * 2,
+               "allocations_failed": 0, "alloc_us_median": 1000.0, "drains": 500,
+               "drains_per_offline": value, "offline_seconds_total": 1.0,
+               "blocks_timed_out": 0}
+    return {"schema": "vmtest-run/1", "run_id": f"{variant}{value}", "verdict": verdict,
+            "identity": {"base": "6.1", "variant": variant, "scenario": scenario},
+            "metrics": metrics, "splats": [], "operations": [{"dumps": value}]}
+
+
+def test_store_resume_and_fingerprint(exp, tmp_path):
+    store = matrix.Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    calls = []
+
+    def fake_run(run, run_dir):
+        calls.append(run.key)
+        doc = _doc(run.variant, run.scenario, 1.0)
+        (run_dir / "result.json").write_text(json.dumps(doc))
+        return doc
+
+    matrix.execute(runs[:2], store, fake_run, jobs=2)
+    matrix.execute(runs, store, fake_run, jobs=2)  # the first two are not run again
+    assert len(calls) == len(runs) and len(set(calls)) == len(runs)
+    lines = (tmp_path / "res" / "index.jsonl").read_text().splitlines()
+    assert len(lines) == len(runs)
+    with pytest.raises(ConfigError, match="another config or profile"):
+        store.claim(exp, "seed", force=False)
+    store.claim(exp, "seed", force=True)
+
+
+def test_infrastructure_failures_are_retried(exp, tmp_path):
+    store = matrix.Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    run = matrix.expand(exp, profile="quick", repetitions=1)[0]
+    d = store.prepare(run)
+    (d / "result.json").write_text(json.dumps({"verdict": "infrastructure"}))
+    assert not store.done(run)
+    (d / "result.json").write_text(json.dumps({"verdict": "kernel-crash"}))
+    assert store.done(run)
+
+
+def test_report_golden(exp, data_dir, update_golden):
+    docs = [_doc("unpatched", "cma-stress", v) for v in (400, 380, 420, 390, 410)]
+    docs += [_doc("patched", "cma-stress", v) for v in (30, 28, 35, 31, 29)]
+    docs += [_doc("unpatched", "hotplug-offline", v) for v in (3, 2, 4)]
+    docs += [_doc("patched", "hotplug-offline", v) for v in (1, 1, 1)]
+    docs.append(_doc("patched", "hotplug-offline", 0, verdict="kernel-crash")
+                | {"error": "kernel crash in the guest: Kernel panic"})
+    data = report.build(exp, docs)
+    md = report.markdown(data)
+    golden = data_dir / "golden" / "report.md"
+    if update_golden:
+        golden.write_text(md)
+    assert md == golden.read_text()
+    cma = data["sections"][0]
+    assert cma["headline"].startswith("'fail to migrate' dumps over 500 CMA allocations "
+                                      "(median per run): unpatched 400 -> patched 30")
+    assert cma["comparisons"][0]["verdict"] == "improved"
+    assert data["crashes"] and not data["regressions"]
+    junit = report.junit(data)
+    assert junit.count("<testcase") == 9 + 1 and "kernel-crash" in junit
+    assert "<svg" in report.html_page(data)

@@ -24,7 +24,7 @@ from pathlib import Path
 from vmtest import paths
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
-from vmtest.kernel.source import KernelSource
+from vmtest.kernel.source import KernelSource, LocalTree
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,12 @@ def _touched_files(patch: Path) -> set[str]:
     return files
 
 
+def _location(source: KernelSource) -> str:
+    if isinstance(source, LocalTree):
+        return f"tree:{source.path}@{source.ref or ''}"
+    return source.identity()
+
+
 def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Path) -> Path:
     """One working tree per base, shared by its variants, with spec's series applied.
 
@@ -149,10 +155,21 @@ def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Pat
     """
     tree = work / "tree"
     state_file = work / "series.json"
-    if not (tree / ".vmtest-worktree").exists():
+    marker = tree / ".vmtest-worktree"
+    identity = spec.source.identity()
+    if not marker.exists() or marker.read_text() != identity:
+        # New tree contents (first use, or the local tree moved to another commit): a
+        # fresh hard-link copy keeps the source's mtimes, so make rebuilds what changed.
+        previous = json.loads(state_file.read_text())["files"] if state_file.exists() else []
         shutil.rmtree(tree, ignore_errors=True)
         subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
-        (tree / ".vmtest-worktree").write_text(str(pristine) + "\n")
+        # Files the old series had patched are older than their objects now: fresh
+        # copies get a new mtime so make recompiles them.
+        for rel in previous:
+            if (tree / rel).exists():
+                (tree / rel).unlink()
+                shutil.copyfile(pristine / rel, tree / rel)
+        marker.write_text(identity)
         state_file.unlink(missing_ok=True)
     wanted = [hashlib.sha256(p.read_bytes()).hexdigest() for p in spec.patches]
     state = json.loads(state_file.read_text()) if state_file.exists() else {"series": [],
@@ -206,8 +223,10 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     staging.mkdir(parents=True)
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
     log_file.write_text(f"# vmtest build {key}\n# source {spec.source.identity()}\n")
+    # One working tree and build dir per source *location* (a Debian package version, a
+    # local tree's path): successive commits of a tree (bisection) build incrementally.
     work = paths.cache_dir("work") / hashlib.sha256(
-        spec.source.identity().encode()).hexdigest()[:16]
+        _location(spec.source).encode()).hexdigest()[:16]
     work.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(work / "lock"):

@@ -1,0 +1,79 @@
+"""Bisection: `git bisect run` drives build -> run -> judge on a local kernel tree.
+
+`vmtest bisect --tree T --good G --bad B --scenario S --metric M --threshold X` starts
+`git bisect` in T and runs `vmtest bisect-step` at every step. A step builds the checked
+out commit (plus an optional patch series, e.g. instrumentation), runs the scenario and
+judges the metric: <= threshold is good (exit 0), above is bad (1); a commit that does
+not build, a patch that does not apply or a failure of the machinery is skipped (125);
+a kernel crash or hang is bad (1). Every step leaves its result document.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from vmtest import experiment, paths
+from vmtest.config import KernelDef, Variant
+from vmtest.errors import ConfigError, VmtestError
+from vmtest.kernel import kconfig
+from vmtest.kernel.source import LocalTree
+
+GOOD, BAD, SKIP = 0, 1, 125
+
+
+def judge(doc: dict[str, Any], metric: str, threshold: float) -> tuple[int, str]:
+    verdict = doc.get("verdict")
+    if verdict == "infrastructure":
+        return SKIP, f"skip: {doc.get('error', '').splitlines()[0] if doc.get('error') else ''}"
+    if verdict != "ok":
+        return BAD, f"bad: {verdict}"
+    value = doc.get("metrics", {}).get(metric)
+    if not isinstance(value, (int, float)):
+        return SKIP, f"skip: metric {metric!r} missing from the result"
+    if value <= threshold:
+        return GOOD, f"good: {metric}={value} <= {threshold}"
+    return BAD, f"bad: {metric}={value} > {threshold}"
+
+
+def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float,
+         patches: list[Path], fragments: list[str], accel: str, log_dir: Path) -> int:
+    source = LocalTree(tree)
+    commit = source.identity().split(":", 1)[1][:12]
+    kernel = KernelDef(name=f"bisect-{tree.name}", source=source,
+                       fragments=tuple(kconfig.load_fragment(f) for f in fragments),
+                       variants=(Variant("bisect", tuple(patches)),))
+    out = log_dir / commit
+    try:
+        doc = experiment.run_scenario(kernel, kernel.variants[0], scenario, profile, {}, out,
+                                      accel=accel)
+    except VmtestError as exc:  # build or patch failure: this commit cannot be judged
+        print(f"vmtest bisect: {commit}: skip: {exc}", file=sys.stderr)
+        return SKIP
+    code, why = judge(doc, metric, threshold)
+    print(f"vmtest bisect: {commit}: {why} ({out / 'result.json'})", file=sys.stderr)
+    with (log_dir / "bisect-log.jsonl").open("a") as log:
+        log.write(json.dumps({"commit": commit, "exit": code, "why": why,
+                              "result": str(out / "result.json")}) + "\n")
+    return code
+
+
+def start(tree: Path, good: str, bad: str, step_args: list[str]) -> int:
+    if not (tree / ".git").exists():
+        raise ConfigError(f"{tree} is not a git checkout", hint="bisect needs a git tree")
+    git = ["git", "-C", str(tree)]
+    subprocess.run([*git, "bisect", "start", bad, good], check=True)
+    try:
+        proc = subprocess.run([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
+                               "bisect-step", "--tree", str(tree), *step_args], check=False)
+        subprocess.run([*git, "bisect", "log"], check=False)
+        return proc.returncode
+    finally:
+        subprocess.run([*git, "bisect", "reset"], check=False)
+
+
+def default_log_dir() -> Path:
+    return paths.cache_dir("bisect")

@@ -31,6 +31,11 @@ fi
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import vmtest, paramiko, qemu.qmp, pytest' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
-    "$PYTHON" -m pip install -q -e '.[test]'
+    # Debian's own python3 is "externally managed" (PEP 668): fall back to installing
+    # beside it, as root does for site tools, when no virtual environment is active.
+    "$PYTHON" -m pip install -q -e '.[test]' 2>/tmp/vmtest-pip.err \
+        || { grep -q externally-managed /tmp/vmtest-pip.err \
+             && "$PYTHON" -m pip install -q --break-system-packages -e '.[test]'; } \
+        || { cat /tmp/vmtest-pip.err >&2; exit 1; }
 fi
 echo "setup: done; run 'vmtest doctor' to check the host"

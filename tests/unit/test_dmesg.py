@@ -109,3 +109,32 @@ def test_shmem_dump_6_12_format_and_hotplug_lines():
 def test_splat_kinds(line, kind, title):
     splats = dmesg.parse(f"[    1.000000] {line}\n").splats
     assert [(s.kind, s.title) for s in splats] == [(kind, title)]
+
+
+def test_trace_parser_on_recorded_trace():
+    from vmtest.collect import tracefs
+
+    parsed = tracefs.parse_trace(_read("6.1-cma.trace"))
+    assert parsed["events"] == {"mm_migrate_pages": 3, "cma_alloc_finish": 2}
+    assert parsed["migrate_by_reason"]["contig_range"]["succeeded"] == 96
+    assert parsed["cma_alloc_failed"] == 0 and parsed["lost_events"] == 0
+
+
+def test_cma_dumps_unpatched_recorded():
+    report = dmesg.parse(_read("6.1-unpatched-cma.dmesg"))
+    assert report.dumps_by_reason() == {"fail to migrate": 105}
+    assert len({d.pfn for d in report.dumps}) == 3
+    # every dump follows its migrate_fail line and carries its error code
+    assert len(report.migrate_fails) == 105 and all(d.error == -11 for d in report.dumps)
+    table = report.attribution_table()
+    assert table[0]["kind"] == "shmem" and table[0]["extra_refs"] == 3
+    busy = [o for o in report.ops("alloc_contig_range") if o["ret"] == -16]
+    assert len(busy) == 7
+    assert report.dump_mismatch() == 0 and report.seq_gaps() == []
+
+
+def test_cma_patched_recorded_has_no_failures():
+    report = dmesg.parse(_read("6.1-patched-cma.dmesg"))
+    ops = report.ops("alloc_contig_range")
+    assert len(ops) == 30 and all(o["ret"] == 0 for o in ops)
+    assert report.dumps == [] and all(o["drains"] >= 1 for o in ops)

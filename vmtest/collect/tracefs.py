@@ -32,9 +32,11 @@ def parse_trace(text: str) -> dict[str, Any]:
         if name == "mm_migrate_pages":
             bucket = migrate[fields.get("reason", "?")]
             bucket["calls"] += 1
-            bucket["succeeded"] += int(fields.get("succeeded", 0))
-            bucket["failed"] += int(fields.get("failed", 0))
-        elif name == "cma_alloc_finish" and fields.get("errorno", "0") not in ("0",):
+            # include/trace/events/migrate.h: nr_succeeded / nr_failed (6.1, 6.12)
+            bucket["succeeded"] += int(fields.get("nr_succeeded", fields.get("succeeded", 0)))
+            bucket["failed"] += int(fields.get("nr_failed", fields.get("failed", 0)))
+        elif name == "cma_alloc_finish" and (fields.get("errorno", "0") != "0"
+                                             or fields.get("pfn") in ("0xffffffffffffffff",)):
             cma_fail += 1
     return {"events": dict(events), "migrate_by_reason": dict(migrate),
             "cma_alloc_failed": cma_fail, "lost_events": lost}

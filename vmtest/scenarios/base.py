@@ -29,6 +29,7 @@ class LoadParams:
     stress_burst: int = 14
     stress_pause_us: int = 2000
     fill_mib: int = 0  # tmpfs pages that stay put (movable, shmem)
+    stress_refault_ms: int = 0  # re-fault the whole working set every N ms (0: never)
     stress_ng: str = ""  # extra background load, e.g. "--vm 1 --vm-bytes 64M --vm-keep"
     seed: int = 1
     # Fault injection to test the harness itself: "panic" crashes the guest (sysrq-c)
@@ -109,7 +110,7 @@ class Scenario:
         stress = ["lru-stress", "-w", str(workers), "-o", load.stress_ops,
                   "-a", str(load.stress_anon_mib), "-f", str(load.stress_file_mib),
                   "-b", str(load.stress_burst), "-p", str(load.stress_pause_us),
-                  "-s", str(load.seed), "-d", "/dev/shm"]
+                  "-s", str(load.seed), "-d", "/dev/shm", "-r", str(load.stress_refault_ms)]
         parts.append(f"setsid {shlex.join(stress)} > /tmp/lru-stress.log 2>&1 < /dev/null &")
         if load.stress_ng:
             ng = ["stress-ng", *shlex.split(load.stress_ng), "--timeout", "0"]

@@ -56,12 +56,14 @@ struct opts {
 	int burst_max;
 	int pause_us_max;
 	double duration_s;
+	int refault_ms;
 	unsigned long seed;
 	const char *dir;
 };
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, refault_now;
 static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_refault(int sig) { (void)sig; refault_now = 1; }
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -88,6 +90,7 @@ static int worker(int id, const struct opts *o)
 	long page = sysconf(_SC_PAGESIZE);
 	uint64_t rng = o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)id + 1;
 	unsigned long counts[OP_COUNT] = {0};
+	unsigned long refaults = 0;
 	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	cpu_set_t set;
 	char path[256];
@@ -123,7 +126,51 @@ static int worker(int id, const struct opts *o)
 			die("pwrite");
 
 	end = now_s() + o->duration_s;
+	double next_refault = o->refault_ms > 0 ? now_s() + o->refault_ms / 1e3 : 0;
 	while (!stop && (o->duration_s <= 0 || now_s() < end)) {
+		/*
+		 * Refault: give the whole working set new physical pages, the way an app
+		 * launch does. Fresh movable pages land in CMA when it holds most of the free
+		 * memory (mm/page_alloc.c __rmqueue()), so the pages a CMA allocation must
+		 * migrate keep being the ones this load is batching.
+		 */
+		if ((next_refault && now_s() >= next_refault) || refault_now) {
+			refault_now = 0;
+			/*
+			 * New pages first, old ones dropped after: freed pages would be reused
+			 * at once from the per-CPU free lists; new ones come from the buddy
+			 * allocator, which prefers CMA here.
+			 */
+			char *fresh = mmap(NULL, o->anon_pages * page, PROT_READ | PROT_WRITE,
+					   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			int nfd;
+
+			if (fresh == MAP_FAILED)
+				die("mmap anon");
+			for (size_t i = 0; i < o->anon_pages; i++)
+				fresh[i * page] = 2;
+			munmap(anon, o->anon_pages * page);
+			anon = fresh;
+			snprintf(path, sizeof(path), "%s/lru-stress.%d.%d.%lu", o->dir,
+				 (int)getppid(), id, refaults);
+			nfd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+			if (nfd < 0)
+				die(path);
+			unlink(path);
+			for (size_t i = 0; i < o->file_pages; i++)
+				if (pwrite(nfd, buf, page, (off_t)i * page) != page)
+					die("pwrite");
+			munmap(file_map, o->file_pages * page);
+			close(fd);
+			fd = nfd;
+			file_map = mmap(NULL, o->file_pages * page, PROT_READ | PROT_WRITE,
+					MAP_SHARED, fd, 0);
+			if (file_map == MAP_FAILED)
+				die("mmap file");
+			refaults++;
+			if (next_refault)
+				next_refault = now_s() + o->refault_ms / 1e3;
+		}
 		enum op op;
 		int burst = 1 + (int)(rng_next(&rng) % (uint64_t)o->burst_max);
 
@@ -179,7 +226,7 @@ static int worker(int id, const struct opts *o)
 		if (o->pause_us_max > 0)
 			usleep((useconds_t)(rng_next(&rng) % (uint64_t)(o->pause_us_max + 1)));
 	}
-	printf("worker=%d cpu=%d", id, id % ncpu);
+	printf("worker=%d cpu=%d refaults=%lu", id, id % ncpu, refaults);
 	for (int i = 0; i < OP_COUNT; i++)
 		if (o->ops_mask & (1u << i))
 			printf(" %s=%lu", op_names[i], counts[i]);
@@ -221,10 +268,13 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: lru-stress [-w WORKERS] [-o OPS] [-a ANON_MIB] [-f FILE_MIB] [-b BURST]\n"
 		"                  [-p PAUSE_US] [-t SECONDS] [-s SEED] [-d TMPFS_DIR]\n"
+		"                  [-r REFAULT_MS]\n"
 		"  OPS: comma list of all, add, file, activate, deactivate, lazyfree,\n"
 		"       invalidate, mlock (lru_rotate needs block-device writeback: not covered)\n"
 		"  defaults: one worker per CPU, all ops, 16 MiB anon + 16 MiB file per worker,\n"
-		"            bursts of 1..14 pages, pauses of 0..20000 us, run until SIGTERM\n");
+		"            bursts of 1..14 pages, pauses of 0..20000 us, run until SIGTERM,\n"
+		"            no refault (-r: re-fault the whole working set every N ms;\n"
+		"            SIGUSR1: re-fault once, now)\n");
 }
 
 int main(int argc, char **argv)
@@ -235,7 +285,7 @@ int main(int argc, char **argv)
 			  .duration_s = 0, .seed = 1, .dir = "/dev/shm" };
 	int c, status, rc = 0;
 
-	while ((c = getopt(argc, argv, "w:o:a:f:b:p:t:s:d:h")) != -1) {
+	while ((c = getopt(argc, argv, "w:o:a:f:b:p:t:s:d:r:h")) != -1) {
 		switch (c) {
 		case 'w': o.workers = atoi(optarg); break;
 		case 'o': o.ops_mask = parse_ops(optarg); break;
@@ -246,6 +296,7 @@ int main(int argc, char **argv)
 		case 't': o.duration_s = atof(optarg); break;
 		case 's': o.seed = strtoul(optarg, NULL, 0); break;
 		case 'd': o.dir = optarg; break;
+		case 'r': o.refault_ms = atoi(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -257,6 +308,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
+	signal(SIGUSR1, on_refault);	/* workers inherit it; the parent only waits */
 	for (int i = 0; i < o.workers; i++) {
 		pid_t pid = fork();
 		if (pid < 0)

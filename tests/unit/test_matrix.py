@@ -54,6 +54,7 @@ def test_matrix_config_errors(tmp_path):
 
 def _doc(variant: str, scenario: str, value: float, verdict: str = "ok") -> dict:
     metrics = {"fail_to_migrate_dumps": value, "allocations": 500, "failed_pages": value * 2,
+               "alloc_contig_range_failed": value / 10, "distinct_failed_pfns": value / 7,
                "allocations_failed": 0, "alloc_us_median": 1000.0, "drains": 500,
                "drains_per_offline": value, "offline_seconds_total": 1.0,
                "blocks_timed_out": 0}
@@ -114,5 +115,6 @@ def test_report_golden(exp, data_dir, update_golden):
     assert cma["comparisons"][0]["verdict"] == "improved"
     assert data["crashes"] and not data["regressions"]
     junit = report.junit(data)
-    assert junit.count("<testcase") == 9 + 1 and "kernel-crash" in junit
+    n_metrics = sum(len(exp.scenario(s).metrics) for s in exp.matrix.scenarios)
+    assert junit.count("<testcase") == n_metrics + 1 and "kernel-crash" in junit
     assert "<svg" in report.html_page(data)

@@ -189,7 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         accel=args.accel, cpus=args.cpus, memory_mib=parse_size_mib(args.memory, "--memory"),
         cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
-        qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()))
+        qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
+        # The optional stress-ng layer comes along when the command uses it.
+        programs=tuple(p for p in ("stress-ng",) if any(p in word for word in command)))
     run_dir = Path(args.output) if args.output else runner.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -43,6 +43,8 @@ def run_scenario(kernel: KernelDef, variant: Variant, scenario_name: str, profil
     }
     opts = dataclasses.replace(runner.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
                                **scenario.boot_overrides())
+    if params.get("stress_ng"):
+        opts = dataclasses.replace(opts, programs=("stress-ng",))
     started = time.monotonic()
     try:
         with runner.boot(artifact.bzimage, opts, out_dir) as vm:

@@ -10,12 +10,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmtest import config, experiment, matrix, report
 from vmtest.errors import ConfigError, VmtestError
-from vmtest.kernel import build as kbuild
-from vmtest.qemu import machine
+
+if TYPE_CHECKING:  # the heavy modules load only when a matrix command runs
+    from vmtest import config, matrix
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 
@@ -57,6 +57,8 @@ def _default_config() -> str:
 
 
 def _progress_printer(total: int) -> Any:
+    from vmtest import matrix  # noqa: F401
+
     started = time.monotonic()
     use_rich = sys.stderr.isatty() and not os.environ.get("CI")
     if use_rich:
@@ -104,6 +106,10 @@ def _run_timeout(exp: config.Experiment, run: matrix.Run) -> float:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from vmtest import config, experiment, matrix
+    from vmtest.kernel import build as kbuild
+    from vmtest.qemu import machine
+
     cfg_path = args.config or _default_config()
     exp = config.load(cfg_path)
     if exp.matrix is None:
@@ -174,6 +180,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def _render(exp: config.Experiment, store: matrix.Store, results: Path) -> int:
+    from vmtest import report
+
     docs = store.documents()
     data = report.build(exp, docs)
     md = report.markdown(data)
@@ -195,6 +203,8 @@ def _render(exp: config.Experiment, store: matrix.Store, results: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from vmtest import config, matrix
+
     results = Path(args.results)
     meta_path = results / "matrix.json"
     if not meta_path.exists():

@@ -32,6 +32,16 @@ class BootOptions:
     boot_timeout_s: float = 60.0
     qemu_extra: tuple[str, ...] = ()
     cmdline_extra: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()  # optional guest programs (rootfs.OPTIONAL_PROGRAMS)
+
+
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+
+
+def firmware() -> str | None:
+    """qboot where QEMU ships it: a minimal firmware that boots -kernel in a fraction of
+    SeaBIOS's time under TCG (measured ~0.3 s less per boot here)."""
+    return str(QBOOT) if QBOOT.exists() else None
 
 
 def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
@@ -51,8 +61,9 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
         initrd = rootfs.assemble(base, rootfs.run_overlay(host_key.dropbear_private(),
                                                           client_key.authorized_key()),
-                                 Path(tmp) / "initrd.cpio")
-        spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus,
+                                 Path(tmp) / "initrd.cpio",
+                                 layers=[rootfs.layer_image(p) for p in opts.programs])
+        spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra)

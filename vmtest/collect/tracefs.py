@@ -33,8 +33,8 @@ def parse_trace(text: str) -> dict[str, Any]:
             bucket = migrate[fields.get("reason", "?")]
             bucket["calls"] += 1
             # include/trace/events/migrate.h: nr_succeeded / nr_failed (6.1, 6.12)
-            bucket["succeeded"] += int(fields.get("nr_succeeded", fields.get("succeeded", 0)))
-            bucket["failed"] += int(fields.get("nr_failed", fields.get("failed", 0)))
+            bucket["succeeded"] += int(fields.get("nr_succeeded") or fields.get("succeeded") or 0)
+            bucket["failed"] += int(fields.get("nr_failed") or fields.get("failed") or 0)
         elif name == "cma_alloc_finish" and (fields.get("errorno", "0") != "0"
                                              or fields.get("pfn") in ("0xffffffffffffffff",)):
             cma_fail += 1

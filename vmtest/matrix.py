@@ -156,26 +156,40 @@ RunFn = Callable[[Run, Path], dict[str, Any]]
 
 def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
             progress: Callable[[Run, dict[str, Any], int, int], None] | None = None,
-            stop: threading.Event | None = None) -> list[dict[str, Any]]:
-    """Run what is not done yet, `jobs` at a time; returns the new documents."""
+            stop: threading.Event | None = None,
+            on_interrupt: Callable[[], object] | None = None) -> list[dict[str, Any]]:
+    """Run what is not done yet, `jobs` at a time; returns the new documents.
+
+    On Ctrl-C, `on_interrupt` runs *before* the pool waits for its threads (it stops the
+    VMs, so they return at once); the runs cut short leave no result and are re-run
+    by a resume.
+    """
     todo = [r for r in runs if not store.done(r)]
     finished: list[dict[str, Any]] = []
     stop = stop or threading.Event()
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vmtest-run") as pool:
         pending: dict[Future[dict[str, Any]], Run] = {}
         queue = list(todo)
-        while queue or pending:
-            while queue and len(pending) < jobs and not stop.is_set():
-                run = queue.pop(0)
-                pending[pool.submit(run_fn, run, store.prepare(run))] = run
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                run = pending.pop(future)
-                doc = future.result()
-                store.record(run, doc)
-                finished.append(doc)
-                if progress:
-                    progress(run, doc, len(finished), len(todo))
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs and not stop.is_set():
+                    run = queue.pop(0)
+                    pending[pool.submit(run_fn, run, store.prepare(run))] = run
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run = pending.pop(future)
+                    doc = future.result()
+                    store.record(run, doc)
+                    finished.append(doc)
+                    if progress:
+                        progress(run, doc, len(finished), len(todo))
+        except BaseException:
+            stop.set()
+            if on_interrupt:
+                on_interrupt()
+            for future in pending:
+                future.cancel()
+            raise
     return finished

@@ -165,12 +165,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     progress = _progress_printer(len(runs))
     stop = threading.Event()
     try:
-        matrix.execute(runs, store, run_one, jobs=jobs, progress=progress, stop=stop)
+        matrix.execute(runs, store, run_one, jobs=jobs, progress=progress, stop=stop,
+                       on_interrupt=lambda: machine.kill_live(reason="interrupt"))
     except KeyboardInterrupt:
         stop.set()
-        killed = machine.kill_live(reason="interrupt")
         progress.stop()
-        print(f"\nvmtest: interrupted; stopped {killed} VM(s). Finished runs are kept: "
+        print("\nvmtest: interrupted; stopped the running VMs. Finished runs are kept: "
               f"`vmtest matrix {cfg_path} --results {results} --resume` continues.",
               file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,25 @@ def test_broken_patch_is_reported_with_patch_hunk_and_base(tmp_path, variants):
     # Everything already built is still there and still a cache hit.
     for artifact in variants.values():
         assert artifact.bzimage.is_file()
+
+
+REF_612 = Path(__file__).resolve().parents[2] / "configs" / "lru-migration-6.12.yaml"
+
+
+@pytest.mark.parametrize("name", ["patched", "unpatched"])
+def test_6_12_variants_build_boot_and_report(name, boot_opts, run_dir):
+    from vmtest import config
+    from vmtest.kernel import build as kbuild
+
+    k612 = config.load(REF_612).kernel("6.12")
+    artifact = kbuild.build(k612.build_spec(k612.variant(name)))
+    with boot(artifact.bzimage, boot_opts, run_dir) as vm:
+        ssh = vm.ssh()
+        assert ssh.check_output("uname -r").strip() == f"6.12.117-vmtest-{name}"
+        ssh.check_output("echo 1024 > /sys/kernel/debug/cma/reserved/alloc; "
+                         "echo 1024 > /sys/kernel/debug/cma/reserved/free")
+        text = ssh.check_output("dmesg")
+    report = dmesg_parser.parse(text)
+    ops = report.ops("alloc_contig_range")
+    assert len(ops) == 1 and ops[0]["ret"] == 0 and ops[0]["drains"] >= 1
+    assert re.search(r"cma: Reserved 256 MiB", text)

@@ -1,0 +1,66 @@
+"""Issue 5: a real quick matrix, interrupted in the middle and resumed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
+
+
+def _matrix(results: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "vmtest.cli", "matrix", str(REF),
+                             "--profile", "quick", "--repetitions", "1", "--results",
+                             str(results), "--jobs", "2", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_quick_matrix_interrupted_and_resumed(tmp_path, variants):
+    results = tmp_path / "res"
+    proc = _matrix(results)
+    index = results / "index.jsonl"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        if index.exists() and index.read_text().strip():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the matrix
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    done_before = [json.loads(line)["key"] for line in index.read_text().splitlines()]
+    assert 1 <= len(done_before) < 4
+
+    proc = _matrix(results, "--resume")
+    out, err = proc.communicate(timeout=1800)
+    assert proc.returncode in (0, 1), err  # 1 only if the comparison found a regression
+    keys = [json.loads(line)["key"] for line in index.read_text().splitlines()]
+    assert sorted(keys) == sorted(set(keys)), "a run was recorded twice"
+    assert len(keys) == 4 and set(done_before) <= set(keys)
+    for key in keys:
+        doc = json.loads((results / "runs" / key / "result.json").read_text())
+        assert doc["verdict"] == "ok", doc.get("error")
+    for name in ("report.md", "report.html", "report.json", "junit.xml"):
+        assert (results / name).stat().st_size > 0
+    assert "'fail to migrate' dumps over 30 CMA allocations" in (results / "report.md").read_text()
+    # Re-rendering from stored results runs nothing and gives the same report.
+    before = (results / "report.md").read_text()
+    rendered = subprocess.run([sys.executable, "-m", "vmtest.cli", "report", str(results)],
+                              capture_output=True, text=True, timeout=120)
+    assert rendered.returncode in (0, 1) and (results / "report.md").read_text() == before
+
+
+def test_matrix_refuses_other_config_results(tmp_path):
+    results = tmp_path / "res"
+    results.mkdir()
+    (results / "matrix.json").write_text(json.dumps({"fingerprint": "other", "config": "x"}))
+    (results / "index.jsonl").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "vmtest.cli", "matrix", str(REF), "--profile",
+                           "quick", "--results", str(results), "--resume"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "another config" in proc.stderr

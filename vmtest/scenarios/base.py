@@ -37,6 +37,15 @@ class LoadParams:
     fault: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class ScenarioParams(LoadParams):
+    """The guest every scenario boots, plus its load."""
+
+    memory_mib: int = 1024
+    cma_mib: int = 256
+    cpus: int = 2
+
+
 class Scenario:
     name: ClassVar[str] = ""
     Params: ClassVar[type[Any]]
@@ -68,7 +77,8 @@ class Scenario:
 
     def boot_overrides(self) -> dict[str, Any]:
         """BootOptions fields this scenario needs (memory, cma, cpus)."""
-        return {}
+        p = self.params
+        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus}
 
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         raise NotImplementedError
@@ -167,4 +177,4 @@ def elapsed_since(start: float) -> float:
     return round(time.monotonic() - start, 3)
 
 
-__all__ = ["GuestFailure", "LoadParams", "Scenario", "guest_run"]
+__all__ = ["GuestFailure", "LoadParams", "Scenario", "ScenarioParams", "guest_run"]

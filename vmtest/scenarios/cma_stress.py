@@ -14,18 +14,15 @@ from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import snapshot, tracefs
 from vmtest.errors import ConfigError, InfraError
 from vmtest.qemu.machine import Machine
-from vmtest.scenarios.base import LoadParams, Scenario, elapsed_since, guest_run
+from vmtest.scenarios.base import Scenario, ScenarioParams, elapsed_since, guest_run
 
 _ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d) cmafree_kib=(\d+) memfree_kib=(\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
-class CmaStressParams(LoadParams):
+class CmaStressParams(ScenarioParams):
     count: int = 500
     period_s: float = 5.0
-    cma_mib: int = 256
-    memory_mib: int = 1024
-    cpus: int = 2
     warmup_s: float = 5.0
     # After each allocation is freed, the load re-faults its working set (SIGUSR1), so the
     # next allocation again finds the load's pages in the CMA area -- without the zap
@@ -61,10 +58,6 @@ class CmaStress(Scenario):
         if p.cma_mib >= p.memory_mib:
             raise ConfigError(f"cma-stress: cma_mib {p.cma_mib} must be below memory_mib "
                               f"{p.memory_mib}")
-
-    def boot_overrides(self) -> dict[str, Any]:
-        p = self.params
-        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus}
 
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         p: CmaStressParams = self.params

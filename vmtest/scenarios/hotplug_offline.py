@@ -15,21 +15,19 @@ from vmtest.collect import snapshot
 from vmtest.deadline import Deadline
 from vmtest.errors import ConfigError, InfraError
 from vmtest.qemu.machine import Machine
-from vmtest.scenarios.base import LoadParams, Scenario
+from vmtest.scenarios.base import Scenario, ScenarioParams
 
 MEMORY_SYSFS = "/sys/devices/system/memory"
 
 
 @dataclasses.dataclass(frozen=True)
-class HotplugParams(LoadParams):
+class HotplugParams(ScenarioParams):
     iterations: int = 3
     dimms: int = 1
     dimm_mib: int = 256
     offline_timeout_s: float = 20.0
     settle_s: float = 3.0  # load runs this long on the new blocks before offlining
-    memory_mib: int = 1024
     cma_mib: int = 64
-    cpus: int = 2
     stress_anon_mib: int = 48
     stress_file_mib: int = 48
     fill_mib: int = 128
@@ -55,7 +53,7 @@ class HotplugOffline(Scenario):
 
     def boot_overrides(self) -> dict[str, Any]:
         p = self.params
-        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus,
+        return super().boot_overrides() | {
                 "slots": max(4, p.dimms * 2),
                 "maxmem_mib": p.memory_mib + p.dimm_mib * p.dimms * 2}
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     qemu-system-x86            # the guests
     linux-source-6.1           # the built-in default kernel source
+    linux-source-6.12          # the second base (configs/lru-migration-6.12.yaml)
     build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils patch  # kernel builds
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
@@ -15,9 +16,6 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if [ "${VMTEST_WITH_6_12:-0}" = 1 ] && ! dpkg-query -W linux-source-6.12 >/dev/null 2>&1; then
-    missing+=(linux-source-6.12)
-fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 if [ ${#missing[@]} -gt 0 ]; then

@@ -176,14 +176,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return 130
     finally:
         progress.stop()
-    return _render(exp, store, results)
+    return _render(exp, store, results, profile)
 
 
-def _render(exp: config.Experiment, store: matrix.Store, results: Path) -> int:
+def _render(exp: config.Experiment, store: matrix.Store, results: Path, profile: str) -> int:
     from vmtest import report
 
     docs = store.documents()
-    data = report.build(exp, docs)
+    data = report.build(exp, docs, profile)
     md = report.markdown(data)
     (results / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (results / "report.md").write_text(md)
@@ -213,7 +213,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     exp = config.load(meta["config"])
     if exp.matrix is None:
         raise ConfigError(f"{meta['config']}: no matrix: section")
-    return _render(exp, matrix.Store(results), results)
+    return _render(exp, matrix.Store(results), results, str(meta.get("profile", "")))
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ def _groups(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[
     return groups
 
 
-def build(exp: Experiment, docs: list[dict[str, Any]]) -> dict[str, Any]:
+def build(exp: Experiment, docs: list[dict[str, Any]],
+          profile: str | None = None) -> dict[str, Any]:
     """The comparison as data: per kernel, scenario and metric, baseline vs each variant."""
     assert exp.matrix is not None
     groups = _groups(docs)
@@ -51,7 +52,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]]) -> dict[str, Any]:
                     "runs": {baseline: _verdicts(base_docs), variant: _verdicts(cand_docs)},
                     "splats_only_in": _splat_diff(base_docs, cand_docs, baseline, variant),
                     "headline": _headline(sc_name, base_docs, cand_docs, baseline, variant,
-                                          comparisons[0]),
+                                          comparisons),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
                 })
     crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
@@ -62,7 +63,8 @@ def build(exp: Experiment, docs: list[dict[str, Any]]) -> dict[str, Any]:
     regressions = [f"{s['kernel']}/{s['scenario']}/{c['metric']}"
                    for s in sections for c in s["comparisons"] if c["verdict"] == "regressed"]
     result: dict[str, Any] = {
-        "config": str(exp.path), "profile": exp.matrix.profile, "sections": sections,
+        "config": str(exp.path), "profile": profile or exp.matrix.profile,
+        "sections": sections,
         "crashes": crashes, "infrastructure_failures": infra, "regressions": regressions,
         "runs": len(docs)}
     return result
@@ -118,7 +120,8 @@ def _splat_diff(base: list[dict[str, Any]], cand: list[dict[str, Any]], bname: s
 
 
 def _headline(scenario: str, base: list[dict[str, Any]], cand: list[dict[str, Any]],
-              bname: str, cname: str, primary: dict[str, Any]) -> str:
+              bname: str, cname: str, comparisons: list[dict[str, Any]]) -> str:
+    primary = comparisons[0]
     def med(d: dict[str, Any]) -> str:
         m = d.get("median")
         return "n/a" if m is None else f"{m:g}"
@@ -128,10 +131,17 @@ def _headline(scenario: str, base: list[dict[str, Any]], cand: list[dict[str, An
     if scenario == "cma-stress":
         allocs = _values(base + cand, "allocations")
         per_run = int(allocs[0]) if allocs else 0
-        return (f"'fail to migrate' dumps over {per_run} CMA allocations (median per run): "
+        text = (f"'fail to migrate' dumps over {per_run} CMA allocations (median per run): "
                 f"{bname} {med(primary['baseline'])} -> {cname} {med(primary['candidate'])} "
                 f"(n={primary['baseline']['n']}+{primary['candidate']['n']}, p={ptxt}: "
                 f"{primary['verdict']})")
+        busy = next((c for c in comparisons if c["metric"] == "alloc_contig_range_failed"), None)
+        if busy is not None:
+            bp = busy.get("p_value")
+            text += (f"; alloc_contig_range() EBUSY retries: {bname} {med(busy['baseline'])} -> "
+                     f"{cname} {med(busy['candidate'])} (p={'n/a' if bp is None else f'{bp:.3g}'}"
+                     f": {busy['verdict']})")
+        return text
     return (f"{primary['metric']} (median per run): {bname} {med(primary['baseline'])} -> "
             f"{cname} {med(primary['candidate'])} (p={ptxt}: {primary['verdict']})")
 

@@ -36,6 +36,14 @@ class BootOptions:
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Loud, but once per process (a matrix boots many guests)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def firmware() -> str | None:
@@ -70,7 +78,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:
-            log.warning("%s", choice.note)
+            _warn_once(choice.note)
         machine = None
         if choice.probe:
             machine = _probe_kvm(spec, run_dir, client_key, host_key, store)

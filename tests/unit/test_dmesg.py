@@ -138,3 +138,15 @@ def test_cma_patched_recorded_has_no_failures():
     ops = report.ops("alloc_contig_range")
     assert len(ops) == 30 and all(o["ret"] == 0 for o in ops)
     assert report.dumps == [] and all(o["drains"] >= 1 for o in ops)
+
+
+def test_trace_parser_counts_function_tracer_lines():
+    from vmtest.collect import tracefs
+
+    text = (_read("6.1-cma.trace") + "\n"
+            "              sh-80      [001] .....    21.3: lru_add_drain_all "
+            "<-__alloc_contig_migrate_range\n"
+            "              sh-80      [001] .....    21.4: migrate_pages <-do_migrate_range\n")
+    parsed = tracefs.parse_trace(text)
+    assert parsed["functions"] == {"lru_add_drain_all": 1, "migrate_pages": 1}
+    assert parsed["events"]["mm_migrate_pages"] == 3

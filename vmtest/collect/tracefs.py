@@ -7,11 +7,14 @@ from collections import Counter, defaultdict
 from typing import Any
 
 _EVENT = re.compile(r":\s+(\w+):\s+(.*)$")
+# function tracer: "  sh-80  [001] .....  21.33: lru_add_drain_all <-__alloc_contig_migrate_range"
+_FUNCTION = re.compile(r":\s+([\w.]+) <-([\w.]+)")
 _KV = re.compile(r"(\w+)=(\S+)")
 
 
 def parse_trace(text: str) -> dict[str, Any]:
     events: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
     migrate: dict[str, dict[str, int]] = defaultdict(lambda: {"calls": 0, "succeeded": 0,
                                                               "failed": 0})
     cma_fail = 0
@@ -22,6 +25,10 @@ def parse_trace(text: str) -> dict[str, Any]:
                 m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", line)
                 if m:
                     lost = int(m.group(2)) - int(m.group(1))
+            continue
+        fm = _FUNCTION.search(line)
+        if fm:
+            functions[fm.group(1)] += 1
             continue
         m = _EVENT.search(line)
         if not m:
@@ -38,5 +45,6 @@ def parse_trace(text: str) -> dict[str, Any]:
         elif name == "cma_alloc_finish" and (fields.get("errorno", "0") != "0"
                                              or fields.get("pfn") in ("0xffffffffffffffff",)):
             cma_fail += 1
-    return {"events": dict(events), "migrate_by_reason": dict(migrate),
+    return {"events": dict(events), "functions": dict(functions),
+            "migrate_by_reason": dict(migrate),
             "cma_alloc_failed": cma_fail, "lost_events": lost}

@@ -53,8 +53,10 @@ _SPLATS = (
     ("kasan", re.compile(r"^BUG: KASAN: (.*)")),
     ("ubsan", re.compile(r"^UBSAN: (.*)")),
 )
-_SPLAT_QUICK = ("Kernel panic", "BUG", "Oops", "general protection", "WARNING:",
-                "soft lockup", "INFO: task", "rcu: INFO", "UBSAN")
+_SPLAT_QUICK = re.compile("Kernel panic|BUG|Oops|general protection|WARNING:|soft lockup|"
+                          "INFO: task|rcu: INFO|UBSAN")
+_RARE_QUICK = re.compile("pfn|cma_alloc|callbacks suppressed|memory offlining")
+_ANY_QUICK = re.compile(_RARE_QUICK.pattern + "|" + _SPLAT_QUICK.pattern)
 _STACK_LINE = re.compile(r"^\s*(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")
 
 
@@ -174,6 +176,18 @@ def _number(value: str) -> int | str:
         return value
 
 
+def _start_splat(report: DmesgReport, line: str, ts: float | None) -> Splat | None:
+    for kind, pattern in _SPLATS:
+        pm = pattern.match(line)
+        if pm:
+            if kind == "bug" and line.startswith("BUG: KASAN"):
+                continue
+            splat = Splat(kind, pm.group(1).strip(), [], ts)
+            report.splats.append(splat)
+            return splat
+    return None
+
+
 def parse(text: str) -> DmesgReport:
     report = DmesgReport()
     pending_rc: int | None = None
@@ -184,9 +198,30 @@ def parse(text: str) -> DmesgReport:
     for raw in lines:
         if not raw:
             continue
-        m = _PREFIX.match(raw)
-        line = raw[m.end():] if m and m.end() else raw
-        ts = float(m.group(1)) if m and m.group(1) else None
+        # Strip "[ 1.234567] " (dmesg, console) cheaply; other prefixes by regex.
+        ts_text = None
+        if raw[0] == "[":
+            end = raw.find("] ")
+            if end > 0:
+                ts_text, line = raw[1:end], raw[end + 2:]
+            else:
+                line = raw
+        elif raw[0] == "<" or raw[0].isdigit():
+            m = _PREFIX.match(raw)
+            line = raw[m.end():] if m and m.end() else raw
+            ts_text = m.group(1) if m else None
+        else:
+            line = raw
+        if dump is not None and line.startswith("raw: "):
+            continue
+        ts = None
+        if ts_text is not None and (line.startswith("vmtest-mm: op") or line.startswith("page:")
+                                    or splat is None and _SPLAT_QUICK.search(line)
+                                    or "cma_alloc" in line):
+            try:
+                ts = float(ts_text)
+            except ValueError:
+                ts = None
 
         if splat is not None:
             sm = _STACK_LINE.match(line)
@@ -228,6 +263,12 @@ def parse(text: str) -> DmesgReport:
             if am:
                 dump.aops = am.group(1)
                 continue
+        if dump is None and not _ANY_QUICK.search(line):
+            continue
+        if not _RARE_QUICK.search(line):
+            if _SPLAT_QUICK.search(line):
+                splat = _start_splat(report, line, ts) or splat
+            continue
         if "pfn" in line:
             hm = _HOTPLUG_MIGRATE.search(line)
             if hm:
@@ -257,16 +298,6 @@ def parse(text: str) -> DmesgReport:
                 report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                 "reason": om.group(3)})
                 continue
-        if any(q in line for q in _SPLAT_QUICK):
-            for kind, pattern in _SPLATS:
-                pm = pattern.match(line)
-                if pm:
-                    if kind == "bug" and line.startswith("BUG: KASAN"):
-                        continue
-                    # "BUG: soft lockup" is reported by the watchdog line itself.
-                    if kind == "bug" and "soft lockup" in line:
-                        kind = "soft-lockup"
-                    splat = Splat(kind, pm.group(1).strip(), [], ts)
-                    report.splats.append(splat)
-                    break
+        if _SPLAT_QUICK.search(line):
+            splat = _start_splat(report, line, ts) or splat
     return report

@@ -130,6 +130,30 @@ class Store:
             finally:
                 os.close(fd)
 
+    def indexed(self) -> set[str]:
+        path = self.root / "index.jsonl"
+        if not path.exists():
+            return set()
+        keys = set()
+        for line in path.read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError):
+                continue  # a torn last line of a killed process
+        return keys
+
+    def reconcile(self, runs: list[Run]) -> int:
+        """Index runs whose result.json is there but whose index line is not (the process
+        was stopped between the two). result.json is the authority."""
+        indexed = self.indexed()
+        added = 0
+        for run in runs:
+            if run.key not in indexed and self.done(run):
+                doc = json.loads((self.run_dir(run) / "result.json").read_text())
+                self.record(run, doc)
+                added += 1
+        return added
+
     def documents(self) -> list[dict[str, Any]]:
         docs = []
         for path in sorted((self.root / "runs").glob("*/result.json")):
@@ -164,6 +188,7 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
     VMs, so they return at once); the runs cut short leave no result and are re-run
     by a resume.
     """
+    store.reconcile(runs)
     todo = [r for r in runs if not store.done(r)]
     finished: list[dict[str, Any]] = []
     stop = stop or threading.Event()

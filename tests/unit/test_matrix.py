@@ -118,3 +118,22 @@ def test_report_golden(exp, data_dir, update_golden):
     n_metrics = sum(len(exp.scenario(s).metrics) for s in exp.matrix.scenarios)
     assert junit.count("<testcase") == n_metrics + 1 and "kernel-crash" in junit
     assert "<svg" in report.html_page(data)
+
+
+def test_result_without_index_line_is_reconciled_not_rerun(exp, tmp_path):
+    store = matrix.Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    d = store.prepare(runs[0])  # finished, but the process died before indexing it
+    (d / "result.json").write_text(json.dumps(_doc(runs[0].variant, runs[0].scenario, 1.0)))
+    calls = []
+
+    def fake_run(run, run_dir):
+        calls.append(run.key)
+        doc = _doc(run.variant, run.scenario, 1.0)
+        (run_dir / "result.json").write_text(json.dumps(doc))
+        return doc
+
+    matrix.execute(runs, store, fake_run, jobs=1)
+    assert runs[0].key not in calls and len(calls) == len(runs) - 1
+    assert store.indexed() == {r.key for r in runs}

@@ -150,3 +150,16 @@ def test_trace_parser_counts_function_tracer_lines():
     parsed = tracefs.parse_trace(text)
     assert parsed["functions"] == {"lru_add_drain_all": 1, "migrate_pages": 1}
     assert parsed["events"]["mm_migrate_pages"] == 3
+
+
+def test_6_12_dump_format_recorded():
+    """6.12 prints "page: refcount:..." (no pointer) and "dentry name(?):"."""
+    report = dmesg.parse(_read("6.12-unpatched-cma.dmesg"))
+    assert report.dumps_by_reason() == {"fail to migrate": 70}
+    first = report.dumps[0]
+    assert (first.pfn, first.refcount, first.mapcount, first.kind) == (0x353EE, 3, 0, "shmem")
+    assert "locked" in first.flags  # 6.12 dumps folios retried while still locked
+    assert [o["ret"] for o in report.ops("alloc_contig_range")].count(-16) == 5
+    assert report.dump_mismatch() == 0 and report.seq_gaps() == []
+    patched = dmesg.parse(_read("6.12-patched-cma.dmesg"))
+    assert patched.dumps == [] and all(o["ret"] == 0 for o in patched.ops("alloc_contig_range"))

@@ -163,3 +163,10 @@ def test_6_12_dump_format_recorded():
     assert report.dump_mismatch() == 0 and report.seq_gaps() == []
     patched = dmesg.parse(_read("6.12-patched-cma.dmesg"))
     assert patched.dumps == [] and all(o["ret"] == 0 for o in patched.ops("alloc_contig_range"))
+
+
+def test_wrapped_ring_buffer_is_reported():
+    text = _read("6.1-patched-cma.dmesg")
+    assert dmesg.parse(text).to_dict()["loss"]["ring_buffer_wrapped"] is False
+    wrapped = "\n".join(text.splitlines()[40:])
+    assert dmesg.parse(wrapped).to_dict()["loss"]["ring_buffer_wrapped"] is True

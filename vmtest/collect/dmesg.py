@@ -123,6 +123,9 @@ class DmesgReport:
     suppressed: dict[str, int] = field(default_factory=dict)
     splats: list[Splat] = field(default_factory=list)
     lines: int = 0
+    # A complete `dmesg` starts at "[    0.000000] Linux version": when it does not, the
+    # ring buffer wrapped and the oldest lines are gone (raise log_buf_len).
+    starts_at_boot: bool = True
 
     # -- derived -------------------------------------------------------------------
     def dumps_by_reason(self) -> dict[str, int]:
@@ -164,7 +167,8 @@ class DmesgReport:
             "cma_failures": self.cma_failures,
             "offline_failures": self.offline_failures,
             "loss": {"callbacks_suppressed": self.suppressed, "seq_gaps": self.seq_gaps(),
-                     "dump_mismatch": self.dump_mismatch()},
+                     "dump_mismatch": self.dump_mismatch(),
+                     "ring_buffer_wrapped": not self.starts_at_boot},
             "splats": [asdict(s) for s in self.splats],
         }
 
@@ -195,6 +199,8 @@ def parse(text: str) -> DmesgReport:
     splat: Splat | None = None
     lines = text.replace("\r", "").split("\n")
     report.lines = len(lines)
+    first = next((ln for ln in lines if ln.strip()), "")
+    report.starts_at_boot = "Linux version" in first or not first.startswith("[")
     for raw in lines:
         if not raw:
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vmtest import paths
 from vmtest.channel.keys import KeyPair
-from vmtest.errors import GuestHang, InfraError
+from vmtest.errors import InfraError
 from vmtest.guest import rootfs
 from vmtest.qemu import accel as accel_mod
 from vmtest.qemu.argv import MachineSpec
@@ -144,5 +144,3 @@ def _give_up_kvm(machine: Machine, host: str, store: accel_mod.VerdictStore,
                 "The verdict is remembered in %s; `vmtest doctor --reprobe` forgets it.",
                 reason, store.path)
 
-
-__all__ = ["BootOptions", "GuestHang", "boot", "new_run_dir"]

@@ -270,7 +270,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
         shutil.copy(log_file, failed_log)
         shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(f"kernel build failed (make exit {proc.returncode})",
-                         log_path=failed_log, log_tail=kconfig._tail(failed_log, 25),
+                         log_path=failed_log, log_tail=kconfig.tail_lines(failed_log, 25),
                          hint="read the first error in the log; for a patch series, build the "
                               "tree without it to see whether the base builds")
     elapsed_s = time.monotonic() - started

@@ -110,7 +110,7 @@ def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args:
             proc = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, check=False)
             if proc.returncode != 0:
                 raise KconfigError(f"kernel configuration step failed: {' '.join(argv)}",
-                                   log_path=log_file, log_tail=_tail(log_file))
+                                   log_path=log_file, log_tail=tail_lines(log_file))
 
         run(["make", f"O={build_dir}", *make_args, "tinyconfig"])
         run(["bash", str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build_dir),
@@ -128,7 +128,7 @@ def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args:
     return dotconfig
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail_lines(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

@@ -38,7 +38,6 @@ from vmtest.errors import (
     InfraError,
     KernelCrash,
     MissingRequirement,
-    VmtestError,
 )
 from vmtest.qemu.argv import MachineSpec, build_argv
 
@@ -365,7 +364,3 @@ class Machine:
         if self._qmp is not None:
             with contextlib.suppress(Exception):
                 self._qmp.cmd("quit")
-
-
-def describe_error(exc: VmtestError) -> str:
-    return exc.render()

@@ -53,11 +53,28 @@ _SPLATS = (
     ("kasan", re.compile(r"^BUG: KASAN: (.*)")),
     ("ubsan", re.compile(r"^UBSAN: (.*)")),
 )
-_SPLAT_QUICK = re.compile("Kernel panic|BUG|Oops|general protection|WARNING:|soft lockup|"
-                          "INFO: task|rcu: INFO|UBSAN")
-_RARE_QUICK = re.compile("pfn|cma_alloc|callbacks suppressed|memory offlining")
-_ANY_QUICK = re.compile(_RARE_QUICK.pattern + "|" + _SPLAT_QUICK.pattern)
 _STACK_LINE = re.compile(r"^\s*(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")
+
+# One pass over the whole text: every line the parser acts on starts (after its
+# prefix) with one of these, so the regex engine skips all other lines in C.
+# Text is scanned as "\n" + text: the literal "\n" lets re find candidates fast.
+_SCAN = re.compile(r"""\n
+    (?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(?P<ts>\d+\.\d+)\]\ ?)?
+    (?:
+        vmtest-mm:\ (?P<mm>[^\n]*)
+      | (?P<dhead>page:[^\n]*)
+      | (?P<dflags>(?:anon\ |ksm\ )?flags:\ [^\n]*)
+      | aops:\s*(?P<aops>\S+)
+      | page\ dumped\ because:\ (?P<reason>[^\n]*)
+      | (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
+      | (?P<end>---\[\ end)
+      | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
+      | (?P<cma>cma:\ (?:__)?cma_alloc:\ [^\n]*)
+      | (?P<suppressed>[\w.]+:\ \d+\ callbacks\ suppressed)
+      | (?P<offline>memory\ offlining\ \[[^\n]*)
+      | (?P<splat>(?:Kernel\ panic|kernel\ BUG|BUG:\ |Oops:\ |general\ protection|WARNING:\ |
+                    watchdog:\ BUG:|INFO:\ task|rcu:\ INFO|UBSAN:\ )[^\n]*)
+    )""", re.X)
 
 
 
@@ -192,118 +209,93 @@ def _start_splat(report: DmesgReport, line: str, ts: float | None) -> Splat | No
     return None
 
 
+def _float(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def parse(text: str) -> DmesgReport:
+    """Metrics from a dmesg / console text. Only lines that _SCAN picks are looked at."""
     report = DmesgReport()
+    text = text.replace("\r", "")
+    report.lines = text.count("\n") + 1
+    first = text.lstrip("\n").split("\n", 1)[0] if text.strip() else ""
+    report.starts_at_boot = "Linux version" in first or not first.startswith("[")
     pending_rc: int | None = None
     dump: Dump | None = None
     splat: Splat | None = None
-    lines = text.replace("\r", "").split("\n")
-    report.lines = len(lines)
-    first = next((ln for ln in lines if ln.strip()), "")
-    report.starts_at_boot = "Linux version" in first or not first.startswith("[")
-    for raw in lines:
-        if not raw:
+    for m in _SCAN.finditer("\n" + text):
+        kind = m.lastgroup
+        if kind == "ts":  # only a prefix matched: cannot happen (an alternative is required)
             continue
-        # Strip "[ 1.234567] " (dmesg, console) cheaply; other prefixes by regex.
-        ts_text = None
-        if raw[0] == "[":
-            end = raw.find("] ")
-            if end > 0:
-                ts_text, line = raw[1:end], raw[end + 2:]
-            else:
-                line = raw
-        elif raw[0] == "<" or raw[0].isdigit():
-            m = _PREFIX.match(raw)
-            line = raw[m.end():] if m and m.end() else raw
-            ts_text = m.group(1) if m else None
-        else:
-            line = raw
-        if dump is not None and line.startswith("raw: "):
+        if kind == "stack" or kind == "end":
+            if splat is not None:
+                if kind == "stack" and len(splat.stack) < 8:
+                    splat.stack.append(m.group("stack").lstrip(" \t?"))
+                else:
+                    splat = None
             continue
-        ts = None
-        if ts_text is not None and (line.startswith("vmtest-mm: op") or line.startswith("page:")
-                                    or splat is None and _SPLAT_QUICK.search(line)
-                                    or "cma_alloc" in line):
-            try:
-                ts = float(ts_text)
-            except ValueError:
-                ts = None
-
-        if splat is not None:
-            sm = _STACK_LINE.match(line)
-            if sm and len(splat.stack) < 8:
-                splat.stack.append(sm.group(1))
-            elif line.startswith("---[ end") or len(splat.stack) >= 8:
-                splat = None
-
-        if line.startswith("vmtest-mm: "):
+        if splat is not None and len(splat.stack) >= 8:
+            splat = None
+        if kind == "mm":
+            line = m.group("mm")
             fields: dict[str, Any] = {k: _number(v) for k, v in _KV.findall(line)}
             if "op" in fields:
-                fields["timestamp"] = ts
+                fields["timestamp"] = _float(m.group("ts"))
                 report.summaries.append(fields)
-            elif line.startswith("vmtest-mm: migrate_fail"):
+            elif line.startswith("migrate_fail"):
                 report.migrate_fails.append(fields)
                 rc = fields.get("rc")
                 pending_rc = rc if isinstance(rc, int) else None
-            continue
-        if line.startswith("page:"):
-            dm = _DUMP_HEAD.match(line)
+        elif kind == "dhead":
+            dm = _DUMP_HEAD.match(m.group("dhead"))
             if dm:
                 dump = Dump(reason="", pfn=int(dm.group(5), 16), refcount=int(dm.group(1)),
                             mapcount=int(dm.group(2)), mapping=dm.group(3), error=pending_rc,
-                            timestamp=ts)
+                            timestamp=_float(m.group("ts")))
                 pending_rc = None
-            continue
-        if dump is not None:
-            if line.startswith("page dumped because: "):
-                dump.reason = line[len("page dumped because: "):].strip()
+        elif kind == "reason":
+            if dump is not None:
+                dump.reason = m.group("reason").strip()
                 report.dumps.append(dump)
                 dump = None
-                continue
-            fm = _DUMP_FLAGS.match(line)
-            if fm:
+        elif kind == "dflags":
+            fm = _DUMP_FLAGS.match(m.group("dflags"))
+            if dump is not None and fm:
                 dump.anon = fm.group(1) is not None
                 dump.flags = [f for f in fm.group(3).split("|") if f]
-                continue
-            am = _DUMP_AOPS.match(line)
-            if am:
-                dump.aops = am.group(1)
-                continue
-        if dump is None and not _ANY_QUICK.search(line):
-            continue
-        if not _RARE_QUICK.search(line):
-            if _SPLAT_QUICK.search(line):
-                splat = _start_splat(report, line, ts) or splat
-            continue
-        if "pfn" in line:
-            hm = _HOTPLUG_MIGRATE.search(line)
+        elif kind == "aops":
+            if dump is not None:
+                dump.aops = m.group("aops")
+        elif kind == "hotplug":
+            line = m.group("hotplug")
+            hm = _HOTPLUG_MIGRATE.match(line)
             if hm:
                 rc = int(hm.group(2))
                 report.hotplug_migrate_failures.append({"pfn": int(hm.group(1), 16), "rc": rc})
                 pending_rc = rc
-                continue
-            im = _HOTPLUG_ISOLATE.search(line)
-            if im:
+            elif im := _HOTPLUG_ISOLATE.match(line):
                 report.hotplug_isolate_failures.append(int(im.group(1), 16))
-                continue
-        if "cma_alloc" in line:
-            cm = _CMA_FAIL.search(line)
+        elif kind == "cma":
+            cm = _CMA_FAIL.match(m.group("cma"))
             if cm:
                 report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
-                                            "ret": int(cm.group(3)), "timestamp": ts})
-                continue
-        if "callbacks suppressed" in line:
-            sm2 = _SUPPRESSED.match(line)
-            if sm2:
-                report.suppressed[sm2.group(1)] = report.suppressed.get(sm2.group(1), 0) \
-                    + int(sm2.group(2))
-                continue
-        if "memory offlining" in line:
-            om = _OFFLINE_FAIL.search(line)
+                                            "ret": int(cm.group(3)),
+                                            "timestamp": _float(m.group("ts"))})
+        elif kind == "suppressed":
+            sm = _SUPPRESSED.match(m.group("suppressed"))
+            if sm:
+                report.suppressed[sm.group(1)] = report.suppressed.get(sm.group(1), 0) \
+                    + int(sm.group(2))
+        elif kind == "offline":
+            om = _OFFLINE_FAIL.match(m.group("offline"))
             if om:
                 report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                 "reason": om.group(3)})
-                continue
-        if _SPLAT_QUICK.search(line):
-            splat = _start_splat(report, line, ts) or splat
+        elif kind == "splat":
+            splat = _start_splat(report, m.group("splat"), _float(m.group("ts"))) or splat
     return report

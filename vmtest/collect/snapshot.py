@@ -69,3 +69,51 @@ def vmstat_delta(before: dict[str, Any], after: dict[str, Any],
                  keys: tuple[str, ...] = VMSTAT_KEYS) -> dict[str, int]:
     b, a = before.get("vmstat", {}), after.get("vmstat", {})
     return {k: a[k] - b.get(k, 0) for k in keys if k in a}
+
+
+# Per-step snapshots: a few counters printed as one line around every step of a
+# scenario (each CMA allocation, each block offlined), by the guest's own shell so a
+# step costs no extra SSH round trip.
+STEP_VMSTAT = ("pgmigrate_success", "pgmigrate_fail", "compact_isolated",
+               "cma_alloc_success", "cma_alloc_fail")
+STEP_MEMINFO = ("MemFree", "CmaFree")
+
+
+def step_snapshot_command(label: str) -> str:
+    """A guest shell command printing 'vmtest-step LABEL key=value ...' on one line."""
+    vm_keys = "|".join(STEP_VMSTAT)
+    mi_keys = "|".join(STEP_MEMINFO)
+    return ("echo \"vmtest-step " + label + " $(awk '/^(" + vm_keys + ") /"
+            "{printf \"%s=%s \", $1, $2}' /proc/vmstat)"
+            "$(awk '/^(" + mi_keys + "):/{sub(\":\", \"\", $1); "
+            "printf \"%s_kib=%s \", $1, $2}' /proc/meminfo)\"")
+
+
+def parse_step_lines(text: str) -> dict[str, dict[str, int]]:
+    """{label: {key: value}} from the 'vmtest-step' lines in text."""
+    steps: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if not line.startswith("vmtest-step "):
+            continue
+        words = line.split()
+        if len(words) < 2:
+            continue
+        values = {}
+        for word in words[2:]:
+            key, _, value = word.partition("=")
+            if value.lstrip("-").isdigit():
+                values[key] = int(value)
+        steps[words[1]] = values
+    return steps
+
+
+def step_delta(pre: dict[str, int], post: dict[str, int]) -> dict[str, int]:
+    """post - pre for the vmstat counters; levels (meminfo) are reported as before/after."""
+    delta = {k: post[k] - pre[k] for k in STEP_VMSTAT if k in pre and k in post}
+    for key in STEP_MEMINFO:
+        k = f"{key}_kib"
+        if k in pre:
+            delta[f"{k}_before"] = pre[k]
+        if k in post:
+            delta[f"{k}_after"] = post[k]
+    return delta

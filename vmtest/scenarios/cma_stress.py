@@ -78,10 +78,13 @@ class CmaStress(Scenario):
         script = (
             f"A=/sys/kernel/debug/cma/{area}; i=0; "
             f"while [ $i -lt {p.count} ]; do "
-            "cf=$(awk '/^CmaFree/{print $2}' /proc/meminfo); "
-            "mf=$(awk '/^MemFree/{print $2}' /proc/meminfo); "
-            f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; echo {pages} > $A/free; "
-            "else ok=0; fi; "
+            # /proc/meminfo lists MemFree before CmaFree.
+            "set -- $(awk '/^(MemFree|CmaFree):/{print $2}' /proc/meminfo); mf=$1; cf=$2; "
+            + snapshot.step_snapshot_command("pre:$i") + "; "
+            f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; "
+            + snapshot.step_snapshot_command("post:$i") + "; "
+            f"echo {pages} > $A/free; "
+            "else ok=0; " + snapshot.step_snapshot_command("post:$i") + "; fi; "
             'echo "vmtest-alloc i=$i ok=$ok cmafree_kib=$cf memfree_kib=$mf"; '
             + ("killall -USR1 lru-stress 2>/dev/null; " if p.refault_between else "")
             + f"i=$((i+1)); sleep {p.period_s}; done")
@@ -103,6 +106,7 @@ class CmaStress(Scenario):
         trace = tracefs.parse_trace(artifacts["trace"].read_text(errors="replace"))
         ops = report.ops("alloc_contig_range")
         dumps = report.dumps_by_reason()
+        steps = _steps(alloc_log.read_text(), [m for m in allocs])
         cma_total_kib = before["meminfo_kib"].get("CmaTotal", p.cma_mib * 1024)
         cma_free = [int(m.group(3)) for m in allocs]
         metrics = {
@@ -121,6 +125,10 @@ class CmaStress(Scenario):
             "cma_occupancy_median": round(1 - _median(cma_free) / cma_total_kib, 3)
             if cma_free and cma_total_kib else None,
             "cma_alloc_failures_logged": len(report.cma_failures),
+            "pages_migrated_per_alloc_median": _median(
+                [s["pgmigrate_success"] for s in steps if "pgmigrate_success" in s]),
+            "allocations_with_migrate_fail": sum(1 for s in steps
+                                                 if s.get("pgmigrate_fail", 0) > 0),
             "vmstat": snapshot.vmstat_delta(before, after),
             "trace": trace,
         }
@@ -132,9 +140,24 @@ class CmaStress(Scenario):
             "loss": report.to_dict()["loss"],
             "splats": report.to_dict()["splats"],
             "snapshots": {"before": _slim(before), "after": _slim(after)},
+            # One record per allocation: vmstat deltas across it, free memory around it.
+            "steps": steps,
             "artifacts": {k: str(v) for k, v in artifacts.items()}
             | {"allocations": str(alloc_log)},
         }
+
+
+def _steps(alloc_text: str, allocs: list[re.Match[str]]) -> list[dict[str, Any]]:
+    snaps = snapshot.parse_step_lines(alloc_text)
+    steps = []
+    for m in allocs:
+        i = m.group(1)
+        pre, post = snaps.get(f"pre:{i}"), snaps.get(f"post:{i}")
+        step: dict[str, Any] = {"i": int(i), "ok": m.group(2) == "1"}
+        if pre and post:
+            step |= snapshot.step_delta(pre, post)
+        steps.append(step)
+    return steps
 
 
 def _median(values: list[int]) -> float:

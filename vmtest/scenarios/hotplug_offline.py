@@ -96,21 +96,29 @@ class HotplugOffline(Scenario):
                     load_started = True
                 time.sleep(p.settle_s)
                 for block in blocks:
-                    script = (f"s=$(cut -d' ' -f1 /proc/uptime); "
+                    script = (snapshot.step_snapshot_command("pre") + "; "
+                              f"s=$(cut -d' ' -f1 /proc/uptime); "
                               f"timeout {p.offline_timeout_s} sh -c "
                               f"'echo offline > {MEMORY_SYSFS}/{block}/state' 2>/dev/null; "
                               "rc=$?; e=$(cut -d' ' -f1 /proc/uptime); "
                               f"st=$(cat {MEMORY_SYSFS}/{block}/state); "
-                              'echo "rc=$rc state=$st start=$s end=$e"')
+                              'echo "rc=$rc state=$st start=$s end=$e"; '
+                              + snapshot.step_snapshot_command("post"))
                     out = ssh.check_output(script, timeout_s=p.offline_timeout_s + 30).strip()
-                    log_out.write(f"iteration={it} block={block} {out}\n")
-                    fields = dict(w.split("=", 1) for w in out.split() if "=" in w)
+                    log_out.write("".join(f"iteration={it} block={block} {line}\n"
+                                          for line in out.splitlines()))
+                    result_line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
+                    fields = dict(w.split("=", 1) for w in result_line.split() if "=" in w)
+                    snaps = snapshot.parse_step_lines(out)
                     results.append({
                         "iteration": it, "block": block,
                         "offlined": fields.get("state") == "offline",
                         "timed_out": fields.get("rc") == "124",
                         "seconds": round(float(fields.get("end", 0)) -
                                          float(fields.get("start", 0)), 2),
+                        # vmstat deltas across this block's offlining, free memory around it
+                        "step": snapshot.step_delta(snaps.get("pre", {}),
+                                                    snaps.get("post", {})),
                     })
                 # Remove what went fully offline; a DIMM with an online block stays.
                 for d, dimm_id in enumerate(dimm_ids):

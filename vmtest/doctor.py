@@ -11,7 +11,7 @@ from pathlib import Path
 from vmtest import paths
 from vmtest.qemu import accel
 
-APT_BUILD = "apt-get install build-essential flex bison bc libelf-dev libssl-dev ccache"
+APT_BUILD = "apt-get install build-essential flex bison bc libelf-dev libssl-dev ccache lz4"
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def run_checks() -> list[Check]:
             checks.append(Check(f"python:{module}", False, "not importable",
                                 "pip install -e . (from the vmtest checkout)"))
     checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
-    for tool in ("make", "gcc", "flex", "bison", "bc"):
-        checks.append(_tool(tool, "build-essential flex bison bc", "kernel build"))
+    for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
+        checks.append(_tool(tool, "build-essential flex bison bc lz4", "kernel build"))
     checks.append(_tool("ccache", "ccache", "kernel build cache"))
     for name, (path, package) in {"busybox (static)": ("/bin/busybox", "busybox-static"),
                                   "dropbear": ("/usr/sbin/dropbear", "dropbear-bin"),

@@ -57,6 +57,19 @@ def expand(exp: Experiment, *, profile: str | None = None,
     return runs
 
 
+def select(runs: list[Run], exp: Experiment, *,
+           scenarios: list[str] | None = None) -> list[Run]:
+    """Only the runs of the given scenarios (all when None); names must be in the matrix."""
+    if not scenarios:
+        return runs
+    assert exp.matrix is not None
+    unknown = [s for s in scenarios if s not in exp.matrix.scenarios]
+    if unknown:
+        raise ConfigError(f"{exp.path}: scenario(s) {', '.join(unknown)} not in the matrix",
+                          hint=f"available: {', '.join(exp.matrix.scenarios)}")
+    return [r for r in runs if r.scenario in scenarios]
+
+
 def shard(runs: list[Run], spec: str | None) -> list[Run]:
     """`I/N` (1-based): every N-th run starting at I; the N shards partition the runs."""
     if not spec:

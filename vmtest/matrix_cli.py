@@ -34,6 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--jobs", default="auto", help="parallel VMs (default: auto = cores, "
                                                   "bounded by memory)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (see vmtest merge)")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="run only this scenario of the matrix (repeatable)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     p.add_argument("--run-timeout", type=float, default=None, metavar="S",
                    help="limit per run (default: from the scenario's parameters)")
@@ -115,8 +117,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if exp.matrix is None:
         raise ConfigError(f"{cfg_path}: no matrix: section")
     profile = args.profile or exp.matrix.profile
-    runs = matrix.shard(matrix.expand(exp, profile=profile, repetitions=args.repetitions),
-                        args.shard)
+    runs = matrix.shard(matrix.select(matrix.expand(exp, profile=profile,
+                                                    repetitions=args.repetitions),
+                                      exp, scenarios=args.scenario), args.shard)
     if not runs:
         raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
     results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")

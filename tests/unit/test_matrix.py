@@ -32,6 +32,17 @@ def test_shards_partition_the_runs(exp, n):
     assert len(keys) == len(set(keys))
 
 
+def test_select_scenario_keeps_interleaving(exp):
+    runs = matrix.select(matrix.expand(exp, profile="quick", repetitions=3), exp,
+                         scenarios=["cma-stress"])
+    assert len(runs) == 3 * 2
+    assert {r.scenario for r in runs} == {"cma-stress"}
+    assert [r.variant for r in runs[:4]] == ["unpatched", "patched"] * 2
+    with pytest.raises(ConfigError, match="nope") as err:
+        matrix.select(runs, exp, scenarios=["nope"])
+    assert "hotplug-offline" in (err.value.hint or "")
+
+
 @pytest.mark.parametrize("spec", ["0/2", "3/2", "x", "1-2"])
 def test_bad_shard(exp, spec):
     with pytest.raises(ConfigError):

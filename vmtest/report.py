@@ -3,8 +3,10 @@ plots (inline SVG, no plotting library), and JUnit XML. Pure: documents in, text
 
 from __future__ import annotations
 
+import calendar
 import html
 import math
+import time
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -54,6 +56,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     "headline": _headline(sc_name, base_docs, cand_docs, baseline, variant,
                                           comparisons),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
+                    "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),
                 })
     crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
                 "error": d.get("error", "")[:500]}
@@ -146,6 +149,51 @@ def _headline(scenario: str, base: list[dict[str, Any]], cand: list[dict[str, An
             f"{cname} {med(primary['candidate'])} (p={ptxt}: {primary['verdict']})")
 
 
+def _epoch(stamp: Any) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def time_to_verdict(base: list[dict[str, Any]], cand: list[dict[str, Any]], metric: str,
+                    alpha: float = 0.01) -> dict[str, Any]:
+    """Replay the runs in the order they finished: after how many runs, and how much wall
+    time from the first start, did the primary metric's Mann-Whitney p fall below alpha
+    (and stay below it for every later run)? The exact test has a floor: with n+m runs
+    p >= 2 / C(n+m, n), so 5+5 runs are the fewest that can reach p < 0.01."""
+    events = []
+    for side, docs in (("base", base), ("cand", cand)):
+        for d in docs:
+            value = d.get("metrics", {}).get(metric)
+            end = _epoch(d.get("finished_at"))
+            if d.get("verdict") == "ok" and isinstance(value, (int, float)) and end is not None:
+                events.append((end, _epoch(d.get("started_at")) or end, side, float(value)))
+    events.sort()
+    if not events:
+        return {"reached": False, "runs": 0, "p_value": None, "alpha": alpha}
+    first_start = min(e[1] for e in events)
+    b: list[float] = []
+    c: list[float] = []
+    reached_at: tuple[int, float, float] | None = None
+    p = float("nan")
+    for end, _start, side, value in events:
+        (b if side == "base" else c).append(value)
+        p = stats.mann_whitney_u(b, c)[1] if b and c else float("nan")
+        if p < alpha:
+            reached_at = reached_at or (len(b) + len(c), end - first_start, p)
+        else:
+            reached_at = None
+    result: dict[str, Any] = {"alpha": alpha, "runs": len(events), "p_value": _clean(p),
+                              "reached": reached_at is not None}
+    if reached_at:
+        result |= {"runs_needed": reached_at[0], "wall_s": round(reached_at[1], 1),
+                   "p_at_verdict": _clean(reached_at[2])}
+    else:
+        result["wall_s_so_far"] = round(max(e[0] for e in events) - first_start, 1)
+    return result
+
+
 def _timeline(docs: list[dict[str, Any]]) -> list[float]:
     """Per-operation dumps of the first successful run (allocation order)."""
     for d in docs:
@@ -184,6 +232,15 @@ def markdown(data: dict[str, Any]) -> str:
                 f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}] | {_fmt(k['median'])} "
                 f"[{_fmt(k['ci_low'])}, {_fmt(k['ci_high'])}] | {_fmt(c['ratio'])} | "
                 f"{_fmt(c['p_value'])} | {c['verdict']} |")
+        ttv = s.get("time_to_verdict") or {}
+        if ttv.get("reached"):
+            lines += ["", f"Time to verdict: p < {ttv['alpha']} on {s['primary']} after "
+                          f"{ttv['runs_needed']} runs, {ttv['wall_s'] / 3600:.2f} h of wall time "
+                          "from the first run's start."]
+        elif ttv.get("runs"):
+            lines += ["", f"Time to verdict: p < {ttv['alpha']} on {s['primary']} not reached "
+                          f"after {ttv['runs']} runs ({ttv['wall_s_so_far'] / 3600:.2f} h; "
+                          f"p = {_fmt(ttv['p_value'])})."]
         only = {k: v for k, v in s["splats_only_in"].items() if v}
         if only:
             lines += ["", "Splats seen in one variant only: " + "; ".join(

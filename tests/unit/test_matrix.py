@@ -148,3 +148,33 @@ def test_result_without_index_line_is_reconciled_not_rerun(exp, tmp_path):
     matrix.execute(runs, store, fake_run, jobs=1)
     assert runs[0].key not in calls and len(calls) == len(runs) - 1
     assert store.indexed() == {r.key for r in runs}
+
+
+def _timed_doc(value, minute, verdict="ok"):
+    return {"verdict": verdict, "metrics": {"dumps": value},
+            "started_at": f"2026-11-26T00:{minute:02d}:00Z",
+            "finished_at": f"2026-11-26T00:{minute + 1:02d}:30Z"}
+
+
+def test_time_to_verdict_needs_five_plus_five_for_one_percent():
+    # Interleaved A B A B ...: complete separation from the first pair on.
+    base = [_timed_doc(200 + i, 2 * i * 2) for i in range(6)]
+    cand = [_timed_doc(i % 2, 2 * i * 2 + 2) for i in range(6)]
+    ttv = report.time_to_verdict(base, cand, "dumps")
+    assert ttv["reached"] and ttv["runs_needed"] == 10
+    assert ttv["p_at_verdict"] < 0.01
+    # the 10th run (5th candidate, i=4) finished at minute 2*4*2+2+1, 30 s; first start 0
+    assert ttv["wall_s"] == (19 * 60 + 30)
+
+
+def test_time_to_verdict_not_reached_for_identical_distributions():
+    base = [_timed_doc(v, 2 * i) for i, v in enumerate([3, 5, 4, 6, 5, 4])]
+    cand = [_timed_doc(v, 2 * i + 1) for i, v in enumerate([4, 5, 3, 6, 4, 5])]
+    ttv = report.time_to_verdict(base, cand, "dumps")
+    assert not ttv["reached"] and ttv["runs"] == 12 and ttv["p_value"] > 0.5
+
+
+def test_time_to_verdict_ignores_failed_runs():
+    base = [_timed_doc(200, 0, verdict="kernel-crash")]
+    ttv = report.time_to_verdict(base, [_timed_doc(0, 1)], "dumps")
+    assert ttv["runs"] == 1 and not ttv["reached"]

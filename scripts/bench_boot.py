@@ -17,7 +17,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", "--runs", type=int, default=10)
     parser.add_argument("--accel", default="auto")
-    parser.add_argument("--kernel", help="bzImage or build dir (default: the default build)")
+    parser.add_argument("--kernel", help="vmlinux, bzImage or build dir (default: default build)")
     args = parser.parse_args()
     base = [sys.executable, "-m", "vmtest.cli", "run", "--timings", "--accel", args.accel]
     if args.kernel:

@@ -8,7 +8,7 @@ PACKAGES=(
     qemu-system-x86            # the guests
     linux-source-6.1           # the built-in default kernel source
     linux-source-6.12          # the second base (configs/lru-migration-6.12.yaml)
-    build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils patch  # kernel builds
+    build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils lz4 patch  # kernel builds
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
 )

@@ -97,7 +97,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         meta = artifact.meta
         fresh = elapsed > 5
-        print(f"{label}: {artifact.release} {artifact.bzimage}")
+        print(f"{label}: {artifact.release} {artifact.image}")
         print(f"  key {artifact.key[:24]}; " + (
             f"built in {elapsed:.1f} s (make {meta.get('build_seconds')} s, "
             f"ccache {meta.get('ccache')})" if fresh else
@@ -111,14 +111,15 @@ def _resolve_kernel(args: argparse.Namespace) -> Path:
     if args.kernel:
         path = Path(args.kernel)
         if path.is_dir():
-            path = path / "bzImage"
+            path = kbuild.KernelArtifact(key="", directory=path).image
         if not path.is_file():
             raise ConfigError(f"kernel image {args.kernel} not found",
-                              hint="pass a bzImage or a directory printed by `vmtest build`")
+                              hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "
+                                   "directory printed by `vmtest build`")
         return path
     if _use_config(args) and not args.variant:
         args.variant = "patched"  # the built-in default: the kernel as shipped
-    return kbuild.build(_spec_from_args(args)).bzimage
+    return kbuild.build(_spec_from_args(args)).image
 
 
 def _scenario_run(args: argparse.Namespace) -> int:
@@ -306,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="boot a kernel and run CMD in the guest over SSH",
                        usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
     _add_kernel_args(p)
-    p.add_argument("--kernel", help="a bzImage or build directory (default: build --source)")
+    p.add_argument("--kernel", help="a vmlinux (PVH), bzImage or build directory "
+                   "(default: build --source)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")

@@ -47,7 +47,7 @@ def run_scenario(kernel: KernelDef, variant: Variant, scenario_name: str, profil
         opts = dataclasses.replace(opts, programs=("stress-ng",))
     started = time.monotonic()
     try:
-        with runner.boot(artifact.bzimage, opts, out_dir) as vm:
+        with runner.boot(artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)
             outcome = scenario.run(vm, out_dir)

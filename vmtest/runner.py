@@ -33,6 +33,7 @@ class BootOptions:
     qemu_extra: tuple[str, ...] = ()
     cmdline_extra: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()  # optional guest programs (rootfs.OPTIONAL_PROGRAMS)
+    log_buf_len: str | None = None  # kernel ring buffer size (None: the kernel's 1 MiB)
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -74,7 +75,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
-                           cmdline_extra=opts.cmdline_extra)
+                           cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len)
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:

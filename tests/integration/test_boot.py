@@ -27,7 +27,7 @@ def _vmtest(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 def test_build_is_cached(default_spec, kernel):
     key, cached = kbuild.lookup(default_spec)
     assert cached is not None and cached.key == key == kernel.key
-    assert kernel.bzimage.stat().st_size > 1_000_000
+    assert kernel.image.stat().st_size > 1_000_000
     config = kconfig_text = kernel.config.read_text()
     for option in ("CONFIG_CMA=y", "CONFIG_MEMORY_HOTREMOVE=y", "CONFIG_CMA_SYSFS=y"):
         assert option in config.splitlines()
@@ -53,13 +53,13 @@ def test_uname_over_ssh_and_exit_status(kernel, tmp_path):
 
 
 def test_identity_in_proc_version(kernel, boot_opts, run_dir):
-    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+    with boot(kernel.image, boot_opts, run_dir) as vm:
         version = vm.ssh().check_output("cat /proc/version")
     assert f"vmtest@{kernel.key[:16]}" in version
 
 
 def test_cma_reserved_and_visible(kernel, boot_opts, run_dir):
-    with boot(kernel.bzimage, replace(boot_opts, cma_mib=128), run_dir) as vm:
+    with boot(kernel.image, replace(boot_opts, cma_mib=128), run_dir) as vm:
         ssh = vm.ssh()
         dmesg = ssh.check_output("dmesg")
         assert re.search(r"cma: Reserved 128 MiB at", dmesg), dmesg[-2000:]
@@ -84,7 +84,7 @@ echo before=$before
 
 
 def test_hotplug_dimm_online_movable_and_offline(kernel, boot_opts, run_dir):
-    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+    with boot(kernel.image, boot_opts, run_dir) as vm:
         ssh = vm.ssh()
         offline_before = ssh.check_output(
             "grep -l offline /sys/devices/system/memory/memory*/state || true").split()
@@ -117,12 +117,28 @@ def test_hotplug_dimm_online_movable_and_offline(kernel, boot_opts, run_dir):
 def test_kernel_panic_is_reported_as_crash(kernel, boot_opts, run_dir):
     started = time.monotonic()
     with pytest.raises(KernelCrash) as exc:
-        with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+        with boot(kernel.image, boot_opts, run_dir) as vm:
             vm.ssh().run("echo c > /proc/sysrq-trigger", timeout_s=60, watch=vm.check)
     assert time.monotonic() - started < 60
     assert "sysrq" in (exc.value.log_tail or "").lower()
     assert exc.value.log_path == run_dir / "console.log"
     assert "Kernel panic" in (run_dir / "console.log").read_text(errors="replace")
+
+
+def test_warning_is_caught_and_the_guest_goes_on(kernel, boot_opts, run_dir):
+    """A WARN (LKDTM, CONFIG_LKDTM) does not end the run (panic_on_warn=0); the parser
+    finds it in the guest's real dmesg with its title and call trace."""
+    from vmtest.collect import dmesg
+
+    with boot(kernel.image, boot_opts, run_dir) as vm:
+        ssh = vm.ssh()
+        ssh.check_output("echo WARNING > /sys/kernel/debug/provoke-crash/DIRECT")
+        assert ssh.check_output("echo alive").strip() == "alive"
+        text = ssh.check_output("dmesg")
+    splats = dmesg.parse(text).splats
+    assert [s.kind for s in splats] == ["warning"], splats
+    assert "lkdtm" in splats[0].title
+    assert any(frame.startswith("lkdtm_") for frame in splats[0].stack), splats[0].stack
 
 
 def test_panic_exit_code_from_cli(kernel, tmp_path):
@@ -137,7 +153,7 @@ def test_hang_detected_within_deadline(kernel, boot_opts, run_dir):
     opts = replace(boot_opts, accel="tcg", qemu_extra=("-S",), boot_timeout_s=4)
     started = time.monotonic()
     with pytest.raises(GuestHang, match="within 4 s"):
-        with boot(kernel.bzimage, opts, run_dir):
+        with boot(kernel.image, opts, run_dir):
             pass
     assert time.monotonic() - started < 4 + 15  # deadline + bounded shutdown
 
@@ -149,14 +165,14 @@ def test_command_timeout(kernel, tmp_path):
 
 
 def test_console_exec_channel(kernel, boot_opts, run_dir):
-    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+    with boot(kernel.image, boot_opts, run_dir) as vm:
         status, output = vm.console_exec("echo hello; cat /proc/sys/kernel/osrelease; false")
     assert status == 1
     assert output.splitlines()[:2] == ["hello", kernel.release]
 
 
 def test_wrong_host_key_is_refused(kernel, boot_opts, run_dir):
-    with boot(kernel.bzimage, boot_opts, run_dir) as vm:
+    with boot(kernel.image, boot_opts, run_dir) as vm:
         assert vm.client_key is not None
         with pytest.raises(ChannelError, match="unexpected SSH host key"):
             SSHChannel.connect(vm.ssh_port(), vm.client_key, KeyPair.generate(), Deadline(20))
@@ -164,7 +180,7 @@ def test_wrong_host_key_is_refused(kernel, boot_opts, run_dir):
 
 def test_auto_accel_probe_gives_a_working_guest(kernel, boot_opts, run_dir, tmp_path):
     store = accel.VerdictStore(tmp_path / "accel.json")
-    with boot(kernel.bzimage, replace(boot_opts, accel="auto"), run_dir, store=store) as vm:
+    with boot(kernel.image, replace(boot_opts, accel="auto"), run_dir, store=store) as vm:
         assert vm.ssh().check_output("echo ok").strip() == "ok"
         used = vm.spec.accel
     ok, _ = accel.kvm_openable()

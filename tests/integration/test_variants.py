@@ -18,7 +18,7 @@ from vmtest.runner import boot
 def test_variant_boots_identifies_itself_and_instrumentation_is_live(variants, name, boot_opts,
                                                                      run_dir):
     artifact = variants[name]
-    with boot(artifact.bzimage, boot_opts, run_dir) as vm:
+    with boot(artifact.image, boot_opts, run_dir) as vm:
         ssh = vm.ssh()
         assert ssh.check_output("uname -r").strip() == f"6.1.192-vmtest-{name}"
         assert f"vmtest@{artifact.key[:16]}" in ssh.check_output("cat /proc/version")
@@ -74,7 +74,7 @@ def test_broken_patch_is_reported_with_patch_hunk_and_base(tmp_path, variants):
     assert re.search(r"Hunk #1 FAILED", proc.stderr)
     # Everything already built is still there and still a cache hit.
     for artifact in variants.values():
-        assert artifact.bzimage.is_file()
+        assert artifact.image.is_file()
 
 
 REF_612 = Path(__file__).resolve().parents[2] / "configs" / "lru-migration-6.12.yaml"
@@ -87,7 +87,7 @@ def test_6_12_variants_build_boot_and_report(name, boot_opts, run_dir):
 
     k612 = config.load(REF_612).kernel("6.12")
     artifact = kbuild.build(k612.build_spec(k612.variant(name)))
-    with boot(artifact.bzimage, boot_opts, run_dir) as vm:
+    with boot(artifact.image, boot_opts, run_dir) as vm:
         ssh = vm.ssh()
         assert ssh.check_output("uname -r").strip() == f"6.12.117-vmtest-{name}"
         ssh.check_output("echo 1024 > /sys/kernel/debug/cma/reserved/alloc; "

@@ -14,7 +14,7 @@ def _spec(**kw):
 @pytest.mark.parametrize("name,spec", [
     ("tcg-default", _spec()),
     ("kvm-4cpu-2g", _spec(accel="kvm", cpus=4, memory_mib=2048, cma_mib=512, slots=8,
-                          maxmem_mib=8192)),
+                          maxmem_mib=8192, log_buf_len="8M")),
     ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",),
                               guest_options=(("mode", "x"),))),
 ])

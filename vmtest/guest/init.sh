@@ -13,6 +13,23 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm /tmp /run /var/log /root
 mount -t devpts devpts /dev/pts
+ip link set lo up
+# dropbear first, so that its start-up overlaps the rest of this script; it binds
+# 0.0.0.0:22 before eth0 has an address.
+have_net=0
+if ip link set eth0 up 2>/dev/null; then
+    have_net=1
+    chmod 700 /root /root/.ssh
+    chmod 600 /root/.ssh/authorized_keys /etc/dropbear/host_key
+    # -s: keys only; -j -k: no forwarding; -F: foreground under our control.
+    dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
+    say "SSHD $!"
+    # QEMU user networking: fixed addresses (slirp's defaults), no DHCP round trip.
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+else
+    say "NONET"
+fi
 # Scenarios fill tmpfs on purpose (movable, swap-backed pages): no 50% cap.
 mount -t tmpfs -o size=95% tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
@@ -27,18 +44,18 @@ for word in $(cat /proc/cmdline); do
     esac
 done
 
-ip link set lo up
-if ip link set eth0 up 2>/dev/null; then
-    # QEMU user networking: fixed addresses (slirp's defaults), no DHCP round trip.
-    ip addr add 10.0.2.15/24 dev eth0
-    ip route add default via 10.0.2.2
-    chmod 700 /root /root/.ssh
-    chmod 600 /root/.ssh/authorized_keys /etc/dropbear/host_key
-    # -s: keys only; -j -k: no forwarding; -F: foreground under our control.
-    dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
-    say "SSHD $!"
-else
-    say "NONET"
+# READY only once sshd listens (port 22 = 0016, state 0A = LISTEN in /proc/net/tcp):
+# a connection before that is refused and costs the host a retry. Shell builtins
+# only, no fork per poll.
+listening() {
+    while read -r _ local _ state _; do
+        case "$local:$state" in *:0016:0A) return 0;; esac
+    done < /proc/net/tcp
+    return 1
+}
+if [ "$have_net" = 1 ]; then
+    n=0
+    while ! listening && [ $n -lt 500 ]; do n=$((n + 1)); done
 fi
 # The console command loop must not echo input; set before READY so that the host's
 # first command cannot race it.

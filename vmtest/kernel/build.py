@@ -2,7 +2,7 @@
 
 The cache key covers everything that decides the bytes of the kernel: the source
 identity, the patch series (contents, in order), the fragments (contents), the
-compiler version and this recipe's version. Same key -> the stored bzImage is used
+compiler version and this recipe's version. Same key -> the stored image is used
 and make does not run.
 """
 
@@ -29,7 +29,8 @@ from vmtest.kernel.source import KernelSource, LocalTree
 log = logging.getLogger(__name__)
 
 # Bump when the way a kernel is configured or built changes.
-RECIPE_VERSION = "1"
+# 2: vmlinux (PVH) instead of bzImage when the config has CONFIG_PVH; ccache depend mode.
+RECIPE_VERSION = "2"
 ARCH = "x86_64"
 
 
@@ -42,6 +43,12 @@ class BuildSpec:
     base: str = ""  # a name for the base, e.g. "6.1"; recorded in the identity
 
 
+# Preferred first. vmlinux through the PVH entry point boots ~0.2 s faster under TCG
+# than a bzImage (no decompressor, no real-mode setup), and `make vmlinux` skips
+# arch/x86/boot. Both work under KVM; kernels without CONFIG_PVH get a bzImage.
+IMAGES = ("vmlinux", "bzImage")
+
+
 @dataclass(frozen=True)
 class KernelArtifact:
     """A built kernel in the cache."""
@@ -51,8 +58,13 @@ class KernelArtifact:
     meta: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
-    def bzimage(self) -> Path:
-        return self.directory / "bzImage"
+    def image(self) -> Path:
+        """What QEMU's -kernel boots: vmlinux (PVH entry, no decompression) when the
+        config has CONFIG_PVH, else the bzImage."""
+        for name in IMAGES:
+            if (self.directory / name).is_file():
+                return self.directory / name
+        return self.directory / IMAGES[-1]
 
     @property
     def config(self) -> Path:
@@ -114,7 +126,7 @@ def make_args(key: str, variant: str) -> list[str]:
 def lookup(spec: BuildSpec) -> tuple[str, KernelArtifact | None]:
     key = cache_key(spec, spec.source.identity(), compiler_version())
     directory = paths.cache_dir("kernels") / key[:24]
-    if (directory / "meta.json").is_file() and (directory / "bzImage").is_file():
+    if (directory / "meta.json").is_file() and any((directory / n).is_file() for n in IMAGES):
         return key, KernelArtifact.load(directory)
     return key, None
 
@@ -252,13 +264,21 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     tree = _prepare_worktree(pristine, work, spec, log_file)
     build_dir = work / "out"
     args = make_args(key, spec.variant)
+    # Depend mode: a miss runs the compiler once and takes the includes from its -MMD
+    # output; the default mode preprocesses every miss twice (+41 % on a cold build of
+    # mm/ here, against +5 % in depend mode). Hits need the same manifest, which the
+    # per-source work directory and CCACHE_BASEDIR give.
     env = dict(os.environ, CCACHE_DIR=str(paths.cache_dir("ccache")),
-               CCACHE_BASEDIR=str(work))
+               CCACHE_BASEDIR=str(work), CCACHE_DEPEND="1")
     started = time.monotonic()
     ccache_before = _ccache_stats(env)
     dotconfig = _configure_if_needed(tree, build_dir, spec, args, log_file)
-    jobs = jobs or os.cpu_count() or 1
-    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", "bzImage"]
+    # One job more than cores keeps both busy while make and ccache do I/O (-j3 vs -j2
+    # on 2 cores: 10 % faster on a cold mm/).
+    jobs = jobs or (os.cpu_count() or 1) + 1
+    pvh = "CONFIG_PVH=y" in dotconfig.splitlines()
+    target = "vmlinux" if pvh else "bzImage"
+    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target]
     log.info("building %s (%s): %s", spec.source.describe(), spec.variant, " ".join(argv))
     with log_file.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
@@ -275,7 +295,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
                               "tree without it to see whether the base builds")
     elapsed_s = time.monotonic() - started
     release = (build_dir / "include/config/kernel.release").read_text().strip()
-    shutil.copy(build_dir / "arch/x86/boot/bzImage", staging / "bzImage")
+    shutil.copy(build_dir / ("vmlinux" if pvh else "arch/x86/boot/bzImage"), staging / target)
     (staging / "config").write_text(dotconfig)
     meta = {
         "key": key,

@@ -83,7 +83,10 @@ class Scenario:
     def boot_overrides(self) -> dict[str, Any]:
         """BootOptions fields this scenario needs (memory, cma, cpus)."""
         p = self.params
-        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus}
+        # A run's dmesg is its primary record: 8 MiB holds thousands of dump_page()s
+        # (a wrapped ring is reported as loss).
+        return {"memory_mib": p.memory_mib, "cma_mib": p.cma_mib, "cpus": p.cpus,
+                "log_buf_len": "8M"}
 
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         raise NotImplementedError

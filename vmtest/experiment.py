@@ -62,6 +62,11 @@ def run_scenario(kernel: KernelDef, variant: Variant, scenario_name: str, profil
         doc["verdict"] = "infrastructure"
         doc["error"] = exc.render()
         log.debug("infrastructure failure: %s", exc)
+    except KeyboardInterrupt:
+        # Not a measurement: the document says so, and `--resume` runs it again.
+        doc["verdict"] = "interrupted"
+        doc["error"] = "interrupted (SIGINT) before the run finished"
+        raise
     finally:
         doc["timings"]["total_s"] = round(time.monotonic() - started, 3)
         doc["finished_at"] = results.now()

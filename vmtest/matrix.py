@@ -23,6 +23,7 @@ from typing import Any
 
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError
+from vmtest.results import NOT_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ class Store:
             doc = json.loads(result.read_text())
         except ValueError:
             return False
-        # Infrastructure failures are not results: a resume retries them.
-        return doc.get("verdict") != "infrastructure"
+        # Infrastructure failures and interrupted runs are not results: a resume
+        # retries them.
+        return doc.get("verdict") not in NOT_RESULTS
 
     def prepare(self, run: Run) -> Path:
         path = self.run_dir(run)

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from vmtest import stats
 from vmtest.config import Experiment
+from vmtest.results import NOT_RESULTS
 
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
 
@@ -60,7 +61,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                 })
     crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
                 "error": d.get("error", "")[:500]}
-               for d in docs if d.get("verdict") not in ("ok", "infrastructure")]
+               for d in docs if d.get("verdict") not in ("ok", *NOT_RESULTS)]
     infra = [{"run": d.get("run_id"), "identity": _ident(d), "error": d.get("error", "")[:500]}
              for d in docs if d.get("verdict") == "infrastructure"]
     regressions = [f"{s['kernel']}/{s['scenario']}/{c['metric']}"

@@ -22,7 +22,10 @@ REQUIRED: dict[str, type] = {
 IDENTITY: dict[str, type] = {"base": str, "variant": str, "kernel_release": str, "build_key": str,
             "patches": list, "scenario": str, "profile": str, "parameters": dict, "seed": int,
             "accel": str}
-VERDICTS = ("ok", "kernel-crash", "hang", "timeout", "infrastructure", "failure")
+VERDICTS = ("ok", "kernel-crash", "hang", "timeout", "infrastructure", "failure",
+            "interrupted")
+# Verdicts that are not measurements: a resume runs these again, reports skip them.
+NOT_RESULTS = ("infrastructure", "interrupted")
 
 
 def validate(doc: dict[str, Any]) -> list[str]:

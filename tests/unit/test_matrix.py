@@ -150,6 +150,17 @@ def test_result_without_index_line_is_reconciled_not_rerun(exp, tmp_path):
     assert store.indexed() == {r.key for r in runs}
 
 
+@pytest.mark.parametrize("verdict", ["interrupted", "infrastructure"])
+def test_interrupted_and_infrastructure_runs_are_run_again(exp, tmp_path, verdict):
+    store = matrix.Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    doc = _doc(runs[0].variant, runs[0].scenario, 1.0) | {"verdict": verdict}
+    (store.prepare(runs[0]) / "result.json").write_text(json.dumps(doc))
+    assert not store.done(runs[0])
+    assert store.reconcile(runs) == 0
+
+
 def _timed_doc(value, minute, verdict="ok"):
     return {"verdict": verdict, "metrics": {"dumps": value},
             "started_at": f"2026-11-26T00:{minute:02d}:00Z",

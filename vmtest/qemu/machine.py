@@ -38,7 +38,9 @@ from vmtest.errors import (
     InfraError,
     KernelCrash,
     MissingRequirement,
+    VmtestError,
 )
+from vmtest.qemu import symbols
 from vmtest.qemu.argv import MachineSpec, build_argv
 
 log = logging.getLogger(__name__)
@@ -233,8 +235,23 @@ class Machine:
             if deadline.expired:
                 last = seen.decode(errors="replace").strip().splitlines()
                 where = f"last console line: {last[-1]!r}" if last else "no console output"
-                raise GuestHang(f"guest did not become ready within {timeout_s:.0f} s ({where})",
+                cpus = self.where_are_the_vcpus()
+                raise GuestHang(f"guest did not become ready within {timeout_s:.0f} s ({where})"
+                                + (f"; vCPUs at {cpus}" if cpus else ""),
                                 log_tail=self.console.tail(20), log_path=self.console_log)
+
+    def where_are_the_vcpus(self) -> str:
+        """'cpu0 native_safe_halt+0xb, cpu1 ...' (best effort, for hang reports); also
+        written to hang-vcpus.txt in the run directory."""
+        try:
+            text = self.qmp_ok("human-monitor-command", **{"command-line": "info registers -a"})
+        except VmtestError:
+            return ""
+        table = symbols.load(Path(self.spec.kernel))
+        where = ", ".join(f"cpu{i} {symbols.name(pc, table)}"
+                          for i, pc in enumerate(symbols.parse_rips(str(text))))
+        (self.run_dir / "hang-vcpus.txt").write_text(f"{where}\n\n{text}")
+        return where
 
     # -- channels ------------------------------------------------------------------
     def qmp(self, command: str, **args: Any) -> Any:

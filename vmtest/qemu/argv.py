@@ -86,6 +86,12 @@ def kernel_cmdline(spec: MachineSpec) -> str:
         # The SCI, and with it ACPI memory hotplug, is unaffected.
         "acpi=noirq",
     ]
+    if spec.accel == "tcg":
+        # A TCG vCPU is a host thread: on a busy host (parallel VMs) it can wait tens of
+        # seconds for a core, which the soft-lockup detector reports as a lockup (seen
+        # with 10 VMs on 2 cores). 60 s, the maximum, makes that 120 s: real lockups
+        # are still caught.
+        words.append("watchdog_thresh=60")
     words += [f"vmtest.{k}={v}" for k, v in spec.guest_options]
     words += list(spec.cmdline_extra)
     return " ".join(words)

@@ -175,7 +175,7 @@ class Machine:
     def check(self) -> None:
         """Raise KernelCrash / InfraError if the guest crashed or QEMU died."""
         data = self.console.snapshot()
-        crash = find_crash(data[self._crash_scan_from:])
+        crash = find_crash(data[self._crash_scan_from:], complete_lines=True)
         if crash is not None:
             raise KernelCrash(f"kernel crash in the guest: {crash.title}",
                               log_tail=self.console.tail(40), log_path=self.console_log)

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -196,12 +197,14 @@ RunFn = Callable[[Run, Path], dict[str, Any]]
 def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
             progress: Callable[[Run, dict[str, Any], int, int], None] | None = None,
             stop: threading.Event | None = None,
-            on_interrupt: Callable[[], object] | None = None) -> list[dict[str, Any]]:
+            on_interrupt: Callable[[], object] | None = None,
+            stagger_s: float = 0.0) -> list[dict[str, Any]]:
     """Run what is not done yet, `jobs` at a time; returns the new documents.
 
     On Ctrl-C, `on_interrupt` runs *before* the pool waits for its threads (it stops the
     VMs, so they return at once); the runs cut short leave no result and are re-run
-    by a resume.
+    by a resume. `stagger_s` spaces the starts of runs: boots and the scenarios' fills are
+    the CPU-hungry phases, and VMs that start together starve each other.
     """
     store.reconcile(runs)
     todo = [r for r in runs if not store.done(r)]
@@ -210,10 +213,15 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vmtest-run") as pool:
         pending: dict[Future[dict[str, Any]], Run] = {}
         queue = list(todo)
+        last_start = float("-inf")
         try:
             while queue or pending:
                 while queue and len(pending) < jobs and not stop.is_set():
+                    wait_s = last_start + stagger_s - time.monotonic()
+                    if wait_s > 0 and stop.wait(wait_s):
+                        break
                     run = queue.pop(0)
+                    last_start = time.monotonic()
                     pending[pool.submit(run_fn, run, store.prepare(run))] = run
                 if not pending:
                     break

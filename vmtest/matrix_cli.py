@@ -34,6 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--jobs", default="auto", help="parallel VMs (default: auto = cores, "
                                                   "bounded by memory)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (see vmtest merge)")
+    p.add_argument("--stagger", default="auto", metavar="S",
+                   help="seconds between the starts of parallel runs (default: auto = 0 "
+                        "when --jobs <= cores, else 20: simultaneous boots starve each other)")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="run only this scenario of the matrix (repeatable)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
@@ -129,6 +132,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                           hint="--resume to continue it, or choose another --results")
     store.claim(exp, profile, force=args.force)
     jobs = matrix.auto_jobs() if args.jobs == "auto" else int(args.jobs)
+    if args.stagger == "auto":
+        stagger_s = 0.0 if jobs <= (os.cpu_count() or 1) else 20.0
+    else:
+        stagger_s = float(args.stagger)
     print(f"matrix: {len(runs)} runs ({sum(1 for r in runs if store.done(r))} already done), "
           f"{jobs} in parallel, results in {results}", file=sys.stderr)
 
@@ -169,7 +176,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         matrix.execute(runs, store, run_one, jobs=jobs, progress=progress, stop=stop,
-                       on_interrupt=lambda: machine.kill_live(reason="interrupt"))
+                       on_interrupt=lambda: machine.kill_live(reason="interrupt"),
+                       stagger_s=stagger_s)
     except KeyboardInterrupt:
         stop.set()
         progress.stop()

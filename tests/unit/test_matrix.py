@@ -189,3 +189,24 @@ def test_time_to_verdict_ignores_failed_runs():
     base = [_timed_doc(200, 0, verdict="kernel-crash")]
     ttv = report.time_to_verdict(base, [_timed_doc(0, 1)], "dumps")
     assert ttv["runs"] == 1 and not ttv["reached"]
+
+
+def test_stagger_spaces_the_starts(exp, tmp_path):
+    import time
+
+    store = matrix.Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    starts = []
+
+    def fake_run(run, run_dir):
+        starts.append(time.monotonic())
+        doc = _doc(run.variant, run.scenario, 1.0)
+        (run_dir / "result.json").write_text(json.dumps(doc))
+        return doc
+
+    started = time.monotonic()
+    matrix.execute(runs, store, fake_run, jobs=4, stagger_s=0.05)
+    # The pool waits between submissions: n runs take at least (n - 1) staggers.
+    assert len(starts) == len(runs)
+    assert time.monotonic() - started >= 0.05 * (len(runs) - 1)

@@ -13,8 +13,33 @@ from vmtest import results, runner, scenarios
 from vmtest.config import KernelDef, Variant
 from vmtest.errors import GuestFailure, VmtestError
 from vmtest.kernel import build as kbuild
+from vmtest.qemu.machine import Machine
 
 log = logging.getLogger(__name__)
+
+
+# How far the guest's clock may drift from the host's over a run before the run is not
+# trusted (a TSC calibrated against a starved PIT made one guest's clock run 2x fast).
+CLOCK_TOLERANCE = 0.05
+
+
+def _guest_uptime(vm: Machine) -> tuple[float, float] | None:
+    """(host monotonic, guest uptime) read together; None if the guest cannot say."""
+    try:
+        before = time.monotonic()
+        text = vm.ssh().check_output("cat /proc/uptime", timeout_s=30)
+        after = time.monotonic()
+        return (before + after) / 2, float(text.split()[0])
+    except (VmtestError, ValueError, IndexError):
+        return None
+
+
+def clock_ratio(start: tuple[float, float] | None,
+                end: tuple[float, float] | None) -> float | None:
+    """Guest seconds per host second between two (host, guest) readings."""
+    if start is None or end is None or end[0] - start[0] < 5:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]), 3)
 
 
 def run_scenario(kernel: KernelDef, variant: Variant, scenario_name: str, profile: str,
@@ -50,10 +75,23 @@ def run_scenario(kernel: KernelDef, variant: Variant, scenario_name: str, profil
         with runner.boot(artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)
+            clock_start = _guest_uptime(vm)
             outcome = scenario.run(vm, out_dir)
             vm.check()
+            clock_end = _guest_uptime(vm)
         doc.update({k: v for k, v in outcome.items() if k != "timings"})
         doc["timings"].update(outcome.get("timings", {}))
+        ratio = clock_ratio(clock_start, clock_end)
+        doc["timings"]["guest_clock_ratio"] = ratio
+        if ratio is not None and abs(ratio - 1) > CLOCK_TOLERANCE:
+            # The scenario's periods and timeouts ran on the guest's clock: not the
+            # experiment that was asked for. Keep what was measured, but not as a result.
+            doc["verdict"] = "infrastructure"
+            doc["error"] = (
+                f"the guest's clock ran at {ratio:.2f}x host time (TSC calibrated wrong at "
+                "boot, see 'tsc: Detected' in dmesg.txt): its periods did not hold, so this "
+                "run is not counted\nhint: fewer parallel VMs (--jobs) or a --stagger; "
+                "`vmtest matrix --resume` runs it again")
     except GuestFailure as exc:
         doc["verdict"] = exc.verdict
         doc["error"] = exc.render()

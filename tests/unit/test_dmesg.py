@@ -170,3 +170,14 @@ def test_wrapped_ring_buffer_is_reported():
     assert dmesg.parse(text).to_dict()["loss"]["ring_buffer_wrapped"] is False
     wrapped = "\n".join(text.splitlines()[40:])
     assert dmesg.parse(wrapped).to_dict()["loss"]["ring_buffer_wrapped"] is True
+
+
+def test_recorded_warning_has_title_rip_and_call_trace():
+    """A real WARN from a 6.1 guest (LKDTM's WARNING, tests/data/logs)."""
+    report = dmesg.parse(_read("6.1-lkdtm-warning.dmesg"))
+    assert [s.kind for s in report.splats] == ["warning"]
+    splat = report.splats[0]
+    assert splat.title == "drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0xd/0x10"
+    assert splat.stack[:2] == ["lkdtm_WARNING+0xd/0x10", "direct_entry+0xaa/0xc0"]
+    assert splat.timestamp == 7.08685
+    assert report.starts_at_boot and not report.dumps

@@ -68,6 +68,7 @@ _SCAN = re.compile(r"""\n
       | page\ dumped\ because:\ (?P<reason>[^\n]*)
       | (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
       | (?P<end>---\[\ end)
+      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
       | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
       | (?P<cma>cma:\ (?:__)?cma_alloc:\ [^\n]*)
       | (?P<suppressed>[\w.]+:\ \d+\ callbacks\ suppressed)
@@ -231,6 +232,11 @@ def parse(text: str) -> DmesgReport:
     for m in _SCAN.finditer("\n" + text):
         kind = m.lastgroup
         if kind == "ts":  # only a prefix matched: cannot happen (an alternative is required)
+            continue
+        if kind == "rip":
+            # The faulting function (kernel mode only): the first frame of its splat.
+            if splat is not None and not splat.stack:
+                splat.stack.append(m.group("rip"))
             continue
         if kind == "stack" or kind == "end":
             if splat is not None:

@@ -58,6 +58,9 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                                           comparisons),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
                     "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),
+                    "mixed_builds": {v: keys for v, keys in
+                                     ((baseline, _build_keys(base_docs)),
+                                      (variant, _build_keys(cand_docs))) if len(keys) > 1},
                 })
     crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
                 "error": d.get("error", "")[:500]}
@@ -150,6 +153,13 @@ def _headline(scenario: str, base: list[dict[str, Any]], cand: list[dict[str, An
             f"{cname} {med(primary['candidate'])} (p={ptxt}: {primary['verdict']})")
 
 
+def _build_keys(docs: list[dict[str, Any]]) -> list[str]:
+    """The kernel builds a variant's runs used: more than one means the results mix
+    kernels (a fragment or patch changed between a run and a resume)."""
+    return sorted({str(d.get("identity", {}).get("build_key")) for d in docs
+                   if d.get("verdict") == "ok"})
+
+
 def _epoch(stamp: Any) -> float | None:
     try:
         return calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ"))
@@ -233,6 +243,9 @@ def markdown(data: dict[str, Any]) -> str:
                 f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}] | {_fmt(k['median'])} "
                 f"[{_fmt(k['ci_low'])}, {_fmt(k['ci_high'])}] | {_fmt(c['ratio'])} | "
                 f"{_fmt(c['p_value'])} | {c['verdict']} |")
+        for variant, keys in (s.get("mixed_builds") or {}).items():
+            lines += ["", f"**Warning: the {variant} runs used {len(keys)} different kernel "
+                          f"builds ({', '.join(keys)}): they do not measure one kernel.**"]
         ttv = s.get("time_to_verdict") or {}
         if ttv.get("reached"):
             lines += ["", f"Time to verdict: p < {ttv['alpha']} on {s['primary']} after "

@@ -181,3 +181,13 @@ def test_recorded_warning_has_title_rip_and_call_trace():
     assert splat.stack[:2] == ["lkdtm_WARNING+0xd/0x10", "direct_entry+0xaa/0xc0"]
     assert splat.timestamp == 7.08685
     assert report.starts_at_boot and not report.dumps
+
+
+def test_shmem_page_recognised_without_kallsyms_all():
+    """Recorded from a seed run of a kernel built without CONFIG_KALLSYMS_ALL: dump_page()
+    prints the aops as an address; the swapbacked flag still says shmem."""
+    report = dmesg.parse(_read("6.1-unpatched-cma-seed-nokallsymsall.dmesg"))
+    assert len(report.dumps) == 5
+    assert {d.aops for d in report.dumps} == {"0xffffffff818191a0"}
+    assert {d.kind for d in report.dumps} == {"shmem"}
+    assert {(d.extra_refs, d.error, d.mapped) for d in report.dumps} == {(3, -11, False)}

@@ -210,3 +210,14 @@ def test_stagger_spaces_the_starts(exp, tmp_path):
     # The pool waits between submissions: n runs take at least (n - 1) staggers.
     assert len(starts) == len(runs)
     assert time.monotonic() - started >= 0.05 * (len(runs) - 1)
+
+
+def test_report_warns_when_a_variant_mixes_kernel_builds(exp):
+    docs = [_doc("unpatched", "cma-stress", 5.0), _doc("unpatched", "cma-stress", 6.0),
+            _doc("patched", "cma-stress", 1.0)]
+    docs[0]["identity"]["build_key"] = "aaaa"
+    docs[1]["identity"]["build_key"] = "bbbb"
+    data = report.build(exp, docs)
+    section = next(s for s in data["sections"] if s["scenario"] == "cma-stress")
+    assert section["mixed_builds"] == {"unpatched": ["aaaa", "bbbb"]}
+    assert "2 different kernel builds" in report.markdown(data)

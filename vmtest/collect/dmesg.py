@@ -32,6 +32,7 @@ _DUMP_HEAD = re.compile(r"^page:(?:[0-9a-f]+)? ?refcount:(-?\d+) mapcount:(-?\d+
 _DUMP_FLAGS = re.compile(r"^(anon |ksm )?flags: (0x[0-9a-f]+)\(([^)]*)\)")
 # fs/inode.c dump_mapping(): "aops:shmem_aops ino:..." (6.1, 6.12)
 _DUMP_AOPS = re.compile(r"^aops:\s*(\S+)")
+_HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
 _DUMP_REASON = re.compile(r"^page dumped because: (.*)$")
 _HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed ret:(-?\d+)")
 _HOTPLUG_ISOLATE = re.compile(r"failed to isolate pfn ([0-9a-f]+)")
@@ -96,7 +97,8 @@ class Dump:
     def kind(self) -> str:
         if self.anon:
             return "anon"
-        if self.aops is not None:
+        # aops is a symbol name with CONFIG_KALLSYMS_ALL, else a bare address.
+        if self.aops is not None and not _HEX.match(self.aops):
             return "shmem" if "shmem" in self.aops else "file"
         if "swapbacked" in self.flags:
             return "shmem"

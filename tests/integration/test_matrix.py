@@ -12,11 +12,18 @@ from pathlib import Path
 REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and so would the matrix: give it the default, as on a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _matrix(results: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "vmtest.cli", "matrix", str(REF),
                              "--profile", "quick", "--repetitions", "1", "--results",
                              str(results), "--jobs", "2", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def test_quick_matrix_interrupted_and_resumed(tmp_path, variants):

@@ -231,20 +231,25 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     pristine = spec.source.tree()
     artifacts = paths.cache_dir("kernels")
     staging = artifacts / f".{key[:24]}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
-    log_file.write_text(f"# vmtest build {key}\n# source {spec.source.identity()}\n")
     # One working tree and build dir per source *location* (a Debian package version, a
     # local tree's path): successive commits of a tree (bisection) build incrementally.
     work = paths.cache_dir("work") / hashlib.sha256(
         _location(spec.source).encode()).hexdigest()[:16]
     work.mkdir(parents=True, exist_ok=True)
-    try:
-        with _locked(work / "lock"):
-            return _build_locked(spec, key, pristine, work, staging, log_file, jobs)
-    finally:
+    with _locked(work / "lock"):
+        # Another process may have built this key while we waited for the lock.
+        _, cached = lookup(spec)
+        if cached is not None and not force:
+            log.info("kernel built meanwhile by another process: %s", cached.directory)
+            return cached
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        log_file.write_text(f"# vmtest build {key}\n# source {spec.source.identity()}\n")
+        try:
+            return _build_locked(spec, key, pristine, work, staging, log_file, jobs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -74,17 +74,27 @@ def _doc(variant: str, scenario: str, value: float, verdict: str = "ok") -> dict
             "metrics": metrics, "splats": [], "operations": [{"dumps": value}]}
 
 
-def test_store_resume_and_fingerprint(exp, tmp_path):
+def _claimed(exp, tmp_path):
+    """A fresh results store for the quick profile, and the matrix's runs."""
     store = matrix.Store(tmp_path / "res")
     store.claim(exp, "quick", force=False)
-    runs = matrix.expand(exp, profile="quick", repetitions=1)
-    calls = []
+    return store, matrix.expand(exp, profile="quick", repetitions=1)
 
+
+def _writing_run(log, stamp=lambda run: run.key):
+    """A stand-in for a real run: writes an ok document, appends stamp(run) to log."""
     def fake_run(run, run_dir):
-        calls.append(run.key)
+        log.append(stamp(run))
         doc = _doc(run.variant, run.scenario, 1.0)
         (run_dir / "result.json").write_text(json.dumps(doc))
         return doc
+    return fake_run
+
+
+def test_store_resume_and_fingerprint(exp, tmp_path):
+    store, runs = _claimed(exp, tmp_path)
+    calls = []
+    fake_run = _writing_run(calls)
 
     matrix.execute(runs[:2], store, fake_run, jobs=2)
     matrix.execute(runs, store, fake_run, jobs=2)  # the first two are not run again
@@ -96,15 +106,16 @@ def test_store_resume_and_fingerprint(exp, tmp_path):
     store.claim(exp, "seed", force=True)
 
 
-def test_infrastructure_failures_are_retried(exp, tmp_path):
-    store = matrix.Store(tmp_path / "res")
-    store.claim(exp, "quick", force=False)
-    run = matrix.expand(exp, profile="quick", repetitions=1)[0]
-    d = store.prepare(run)
-    (d / "result.json").write_text(json.dumps({"verdict": "infrastructure"}))
-    assert not store.done(run)
+@pytest.mark.parametrize("verdict", ["infrastructure", "interrupted"])
+def test_infrastructure_failures_and_interrupted_runs_are_retried(exp, tmp_path, verdict):
+    store, runs = _claimed(exp, tmp_path)
+    d = store.prepare(runs[0])
+    (d / "result.json").write_text(json.dumps(_doc(runs[0].variant, runs[0].scenario, 1.0)
+                                              | {"verdict": verdict}))
+    assert not store.done(runs[0])
+    assert store.reconcile(runs) == 0
     (d / "result.json").write_text(json.dumps({"verdict": "kernel-crash"}))
-    assert store.done(run)
+    assert store.done(runs[0])
 
 
 def test_report_golden(exp, data_dir, update_golden):
@@ -132,33 +143,13 @@ def test_report_golden(exp, data_dir, update_golden):
 
 
 def test_result_without_index_line_is_reconciled_not_rerun(exp, tmp_path):
-    store = matrix.Store(tmp_path / "res")
-    store.claim(exp, "quick", force=False)
-    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    store, runs = _claimed(exp, tmp_path)
     d = store.prepare(runs[0])  # finished, but the process died before indexing it
     (d / "result.json").write_text(json.dumps(_doc(runs[0].variant, runs[0].scenario, 1.0)))
     calls = []
-
-    def fake_run(run, run_dir):
-        calls.append(run.key)
-        doc = _doc(run.variant, run.scenario, 1.0)
-        (run_dir / "result.json").write_text(json.dumps(doc))
-        return doc
-
-    matrix.execute(runs, store, fake_run, jobs=1)
+    matrix.execute(runs, store, _writing_run(calls), jobs=1)
     assert runs[0].key not in calls and len(calls) == len(runs) - 1
     assert store.indexed() == {r.key for r in runs}
-
-
-@pytest.mark.parametrize("verdict", ["interrupted", "infrastructure"])
-def test_interrupted_and_infrastructure_runs_are_run_again(exp, tmp_path, verdict):
-    store = matrix.Store(tmp_path / "res")
-    store.claim(exp, "quick", force=False)
-    runs = matrix.expand(exp, profile="quick", repetitions=1)
-    doc = _doc(runs[0].variant, runs[0].scenario, 1.0) | {"verdict": verdict}
-    (store.prepare(runs[0]) / "result.json").write_text(json.dumps(doc))
-    assert not store.done(runs[0])
-    assert store.reconcile(runs) == 0
 
 
 def _timed_doc(value, minute, verdict="ok"):
@@ -194,19 +185,11 @@ def test_time_to_verdict_ignores_failed_runs():
 def test_stagger_spaces_the_starts(exp, tmp_path):
     import time
 
-    store = matrix.Store(tmp_path / "res")
-    store.claim(exp, "quick", force=False)
-    runs = matrix.expand(exp, profile="quick", repetitions=1)
+    store, runs = _claimed(exp, tmp_path)
     starts = []
-
-    def fake_run(run, run_dir):
-        starts.append(time.monotonic())
-        doc = _doc(run.variant, run.scenario, 1.0)
-        (run_dir / "result.json").write_text(json.dumps(doc))
-        return doc
-
     started = time.monotonic()
-    matrix.execute(runs, store, fake_run, jobs=4, stagger_s=0.05)
+    matrix.execute(runs, store, _writing_run(starts, lambda run: time.monotonic()), jobs=4,
+                   stagger_s=0.05)
     # The pool waits between submissions: n runs take at least (n - 1) staggers.
     assert len(starts) == len(runs)
     assert time.monotonic() - started >= 0.05 * (len(runs) - 1)

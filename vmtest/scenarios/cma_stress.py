@@ -16,7 +16,7 @@ from vmtest.errors import ConfigError, InfraError
 from vmtest.qemu.machine import Machine
 from vmtest.scenarios.base import Scenario, ScenarioParams, elapsed_since, guest_run
 
-_ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d) cmafree_kib=(\d+) memfree_kib=(\d+)")
+_ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +78,12 @@ class CmaStress(Scenario):
         script = (
             f"A=/sys/kernel/debug/cma/{area}; i=0; "
             f"while [ $i -lt {p.count} ]; do "
-            # /proc/meminfo lists MemFree before CmaFree.
-            "set -- $(awk '/^(MemFree|CmaFree):/{print $2}' /proc/meminfo); mf=$1; cf=$2; "
+            # Counters and free memory (CmaFree: the occupancy) before and after each.
             + snapshot.step_snapshot_command("pre:$i") + "; "
-            f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; "
+            f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; else ok=0; fi; "
             + snapshot.step_snapshot_command("post:$i") + "; "
-            f"echo {pages} > $A/free; "
-            "else ok=0; " + snapshot.step_snapshot_command("post:$i") + "; fi; "
-            'echo "vmtest-alloc i=$i ok=$ok cmafree_kib=$cf memfree_kib=$mf"; '
+            f"if [ $ok = 1 ]; then echo {pages} > $A/free; fi; "
+            'echo "vmtest-alloc i=$i ok=$ok"; '
             + ("killall -USR1 lru-stress 2>/dev/null; " if p.refault_between else "")
             + f"i=$((i+1)); sleep {p.period_s}; done")
         alloc_log = run_dir / "allocations.log"
@@ -100,15 +98,15 @@ class CmaStress(Scenario):
         if status != 0:
             raise InfraError(f"the allocation loop failed in the guest (exit {status})",
                              log_path=alloc_log)
-        allocs = [m for m in (_ALLOC_LINE.match(x) for x in
-                              alloc_log.read_text().splitlines()) if m]
+        alloc_text = alloc_log.read_text()
+        allocs = [m for m in (_ALLOC_LINE.match(x) for x in alloc_text.splitlines()) if m]
         report = dmesg_parser.parse(artifacts["dmesg"].read_text(errors="replace"))
         trace = tracefs.parse_trace(artifacts["trace"].read_text(errors="replace"))
         ops = report.ops("alloc_contig_range")
         dumps = report.dumps_by_reason()
-        steps = _steps(alloc_log.read_text(), [m for m in allocs])
+        steps = _steps(alloc_text, allocs)
         cma_total_kib = before["meminfo_kib"].get("CmaTotal", p.cma_mib * 1024)
-        cma_free = [int(m.group(3)) for m in allocs]
+        cma_free = [s["CmaFree_kib_before"] for s in steps if "CmaFree_kib_before" in s]
         metrics = {
             "fail_to_migrate_dumps": dumps.get("fail to migrate", 0),
             "allocations": len(allocs),

@@ -171,8 +171,9 @@ def time_to_verdict(base: list[dict[str, Any]], cand: list[dict[str, Any]], metr
                     alpha: float = 0.01) -> dict[str, Any]:
     """Replay the runs in the order they finished: after how many runs, and how much wall
     time from the first start, did the primary metric's Mann-Whitney p fall below alpha
-    (and stay below it for every later run)? The exact test has a floor: with n+m runs
-    p >= 2 / C(n+m, n), so 5+5 runs are the fewest that can reach p < 0.01."""
+    (and stay below it for every later run)? The exact test has a floor: without ties,
+    n+m runs give p >= 2 / C(n+m, n), so 5+5 runs are the fewest that reach p < 0.01;
+    ties (a variant at 0 in every run) can make it one run fewer."""
     events = []
     for side, docs in (("base", base), ("cand", cand)):
         for d in docs:

@@ -191,3 +191,51 @@ def test_shmem_page_recognised_without_kallsyms_all():
     assert {d.aops for d in report.dumps} == {"0xffffffff818191a0"}
     assert {d.kind for d in report.dumps} == {"shmem"}
     assert {(d.extra_refs, d.error, d.mapped) for d in report.dumps} == {(3, -11, False)}
+
+
+def _unpatched_block(pfn_line_index: int = 0) -> list[str]:
+    """The first migrate_fail + dump_page block of the recorded unpatched 6.1 log."""
+    lines = _read("6.1-unpatched-cma.dmesg").splitlines()
+    start = next(i for i, ln in enumerate(lines) if "migrate_fail" in ln)
+    end = next(i for i in range(start, len(lines)) if "page dumped because" in lines[i])
+    return lines[start:end + 1]
+
+
+def test_other_cpus_lines_inside_a_dump_block_are_parsed():
+    block = _unpatched_block()
+    summary = ("[   30.862300] vmtest-mm: op=alloc_contig_range seq=99 start_pfn=0x1 "
+               "end_pfn=0x2 ret=0 drains=1 migrate_calls=1 passes=1 failed_pages=0 dumps=0 us=1")
+    report = dmesg.parse("\n".join(block[:3] + [summary] + block[3:]))
+    assert [s["seq"] for s in report.summaries] == [99]
+    assert len(report.dumps) == 1
+    dump = report.dumps[0]
+    assert dump.kind == "shmem" and dump.error == -11 and "swapbacked" in dump.flags
+
+
+def test_a_block_whose_end_was_lost_does_not_swallow_the_next():
+    block = _unpatched_block()
+    truncated = block[:3]  # migrate_fail, head, aops: the rest was lost
+    nxt = [ln.replace("rc=-11", "rc=-16") for ln in block]
+    report = dmesg.parse("\n".join(truncated + nxt))
+    assert len(report.dumps) == 1
+    assert report.dumps[0].error == -16  # the error printed right before its own head
+    # A reason line further than 32 lines on belongs to some other block.
+    report = dmesg.parse("\n".join(block[:-1] + ["[   31.0] filler"] * 40 + block[-1:]))
+    assert report.dumps == []
+
+
+def test_a_splat_stack_stops_at_the_next_splat():
+    text = "\n".join([
+        "[    1.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
+        "[    1.000001]  __schedule+0x2a/0x90",
+        "[    1.000002] WARNING: CPU: 0 PID: 1 at mm/migrate.c:10 migrate_pages+0x1/0x2",
+        "[    1.000003] RIP: 0010:migrate_pages+0x1/0x2",
+        "[    1.000004]  ? alloc_contig_range+0x3/0x4",
+        "[    1.000005] ---[ end trace 0000000000000000 ]---",
+        "[    1.000006]  unrelated_frame+0x5/0x6",
+    ])
+    splats = dmesg.parse(text).splats
+    assert [(s.kind, s.stack) for s in splats] == [
+        ("hung-task", ["__schedule+0x2a/0x90"]),
+        ("warning", ["migrate_pages+0x1/0x2", "alloc_contig_range+0x3/0x4"]),
+    ]

@@ -22,25 +22,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from typing import Any
 
-_PREFIX = re.compile(r"^(?:<\d+>)?(?:\d+,\d+,\d+,[^;]*;)?(?:\[\s*(\d+\.\d+)\]\s?)?")
 _KV = re.compile(r"(\w+)=(\S+)")
-_DUMP_HEAD = re.compile(r"^page:(?:[0-9a-f]+)? ?refcount:(-?\d+) mapcount:(-?\d+) "
-                        r"mapping:([0-9a-f]+) index:(0x[0-9a-f]+) pfn:(0x[0-9a-f]+)")
-# mm/debug.c __dump_page(): "[anon |ksm ]flags: 0x...(lru|...)[ CMA]"
-_DUMP_FLAGS = re.compile(r"^(anon |ksm )?flags: (0x[0-9a-f]+)\(([^)]*)\)")
-# fs/inode.c dump_mapping(): "aops:shmem_aops ino:..." (6.1, 6.12)
-_DUMP_AOPS = re.compile(r"^aops:\s*(\S+)")
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
-_DUMP_REASON = re.compile(r"^page dumped because: (.*)$")
 _HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed ret:(-?\d+)")
 _HOTPLUG_ISOLATE = re.compile(r"failed to isolate pfn ([0-9a-f]+)")
 _CMA_FAIL = re.compile(r"cma: (?:__)?cma_alloc: (\S+): alloc failed, req-size: (\d+) pages, "
                        r"ret: (-?\d+)")
 _OFFLINE_FAIL = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed due "
                            r"to (.*)$")
-_SUPPRESSED = re.compile(r"^(\S+): (\d+) callbacks suppressed")
+_SUPPRESSED = re.compile(r"(\S+): (\d+) callbacks suppressed")
 _SPLATS = (
     ("panic", re.compile(r"^Kernel panic - not syncing: (.*)")),
     ("bug", re.compile(r"^(kernel BUG at .*)")),
@@ -54,30 +47,53 @@ _SPLATS = (
     ("kasan", re.compile(r"^BUG: KASAN: (.*)")),
     ("ubsan", re.compile(r"^UBSAN: (.*)")),
 )
-_STACK_LINE = re.compile(r"^\s*(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")
 
-# One pass over the whole text: every line the parser acts on starts (after its
-# prefix) with one of these, so the regex engine skips all other lines in C.
-# Text is scanned as "\n" + text: the literal "\n" lets re find candidates fast.
-_SCAN = re.compile(r"""\n
-    (?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(?P<ts>\d+\.\d+)\]\ ?)?
-    (?:
-        vmtest-mm:\ (?P<mm>[^\n]*)
-      | (?P<dhead>page:[^\n]*)
-      | (?P<dflags>(?:anon\ |ksm\ )?flags:\ [^\n]*)
-      | aops:\s*(?P<aops>\S+)
-      | page\ dumped\ because:\ (?P<reason>[^\n]*)
-      | (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
-      | (?P<end>---\[\ end)
-      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
+# How the parser stays fast (scripts/bench_parser.py): one regex pass, tried only at
+# line starts ("\n" + prefix, the prefix atomic so that no alternative is tried twice),
+# every alternative starting with a literal (re skips a branch on its first character),
+# and a whole dump_page() block -- head line to "page dumped because:" -- in one match.
+# Stack lines are read only after a splat; "callbacks suppressed" lines are found by
+# str.find (their marker ends the line).
+#
+# A line's prefix: "<4>", a /dev/kmsg record header, a "[    1.234567] " timestamp.
+_PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(?P<ts>\d+\.\d+)\]\ ?)?)"
+_PFX_NOTS = _PFX.replace("?P<ts>", "?:")
+_LINE_PREFIX = re.compile(r"(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(\d+\.\d+)\] ?)?")
+# A dump_page() head: 6.1 "page:%p refcount:...", 6.12 "page: refcount:...".
+_HEAD = (r"page:(?:[0-9a-f]+)?\ ?refcount:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+)"
+         r"\ mapping:(?P<mapping>[0-9a-f]+)\ index:0x[0-9a-f]+\ pfn:(?P<pfn>0x[0-9a-f]+)[^\n]*")
+_SCAN = re.compile(r"\n" + _PFX + r"""(?:
+        vmtest-mm:\ (?:(?P<mmkv>(?:\w+\ )?(?:\w+=[^\s=]+\ )*\w+=[^\s=]+)(?=\n|\Z)
+                     | (?P<mm>[^\n]*))
+      # Other CPUs' lines may sit inside a block; a block longer than 32 lines is not one.
+      | """ + _HEAD + r"""(?P<body>(?:\n[^\n]*){0,32}?)
+        \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
+      # A head whose block does not end: it still takes the pending error code.
+      | page:(?:[0-9a-f]+)?\ ?refcount:-?\d+\ mapcount:-?\d+\ (?P<orphan>)
       | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
       | (?P<cma>cma:\ (?:__)?cma_alloc:\ [^\n]*)
-      | (?P<suppressed>[\w.]+:\ \d+\ callbacks\ suppressed)
       | (?P<offline>memory\ offlining\ \[[^\n]*)
       | (?P<splat>(?:Kernel\ panic|kernel\ BUG|BUG:\ |Oops:\ |general\ protection|WARNING:\ |
                     watchdog:\ BUG:|INFO:\ task|rcu:\ INFO|UBSAN:\ )[^\n]*)
     )""", re.X)
-
+_BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X)
+# The lines of a block that say what the page is.
+_BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
+        (?P<anon>anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\((?P<flags>[^)]*)\)
+      | aops:\s*(?P<aops>\S+))""", re.X)
+# A block's body holds a line _SCAN wants only if it holds one of these.
+_SCAN_MARKERS = re.compile(r"vmtest-mm|pfn |cma: |memory offlining|Kernel panic|BUG|Oops"
+                           r"|general protection|WARNING|INFO|UBSAN")
+# After a splat: its stack lines, its end marker, its RIP line.
+_SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
+        (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
+      | ---\[\ end(?P<end>)
+      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+))""", re.X)
+# A splat's stack is read from the lines that follow it up to the next splat, and at
+# most this many lines on.
+_SPLAT_WINDOW_LINES = 200
+# Where int(value, 0) may succeed (and elsewhere it cannot, for kernel output).
+_NUMBER_START = frozenset("+-0123456789")
 
 
 @dataclass
@@ -200,15 +216,13 @@ def _number(value: str) -> int | str:
         return value
 
 
-def _start_splat(report: DmesgReport, line: str, ts: float | None) -> Splat | None:
+def _start_splat(line: str, ts: float | None) -> Splat | None:
     for kind, pattern in _SPLATS:
         pm = pattern.match(line)
         if pm:
             if kind == "bug" and line.startswith("BUG: KASAN"):
                 continue
-            splat = Splat(kind, pm.group(1).strip(), [], ts)
-            report.splats.append(splat)
-            return splat
+            return Splat(kind, pm.group(1).strip(), [], ts)
     return None
 
 
@@ -221,89 +235,152 @@ def _float(text: str | None) -> float | None:
         return None
 
 
+def _fields(line: str) -> dict[str, Any]:
+    """key=value pairs (as _KV finds them), numbers as int."""
+    return {k: _number(v) for k, v in _KV.findall(line)}
+
+
+def _plain_fields(line: str) -> dict[str, Any]:
+    """_fields() of a line _SCAN matched as `mmkv`: "[word ]key=value key=value...",
+    every value free of spaces and "=": split in C, not by regex."""
+    tokens = line.split(" ")
+    if "=" not in tokens[0]:
+        del tokens[0]
+    fields = dict(map(str.split, tokens, repeat("=")))
+    try:
+        return {k: int(v, 0) if v[0] in _NUMBER_START else v for k, v in fields.items()}
+    except ValueError:  # not a number after all ("08", "-x"): the careful way
+        return {k: _number(v) for k, v in fields.items()}
+
+
+class _Parser:
+    def __init__(self, text: str, report: DmesgReport):
+        self.text = text
+        self.report = report
+        self.pending_rc: int | None = None
+        self.splats: list[tuple[int, Splat]] = []
+
+    def scan(self, start: int, end: int) -> None:
+        report = self.report
+        for m in _SCAN.finditer(self.text, start, end):
+            kind = m.lastgroup
+            if kind == "mmkv" or kind == "mm":
+                line = m.group(kind)
+                fields = _plain_fields(line) if kind == "mmkv" else _fields(line)
+                if "op" in fields:
+                    fields["timestamp"] = _float(m.group("ts"))
+                    report.summaries.append(fields)
+                elif line.startswith("migrate_fail"):
+                    report.migrate_fails.append(fields)
+                    rc = fields.get("rc")
+                    self.pending_rc = rc if isinstance(rc, int) else None
+            elif kind == "reason":
+                self.dump(m)
+            elif kind == "orphan":
+                self.pending_rc = None
+            elif kind == "hotplug":
+                line = m.group("hotplug")
+                if hm := _HOTPLUG_MIGRATE.match(line):
+                    rc = int(hm.group(2))
+                    report.hotplug_migrate_failures.append({"pfn": int(hm.group(1), 16),
+                                                            "rc": rc})
+                    self.pending_rc = rc
+                elif im := _HOTPLUG_ISOLATE.match(line):
+                    report.hotplug_isolate_failures.append(int(im.group(1), 16))
+            elif kind == "cma":
+                if cm := _CMA_FAIL.match(m.group("cma")):
+                    report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
+                                                "ret": int(cm.group(3)),
+                                                "timestamp": _float(m.group("ts"))})
+            elif kind == "offline":
+                if om := _OFFLINE_FAIL.match(m.group("offline")):
+                    report.offline_failures.append({"start": om.group(1), "end": om.group(2),
+                                                    "reason": om.group(3)})
+            elif kind == "splat":
+                splat = _start_splat(m.group("splat"), _float(m.group("ts")))
+                if splat is not None:
+                    self.splats.append((m.end(), splat))
+
+    def dump(self, m: re.Match[str]) -> None:
+        """One dump_page() block: a page that failed, with the error code of the last
+        migrate_fail / "migrating pfn" line before it."""
+        text = self.text
+        body_start, body_end = m.span("body")
+        head = m
+        own_start = body_start
+        inner = list(_BODY_HEAD.finditer(text, body_start, body_end)) \
+            if "refcount:" in m.group("body") else None
+        if inner:
+            # A head whose block never ended (its last line was lost), then another: the
+            # last head is this block's. Lines before it come first (error codes).
+            head = inner[-1]
+            self.pending_rc = None
+            self.scan(body_start, head.start())
+            own_start = head.end()
+        dump = Dump(reason=m.group("reason").strip(), pfn=int(head.group("pfn"), 16),
+                    refcount=int(head.group("ref")), mapcount=int(head.group("map")),
+                    mapping=head.group("mapping"), error=self.pending_rc,
+                    timestamp=_float(head.group("ts")))
+        self.pending_rc = None
+        for bm in _BODY_LINE.finditer(text, own_start, body_end):
+            if bm.group("aops") is not None:
+                dump.aops = bm.group("aops")
+            else:
+                dump.anon = bm.group("anon") is not None
+                dump.flags = [f for f in bm.group("flags").split("|") if f]
+        self.report.dumps.append(dump)
+        # Lines of other CPUs inside the block.
+        if _SCAN_MARKERS.search(text, own_start, body_end):
+            self.scan(own_start, body_end)
+
+    def stacks(self) -> None:
+        """Each splat's stack: the frames after it, up to its end marker, 8 frames, the
+        next splat or the window's end. A RIP line names the first frame."""
+        text = self.text
+        for i, (pos, splat) in enumerate(self.splats):
+            stop = self.splats[i + 1][0] if i + 1 < len(self.splats) else len(text)
+            window_end = pos
+            for _ in range(_SPLAT_WINDOW_LINES):
+                window_end = text.find("\n", window_end + 1)
+                if window_end < 0 or window_end >= stop:
+                    window_end = stop
+                    break
+            for m in _SPLAT_TAIL.finditer(text, pos, window_end):
+                kind = m.lastgroup
+                if kind == "rip":
+                    if not splat.stack:
+                        splat.stack.append(m.group("rip"))
+                    continue
+                if kind == "end":
+                    break
+                splat.stack.append(m.group("stack").lstrip(" \t?"))
+                if len(splat.stack) >= 8:
+                    break
+            self.report.splats.append(splat)
+
+    def suppressed(self) -> None:
+        """"%s: %d callbacks suppressed" (lib/ratelimit.c) -- found from its end."""
+        text = self.text
+        pos = text.find(" callbacks suppressed")
+        while pos >= 0:
+            start = text.rfind("\n", 0, pos) + 1
+            pm = _LINE_PREFIX.match(text, start)
+            if pm and (sm := _SUPPRESSED.match(text, pm.end(), pos + 21)):
+                self.report.suppressed[sm.group(1)] = \
+                    self.report.suppressed.get(sm.group(1), 0) + int(sm.group(2))
+            pos = text.find(" callbacks suppressed", pos + 21)
+
+
 def parse(text: str) -> DmesgReport:
-    """Metrics from a dmesg / console text. Only lines that _SCAN picks are looked at."""
+    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py."""
     report = DmesgReport()
-    text = text.replace("\r", "")
+    if "\r" in text:
+        text = text.replace("\r", "")
     report.lines = text.count("\n") + 1
     first = text.lstrip("\n").split("\n", 1)[0] if text.strip() else ""
     report.starts_at_boot = "Linux version" in first or not first.startswith("[")
-    pending_rc: int | None = None
-    dump: Dump | None = None
-    splat: Splat | None = None
-    for m in _SCAN.finditer("\n" + text):
-        kind = m.lastgroup
-        if kind == "ts":  # only a prefix matched: cannot happen (an alternative is required)
-            continue
-        if kind == "rip":
-            # The faulting function (kernel mode only): the first frame of its splat.
-            if splat is not None and not splat.stack:
-                splat.stack.append(m.group("rip"))
-            continue
-        if kind == "stack" or kind == "end":
-            if splat is not None:
-                if kind == "stack" and len(splat.stack) < 8:
-                    splat.stack.append(m.group("stack").lstrip(" \t?"))
-                else:
-                    splat = None
-            continue
-        if splat is not None and len(splat.stack) >= 8:
-            splat = None
-        if kind == "mm":
-            line = m.group("mm")
-            fields: dict[str, Any] = {k: _number(v) for k, v in _KV.findall(line)}
-            if "op" in fields:
-                fields["timestamp"] = _float(m.group("ts"))
-                report.summaries.append(fields)
-            elif line.startswith("migrate_fail"):
-                report.migrate_fails.append(fields)
-                rc = fields.get("rc")
-                pending_rc = rc if isinstance(rc, int) else None
-        elif kind == "dhead":
-            dm = _DUMP_HEAD.match(m.group("dhead"))
-            if dm:
-                dump = Dump(reason="", pfn=int(dm.group(5), 16), refcount=int(dm.group(1)),
-                            mapcount=int(dm.group(2)), mapping=dm.group(3), error=pending_rc,
-                            timestamp=_float(m.group("ts")))
-                pending_rc = None
-        elif kind == "reason":
-            if dump is not None:
-                dump.reason = m.group("reason").strip()
-                report.dumps.append(dump)
-                dump = None
-        elif kind == "dflags":
-            fm = _DUMP_FLAGS.match(m.group("dflags"))
-            if dump is not None and fm:
-                dump.anon = fm.group(1) is not None
-                dump.flags = [f for f in fm.group(3).split("|") if f]
-        elif kind == "aops":
-            if dump is not None:
-                dump.aops = m.group("aops")
-        elif kind == "hotplug":
-            line = m.group("hotplug")
-            hm = _HOTPLUG_MIGRATE.match(line)
-            if hm:
-                rc = int(hm.group(2))
-                report.hotplug_migrate_failures.append({"pfn": int(hm.group(1), 16), "rc": rc})
-                pending_rc = rc
-            elif im := _HOTPLUG_ISOLATE.match(line):
-                report.hotplug_isolate_failures.append(int(im.group(1), 16))
-        elif kind == "cma":
-            cm = _CMA_FAIL.match(m.group("cma"))
-            if cm:
-                report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
-                                            "ret": int(cm.group(3)),
-                                            "timestamp": _float(m.group("ts"))})
-        elif kind == "suppressed":
-            sm = _SUPPRESSED.match(m.group("suppressed"))
-            if sm:
-                report.suppressed[sm.group(1)] = report.suppressed.get(sm.group(1), 0) \
-                    + int(sm.group(2))
-        elif kind == "offline":
-            om = _OFFLINE_FAIL.match(m.group("offline"))
-            if om:
-                report.offline_failures.append({"start": om.group(1), "end": om.group(2),
-                                                "reason": om.group(3)})
-        elif kind == "splat":
-            splat = _start_splat(report, m.group("splat"), _float(m.group("ts"))) or splat
+    parser = _Parser("\n" + text, report)
+    parser.scan(0, len(parser.text))
+    parser.stacks()
+    parser.suppressed()
     return report

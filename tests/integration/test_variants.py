@@ -58,6 +58,8 @@ def test_offline_drains_once_patched_and_per_retry_unpatched(reference, tmp_path
         # lru_add_drain_all() on every pass of the retry loop, including the final scan.
         assert block["drains"] >= block["migrate_calls"] + 1, block
     assert any(b["migrate_calls"] >= 1 for b in per_variant["unpatched"])
+    # drains= is the offlining task's; drains_all= every task's, so never fewer.
+    assert all(b["drains_all"] >= b["drains"] for v in per_variant.values() for b in v)
     assert sum(b["drains"] for b in per_variant["unpatched"]) > \
         sum(b["drains"] for b in per_variant["patched"])
 

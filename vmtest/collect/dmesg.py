@@ -65,8 +65,14 @@ _HEAD = (r"page:(?:[0-9a-f]+)?\ ?refcount:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+
 _SCAN = re.compile(r"\n" + _PFX + r"""(?:
         vmtest-mm:\ (?:(?P<mmkv>(?:\w+\ )?(?:\w+=[^\s=]+\ )*\w+=[^\s=]+)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
-      # Other CPUs' lines may sit inside a block; a block longer than 32 lines is not one.
-      | """ + _HEAD + r"""(?P<body>(?:\n[^\n]*){0,32}?)
+      # A block's body: what the page is (aops, flags), the other lines __dump_page()
+      # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
+      # 32 lines is not one.
+      | """ + _HEAD + r"""(?P<body>(?:\n""" + _PFX_NOTS + r"""(?>
+            aops:\s*(?P<aops>\S+)[^\n]*
+          | (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*
+          | (?:raw:|head:|memcg:|page_type:|compound_|invalid\ mapping)[^\n]*
+          | (?P<foreign>)[^\n]*)){0,32}?)
         \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
       # A head whose block does not end: it still takes the pending error code.
       | page:(?:[0-9a-f]+)?\ ?refcount:-?\d+\ mapcount:-?\d+\ (?P<orphan>)
@@ -81,9 +87,6 @@ _BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X)
 _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
         (?P<anon>anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\((?P<flags>[^)]*)\)
       | aops:\s*(?P<aops>\S+))""", re.X)
-# A block's body holds a line _SCAN wants only if it holds one of these.
-_SCAN_MARKERS = re.compile(r"vmtest-mm|pfn |cma: |memory offlining|Kernel panic|BUG|Oops"
-                           r"|general protection|WARNING|INFO|UBSAN")
 # After a splat: its stack lines, its end marker, its RIP line.
 _SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
         (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
@@ -304,9 +307,24 @@ class _Parser:
     def dump(self, m: re.Match[str]) -> None:
         """One dump_page() block: a page that failed, with the error code of the last
         migrate_fail / "migrating pfn" line before it."""
+        if m.group("foreign") is not None:
+            return self.dump_interleaved(m)
+        dump = Dump(reason=m.group("reason").strip(), pfn=int(m.group("pfn"), 16),
+                    refcount=int(m.group("ref")), mapcount=int(m.group("map")),
+                    mapping=m.group("mapping"), error=self.pending_rc,
+                    timestamp=_float(m.group("ts")), aops=m.group("aops"))
+        self.pending_rc = None
+        if (flags := m.group("flags")) is not None:
+            dump.anon = flags[0] != "f"
+            dump.flags = [f for f in flags[flags.index("(") + 1:-1].split("|") if f]
+        self.report.dumps.append(dump)
+
+    def dump_interleaved(self, m: re.Match[str]) -> None:
+        """A block with lines that are not __dump_page()'s: another CPU's, or the head
+        of a block whose end was lost."""
         text = self.text
         body_start, body_end = m.span("body")
-        head = m
+        head: re.Match[str] = m
         own_start = body_start
         inner = list(_BODY_HEAD.finditer(text, body_start, body_end)) \
             if "refcount:" in m.group("body") else None
@@ -329,9 +347,7 @@ class _Parser:
                 dump.anon = bm.group("anon") is not None
                 dump.flags = [f for f in bm.group("flags").split("|") if f]
         self.report.dumps.append(dump)
-        # Lines of other CPUs inside the block.
-        if _SCAN_MARKERS.search(text, own_start, body_end):
-            self.scan(own_start, body_end)
+        self.scan(own_start, body_end)
 
     def stacks(self) -> None:
         """Each splat's stack: the frames after it, up to its end marker, 8 frames, the

@@ -42,6 +42,8 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
             base_docs = groups.get((kernel, sc_name, baseline), [])
             for variant in exp.matrix.variants[1:]:
                 cand_docs = groups.get((kernel, sc_name, variant), [])
+                if not base_docs and not cand_docs:
+                    continue  # not run here (matrix --scenario, another shard)
                 comparisons = []
                 for metric in sc.metrics:
                     b = _values(base_docs, metric)

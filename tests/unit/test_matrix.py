@@ -204,3 +204,11 @@ def test_report_warns_when_a_variant_mixes_kernel_builds(exp):
     section = next(s for s in data["sections"] if s["scenario"] == "cma-stress")
     assert section["mixed_builds"] == {"unpatched": ["aaaa", "bbbb"]}
     assert "2 different kernel builds" in report.markdown(data)
+
+
+def test_report_leaves_out_a_scenario_without_runs(exp):
+    docs = [_doc("unpatched", "hotplug-offline", v) for v in (2, 2)]
+    docs += [_doc("patched", "hotplug-offline", v) for v in (1, 1)]
+    data = report.build(exp, docs)
+    assert [s["scenario"] for s in data["sections"]] == ["hotplug-offline"]
+    assert "cma-stress" not in report.markdown(data)

@@ -19,6 +19,7 @@ from vmtest import paths
 
 
 def main() -> int:
+    floor = "--floor" in sys.argv[1:]
     real_src = paths.cache_dir("src")
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
         env = dict(os.environ, VMTEST_CACHE=tmp)
@@ -26,10 +27,9 @@ def main() -> int:
         os.symlink(real_src, Path(tmp) / "src")
         argv = [sys.executable, "-m", "vmtest.cli", "build", "--base", "6.1", "--variant",
                 "patched"]
-        if "--floor" in sys.argv[1:]:
-            floor = Path(__file__).with_name("bench_build_floor.config")
+        if floor:
             argv = [sys.executable, "-m", "vmtest.cli", "build", "--source", "debian:6.1",
-                    "--fragment", str(floor)]
+                    "--fragment", str(Path(__file__).with_name("bench_build_floor.config"))]
         started = time.monotonic()
         cold = subprocess.run(argv, env=env, capture_output=True, text=True)
         cold_s = time.monotonic() - started
@@ -44,7 +44,7 @@ def main() -> int:
             subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
             hits.append(time.monotonic() - started)
     print(f"cores: {os.cpu_count()}")
-    what = "floor config" if "--floor" in sys.argv[1:] else "trimmed config"
+    what = "floor config" if floor else "trimmed config"
     print(f"cold build of the {what} (empty ccache, fresh build dir): {cold_s / 60:.1f} min wall "
           f"({meta['build_seconds']:.0f} s configure+make), ccache {meta['ccache']}")
     hits.sort()

@@ -58,7 +58,7 @@ _SPLATS = (
 # A line's prefix: "<4>", a /dev/kmsg record header, a "[    1.234567] " timestamp.
 _PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(?P<ts>\d+\.\d+)\]\ ?)?)"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
-_LINE_PREFIX = re.compile(r"(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(\d+\.\d+)\] ?)?")
+_LINE_PREFIX = re.compile(_PFX)
 # A dump_page() head: 6.1 "page:%p refcount:...", 6.12 "page: refcount:...".
 _HEAD = (r"page:(?:[0-9a-f]+)?\ ?refcount:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+)"
          r"\ mapping:(?P<mapping>[0-9a-f]+)\ index:0x[0-9a-f]+\ pfn:(?P<pfn>0x[0-9a-f]+)[^\n]*")
@@ -85,7 +85,7 @@ _SCAN = re.compile(r"\n" + _PFX + r"""(?:
 _BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X)
 # The lines of a block that say what the page is.
 _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
-        (?P<anon>anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\((?P<flags>[^)]*)\)
+        (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)]*\))
       | aops:\s*(?P<aops>\S+))""", re.X)
 # After a splat: its stack lines, its end marker, its RIP line.
 _SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
@@ -256,6 +256,12 @@ def _plain_fields(line: str) -> dict[str, Any]:
         return {k: _number(v) for k, v in fields.items()}
 
 
+def _set_flags(dump: Dump, line: str) -> None:
+    """From __dump_page()'s "[anon |ksm ]flags: 0x...(uptodate|lru|...)"."""
+    dump.anon = line[0] != "f"
+    dump.flags = [f for f in line[line.index("(") + 1:-1].split("|") if f]
+
+
 class _Parser:
     def __init__(self, text: str, report: DmesgReport):
         self.text = text
@@ -308,15 +314,12 @@ class _Parser:
         """One dump_page() block: a page that failed, with the error code of the last
         migrate_fail / "migrating pfn" line before it."""
         if m.group("foreign") is not None:
-            return self.dump_interleaved(m)
-        dump = Dump(reason=m.group("reason").strip(), pfn=int(m.group("pfn"), 16),
-                    refcount=int(m.group("ref")), mapcount=int(m.group("map")),
-                    mapping=m.group("mapping"), error=self.pending_rc,
-                    timestamp=_float(m.group("ts")), aops=m.group("aops"))
-        self.pending_rc = None
+            self.dump_interleaved(m)
+            return
+        dump = self.new_dump(m, m.group("reason"))
+        dump.aops = m.group("aops")
         if (flags := m.group("flags")) is not None:
-            dump.anon = flags[0] != "f"
-            dump.flags = [f for f in flags[flags.index("(") + 1:-1].split("|") if f]
+            _set_flags(dump, flags)
         self.report.dumps.append(dump)
 
     def dump_interleaved(self, m: re.Match[str]) -> None:
@@ -335,19 +338,23 @@ class _Parser:
             self.pending_rc = None
             self.scan(body_start, head.start())
             own_start = head.end()
-        dump = Dump(reason=m.group("reason").strip(), pfn=int(head.group("pfn"), 16),
-                    refcount=int(head.group("ref")), mapcount=int(head.group("map")),
-                    mapping=head.group("mapping"), error=self.pending_rc,
-                    timestamp=_float(head.group("ts")))
-        self.pending_rc = None
+        dump = self.new_dump(head, m.group("reason"))
         for bm in _BODY_LINE.finditer(text, own_start, body_end):
             if bm.group("aops") is not None:
                 dump.aops = bm.group("aops")
             else:
-                dump.anon = bm.group("anon") is not None
-                dump.flags = [f for f in bm.group("flags").split("|") if f]
+                _set_flags(dump, bm.group("flags"))
         self.report.dumps.append(dump)
         self.scan(own_start, body_end)
+
+    def new_dump(self, head: re.Match[str], reason: str) -> Dump:
+        """The Dump of a head line (_HEAD's groups); it takes the pending error code."""
+        dump = Dump(reason=reason.strip(), pfn=int(head.group("pfn"), 16),
+                    refcount=int(head.group("ref")), mapcount=int(head.group("map")),
+                    mapping=head.group("mapping"), error=self.pending_rc,
+                    timestamp=_float(head.group("ts")))
+        self.pending_rc = None
+        return dump
 
     def stacks(self) -> None:
         """Each splat's stack: the frames after it, up to its end marker, 8 frames, the
@@ -377,14 +384,15 @@ class _Parser:
     def suppressed(self) -> None:
         """"%s: %d callbacks suppressed" (lib/ratelimit.c) -- found from its end."""
         text = self.text
-        pos = text.find(" callbacks suppressed")
+        marker = " callbacks suppressed"
+        pos = text.find(marker)
         while pos >= 0:
             start = text.rfind("\n", 0, pos) + 1
             pm = _LINE_PREFIX.match(text, start)
-            if pm and (sm := _SUPPRESSED.match(text, pm.end(), pos + 21)):
+            if pm and (sm := _SUPPRESSED.match(text, pm.end(), pos + len(marker))):
                 self.report.suppressed[sm.group(1)] = \
                     self.report.suppressed.get(sm.group(1), 0) + int(sm.group(2))
-            pos = text.find(" callbacks suppressed", pos + 21)
+            pos = text.find(marker, pos + len(marker))
 
 
 def parse(text: str) -> DmesgReport:

@@ -19,16 +19,25 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
 from typing import Any
 
-_KV = re.compile(r"(\w+)=(\S+)")
+try:  # the compiled line scan (setup.py builds it); the regex scan is its specification
+    from vmtest.collect import _dmesgscan as _native
+    NATIVE_MISSING = ""
+except ImportError as exc:
+    _native = None
+    NATIVE_MISSING = (f"{exc}; build it with `pip install -e .` or "
+                      f"`python3 setup.py build_ext --inplace` (needs gcc and Python.h)")
+
+_KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
-_HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed ret:(-?\d+)")
-_HOTPLUG_ISOLATE = re.compile(r"failed to isolate pfn ([0-9a-f]+)")
+_HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed ret:(-?\d+)", re.A)
+_HOTPLUG_ISOLATE = re.compile(r"failed to isolate pfn ([0-9a-f]+)", re.A)
 _CMA_FAIL = re.compile(r"cma: (?:__)?cma_alloc: (\S+): alloc failed, req-size: (\d+) pages, "
                        r"ret: (-?\d+)")
 _OFFLINE_FAIL = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed due "
@@ -56,9 +65,9 @@ _SPLATS = (
 # str.find (their marker ends the line).
 #
 # A line's prefix: "<4>", a /dev/kmsg record header, a "[    1.234567] " timestamp.
-_PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\s*(?P<ts>\d+\.\d+)\]\ ?)?)"
+_PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
-_LINE_PREFIX = re.compile(_PFX)
+_LINE_PREFIX = re.compile(_PFX, re.A)
 # A dump_page() head: 6.1 "page:%p refcount:...", 6.12 "page: refcount:...".
 _HEAD = (r"page:(?:[0-9a-f]+)?\ ?refcount:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+)"
          r"\ mapping:(?P<mapping>[0-9a-f]+)\ index:0x[0-9a-f]+\ pfn:(?P<pfn>0x[0-9a-f]+)[^\n]*")
@@ -69,7 +78,7 @@ _SCAN = re.compile(r"\n" + _PFX + r"""(?:
       # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
       # 32 lines is not one.
       | """ + _HEAD + r"""(?P<body>(?:\n""" + _PFX_NOTS + r"""(?>
-            aops:\s*(?P<aops>\S+)[^\n]*
+            aops:[ \t]*(?P<aops>\S+)[^\n]*
           | (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*
           | (?:raw:|head:|memcg:|page_type:|compound_|invalid\ mapping)[^\n]*
           | (?P<foreign>)[^\n]*)){0,32}?)
@@ -81,20 +90,22 @@ _SCAN = re.compile(r"\n" + _PFX + r"""(?:
       | (?P<offline>memory\ offlining\ \[[^\n]*)
       | (?P<splat>(?:Kernel\ panic|kernel\ BUG|BUG:\ |Oops:\ |general\ protection|WARNING:\ |
                     watchdog:\ BUG:|INFO:\ task|rcu:\ INFO|UBSAN:\ )[^\n]*)
-    )""", re.X)
-_BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X)
+    )""", re.X | re.A)
+_BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X | re.A)
 # The lines of a block that say what the page is.
 _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
-        (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)]*\))
-      | aops:\s*(?P<aops>\S+))""", re.X)
+        (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))
+      | aops:[ \t]*(?P<aops>\S+))""", re.X | re.A)
 # After a splat: its stack lines, its end marker, its RIP line.
 _SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
         (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
       | ---\[\ end(?P<end>)
-      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+))""", re.X)
+      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+))""", re.X | re.A)
 # A splat's stack is read from the lines that follow it up to the next splat, and at
 # most this many lines on.
 _SPLAT_WINDOW_LINES = 200
+_SPLAT_WINDOW = re.compile(r"(?:\n[^\n]*){1,%d}" % _SPLAT_WINDOW_LINES)
+_FIRST_LINE = re.compile(r"\n*([^\n]*)")
 # Where int(value, 0) may succeed (and elsewhere it cannot, for kernel output).
 _NUMBER_START = frozenset("+-0123456789")
 
@@ -213,6 +224,9 @@ class DmesgReport:
 
 
 def _number(value: str) -> int | str:
+    """int(value, 0) where the value starts like a number ("0x1f", "-11"), else the text."""
+    if value[:1] not in _NUMBER_START:
+        return value
     try:
         return int(value, 0)
     except ValueError:
@@ -252,7 +266,7 @@ def _plain_fields(line: str) -> dict[str, Any]:
     fields = dict(map(str.split, tokens, repeat("=")))
     try:
         return {k: int(v, 0) if v[0] in _NUMBER_START else v for k, v in fields.items()}
-    except ValueError:  # not a number after all ("08", "-x"): the careful way
+    except ValueError:  # not a number after all ("08", "-x"): value by value
         return {k: _number(v) for k, v in fields.items()}
 
 
@@ -297,18 +311,46 @@ class _Parser:
                 elif im := _HOTPLUG_ISOLATE.match(line):
                     report.hotplug_isolate_failures.append(int(im.group(1), 16))
             elif kind == "cma":
-                if cm := _CMA_FAIL.match(m.group("cma")):
-                    report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
-                                                "ret": int(cm.group(3)),
-                                                "timestamp": _float(m.group("ts"))})
+                self.cma_line(m.group("cma"), m.group("ts"))
             elif kind == "offline":
-                if om := _OFFLINE_FAIL.match(m.group("offline")):
-                    report.offline_failures.append({"start": om.group(1), "end": om.group(2),
-                                                    "reason": om.group(3)})
+                self.offline_line(m.group("offline"))
             elif kind == "splat":
-                splat = _start_splat(m.group("splat"), _float(m.group("ts")))
-                if splat is not None:
-                    self.splats.append((m.end(), splat))
+                self.splat_line(m.end(), m.group("splat"), m.group("ts"))
+
+    def cma_line(self, line: str, ts: str | None) -> None:
+        if cm := _CMA_FAIL.match(line):
+            self.report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
+                                             "ret": int(cm.group(3)), "timestamp": _float(ts)})
+
+    def offline_line(self, line: str) -> None:
+        if om := _OFFLINE_FAIL.match(line):
+            self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
+                                                 "reason": om.group(3)})
+
+    def splat_line(self, end: int, line: str, ts: str | None) -> None:
+        """A splat's first line; `end`: where that line ends, where its stack starts."""
+        splat = _start_splat(line, _float(ts))
+        if splat is not None:
+            self.splats.append((end, splat))
+
+    def scan_native(self) -> None:
+        """scan() of the whole text, compiled (_dmesgscan.c); the rare lines it hands
+        back are finished here."""
+        assert _native is not None
+        (summaries, migrate_fails, dumps, hotplug_migrate, hotplug_isolate, cma, offline,
+         splats) = _native.scan(self.text, Dump, _fields)
+        report = self.report
+        report.summaries = summaries
+        report.migrate_fails = migrate_fails
+        report.dumps = dumps
+        report.hotplug_migrate_failures = hotplug_migrate
+        report.hotplug_isolate_failures = hotplug_isolate
+        for line, ts in cma:
+            self.cma_line(line, ts)
+        for line in offline:
+            self.offline_line(line)
+        for end, line, ts in splats:
+            self.splat_line(end, line, ts)
 
     def dump(self, m: re.Match[str]) -> None:
         """One dump_page() block: a page that failed, with the error code of the last
@@ -362,13 +404,8 @@ class _Parser:
         text = self.text
         for i, (pos, splat) in enumerate(self.splats):
             stop = self.splats[i + 1][0] if i + 1 < len(self.splats) else len(text)
-            window_end = pos
-            for _ in range(_SPLAT_WINDOW_LINES):
-                window_end = text.find("\n", window_end + 1)
-                if window_end < 0 or window_end >= stop:
-                    window_end = stop
-                    break
-            for m in _SPLAT_TAIL.finditer(text, pos, window_end):
+            window = _SPLAT_WINDOW.match(text, pos, stop)
+            for m in _SPLAT_TAIL.finditer(text, pos, window.end() if window else stop):
                 kind = m.lastgroup
                 if kind == "rip":
                     if not splat.stack:
@@ -395,16 +432,42 @@ class _Parser:
             pos = text.find(marker, pos + len(marker))
 
 
-def parse(text: str) -> DmesgReport:
-    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py."""
+def parse(text: str, native: bool | None = None) -> DmesgReport:
+    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py.
+
+    native: scan with the compiled scanner (True: it must be there), or with the
+    regexes (False); None: compiled where it was built."""
+    if native and _native is None:
+        raise RuntimeError(f"the compiled dmesg scanner is missing: {NATIVE_MISSING}")
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
     report.lines = text.count("\n") + 1
-    first = text.lstrip("\n").split("\n", 1)[0] if text.strip() else ""
+    first = _FIRST_LINE.match(text).group(1)  # type: ignore[union-attr]  # always matches
     report.starts_at_boot = "Linux version" in first or not first.startswith("[")
     parser = _Parser("\n" + text, report)
-    parser.scan(0, len(parser.text))
-    parser.stacks()
-    parser.suppressed()
+    # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
+    # would walk them again and again (a third of the time).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        # Text with lone surrogates has no UTF-8 for the compiled scanner to read.
+        if native is not False and _native is not None and \
+                (text.isascii() or _utf8_clean(text)):
+            parser.scan_native()
+        else:
+            parser.scan(0, len(parser.text))
+        parser.stacks()
+        parser.suppressed()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return report
+
+
+def _utf8_clean(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

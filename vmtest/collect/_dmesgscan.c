@@ -1,0 +1,964 @@
+/*
+ * The dmesg parser's line scan, compiled: vmtest/collect/dmesg.py's _Parser.scan() step
+ * for step, for the console logs whose size makes the regex version the bottleneck
+ * (an unpatched CMA run prints ~4,000 dump_page() lines per MB).
+ *
+ * dmesg.py's regexes are the specification; this file follows them line by line, and
+ * tests/unit/test_dmesg_native.py checks both give the same report on every recorded
+ * log and on thousands of randomly spliced ones. What it does not do itself it hands
+ * back raw (CMA, offlining and splat lines are rare): dmesg.py finishes those.
+ *
+ * scan(text, dump_factory, fields) -> (summaries, migrate_fails, dumps,
+ *     hotplug_migrate_failures, hotplug_isolate_failures, cma_lines, offline_lines,
+ *     splat_lines)
+ *   text           the log with "\n" in front and no "\r" (as _Parser gets it)
+ *   dump_factory   called as dump_factory(reason, pfn, refcount, mapcount, mapping,
+ *                  flags, aops, anon, error, timestamp) for each dump_page() block
+ *   fields         dmesg._fields, for the rare "vmtest-mm:" line that is not plain
+ *                  key=value
+ *   cma_lines      [(line, timestamp text or None)]
+ *   offline_lines  [line]
+ *   splat_lines    [(offset of the line's end in text, line, timestamp text or None)]
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* A dump_page() block ends within this many lines (dmesg.py: {0,32}?). */
+#define MAX_BODY_LINES 32
+/* key=value keys seen so far (the same dozen on every line), shared by all dicts */
+#define KEY_SLOTS 64
+#define KEY_MAX 32
+
+typedef struct {
+    Py_ssize_t len;
+    char text[KEY_MAX];
+    PyObject *str;              /* owned */
+} Key;
+
+static PyObject *s_op, *s_rc, *s_timestamp;    /* interned at import */
+
+typedef struct {
+    const char *t;              /* UTF-8 of the text */
+    Py_ssize_t n;
+    int ascii;                  /* byte offsets are character offsets */
+    Py_ssize_t counted_byte;    /* characters before t + counted_byte: counted_char */
+    Py_ssize_t counted_char;
+    PyObject *dump_factory, *fields_fn;
+    PyObject *summaries, *migrate_fails, *dumps, *hp_migrate, *hp_isolate;
+    PyObject *cma, *offline, *splats;
+    PyObject *pending_rc;       /* owned, or NULL for None */
+    const char *last_reason;    /* the raw reason of last_reason_obj */
+    Py_ssize_t last_reason_len;
+    PyObject *last_reason_obj;  /* owned: the stripped reason */
+    const char *last_flags;
+    Py_ssize_t last_flags_len;
+    PyObject *last_flags_tuple; /* owned: the flags of last_flags, split */
+    const char *last_aops;
+    Py_ssize_t last_aops_len;
+    PyObject *last_aops_obj;    /* owned */
+    Key keys[KEY_SLOTS];
+} Scan;
+
+typedef struct {
+    const char *p, *e;
+} Span;
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f'); }
+static int is_word(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+/* re.ASCII's \s */
+static int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static int starts(const char *p, const char *e, const char *lit, size_t len)
+{
+    return (size_t)(e - p) >= len && memcmp(p, lit, len) == 0;
+}
+#define STARTS(p, e, lit) starts((p), (e), (lit), sizeof(lit) - 1)
+
+static const char *skip_digits(const char *p, const char *e)
+{
+    while (p < e && is_digit(*p))
+        p++;
+    return p;
+}
+
+static const char *skip_hex(const char *p, const char *e)
+{
+    while (p < e && is_hex(*p))
+        p++;
+    return p;
+}
+
+/* _PFX: "<N>", a /dev/kmsg header "a,b,c,...;", a "[   s.us] " timestamp, each optional,
+ * taken when it matches (the group is atomic). Returns where the line's text starts. */
+static const char *prefix(const char *p, const char *e, Span *ts)
+{
+    const char *q, *s;
+    int i;
+
+    ts->p = ts->e = NULL;
+    if (p < e && *p == '<') {
+        q = skip_digits(p + 1, e);
+        if (q > p + 1 && q < e && *q == '>')
+            p = q + 1;
+    }
+    q = p;
+    for (i = 0; i < 3; i++) {
+        s = q;
+        q = skip_digits(q, e);
+        if (q == s || q >= e || *q != ',')
+            break;
+        q++;
+    }
+    if (i == 3) {
+        while (q < e && *q != ';' && *q != '\n')
+            q++;
+        if (q < e && *q == ';')
+            p = q + 1;
+    }
+    if (p < e && *p == '[') {
+        q = p + 1;
+        while (q < e && *q == ' ')
+            q++;
+        s = q;
+        q = skip_digits(q, e);
+        if (q > s && q < e && *q == '.') {
+            q = skip_digits(q + 1, e);
+            if (q < e && *q == ']' && is_digit(q[-1])) {
+                ts->p = s;
+                ts->e = q;
+                q++;
+                if (q < e && *q == ' ')
+                    q++;
+                p = q;
+            }
+        }
+    }
+    return p;
+}
+
+static const char *line_end(const char *p, const char *e)
+{
+    const char *nl = memchr(p, '\n', e - p);
+    return nl ? nl : e;
+}
+
+static PyObject *str_of(const char *p, const char *e)
+{
+    return PyUnicode_DecodeUTF8(p, e - p, "strict");
+}
+
+/* int(text, base) of an ASCII number the caller has matched. */
+static PyObject *int_of(const char *p, const char *e, int base)
+{
+    char buf[32];
+    long long v = 0;
+    int neg = 0;
+    const char *q = p;
+    PyObject *s, *r;
+
+    if (base == 10 && e - p <= 18) {
+        if (q < e && (*q == '-' || *q == '+'))
+            neg = *q++ == '-';
+        if (q < e) {
+            for (; q < e && is_digit(*q); q++)
+                v = v * 10 + (*q - '0');
+            if (q == e)
+                return PyLong_FromLongLong(neg ? -v : v);
+        }
+    }
+    if (base == 16) {           /* [0x]hex, as matched: lowercase */
+        if (e - q > 2 && q[0] == '0' && q[1] == 'x')
+            q += 2;
+        if (e - q <= 15) {
+            for (; q < e && is_hex(*q); q++)
+                v = v * 16 + (is_digit(*q) ? *q - '0' : *q - 'a' + 10);
+            if (q == e)
+                return PyLong_FromLongLong(v);
+        }
+    }
+    if (e - p < (Py_ssize_t)sizeof(buf)) {
+        memcpy(buf, p, e - p);
+        buf[e - p] = '\0';
+        return PyLong_FromString(buf, NULL, base);
+    }
+    s = str_of(p, e);
+    if (s == NULL)
+        return NULL;
+    r = PyLong_FromUnicodeObject(s, base);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *float_of(Span ts)
+{
+    char buf[64];
+    double d;
+    PyObject *s, *r;
+
+    if (ts.p == NULL)
+        Py_RETURN_NONE;
+    if (ts.e - ts.p < (Py_ssize_t)sizeof(buf)) {
+        memcpy(buf, ts.p, ts.e - ts.p);
+        buf[ts.e - ts.p] = '\0';
+        d = PyOS_string_to_double(buf, NULL, NULL);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+        return PyFloat_FromDouble(d);
+    }
+    s = str_of(ts.p, ts.e);
+    if (s == NULL)
+        return NULL;
+    r = PyFloat_FromString(s);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *str_or_none(Span sp)
+{
+    if (sp.p == NULL)
+        Py_RETURN_NONE;
+    return str_of(sp.p, sp.e);
+}
+
+/* dmesg._number(): int(value, 0) where the value starts like a number, else the text. */
+static PyObject *number_of(const char *p, const char *e)
+{
+    PyObject *s, *r;
+    const char *q = p;
+    long long v = 0;
+    int neg = 0;
+
+    if (!(is_digit(*p) || *p == '+' || *p == '-'))
+        return str_of(p, e);
+    /* the common forms: [+-]?(0|[1-9][0-9]*), [+-]?0x[0-9a-fA-F]+, short */
+    if (*q == '+' || *q == '-')
+        neg = *q++ == '-';
+    if (q < e && e - q <= 15) {
+        if (*q == '0' && q + 1 < e && (q[1] == 'x' || q[1] == 'X') && q + 2 < e) {
+            const char *h = q + 2;
+            for (; h < e; h++) {
+                char c = *h;
+                int d = is_digit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                        : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+                if (d < 0)
+                    break;
+                v = v * 16 + d;
+            }
+            if (h == e)
+                return PyLong_FromLongLong(neg ? -v : v);
+        } else if (*q != '0' || q + 1 == e) {
+            const char *d = q;
+            for (; d < e && is_digit(*d); d++)
+                v = v * 10 + (*d - '0');
+            if (d == e)
+                return PyLong_FromLongLong(neg ? -v : v);
+        }
+    }
+    /* everything else the way int() reads it */
+    s = str_of(p, e);
+    if (s == NULL)
+        return NULL;
+    r = PyLong_FromUnicodeObject(s, 0);
+    if (r != NULL) {
+        Py_DECREF(s);
+        return r;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    PyErr_Clear();
+    return s;
+}
+
+static void set_pending(Scan *s, PyObject *rc)
+{
+    Py_XSETREF(s->pending_rc, rc);
+}
+
+static int append_new(PyObject *list, PyObject *item)
+{
+    int r;
+
+    if (item == NULL)
+        return -1;
+    r = PyList_Append(list, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* ---- "vmtest-mm: ..." ------------------------------------------------------------- */
+
+/* _SCAN's mmkv: "[word ]key=value key=value..." to the line's end, single spaces, values
+ * free of whitespace and "=". */
+static int plain_kv(const char *p, const char *e)
+{
+    const char *q = p, *tok;
+    int first = 1, pairs = 0;
+
+    while (1) {
+        int eq = 0, key = 0, val = 0;
+        tok = q;
+        while (q < e && *q != ' ') {
+            if (*q == '=') {
+                if (eq || key == 0)
+                    return 0;
+                eq = 1;
+            } else if (!eq) {
+                if (!is_word(*q))
+                    return 0;
+                key++;
+            } else {
+                if (is_space(*q))
+                    return 0;
+                val++;
+            }
+            q++;
+        }
+        if (q == tok)
+            return 0;           /* an empty token: two spaces, or a space at the end */
+        if (eq) {
+            if (val == 0)
+                return 0;
+            pairs++;
+        } else if (!first) {
+            return 0;           /* a bare word only first */
+        }
+        first = 0;
+        if (q == e)
+            break;
+        q++;                    /* the space */
+    }
+    return pairs > 0;
+}
+
+/* The str of a key, from the cache. */
+static PyObject *key_of(Scan *s, const char *p, const char *e)
+{
+    Py_ssize_t len = e - p;
+    Key *k;
+
+    if (len >= KEY_MAX)
+        return PyUnicode_FromStringAndSize(p, len);
+    k = &s->keys[(len * 31 + p[0] * 7 + e[-1]) & (KEY_SLOTS - 1)];
+    if (k->str == NULL || k->len != len || memcmp(k->text, p, len) != 0) {
+        PyObject *str = PyUnicode_FromStringAndSize(p, len);
+        if (str == NULL)
+            return NULL;
+        PyUnicode_InternInPlace(&str);
+        Py_XSETREF(k->str, str);
+        k->len = len;
+        memcpy(k->text, p, len);
+    }
+    Py_INCREF(k->str);
+    return k->str;
+}
+
+static PyObject *plain_fields(Scan *s, const char *p, const char *e)
+{
+    PyObject *d = PyDict_New();
+    const char *q = p;
+
+    if (d == NULL)
+        return NULL;
+    while (q < e) {
+        const char *tok = q, *eq = NULL, *te;
+        PyObject *k, *v;
+        int r;
+
+        while (q < e && *q != ' ') {
+            if (*q == '=' && eq == NULL)
+                eq = q;
+            q++;
+        }
+        te = q;
+        if (q < e)
+            q++;
+        if (eq == NULL)
+            continue;           /* the leading word */
+        k = key_of(s, tok, eq);
+        v = k ? number_of(eq + 1, te) : NULL;
+        if (v == NULL) {
+            Py_XDECREF(k);
+            Py_DECREF(d);
+            return NULL;
+        }
+        r = PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (r < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+static int mm_line(Scan *s, const char *c, const char *le, Span ts)
+{
+    PyObject *fields;
+    int has_op;
+
+    c += sizeof("vmtest-mm: ") - 1;
+    if (plain_kv(c, le)) {
+        fields = plain_fields(s, c, le);
+    } else {
+        PyObject *line = str_of(c, le);
+        if (line == NULL)
+            return -1;
+        fields = PyObject_CallOneArg(s->fields_fn, line);
+        Py_DECREF(line);
+    }
+    if (fields == NULL)
+        return -1;
+    if (!PyDict_Check(fields)) {
+        Py_DECREF(fields);
+        PyErr_SetString(PyExc_TypeError, "fields() must return a dict");
+        return -1;
+    }
+    has_op = PyDict_Contains(fields, s_op);
+    if (has_op < 0) {
+        Py_DECREF(fields);
+        return -1;
+    }
+    if (has_op) {
+        PyObject *f = float_of(ts);
+        if (f == NULL || PyDict_SetItem(fields, s_timestamp, f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(fields);
+            return -1;
+        }
+        Py_DECREF(f);
+        return append_new(s->summaries, fields);
+    }
+    if (STARTS(c, le, "migrate_fail")) {
+        PyObject *rc = PyDict_GetItemWithError(fields, s_rc);   /* borrowed */
+        if (rc == NULL && PyErr_Occurred()) {
+            Py_DECREF(fields);
+            return -1;
+        }
+        if (rc != NULL && PyLong_Check(rc)) {
+            Py_INCREF(rc);
+            set_pending(s, rc);
+        } else {
+            set_pending(s, NULL);
+        }
+        return append_new(s->migrate_fails, fields);
+    }
+    Py_DECREF(fields);
+    return 0;
+}
+
+/* ---- dump_page() blocks ------------------------------------------------------------ */
+
+typedef struct {
+    Span ts, ref, map, mapping, pfn;
+} Head;
+
+/* _HEAD at c, to the line's end le: "page:[hex][ ]refcount:N mapcount:N mapping:HEX
+ * index:0xHEX pfn:0xHEX..." */
+static int head(const char *c, const char *le, Head *h)
+{
+    const char *q;
+
+    if (!STARTS(c, le, "page:"))
+        return 0;
+    q = skip_hex(c + 5, le);
+    if (q < le && *q == ' ')
+        q++;
+    if (!STARTS(q, le, "refcount:"))
+        return 0;
+    q += 9;
+    h->ref.p = q;
+    if (q < le && *q == '-')
+        q++;
+    h->ref.e = q = skip_digits(q, le);
+    if (q == h->ref.p || !is_digit(q[-1]) || !STARTS(q, le, " mapcount:"))
+        return 0;
+    q += 10;
+    h->map.p = q;
+    if (q < le && *q == '-')
+        q++;
+    h->map.e = q = skip_digits(q, le);
+    if (q == h->map.p || !is_digit(q[-1]) || !STARTS(q, le, " mapping:"))
+        return 0;
+    q += 9;
+    h->mapping.p = q;
+    h->mapping.e = q = skip_hex(q, le);
+    if (q == h->mapping.p || !STARTS(q, le, " index:0x"))
+        return 0;
+    q += 9;
+    if (skip_hex(q, le) == q)
+        return 0;
+    q = skip_hex(q, le);
+    if (!STARTS(q, le, " pfn:0x"))
+        return 0;
+    h->pfn.p = q + 5;
+    h->pfn.e = skip_hex(q + 7, le);
+    return h->pfn.e > q + 7;
+}
+
+/* The orphan alternative: "page:[hex][ ]refcount:N mapcount:N " */
+static int orphan(const char *c, const char *le)
+{
+    const char *q, *d;
+
+    if (!STARTS(c, le, "page:"))
+        return 0;
+    q = skip_hex(c + 5, le);
+    if (q < le && *q == ' ')
+        q++;
+    if (!STARTS(q, le, "refcount:"))
+        return 0;
+    q += 9;
+    if (q < le && *q == '-')
+        q++;
+    d = q;
+    q = skip_digits(q, le);
+    if (q == d || !STARTS(q, le, " mapcount:"))
+        return 0;
+    q += 10;
+    if (q < le && *q == '-')
+        q++;
+    d = q;
+    q = skip_digits(q, le);
+    return q > d && q < le && *q == ' ';
+}
+
+/* "aops:[ \t]*VALUE": the value's span, or 0. */
+static int aops_line(const char *c, const char *le, Span *aops)
+{
+    const char *q;
+
+    if (!STARTS(c, le, "aops:"))
+        return 0;
+    q = c + 5;
+    while (q < le && (*q == ' ' || *q == '\t'))
+        q++;
+    aops->p = q;
+    while (q < le && !is_space(*q))
+        q++;
+    aops->e = q;
+    return q > aops->p;
+}
+
+/* "[anon |ksm ]flags: 0xHEX(...)": the span up to ")" inclusive, or 0. */
+static int flags_line(const char *c, const char *le, Span *flags)
+{
+    const char *q = c, *h;
+
+    if (STARTS(q, le, "anon "))
+        q += 5;
+    else if (STARTS(q, le, "ksm "))
+        q += 4;
+    if (!STARTS(q, le, "flags: 0x"))
+        return 0;
+    h = q + 9;
+    q = skip_hex(h, le);
+    if (q == h || q >= le || *q != '(')
+        return 0;
+    q = memchr(q, ')', le - q);
+    if (q == NULL)
+        return 0;
+    flags->p = c;
+    flags->e = q + 1;
+    return 1;
+}
+
+static int other_dump_line(const char *c, const char *le)
+{
+    return STARTS(c, le, "raw:") || STARTS(c, le, "head:") || STARTS(c, le, "memcg:")
+           || STARTS(c, le, "page_type:") || STARTS(c, le, "compound_")
+           || STARTS(c, le, "invalid mapping");
+}
+
+/* _set_flags(): anon unless the text starts with "flags", the names between "(" and the
+ * closing ")" without empty ones. Consecutive dumps mostly share their flags. */
+static PyObject *flags_list(Scan *s, Span f)
+{
+    if (s->last_flags_tuple == NULL || s->last_flags_len != f.e - f.p
+            || memcmp(s->last_flags, f.p, f.e - f.p) != 0) {
+        const char *q = memchr(f.p, '(', f.e - f.p) + 1, *end = f.e - 1, *w;
+        PyObject *names = PyList_New(0), *tuple;
+
+        if (names == NULL)
+            return NULL;
+        while (q <= end) {
+            w = memchr(q, '|', end - q);
+            if (w == NULL)
+                w = end;
+            if (w > q && append_new(names, str_of(q, w)) < 0) {
+                Py_DECREF(names);
+                return NULL;
+            }
+            q = w + 1;
+        }
+        tuple = PyList_AsTuple(names);
+        Py_DECREF(names);
+        if (tuple == NULL)
+            return NULL;
+        Py_XSETREF(s->last_flags_tuple, tuple);
+        s->last_flags = f.p;
+        s->last_flags_len = f.e - f.p;
+    }
+    return PySequence_List(s->last_flags_tuple);
+}
+
+static PyObject *reason_of(Scan *s, const char *p, const char *e)
+{
+    if (s->last_reason_obj == NULL || s->last_reason_len != e - p
+            || memcmp(s->last_reason, p, e - p) != 0) {
+        PyObject *raw = str_of(p, e), *stripped;
+
+        if (raw == NULL)
+            return NULL;
+        stripped = PyObject_CallMethod(raw, "strip", NULL);
+        Py_DECREF(raw);
+        if (stripped == NULL)
+            return NULL;
+        Py_XSETREF(s->last_reason_obj, stripped);
+        s->last_reason = p;
+        s->last_reason_len = e - p;
+    }
+    Py_INCREF(s->last_reason_obj);
+    return s->last_reason_obj;
+}
+
+/* new_dump() with the block's aops and flags; takes the pending error code. */
+static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops, Span flags)
+{
+    PyObject *args[10] = {NULL};
+    PyObject *dump;
+    int i, r = -1;
+
+    args[0] = reason_of(s, rp, re_);
+    args[1] = args[0] ? int_of(h->pfn.p, h->pfn.e, 16) : NULL;
+    args[2] = args[1] ? int_of(h->ref.p, h->ref.e, 10) : NULL;
+    args[3] = args[2] ? int_of(h->map.p, h->map.e, 10) : NULL;
+    args[4] = args[3] ? str_of(h->mapping.p, h->mapping.e) : NULL;
+    if (args[4] == NULL)
+        goto out;
+    if (flags.p != NULL) {
+        args[5] = flags_list(s, flags);
+        args[7] = PyBool_FromLong(*flags.p != 'f');
+    } else {
+        args[5] = PyList_New(0);
+        args[7] = PyBool_FromLong(0);
+    }
+    if (args[5] == NULL)
+        goto out;
+    if (aops.p == NULL) {
+        args[6] = Py_None;
+        Py_INCREF(Py_None);
+    } else {
+        if (s->last_aops_obj == NULL || s->last_aops_len != aops.e - aops.p
+                || memcmp(s->last_aops, aops.p, aops.e - aops.p) != 0) {
+            PyObject *a = str_of(aops.p, aops.e);
+            if (a == NULL)
+                goto out;
+            Py_XSETREF(s->last_aops_obj, a);
+            s->last_aops = aops.p;
+            s->last_aops_len = aops.e - aops.p;
+        }
+        args[6] = s->last_aops_obj;
+        Py_INCREF(args[6]);
+    }
+    args[8] = s->pending_rc ? s->pending_rc : Py_None;
+    Py_INCREF(args[8]);
+    args[9] = float_of(h->ts);
+    if (args[9] == NULL)
+        goto out;
+    set_pending(s, NULL);
+    dump = PyObject_Vectorcall(s->dump_factory, args, 10, NULL);
+    r = append_new(s->dumps, dump);
+out:
+    for (i = 0; i < 10; i++)
+        Py_XDECREF(args[i]);
+    return r;
+}
+
+static int scan(Scan *s, Py_ssize_t start, Py_ssize_t end);
+
+/* dump_interleaved(): a block with lines that are not __dump_page()'s. body_start is
+ * where the head line ends, body_end where the last line before the reason ends. */
+static int dump_interleaved(Scan *s, Head *outer, const char *body_start, const char *body_end,
+                            const char *rp, const char *re_)
+{
+    const char *q, *c, *le, *own_start = body_start;
+    Head h, inner;
+    Span ts, aops = {NULL, NULL}, flags = {NULL, NULL}, sp;
+    int found = 0;
+
+    h = *outer;
+    for (q = body_start; q < body_end; q = le) {
+        c = prefix(q + 1, body_end, &ts);
+        le = line_end(c, body_end);
+        if (head(c, le, &inner)) {
+            inner.ts = ts;
+            h = inner;
+            found = 1;
+            own_start = q;      /* for now: where the head's line starts */
+        }
+    }
+    if (found) {
+        set_pending(s, NULL);
+        if (scan(s, body_start - s->t, own_start - s->t) < 0)
+            return -1;
+        own_start = line_end(own_start + 1, body_end);
+    }
+    for (q = own_start; q < body_end; q = le) {
+        c = prefix(q + 1, body_end, &ts);
+        le = line_end(c, body_end);
+        if (flags_line(c, le, &sp))
+            flags = sp;
+        else if (aops_line(c, le, &sp))
+            aops = sp;
+    }
+    if (add_dump(s, &h, rp, re_, aops, flags) < 0)
+        return -1;
+    return scan(s, own_start - s->t, body_end - s->t);
+}
+
+/* At a "page:" line: a whole block to its "page dumped because:" line, else an orphan
+ * head. Returns where the scan goes on (the end of the last line used), NULL on error. */
+static const char *dump_block(Scan *s, const char *c, const char *le, const char *e, Span ts)
+{
+    Head h;
+    Span aops = {NULL, NULL}, flags = {NULL, NULL}, sp, bts;
+    const char *q, *bc, *ble;
+    int k, foreign = 0;
+
+    if (head(c, le, &h)) {
+        h.ts = ts;
+        q = le;
+        for (k = 0; q < e; k++) {
+            bc = prefix(q + 1, e, &bts);
+            ble = line_end(bc, e);
+            if (STARTS(bc, ble, "page dumped because: ")) {
+                const char *rp = bc + sizeof("page dumped because: ") - 1;
+                int r = foreign ? dump_interleaved(s, &h, le, q, rp, ble)
+                                : add_dump(s, &h, rp, ble, aops, flags);
+                return r < 0 ? NULL : ble;
+            }
+            if (k == MAX_BODY_LINES)
+                break;
+            if (aops_line(bc, ble, &sp))
+                aops = sp;
+            else if (flags_line(bc, ble, &sp))
+                flags = sp;
+            else if (!other_dump_line(bc, ble))
+                foreign = 1;
+            q = ble;
+        }
+    }
+    if (orphan(c, le))
+        set_pending(s, NULL);
+    return le;
+}
+
+/* ---- the other lines ---------------------------------------------------------------- */
+
+static int hotplug_line(Scan *s, const char *c, const char *le)
+{
+    const char *q, *h, *d;
+    PyObject *pfn, *rc, *item;
+
+    if (STARTS(c, le, "migrating pfn ")) {
+        h = c + 14;
+        q = skip_hex(h, le);
+        if (q == h || !STARTS(q, le, " failed ret:"))
+            return 0;
+        d = q + 12;
+        if (d < le && *d == '-')
+            d++;
+        d = skip_digits(d, le);
+        if (d == q + 12 || !is_digit(d[-1]))
+            return 0;
+        pfn = int_of(h, q, 16);
+        rc = pfn ? int_of(q + 12, d, 10) : NULL;
+        item = rc ? Py_BuildValue("{sOsO}", "pfn", pfn, "rc", rc) : NULL;
+        Py_XDECREF(pfn);
+        if (item == NULL) {
+            Py_XDECREF(rc);
+            return -1;
+        }
+        set_pending(s, rc);
+        return append_new(s->hp_migrate, item);
+    }
+    if (STARTS(c, le, "failed to isolate pfn ")) {
+        h = c + 22;
+        q = skip_hex(h, le);
+        if (q == h)
+            return 0;
+        return append_new(s->hp_isolate, int_of(h, q, 16));
+    }
+    return 0;
+}
+
+static const char *const SPLAT_STARTS[] = {
+    "Kernel panic", "kernel BUG", "BUG: ", "Oops: ", "general protection", "WARNING: ",
+    "watchdog: BUG:", "INFO: task", "rcu: INFO", "UBSAN: ", NULL,
+};
+
+static Py_ssize_t char_offset(Scan *s, const char *p)
+{
+    Py_ssize_t b = p - s->t;
+    const unsigned char *q;
+
+    if (s->ascii)
+        return b;
+    if (b < s->counted_byte) {  /* offsets only grow, but be safe */
+        s->counted_byte = 0;
+        s->counted_char = 0;
+    }
+    for (q = (const unsigned char *)s->t + s->counted_byte; q < (const unsigned char *)p; q++)
+        s->counted_char += (*q & 0xC0) != 0x80;
+    s->counted_byte = b;
+    return s->counted_char;
+}
+
+static int other_line(Scan *s, const char *c, const char *le, Span ts)
+{
+    const char *const *sp;
+    PyObject *line, *t, *item;
+
+    if (STARTS(c, le, "migrating pfn ") || STARTS(c, le, "failed to isolate pfn "))
+        return hotplug_line(s, c, le);
+    if (STARTS(c, le, "cma: cma_alloc: ") || STARTS(c, le, "cma: __cma_alloc: ")) {
+        line = str_of(c, le);
+        t = line ? str_or_none(ts) : NULL;
+        item = t ? PyTuple_Pack(2, line, t) : NULL;
+        Py_XDECREF(line);
+        Py_XDECREF(t);
+        return append_new(s->cma, item);
+    }
+    if (STARTS(c, le, "memory offlining ["))
+        return append_new(s->offline, str_of(c, le));
+    for (sp = SPLAT_STARTS; *sp; sp++) {
+        if (starts(c, le, *sp, strlen(*sp))) {
+            line = str_of(c, le);
+            t = line ? str_or_none(ts) : NULL;
+            item = t ? Py_BuildValue("(nOO)", char_offset(s, le), line, t) : NULL;
+            Py_XDECREF(line);
+            Py_XDECREF(t);
+            return append_new(s->splats, item);
+        }
+    }
+    return 0;
+}
+
+/* _Parser.scan(start, end): every line that starts after a "\n" in [start, end). */
+static int scan(Scan *s, Py_ssize_t start, Py_ssize_t end)
+{
+    const char *e = s->t + end, *nl, *c, *le, *next;
+    Span ts;
+
+    nl = memchr(s->t + start, '\n', end - start);
+    while (nl != NULL) {
+        c = prefix(nl + 1, e, &ts);
+        le = line_end(c, e);
+        next = le;
+        if (c < le) {
+            switch (*c) {
+            case 'v':
+                if (STARTS(c, le, "vmtest-mm: ") && mm_line(s, c, le, ts) < 0)
+                    return -1;
+                break;
+            case 'p':
+                if (STARTS(c, le, "page:")) {
+                    next = dump_block(s, c, le, e, ts);
+                    if (next == NULL)
+                        return -1;
+                }
+                break;
+            case 'r':
+            case 'f':
+                if (STARTS(c, le, "raw:") || STARTS(c, le, "flags:"))
+                    break;      /* the bulk of a dump block seen on its own */
+                /* fall through */
+            default:
+                if (other_line(s, c, le, ts) < 0)
+                    return -1;
+            }
+        }
+        if (next >= e)
+            break;
+        nl = memchr(next, '\n', e - next);
+    }
+    return 0;
+}
+
+static PyObject *py_scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Scan s;
+    PyObject *result = NULL;
+
+    (void)module;
+    if (nargs != 3 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan(text: str, dump_factory, fields)");
+        return NULL;
+    }
+    memset(&s, 0, sizeof(s));
+    s.t = PyUnicode_AsUTF8AndSize(args[0], &s.n);
+    if (s.t == NULL)
+        return NULL;
+    s.ascii = PyUnicode_IS_ASCII(args[0]);
+    s.dump_factory = args[1];
+    s.fields_fn = args[2];
+    s.summaries = PyList_New(0);
+    s.migrate_fails = PyList_New(0);
+    s.dumps = PyList_New(0);
+    s.hp_migrate = PyList_New(0);
+    s.hp_isolate = PyList_New(0);
+    s.cma = PyList_New(0);
+    s.offline = PyList_New(0);
+    s.splats = PyList_New(0);
+    if (s.summaries && s.migrate_fails && s.dumps && s.hp_migrate && s.hp_isolate && s.cma
+            && s.offline && s.splats && scan(&s, 0, s.n) == 0)
+        result = PyTuple_Pack(8, s.summaries, s.migrate_fails, s.dumps, s.hp_migrate,
+                              s.hp_isolate, s.cma, s.offline, s.splats);
+    Py_XDECREF(s.summaries);
+    Py_XDECREF(s.migrate_fails);
+    Py_XDECREF(s.dumps);
+    Py_XDECREF(s.hp_migrate);
+    Py_XDECREF(s.hp_isolate);
+    Py_XDECREF(s.cma);
+    Py_XDECREF(s.offline);
+    Py_XDECREF(s.splats);
+    Py_XDECREF(s.pending_rc);
+    Py_XDECREF(s.last_reason_obj);
+    Py_XDECREF(s.last_flags_tuple);
+    Py_XDECREF(s.last_aops_obj);
+    for (int i = 0; i < KEY_SLOTS; i++)
+        Py_XDECREF(s.keys[i].str);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))py_scan, METH_FASTCALL,
+     "scan(text, dump_factory, fields): dmesg.py's line scan, compiled."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_dmesgscan", "vmtest's dmesg line scan, compiled.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__dmesgscan(void)
+{
+    s_op = PyUnicode_InternFromString("op");
+    s_rc = PyUnicode_InternFromString("rc");
+    s_timestamp = PyUnicode_InternFromString("timestamp");
+    if (s_op == NULL || s_rc == NULL || s_timestamp == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -11,6 +11,7 @@ PACKAGES=(
     build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils lz4 patch  # kernel builds
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
+    python3-dev                # Python.h: the compiled dmesg scanner (setup.py)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -27,7 +28,7 @@ else
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import vmtest, paramiko, qemu.qmp, pytest' 2>/dev/null \
+if ! "$PYTHON" -c 'import vmtest.collect._dmesgscan, paramiko, qemu.qmp, pytest' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
     # Debian's own python3 is "externally managed" (PEP 668): fall back to installing
     # beside it, as root does for site tools, when no virtual environment is active.

@@ -40,6 +40,12 @@ def run_checks() -> list[Check]:
         except ImportError:
             checks.append(Check(f"python:{module}", False, "not importable",
                                 "pip install -e . (from the vmtest checkout)"))
+    from vmtest.collect import dmesg
+    checks.append(Check("dmesg scanner (compiled)", dmesg.NATIVE_MISSING == "",
+                        "built" if not dmesg.NATIVE_MISSING
+                        else "missing: dmesg is parsed by the regex scan, ~4x slower",
+                        "apt-get install python3-dev; pip install -e . (from the checkout)",
+                        optional=True))
     checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
     for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
         checks.append(_tool(tool, "build-essential flex bison bc lz4", "kernel build"))

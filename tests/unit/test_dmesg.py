@@ -14,6 +14,14 @@ def _read(name: str) -> str:
     return (LOGS / name).read_text(errors="replace")
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["compiled", "regex"])
+def scanner(request, monkeypatch):
+    """Every test here runs on both scans: the compiled one and its regex specification."""
+    parse = dmesg.parse
+    monkeypatch.setattr(dmesg, "parse", lambda text: parse(text, native=request.param))
+    return request.param
+
+
 def test_hotplug_summaries_unpatched_drain_per_retry():
     report = dmesg.parse(_read("6.1-unpatched-hotplug.dmesg"))
     ops = report.ops("offline_pages")

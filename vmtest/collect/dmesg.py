@@ -24,15 +24,27 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-try:  # the compiled line scan (setup.py builds it); the regex scan is its specification
-    from vmtest.collect import _dmesgscan as _native
-    NATIVE_MISSING = ""
-except ImportError as exc:
-    _native = None
-    NATIVE_MISSING = (f"{exc}; build it with `pip install -e .` or "
-                      f"`python3 setup.py build_ext --inplace` (needs gcc and Python.h)")
+
+def _load_native() -> tuple[ModuleType | None, str]:
+    """The compiled line scan (setup.py builds it; the regex scan is its specification),
+    or None and why not."""
+    fix = "build it with `pip install -e .` (needs gcc and Python.h: python3-dev)"
+    try:
+        from vmtest.collect import _dmesgscan
+    except ImportError as exc:
+        return None, f"{exc}; {fix}"
+    source = Path(__file__).with_name("_dmesgscan.c")
+    if _dmesgscan.__file__ and source.exists() and \
+            source.stat().st_mtime > Path(_dmesgscan.__file__).stat().st_mtime:
+        return None, f"{source.name} changed after it was built; {fix}"
+    return _dmesgscan, ""
+
+
+_native, NATIVE_MISSING = _load_native()
 
 _KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
@@ -104,7 +116,7 @@ _SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
 # A splat's stack is read from the lines that follow it up to the next splat, and at
 # most this many lines on.
 _SPLAT_WINDOW_LINES = 200
-_SPLAT_WINDOW = re.compile(r"(?:\n[^\n]*){1,%d}" % _SPLAT_WINDOW_LINES)
+_SPLAT_WINDOW = re.compile(rf"(?:\n[^\n]*){{1,{_SPLAT_WINDOW_LINES}}}")
 _FIRST_LINE = re.compile(r"\n*([^\n]*)")
 # Where int(value, 0) may succeed (and elsewhere it cannot, for kernel output).
 _NUMBER_START = frozenset("+-0123456789")

@@ -28,7 +28,10 @@ else
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import vmtest.collect._dmesgscan, paramiko, qemu.qmp, pytest' 2>/dev/null \
+# (dmesg.NATIVE_MISSING: the compiled dmesg scanner is missing or older than its source)
+if ! "$PYTHON" -c 'import paramiko, qemu.qmp, pytest
+from vmtest.collect import dmesg
+assert not dmesg.NATIVE_MISSING' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
     # Debian's own python3 is "externally managed" (PEP 668): fall back to installing
     # beside it, as root does for site tools, when no virtual environment is active.

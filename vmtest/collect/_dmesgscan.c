@@ -586,7 +586,7 @@ static PyObject *flags_list(Scan *s, Span f)
 {
     if (s->last_flags_tuple == NULL || s->last_flags_len != f.e - f.p
             || memcmp(s->last_flags, f.p, f.e - f.p) != 0) {
-        const char *q = memchr(f.p, '(', f.e - f.p) + 1, *end = f.e - 1, *w;
+        const char *q = (const char *)memchr(f.p, '(', f.e - f.p) + 1, *end = f.e - 1, *w;
         PyObject *names = PyList_New(0), *tuple;
 
         if (names == NULL)

@@ -280,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    from vmtest import matrix_cli
+    from vmtest import dmesg_cli, matrix_cli
 
     matrix_cli.add_parsers(sub)
+    dmesg_cli.add_parser(sub)
 
     p = sub.add_parser("bisect", help="git bisect a kernel tree on a scenario metric")
     _bisect_common(p)

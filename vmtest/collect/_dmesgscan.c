@@ -463,43 +463,48 @@ typedef struct {
     Span ts, ref, map, mapping, pfn;
 } Head;
 
-/* _HEAD at c, to the line's end le: "page:[hex][ ]refcount:N mapcount:N mapping:HEX
- * index:0xHEX pfn:0xHEX..." */
-static int head(const char *c, const char *le, Head *h)
+/* "-?DIGITS" at q: its span, or 0. */
+static int signed_digits(const char *q, const char *le, Span *num)
+{
+    num->p = q;
+    if (q < le && *q == '-')
+        q++;
+    num->e = skip_digits(q, le);
+    return num->e > q;
+}
+
+/* "page:[hex][ ]refcount:N mapcount:N", how a head (and an orphan head) starts: where
+ * it ends, or NULL. */
+static const char *head_counts(const char *c, const char *le, Span *ref, Span *map)
 {
     const char *q;
 
     if (!STARTS(c, le, "page:"))
-        return 0;
+        return NULL;
     q = skip_hex(c + 5, le);
     if (q < le && *q == ' ')
         q++;
-    if (!STARTS(q, le, "refcount:"))
+    if (!STARTS(q, le, "refcount:") || !signed_digits(q + 9, le, ref)
+            || !STARTS(ref->e, le, " mapcount:") || !signed_digits(ref->e + 10, le, map))
+        return NULL;
+    return map->e;
+}
+
+/* _HEAD at c, to the line's end le: "page:[hex][ ]refcount:N mapcount:N mapping:HEX
+ * index:0xHEX pfn:0xHEX..." */
+static int head(const char *c, const char *le, Head *h)
+{
+    const char *q = head_counts(c, le, &h->ref, &h->map), *x;
+
+    if (q == NULL || !STARTS(q, le, " mapping:"))
         return 0;
-    q += 9;
-    h->ref.p = q;
-    if (q < le && *q == '-')
-        q++;
-    h->ref.e = q = skip_digits(q, le);
-    if (q == h->ref.p || !is_digit(q[-1]) || !STARTS(q, le, " mapcount:"))
-        return 0;
-    q += 10;
-    h->map.p = q;
-    if (q < le && *q == '-')
-        q++;
-    h->map.e = q = skip_digits(q, le);
-    if (q == h->map.p || !is_digit(q[-1]) || !STARTS(q, le, " mapping:"))
-        return 0;
-    q += 9;
-    h->mapping.p = q;
-    h->mapping.e = q = skip_hex(q, le);
+    h->mapping.p = q + 9;
+    h->mapping.e = q = skip_hex(q + 9, le);
     if (q == h->mapping.p || !STARTS(q, le, " index:0x"))
         return 0;
-    q += 9;
-    if (skip_hex(q, le) == q)
-        return 0;
-    q = skip_hex(q, le);
-    if (!STARTS(q, le, " pfn:0x"))
+    x = q + 9;
+    q = skip_hex(x, le);
+    if (q == x || !STARTS(q, le, " pfn:0x"))
         return 0;
     h->pfn.p = q + 5;
     h->pfn.e = skip_hex(q + 7, le);
@@ -509,28 +514,10 @@ static int head(const char *c, const char *le, Head *h)
 /* The orphan alternative: "page:[hex][ ]refcount:N mapcount:N " */
 static int orphan(const char *c, const char *le)
 {
-    const char *q, *d;
+    Span ref, map;
+    const char *q = head_counts(c, le, &ref, &map);
 
-    if (!STARTS(c, le, "page:"))
-        return 0;
-    q = skip_hex(c + 5, le);
-    if (q < le && *q == ' ')
-        q++;
-    if (!STARTS(q, le, "refcount:"))
-        return 0;
-    q += 9;
-    if (q < le && *q == '-')
-        q++;
-    d = q;
-    q = skip_digits(q, le);
-    if (q == d || !STARTS(q, le, " mapcount:"))
-        return 0;
-    q += 10;
-    if (q < le && *q == '-')
-        q++;
-    d = q;
-    q = skip_digits(q, le);
-    return q > d && q < le && *q == ' ';
+    return q != NULL && q < le && *q == ' ';
 }
 
 /* "aops:[ \t]*VALUE": the value's span, or 0. */

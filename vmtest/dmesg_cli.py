@@ -118,6 +118,8 @@ def render(name: str, report: dmesg.DmesgReport, top: int) -> str:
         lost.append(f"{len(loss['seq_gaps'])} gaps in the summaries' seq")
     if loss["dump_mismatch"]:
         lost.append(f"summaries announce {loss['dump_mismatch']} more dumps than found")
+    if loss["garbled_summaries"]:
+        lost.append(f"{loss['garbled_summaries']} garbled summary lines (left out)")
     if lost:
         lines.append("  LINES LOST: " + "; ".join(lost))
     return "\n".join(lines)

@@ -247,3 +247,17 @@ def test_a_splat_stack_stops_at_the_next_splat():
         ("hung-task", ["__schedule+0x2a/0x90"]),
         ("warning", ["migrate_pages+0x1/0x2", "alloc_contig_range+0x3/0x4"]),
     ]
+
+
+def test_garbled_summary_is_counted_and_left_out():
+    """Two console lines run together: a field that is not a number. It must not break
+    the report, the seq check or the metrics; it is counted as lost."""
+    text = ("[ 1.0] vmtest-mm: op=offline_pages seq=1 drains=2 dumps=0 us=5\n"
+            "[ 2.0] vmtest-mm: op=offline_pages seq=2 drains=2 dumps=0us=5\n"
+            "[ 3.0] vmtest-mm: op=offline_pages seq=3 drains=1 dumps=1 us=7\n")
+    report = dmesg.parse(text)
+    loss = report.to_dict()["loss"]
+    assert loss["garbled_summaries"] == 1
+    assert loss["seq_gaps"] == [(1, 3)]
+    assert loss["dump_mismatch"] == 1
+    assert [op["seq"] for op in report.ops("offline_pages")] == [1, 3]

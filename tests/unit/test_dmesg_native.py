@@ -101,7 +101,7 @@ def test_edge_lines_parse_as_specified():
     text = "\n".join(EDGES)
     _same(text)
     report = dmesg.parse(text, native=True)
-    op_x = report.ops("x")[0]
+    op_x = next(s for s in report.summaries if s["op"] == "x")  # garbled: not in ops()
     assert (op_x["a"], op_x["b"], op_x["c"], op_x["d"], op_x["e"], op_x["f"], op_x["j"]) \
         == ("08", 31, "-x", 1000, 5, 7, "0x")
     assert report.ops("big")[0]["n"] == 123456789012345678901234567890

@@ -942,10 +942,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__dmesgscan(void)
 {
+    PyObject *m;
+
     s_op = PyUnicode_InternFromString("op");
     s_rc = PyUnicode_InternFromString("rc");
     s_timestamp = PyUnicode_InternFromString("timestamp");
-    if (s_op == NULL || s_rc == NULL || s_timestamp == NULL)
-        return NULL;
-    return PyModule_Create(&module);
+    m = s_op && s_rc && s_timestamp ? PyModule_Create(&module) : NULL;
+    if (m == NULL) {
+        Py_CLEAR(s_op);
+        Py_CLEAR(s_rc);
+        Py_CLEAR(s_timestamp);
+    }
+    return m;
 }

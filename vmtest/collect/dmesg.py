@@ -194,17 +194,23 @@ class DmesgReport:
         return dict(Counter(d.reason for d in self.dumps))
 
     def seq_gaps(self) -> list[tuple[int, int]]:
-        seqs = sorted(int(s["seq"]) for s in self.summaries if "seq" in s)
+        seqs = sorted(s["seq"] for s in self.summaries if "seq" in s and _well_formed(s))
         return [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1]
 
     def dump_mismatch(self) -> int:
         """Dumps the summaries announced minus dumps found (>0: lines were lost)."""
-        announced = sum(int(s.get("dumps", 0)) for s in self.summaries)
+        announced = sum(s.get("dumps", 0) for s in self.summaries if _well_formed(s))
         found = sum(1 for d in self.dumps if d.reason.startswith("fail to migrate"))
         return announced - found
 
+    def garbled_summaries(self) -> int:
+        """Summary lines with a field that is not a number: two lines run together (a
+        console shared by CPUs), or a line cut short."""
+        return sum(1 for s in self.summaries if not _well_formed(s))
+
     def ops(self, op: str) -> list[dict[str, Any]]:
-        return [s for s in self.summaries if s.get("op") == op]
+        """The summaries of `op` that are whole (garbled ones: garbled_summaries())."""
+        return [s for s in self.summaries if s.get("op") == op and _well_formed(s)]
 
     def attribution_table(self) -> list[dict[str, Any]]:
         """Counts of failing pages per (reason, kind, mapped, extra_refs, error)."""
@@ -230,9 +236,16 @@ class DmesgReport:
             "offline_failures": self.offline_failures,
             "loss": {"callbacks_suppressed": self.suppressed, "seq_gaps": self.seq_gaps(),
                      "dump_mismatch": self.dump_mismatch(),
+                     "garbled_summaries": self.garbled_summaries(),
                      "ring_buffer_wrapped": not self.starts_at_boot},
             "splats": [asdict(s) for s in self.splats],
         }
+
+
+def _well_formed(summary: dict[str, Any]) -> bool:
+    """Every field of an instrumentation summary but op (and the line's time) is a number
+    (kernels/patches/README.md)."""
+    return all(isinstance(v, int) for k, v in summary.items() if k != "op" and k != "timestamp")
 
 
 def _number(value: str) -> int | str:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vmtest.channel.console import find_crash
-from vmtest.collect import dmesg
+from vmtest.collect import dmesg, tracefs
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
 
@@ -120,7 +120,7 @@ def test_splat_kinds(line, kind, title):
 
 
 def test_trace_parser_on_recorded_trace():
-    from vmtest.collect import tracefs
+
 
     parsed = tracefs.parse_trace(_read("6.1-cma.trace"))
     assert parsed["events"] == {"mm_migrate_pages": 3, "cma_alloc_finish": 2}
@@ -149,7 +149,7 @@ def test_cma_patched_recorded_has_no_failures():
 
 
 def test_trace_parser_counts_function_tracer_lines():
-    from vmtest.collect import tracefs
+
 
     text = (_read("6.1-cma.trace") + "\n"
             "              sh-80      [001] .....    21.3: lru_add_drain_all "
@@ -261,3 +261,23 @@ def test_garbled_summary_is_counted_and_left_out():
     assert loss["seq_gaps"] == [(1, 3)]
     assert loss["dump_mismatch"] == 1
     assert [op["seq"] for op in report.ops("offline_pages")] == [1, 3]
+
+
+def test_cma_alloc_latency_from_recorded_trace():
+    """cma_alloc() from its start to its finish event (an unpatched quick run, 6 busy
+    retries): every allocation paired, the retries inside their allocation."""
+    text = _read("6.1-unpatched-cma-alloc-timing.trace")
+    parsed = tracefs.parse_trace(text)
+    stamps = {"start": [], "finish": []}
+    for line in text.splitlines():
+        for kind in stamps:
+            if f": cma_alloc_{kind}:" in line:
+                stamps[kind].append(float(line.split(":")[0].split()[-1]))
+    pairs = zip(stamps["start"], stamps["finish"], strict=True)
+    durations = sorted((f - s) * 1000 for s, f in pairs)
+    assert len(durations) == 30 and parsed["events"]["cma_alloc_busy_retry"] == 6
+    spread = parsed["cma_alloc_ms"]
+    assert spread["count"] == 30
+    assert spread["median"] == pytest.approx((durations[14] + durations[15]) / 2, abs=1e-3)
+    assert spread["max"] == pytest.approx(durations[-1], abs=1e-3)
+    assert tracefs.parse_trace(_read("6.1-cma.trace"))["cma_alloc_ms"] is None  # no starts

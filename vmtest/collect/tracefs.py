@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -10,6 +11,8 @@ _EVENT = re.compile(r":\s+(\w+):\s+(.*)$")
 # function tracer: "  sh-80  [001] .....  21.33: lru_add_drain_all <-__alloc_contig_migrate_range"
 _FUNCTION = re.compile(r":\s+([\w.]+) <-([\w.]+)")
 _KV = re.compile(r"(\w+)=(\S+)")
+# "  sh-80  [001] .....  21.326519: cma_alloc_start: ...": the task and the time
+_TASK_TIME = re.compile(r"^\s*(.+?-\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[\d+\]\s+\S+\s+(\d+\.\d+):")
 
 
 def parse_trace(text: str) -> dict[str, Any]:
@@ -19,6 +22,10 @@ def parse_trace(text: str) -> dict[str, Any]:
                                                               "failed": 0})
     cma_fail = 0
     lost = 0
+    # cma_alloc() from its start event to its finish event, per task: what a driver's
+    # cma_alloc() call waits, all ranges and retries included
+    started: dict[str, float] = {}
+    alloc_ms: list[float] = []
     for line in text.splitlines():
         if line.startswith("#"):
             if "entries-in-buffer" in line:
@@ -42,9 +49,26 @@ def parse_trace(text: str) -> dict[str, Any]:
             # include/trace/events/migrate.h: nr_succeeded / nr_failed (6.1, 6.12)
             bucket["succeeded"] += int(fields.get("nr_succeeded") or fields.get("succeeded") or 0)
             bucket["failed"] += int(fields.get("nr_failed") or fields.get("failed") or 0)
-        elif name == "cma_alloc_finish" and (fields.get("errorno", "0") != "0"
-                                             or fields.get("pfn") in ("0xffffffffffffffff",)):
+        if name in ("cma_alloc_start", "cma_alloc_finish") and (tm := _TASK_TIME.match(line)):
+            task, when = tm.group(1), float(tm.group(2))
+            if name == "cma_alloc_start":
+                started[task] = when
+            elif task in started:
+                alloc_ms.append((when - started.pop(task)) * 1000)
+        if name == "cma_alloc_finish" and (fields.get("errorno", "0") != "0"
+                                           or fields.get("pfn") in ("0xffffffffffffffff",)):
             cma_fail += 1
     return {"events": dict(events), "functions": dict(functions),
             "migrate_by_reason": dict(migrate),
-            "cma_alloc_failed": cma_fail, "lost_events": lost}
+            "cma_alloc_failed": cma_fail, "lost_events": lost,
+            "cma_alloc_ms": _spread(alloc_ms)}
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    """count, median, 90th percentile and max (None: no start/finish pairs traced)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"count": len(ordered), "median": round(statistics.median(ordered), 3),
+            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 3),
+            "max": round(ordered[-1], 3)}

@@ -15,7 +15,8 @@ from vmtest.qemu.machine import Machine
 
 log = logging.getLogger(__name__)
 
-TRACE_EVENTS = ("migrate/mm_migrate_pages", "cma/cma_alloc_finish", "cma/cma_alloc_busy_retry")
+TRACE_EVENTS = ("migrate/mm_migrate_pages", "cma/cma_alloc_start", "cma/cma_alloc_finish",
+                "cma/cma_alloc_busy_retry")
 # Function-tracer counts: what a kernel without the instrumentation patch still tells.
 # Calls made inside mm/swap.c may be inlined and then are invisible to ftrace, so the
 # instrumentation's counters stay the primary source (DESIGN.md).

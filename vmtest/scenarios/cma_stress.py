@@ -120,6 +120,8 @@ class CmaStress(Scenario):
             "failed_pages": sum(int(o.get("failed_pages", 0)) for o in ops),
             "distinct_failed_pfns": len({d.pfn for d in report.dumps}),
             "alloc_us_median": _median([int(o.get("us", 0)) for o in ops]),
+            # one cma_alloc() call, every range and retry in it (tracefs)
+            "cma_alloc_ms_median": (trace.get("cma_alloc_ms") or {}).get("median"),
             "cma_occupancy_median": round(1 - _median(cma_free) / cma_total_kib, 3)
             if cma_free and cma_total_kib else None,
             "cma_alloc_failures_logged": len(report.cma_failures),

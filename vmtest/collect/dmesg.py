@@ -476,10 +476,11 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        # Text with lone surrogates has no UTF-8 for the compiled scanner to read.
-        if native is not False and _native is not None and \
-                (text.isascii() or _utf8_clean(text)):
-            parser.scan_native()
+        if native is not False and _native is not None:
+            try:
+                parser.scan_native()
+            except UnicodeEncodeError:  # lone surrogates: no UTF-8 for the compiled scan
+                parser.scan(0, len(parser.text))
         else:
             parser.scan(0, len(parser.text))
         parser.stacks()
@@ -488,11 +489,3 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
         if gc_was_enabled:
             gc.enable()
     return report
-
-
-def _utf8_clean(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

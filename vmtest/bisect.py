@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vmtest import experiment, paths
-from vmtest.config import KernelDef, Variant
+from vmtest import paths, run, scenarios
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel import kconfig
+from vmtest.kernel.build import BuildSpec, build_kernel
 from vmtest.kernel.source import LocalTree
 
 GOOD, BAD, SKIP = 0, 1, 125
@@ -43,16 +43,15 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float,
          patches: list[Path], fragments: list[str], accel: str, log_dir: Path) -> int:
     source = LocalTree(tree)
     commit = source.identity().split(":", 1)[1][:12]
-    kernel = KernelDef(name=f"bisect-{tree.name}", source=source,
-                       fragments=tuple(kconfig.load_fragment(f) for f in fragments),
-                       variants=(Variant("bisect", tuple(patches)),))
+    spec = BuildSpec(source=source, fragments=tuple(kconfig.load_fragment(f) for f in fragments),
+                     patches=tuple(patches), variant="bisect", base=f"bisect-{tree.name}")
     out = log_dir / commit
     try:
-        doc = experiment.run_scenario(kernel, kernel.variants[0], scenario, profile, {}, out,
-                                      accel=accel)
+        built = build_kernel(spec)
     except VmtestError as exc:  # build or patch failure: this commit cannot be judged
         print(f"vmtest bisect: {commit}: skip: {exc}", file=sys.stderr)
         return SKIP
+    doc = run.run_scenario(built, scenarios.make(scenario, profile), out, accel=accel)
     code, why = judge(doc, metric, threshold)
     print(f"vmtest bisect: {commit}: {why} ({out / 'result.json'})", file=sys.stderr)
     with (log_dir / "bisect-log.jsonl").open("a") as log:

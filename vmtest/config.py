@@ -8,13 +8,16 @@ the key, the bad value and what is allowed; nothing downstream sees raw dicts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 
 from vmtest import paths
+from vmtest import scenarios as catalog
 from vmtest.errors import ConfigError
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec
@@ -51,8 +54,12 @@ class KernelDef:
 class ScenarioDef:
     name: str
     metrics: tuple[str, ...]  # the first is the primary metric
-    params: tuple[tuple[str, Any], ...] = ()
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     lower_is_better: bool = True
+
+    def make(self, profile: str, **extra: Any) -> catalog.Scenario:
+        """The scenario with the profile's parameters, this config's, then extra's."""
+        return catalog.make(self.name, profile, {**self.params, **extra})
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,6 @@ class Experiment:
                 return kernel
         raise ConfigError(f"{self.path}: unknown kernel {name!r}",
                           hint=f"available: {', '.join(k.name for k in self.kernels)}")
-
-    def builds(self) -> list[tuple[KernelDef, Variant]]:
-        return [(k, v) for k in self.kernels for v in k.variants]
 
 
 class _Where:
@@ -207,8 +211,6 @@ def load(path: str | Path) -> Experiment:
 
 
 def _scenarios(where: _Where, raw: Any) -> tuple[ScenarioDef, ...]:
-    from vmtest import scenarios as catalog
-
     _expect(where, "scenarios", raw, dict, "a mapping of scenarios")
     defs = []
     for name, body in raw.items():
@@ -229,7 +231,7 @@ def _scenarios(where: _Where, raw: Any) -> tuple[ScenarioDef, ...]:
         except ConfigError as exc:
             raise where.error(f"{key}.params", str(exc), exc.hint) from exc
         defs.append(ScenarioDef(str(name), tuple(str(m) for m in metrics),
-                                tuple(sorted(params.items())),
+                                MappingProxyType(dict(params)),
                                 bool(body.get("lower_is_better", True))))
     return tuple(defs)
 

@@ -1,12 +1,29 @@
-"""One deadline per step: every blocking call takes its timeout from it."""
+"""Time: one deadline per step (every blocking call takes its timeout from it), and the
+one timestamp format of result documents, build metadata and verdicts."""
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
+
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> str:
+    """Now, as the documents record it: 2026-11-29T15:08:55Z."""
+    return time.strftime(UTC_FORMAT, time.gmtime())
+
+
+def utc_epoch(stamp: object) -> float | None:
+    """Seconds since the epoch of a utc_now() stamp; None if it is not one."""
+    try:
+        return float(calendar.timegm(time.strptime(str(stamp), UTC_FORMAT)))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -28,9 +45,6 @@ class Deadline:
     def remaining_s(self, cap_s: float | None = None) -> float:
         left = max(0.0, self.expires_s - self.clock())
         return left if cap_s is None else min(left, cap_s)
-
-    def elapsed_s(self) -> float:
-        return self.clock() - self.start_s
 
     @property
     def expired(self) -> bool:

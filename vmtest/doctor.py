@@ -11,8 +11,6 @@ from pathlib import Path
 from vmtest import paths
 from vmtest.qemu import accel
 
-APT_BUILD = "apt-get install build-essential flex bison bc libelf-dev libssl-dev ccache lz4"
-
 
 @dataclass(frozen=True)
 class Check:

@@ -1,18 +1,22 @@
-"""One exception root; the CLI maps the children to exit codes.
+"""One exception root, and the exit codes its children map to (only vmtest/cli/ turns
+them into messages and exits).
 
-Exit codes (vmtest/cli.py): 0 ok, 1 test or kernel failure, 2 usage or config
-error, 3 infrastructure failure (build, QEMU, lost VM).
+Exit codes: 0 ok, 1 test or kernel failure, 2 usage or config error, 3 infrastructure
+failure (build, QEMU, lost VM), 130 interrupted (SIGINT).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+
 
 class VmtestError(Exception):
     """Root of every error vmtest raises on purpose."""
 
-    exit_code = 3
+    exit_code = EXIT_INFRA
 
     def __init__(self, message: str, *, hint: str | None = None, log_path: Path | None = None,
                  log_tail: str | None = None) -> None:
@@ -35,13 +39,13 @@ class VmtestError(Exception):
 class ConfigError(VmtestError):
     """Bad user input: YAML, options, names."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class InfraError(VmtestError):
     """The machinery failed: missing tools, build failure, QEMU died, lost VM."""
 
-    exit_code = 3
+    exit_code = EXIT_INFRA
 
 
 class MissingRequirement(InfraError):
@@ -67,7 +71,7 @@ class ChannelError(InfraError):
 class GuestFailure(VmtestError):
     """The kernel under test misbehaved: that is a test result, not infrastructure."""
 
-    exit_code = 1
+    exit_code = EXIT_FAIL
 
     verdict = "failure"
 

@@ -1,47 +1,35 @@
-"""`vmtest matrix`: kernels x variants x scenarios x repetitions, durable and resumable.
+"""A matrix: kernels x variants x scenarios x repetitions, durable and resumable.
 
-Runs are interleaved across variants (A B A B ...) so that drift of the host hits every
-variant alike. Each finished run leaves runs/<key>/result.json (written atomically) and
-one line appended to index.jsonl; a run that did not finish leaves neither, so
-`--resume` re-runs exactly the runs without a result. matrix.json pins the config the
-directory belongs to: another config is refused unless --force.
+expand() lists the runs, interleaved across variants (A B A B ...) so that drift of the
+host hits every variant alike; select() and shard() narrow them; build_kernels() builds
+each kernel the runs need once; execute() runs what the store (vmtest/results/store.py)
+does not hold yet, `jobs` VMs at a time, each under a watchdog.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vmtest import run as run_mod
 from vmtest.config import Experiment
-from vmtest.errors import ConfigError
-from vmtest.results import NOT_RESULTS
+from vmtest.errors import ConfigError, VmtestError
+from vmtest.kernel.build import BuiltKernel, build_kernel
+from vmtest.qemu import machine
+from vmtest.results import document
+from vmtest.results.store import Run, Store
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Run:
-    kernel: str
-    variant: str
-    scenario: str
-    repetition: int
-    profile: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.kernel}__{self.scenario}__{self.variant}__r{self.repetition:03d}"
+# Seconds between the starts of runs when VMs outnumber cores: boots and the scenarios'
+# fills are the CPU-hungry phases, and VMs that start together starve each other.
+CROWDED_STAGGER_S = 20.0
 
 
 def expand(exp: Experiment, *, profile: str | None = None,
@@ -85,99 +73,9 @@ def shard(runs: list[Run], spec: str | None) -> list[Run]:
     return [r for i, r in enumerate(runs) if i % total == index - 1]
 
 
-def config_fingerprint(exp: Experiment, profile: str) -> str:
-    text = Path(exp.path).read_text()
-    return hashlib.sha256(f"{profile}\n{text}".encode()).hexdigest()[:16]
-
-
-class Store:
-    """A results directory: matrix.json, index.jsonl, runs/<key>/."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._lock = threading.Lock()
-
-    def claim(self, exp: Experiment, profile: str, *, force: bool) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        meta_path = self.root / "matrix.json"
-        fingerprint = config_fingerprint(exp, profile)
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") != fingerprint and not force:
-                raise ConfigError(
-                    f"{self.root} holds results of another config or profile "
-                    f"({meta.get('config')}, profile {meta.get('profile')}, fingerprint "
-                    f"{meta.get('fingerprint')}; now {fingerprint})",
-                    hint="use another --results directory, or --force to mix them")
-        meta = {"store_version": STORE_VERSION, "config": str(exp.path), "profile": profile,
-                "fingerprint": fingerprint, "config_text": Path(exp.path).read_text()}
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, meta_path)
-
-    def run_dir(self, run: Run) -> Path:
-        return self.root / "runs" / run.key
-
-    def done(self, run: Run) -> bool:
-        result = self.run_dir(run) / "result.json"
-        if not result.exists():
-            return False
-        try:
-            doc = json.loads(result.read_text())
-        except ValueError:
-            return False
-        # Infrastructure failures and interrupted runs are not results: a resume
-        # retries them.
-        return doc.get("verdict") not in NOT_RESULTS
-
-    def prepare(self, run: Run) -> Path:
-        path = self.run_dir(run)
-        shutil.rmtree(path, ignore_errors=True)  # leftovers of a run that did not finish
-        path.mkdir(parents=True)
-        return path
-
-    def record(self, run: Run, doc: dict[str, Any]) -> None:
-        line = json.dumps({"key": run.key, **asdict(run), "verdict": doc.get("verdict"),
-                           "result": str(self.run_dir(run) / "result.json")}) + "\n"
-        with self._lock:
-            fd = os.open(self.root / "index.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())  # one write: a line is there whole or not at all
-            finally:
-                os.close(fd)
-
-    def indexed(self) -> set[str]:
-        path = self.root / "index.jsonl"
-        if not path.exists():
-            return set()
-        keys = set()
-        for line in path.read_text().splitlines():
-            try:
-                keys.add(json.loads(line)["key"])
-            except (ValueError, KeyError):
-                continue  # a torn last line of a killed process
-        return keys
-
-    def reconcile(self, runs: list[Run]) -> int:
-        """Index runs whose result.json is there but whose index line is not (the process
-        was stopped between the two). result.json is the authority."""
-        indexed = self.indexed()
-        added = 0
-        for run in runs:
-            if run.key not in indexed and self.done(run):
-                doc = json.loads((self.run_dir(run) / "result.json").read_text())
-                self.record(run, doc)
-                added += 1
-        return added
-
-    def documents(self) -> list[dict[str, Any]]:
-        docs = []
-        for path in sorted((self.root / "runs").glob("*/result.json")):
-            try:
-                docs.append(json.loads(path.read_text()))
-            except ValueError:
-                log.warning("skipping unreadable %s", path)
-        return docs
+def stagger_for(jobs: int, cores: int | None = None) -> float:
+    """--stagger auto: 0 while every VM has a core, else CROWDED_STAGGER_S."""
+    return 0.0 if jobs <= (cores or os.cpu_count() or 1) else CROWDED_STAGGER_S
 
 
 def auto_jobs(memory_mib_per_vm: int = 1536) -> int:
@@ -192,6 +90,61 @@ def auto_jobs(memory_mib_per_vm: int = 1536) -> int:
 
 
 RunFn = Callable[[Run, Path], dict[str, Any]]
+Built = dict[tuple[str, str], BuiltKernel | VmtestError]
+
+
+def build_kernels(exp: Experiment, runs: list[Run],
+                  on_kernel: Callable[[str, str, BuiltKernel | VmtestError], None]) -> Built:
+    """Each (kernel, variant) the runs need, built once (serially: the variants of a
+    base share a tree); a failed build is kept as its error, the others go on."""
+    built: Built = {}
+    for kname, vname in sorted({(r.kernel, r.variant) for r in runs}):
+        kdef = exp.kernel(kname)
+        try:
+            built[(kname, vname)] = build_kernel(kdef.build_spec(kdef.variant(vname)))
+        except VmtestError as exc:
+            built[(kname, vname)] = exc
+        on_kernel(kname, vname, built[(kname, vname)])
+    return built
+
+
+def build_failed_document(run: Run, exp: Experiment, error: VmtestError,
+                          out_dir: Path) -> dict[str, Any]:
+    """The document of a run whose kernel did not build (written, like every other)."""
+    variant = exp.kernel(run.kernel).variant(run.variant)
+    doc = document.new(base=run.kernel, variant=run.variant,
+                       patches=[p.name for p in variant.series], scenario=run.scenario,
+                       profile=run.profile, parameters=dict(exp.scenario(run.scenario).params),
+                       accel="none")
+    document.fail(doc, "infrastructure", f"kernel build failed: {error.render()}")
+    document.write(doc, out_dir / "result.json")
+    return doc
+
+
+def runner(exp: Experiment, built: Built, *, accel: str,
+           run_timeout_s: float | None = None) -> RunFn:
+    """The function execute() calls per run: the built kernel, the scenario of the
+    config with this repetition's seed, a watchdog that stops the VM at the run's time
+    limit (the scenario's, unless run_timeout_s)."""
+    def run_one(run: Run, run_dir: Path) -> dict[str, Any]:
+        kernel = built[(run.kernel, run.variant)]
+        if isinstance(kernel, VmtestError):
+            return build_failed_document(run, exp, kernel, run_dir)
+        sc = exp.scenario(run.scenario)
+        # Each repetition its own seed, unless the config pins one.
+        scenario = sc.make(run.profile, **({} if "seed" in sc.params
+                                           else {"seed": run.repetition + 1}))
+        limit = run_timeout_s or scenario.time_limit_s()
+        timer = threading.Timer(limit, machine.kill_live, kwargs={"run_dir": run_dir,
+                                                                  "reason": "timeout"})
+        timer.daemon = True
+        timer.start()
+        try:
+            return run_mod.run_scenario(kernel, scenario, run_dir, accel=accel)
+        finally:
+            timer.cancel()
+
+    return run_one
 
 
 def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,

@@ -1,8 +1,10 @@
-"""Where vmtest keeps its caches (override with VMTEST_CACHE)."""
+"""Where vmtest keeps its caches (override with VMTEST_CACHE), where the checkout's
+kernels/ and configs/ are, and the one way vmtest writes a file others may read."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -27,3 +29,22 @@ def repo_root() -> Path:
 def kernels_dir() -> Path:
     env = os.environ.get("VMTEST_KERNELS_DIR")
     return Path(env) if env else repo_root() / "kernels"
+
+
+def default_config() -> Path:
+    """The built-in default experiment: the reference experiment on Debian's 6.1."""
+    return repo_root() / "configs" / "lru-migration.yaml"
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write text so that a reader sees the old file or the new one, never half of one
+    (a temporary file in the same directory, then rename(2))."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from vmtest import config
+from vmtest import config, run, scenarios
 from vmtest.kernel import build as kbuild
-from vmtest.runner import BootOptions
+from vmtest.qemu.boot import BootOptions
 
 
 def pytest_collection_modifyitems(items):
@@ -19,24 +19,51 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.integration)
 
 
-def _qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+def _descendants(root: int) -> dict[int, str]:
+    """{pid: command line} of every process below root (this test session): the QEMUs
+    this session started, directly or through a vmtest it ran. Never another user's."""
+    children: dict[int, list[int]] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+        cmdlines[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    found: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found[pid] = cmdlines.get(pid, "")
+        todo += children.get(pid, [])
+    return found
+
+
+def _my_qemus() -> set[int]:
+    return {pid for pid, cmd in _descendants(os.getpid()).items() if "qemu-system" in cmd}
 
 
 @pytest.fixture(autouse=True)
 def no_orphan_qemu():
-    """Every test must leave no QEMU behind, whatever path it took."""
-    before = _qemu_pids()
+    """Every test must leave no QEMU of its own behind, whatever path it took."""
+    before = _my_qemus()
     yield
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        left = _qemu_pids() - before
+        left = _my_qemus() - before
         if not left:
             return
         time.sleep(0.1)
-    for pid in left:  # do not poison the next tests
-        subprocess.run(["kill", "-9", str(pid)], check=False)
+    for pid in left:  # ours by descent: do not poison the next tests
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     pytest.fail(f"orphan QEMU processes left behind: {sorted(left)}")
 
 
@@ -64,6 +91,19 @@ def kernel(default_spec) -> kbuild.KernelArtifact:
 def variants(reference) -> dict[str, kbuild.KernelArtifact]:
     k61 = reference.kernel("6.1")
     return {v.name: kbuild.build(k61.build_spec(v)) for v in k61.variants}
+
+
+@pytest.fixture(scope="session")
+def run_scenario(reference):
+    """run_scenario(variant, scenario, out, **overrides): one quick scenario run on the
+    reference's 6.1 kernel, as `vmtest run --scenario` does it."""
+    def run_one(variant: str, scenario: str, out: Path, profile: str = "quick",
+                **overrides) -> dict:
+        kdef = reference.kernel("6.1")
+        built = kbuild.build_kernel(kdef.build_spec(kdef.variant(variant)))
+        return run.run_scenario(built, scenarios.make(scenario, profile, overrides), out,
+                                accel=os.environ.get("VMTEST_ACCEL", "auto"))
+    return run_one
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from vmtest.deadline import Deadline
 from vmtest.errors import ChannelError, GuestHang, KernelCrash
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import accel
-from vmtest.runner import boot
+from vmtest.qemu.boot import boot
 
 
 def _vmtest(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -28,10 +28,16 @@ def test_build_is_cached(default_spec, kernel):
     key, cached = kbuild.lookup(default_spec)
     assert cached is not None and cached.key == key == kernel.key
     assert kernel.image.stat().st_size > 1_000_000
-    config = kconfig_text = kernel.config.read_text()
+    config = kernel.config.read_text().splitlines()
     for option in ("CONFIG_CMA=y", "CONFIG_MEMORY_HOTREMOVE=y", "CONFIG_CMA_SYSFS=y"):
-        assert option in config.splitlines()
-    assert kconfig_text
+        assert option in config
+    # Asked again, the build says it is a cache hit (and make does not run).
+    started = time.monotonic()
+    again = kbuild.build(default_spec)
+    assert again.cached and again.key == kernel.key
+    assert time.monotonic() - started < 5
+    proc = _vmtest("build", "--base", "6.1", "--variant", "patched")
+    assert proc.returncode == 0 and "cache hit in" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_uname_over_ssh_and_exit_status(kernel, tmp_path):

@@ -7,15 +7,13 @@ import re
 
 import pytest
 
-from vmtest import experiment, results
+from vmtest.results import document as results
 
 
 @pytest.mark.parametrize("variant", ["patched", "unpatched"])
 @pytest.mark.parametrize("scenario", ["cma-stress", "hotplug-offline"])
-def test_quick_profile_document_matches_artifacts(reference, tmp_path, scenario, variant):
-    k61 = reference.kernel("6.1")
-    doc = experiment.run_scenario(k61, k61.variant(variant), scenario, "quick", {},
-                                  tmp_path, accel="auto")
+def test_quick_profile_document_matches_artifacts(run_scenario, tmp_path, scenario, variant):
+    doc = run_scenario(variant, scenario, tmp_path)
     assert doc["verdict"] == "ok", doc.get("error")
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert results.validate(on_disk) == []
@@ -40,10 +38,8 @@ def test_quick_profile_document_matches_artifacts(reference, tmp_path, scenario,
     assert on_disk["splats"] == []
 
 
-def test_panic_during_scenario_gives_crash_verdict_and_document(reference, tmp_path):
-    k61 = reference.kernel("6.1")
-    doc = experiment.run_scenario(k61, k61.variant("patched"), "cma-stress", "quick",
-                                  {"fault": "panic"}, tmp_path, accel="auto")
+def test_panic_during_scenario_gives_crash_verdict_and_document(run_scenario, tmp_path):
+    doc = run_scenario("patched", "cma-stress", tmp_path, fault="panic")
     assert doc["verdict"] == "kernel-crash"
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert on_disk["verdict"] == "kernel-crash" and "sysrq" in on_disk["error"].lower()

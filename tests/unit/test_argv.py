@@ -15,8 +15,7 @@ def _spec(**kw):
     ("tcg-default", _spec()),
     ("kvm-4cpu-2g", _spec(accel="kvm", cpus=4, memory_mib=2048, cma_mib=512, slots=8,
                           maxmem_mib=8192, log_buf_len="8M")),
-    ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",),
-                              guest_options=(("mode", "x"),))),
+    ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",))),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
     argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"))

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from vmtest import config, matrix, report
+from vmtest import compare, config, matrix, report
 from vmtest.errors import ConfigError
+from vmtest.results.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 REF = REPO / "configs" / "lru-migration.yaml"
@@ -76,7 +77,7 @@ def _doc(variant: str, scenario: str, value: float, verdict: str = "ok") -> dict
 
 def _claimed(exp, tmp_path):
     """A fresh results store for the quick profile, and the matrix's runs."""
-    store = matrix.Store(tmp_path / "res")
+    store = Store(tmp_path / "res")
     store.claim(exp, "quick", force=False)
     return store, matrix.expand(exp, profile="quick", repetitions=1)
 
@@ -125,7 +126,7 @@ def test_report_golden(exp, data_dir, update_golden):
     docs += [_doc("patched", "hotplug-offline", v) for v in (1, 1, 1)]
     docs.append(_doc("patched", "hotplug-offline", 0, verdict="kernel-crash")
                 | {"error": "kernel crash in the guest: Kernel panic"})
-    data = report.build(exp, docs)
+    data = compare.build(exp, docs)
     md = report.markdown(data)
     golden = data_dir / "golden" / "report.md"
     if update_golden:
@@ -162,7 +163,7 @@ def test_time_to_verdict_needs_five_plus_five_for_one_percent():
     # Interleaved A B A B ...: complete separation from the first pair on.
     base = [_timed_doc(200 + i, 2 * i * 2) for i in range(6)]
     cand = [_timed_doc(i % 2, 2 * i * 2 + 2) for i in range(6)]
-    ttv = report.time_to_verdict(base, cand, "dumps")
+    ttv = compare.time_to_verdict(base, cand, "dumps")
     assert ttv["reached"] and ttv["runs_needed"] == 10
     assert ttv["p_at_verdict"] < 0.01
     # the 10th run (5th candidate, i=4) finished at minute 2*4*2+2+1, 30 s; first start 0
@@ -172,13 +173,13 @@ def test_time_to_verdict_needs_five_plus_five_for_one_percent():
 def test_time_to_verdict_not_reached_for_identical_distributions():
     base = [_timed_doc(v, 2 * i) for i, v in enumerate([3, 5, 4, 6, 5, 4])]
     cand = [_timed_doc(v, 2 * i + 1) for i, v in enumerate([4, 5, 3, 6, 4, 5])]
-    ttv = report.time_to_verdict(base, cand, "dumps")
+    ttv = compare.time_to_verdict(base, cand, "dumps")
     assert not ttv["reached"] and ttv["runs"] == 12 and ttv["p_value"] > 0.5
 
 
 def test_time_to_verdict_ignores_failed_runs():
     base = [_timed_doc(200, 0, verdict="kernel-crash")]
-    ttv = report.time_to_verdict(base, [_timed_doc(0, 1)], "dumps")
+    ttv = compare.time_to_verdict(base, [_timed_doc(0, 1)], "dumps")
     assert ttv["runs"] == 1 and not ttv["reached"]
 
 
@@ -200,7 +201,7 @@ def test_report_warns_when_a_variant_mixes_kernel_builds(exp):
             _doc("patched", "cma-stress", 1.0)]
     docs[0]["identity"]["build_key"] = "aaaa"
     docs[1]["identity"]["build_key"] = "bbbb"
-    data = report.build(exp, docs)
+    data = compare.build(exp, docs)
     section = next(s for s in data["sections"] if s["scenario"] == "cma-stress")
     assert section["mixed_builds"] == {"unpatched": ["aaaa", "bbbb"]}
     assert "2 different kernel builds" in report.markdown(data)
@@ -209,6 +210,6 @@ def test_report_warns_when_a_variant_mixes_kernel_builds(exp):
 def test_report_leaves_out_a_scenario_without_runs(exp):
     docs = [_doc("unpatched", "hotplug-offline", v) for v in (2, 2)]
     docs += [_doc("patched", "hotplug-offline", v) for v in (1, 1)]
-    data = report.build(exp, docs)
+    data = compare.build(exp, docs)
     assert [s["scenario"] for s in data["sections"]] == ["hotplug-offline"]
     assert "cma-stress" not in report.markdown(data)

@@ -109,9 +109,6 @@ class Console:
         """A pexpect session reading from the current end of the console output."""
         return ConsoleExpect(self, start=len(self.snapshot()))
 
-    def expect_from_start(self) -> ConsoleExpect:
-        return ConsoleExpect(self, start=0)
-
     def close(self) -> None:
         try:
             self._sock.shutdown(socket.SHUT_RDWR)

@@ -20,7 +20,9 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 from __future__ import annotations
 
 import gc
+import os
 import re
+import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
@@ -28,11 +30,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# The instrumentation's counters per operation (kernels/patches/README.md).
+SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
+                    "us")
+# Splats that mean the kernel is broken, not just noisy (`vmtest dmesg --fail-on-splat`).
+CRASH_SPLATS = ("panic", "oops", "bug", "kasan", "ubsan")
+
 
 def _load_native() -> tuple[ModuleType | None, str]:
     """The compiled line scan (setup.py builds it; the regex scan is its specification),
     or None and why not."""
     fix = "build it with `pip install -e .` (needs gcc and Python.h: python3-dev)"
+    if os.environ.get("VMTEST_DMESG_SCAN") == "regex":
+        return None, "VMTEST_DMESG_SCAN=regex: the regex scan was asked for"
     try:
         from vmtest.collect import _dmesgscan
     except ImportError as exc:
@@ -45,6 +55,8 @@ def _load_native() -> tuple[ModuleType | None, str]:
 
 
 _native, NATIVE_MISSING = _load_native()
+# The scans this process can run: the regex scan always, the compiled one where built.
+SCANS = ("regex",) + (("compiled",) if _native is not None else ())
 
 _KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
@@ -240,6 +252,33 @@ class DmesgReport:
                      "ring_buffer_wrapped": not self.starts_at_boot},
             "splats": [asdict(s) for s in self.splats],
         }
+
+    def op_summary(self) -> dict[str, dict[str, Any]]:
+        """Per instrumented operation (kernels/patches/README.md): how many, how many
+        failed, and the medians and totals of its counters."""
+        out: dict[str, dict[str, Any]] = {}
+        for op in dict.fromkeys(str(s["op"]) for s in self.summaries):
+            rows = self.ops(op)
+            entry: dict[str, Any] = {"count": len(rows),
+                                     "failed": sum(1 for r in rows if r.get("ret", 0) != 0)}
+            for key in SUMMARY_COUNTERS:
+                values = [r[key] for r in rows if isinstance(r.get(key), int)]
+                if values:
+                    entry[f"{key}_median"] = statistics.median(values)
+                    entry[f"{key}_total"] = sum(values)
+            out[op] = entry
+        return out
+
+    def summary_dict(self) -> dict[str, Any]:
+        """to_dict() with the per-operation summary instead of every summary line: what
+        a reader of one log wants (`vmtest dmesg --json`)."""
+        doc = self.to_dict()
+        del doc["summaries"]
+        return {"ops": self.op_summary(), **doc}
+
+    def crashed(self) -> bool:
+        """A splat that means the kernel is broken, not just noisy."""
+        return any(s.kind in CRASH_SPLATS for s in self.splats)
 
 
 def _well_formed(summary: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""tracefs `trace` output -> per-event counts and migration sums by reason."""
+"""tracefs: what to trace (the guest command that sets it up) and the `trace` output ->
+per-event counts and migration sums by reason."""
 
 from __future__ import annotations
 
@@ -6,6 +7,25 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from typing import Any
+
+TRACING = "/sys/kernel/tracing"
+TRACE_FILE = f"{TRACING}/trace"
+TRACE_EVENTS = ("migrate/mm_migrate_pages", "cma/cma_alloc_start", "cma/cma_alloc_finish",
+                "cma/cma_alloc_busy_retry")
+# Function-tracer counts: what a kernel without the instrumentation patch still tells.
+# Calls made inside mm/swap.c may be inlined and then are invisible to ftrace, so the
+# instrumentation's counters (kernels/patches/README.md) stay the primary source.
+TRACE_FUNCTIONS = ("lru_add_drain_all", "lru_cache_disable", "migrate_pages",
+                   "alloc_contig_range", "offline_pages")
+# buffer_size_kb is per CPU; a full ring drops the oldest entries, which the counts
+# would silently miss, so it is sized well above the kernel's default.
+START_COMMAND = "; ".join([
+    f"cd {TRACING}", "echo 0 > tracing_on", "echo > trace", "echo > set_ftrace_filter",
+    "echo 16384 > buffer_size_kb",
+    *(f"[ -e events/{e}/enable ] && echo 1 > events/{e}/enable" for e in TRACE_EVENTS),
+    *(f"echo {f} >> set_ftrace_filter" for f in TRACE_FUNCTIONS),
+    "grep -q . set_ftrace_filter && echo function > current_tracer",
+    "echo 1 > tracing_on", "true"])
 
 _EVENT = re.compile(r":\s+(\w+):\s+(.*)$")
 # function tracer: "  sh-80  [001] .....  21.33: lru_add_drain_all <-__alloc_contig_migrate_range"

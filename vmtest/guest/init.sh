@@ -5,7 +5,8 @@
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "VMTEST-$*" > /dev/console; }
 
-# devtmpfs first: without /dev/null background jobs fail (measured, DESIGN.md).
+# devtmpfs first: without /dev/null the shell's background jobs (dropbear below) fail
+# to start.
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec 0</dev/console 1>/dev/console 2>&1
 say "INIT"
@@ -36,13 +37,6 @@ mount -t tmpfs tmpfs /tmp
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 hostname vmtest
-
-# Options from the kernel command line: vmtest.NAME=VALUE
-for word in $(cat /proc/cmdline); do
-    case "$word" in
-        vmtest.*=*) key=${word%%=*}; key=${key#vmtest.}; eval "VMTEST_$key=\${word#*=}";;
-    esac
-done
 
 # READY only once sshd listens (port 22 = 0016, state 0A = LISTEN in /proc/net/tcp):
 # a connection before that is refused and costs the host a retry. Shell builtins

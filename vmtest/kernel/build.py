@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmtest import paths
+from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
 from vmtest.kernel.source import KernelSource, LocalTree
@@ -56,6 +57,8 @@ class KernelArtifact:
     key: str
     directory: Path
     meta: dict[str, object] = field(default_factory=dict, compare=False)
+    # True when build() found it in the cache (make did not run), False when it built it.
+    cached: bool = field(default=False, compare=False)
 
     @property
     def image(self) -> Path:
@@ -71,17 +74,13 @@ class KernelArtifact:
         return self.directory / "config"
 
     @property
-    def build_log(self) -> Path:
-        return self.directory / "build.log"
-
-    @property
     def release(self) -> str:
         return str(self.meta.get("release", ""))
 
     @classmethod
-    def load(cls, directory: Path) -> KernelArtifact:
+    def load(cls, directory: Path, *, cached: bool = True) -> KernelArtifact:
         meta = json.loads((directory / "meta.json").read_text())
-        return cls(key=str(meta["key"]), directory=directory, meta=meta)
+        return cls(key=str(meta["key"]), directory=directory, meta=meta, cached=cached)
 
 
 def compiler_version() -> str:
@@ -316,7 +315,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
         "build_seconds": round(elapsed_s, 1),
         "jobs": jobs,
         "ccache": _ccache_delta(ccache_before, _ccache_stats(env)),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built_at": utc_now(),
     }
     shutil.copy(log_file, staging / "build.log")
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -324,7 +323,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     log.info("built %s in %.1f s", release, elapsed_s)
-    return KernelArtifact.load(final)
+    return KernelArtifact.load(final, cached=False)
 
 
 def _configure_if_needed(tree: Path, build_dir: Path, spec: BuildSpec, args: list[str],
@@ -362,3 +361,17 @@ def _ccache_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
                                                             "preprocessed_cache_hit"))
     misses = after.get("cache_miss", 0) - before.get("cache_miss", 0)
     return {"hits": hits, "misses": misses}
+
+
+@dataclass(frozen=True)
+class BuiltKernel:
+    """A build request and its answer: what was asked for (the names a result's
+    identity records) and the kernel in the cache."""
+
+    spec: BuildSpec
+    artifact: KernelArtifact
+
+
+def build_kernel(spec: BuildSpec, *, jobs: int | None = None,
+                 force: bool = False) -> BuiltKernel:
+    return BuiltKernel(spec, build(spec, jobs=jobs, force=force))

@@ -38,10 +38,6 @@ class Fragment:
     path: Path
     options: tuple[tuple[str, str | None], ...]  # (symbol, value); None = "is not set"
 
-    @property
-    def text(self) -> str:
-        return self.path.read_text()
-
 
 def parse_config(text: str) -> dict[str, str | None]:
     """A .config or fragment as {CONFIG_X: value or None for 'is not set'}."""

@@ -15,16 +15,16 @@ import logging
 import os
 import platform
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmtest import paths
-from vmtest.deadline import Clock
+from vmtest.deadline import Clock, utc_now
 
 log = logging.getLogger(__name__)
 
+# What --accel accepts (the command line offers exactly these).
 ACCELS = ("auto", "kvm", "tcg")
 # Under a working KVM our guests reach init in well under a second; 10 s is generous
 # yet bounds the cost of a broken KVM to one short wait per host.
@@ -114,11 +114,9 @@ class VerdictStore:
     def put(self, host: str, kvm_works: bool, reason: str) -> None:
         data = self._load()
         data[host] = {"kvm_works": kvm_works, "reason": reason,
-                      "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                      "when": utc_now()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(self.path)
+        paths.write_atomic(self.path, json.dumps(data, indent=2) + "\n")
 
     def forget(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ No I/O here: golden-file tests pin the exact argv.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmtest.errors import ConfigError
@@ -45,7 +45,6 @@ class MachineSpec:
     # boot (memblock allocation and zeroing of the ring and its descriptors).
     log_buf_len: str | None = None
     loglevel: int = 4
-    guest_options: tuple[tuple[str, str], ...] = field(default=())
     firmware: str | None = None  # -bios (e.g. qboot); None: QEMU's default SeaBIOS
 
     def validate(self) -> None:
@@ -92,7 +91,6 @@ def kernel_cmdline(spec: MachineSpec) -> str:
         # with 10 VMs on 2 cores). 60 s, the maximum, makes that 120 s: real lockups
         # are still caught.
         words.append("watchdog_thresh=60")
-    words += [f"vmtest.{k}={v}" for k, v in spec.guest_options]
     words += list(spec.cmdline_extra)
     return " ".join(words)
 

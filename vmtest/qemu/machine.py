@@ -164,10 +164,6 @@ class Machine:
         assert self._console is not None, "machine not launched"
         return self._console
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     def exited(self) -> bool:
         return self._proc is not None and self._proc.poll() is not None
 

@@ -24,5 +24,6 @@ def get(name: str) -> type[Scenario]:
 
 
 def make(name: str, profile: str, overrides: dict[str, Any] | None = None) -> Scenario:
+    """A scenario with its profile's parameters and the overrides, type-checked."""
     cls = get(name)
-    return cls(cls.params_for(profile, overrides or {}))
+    return cls(cls.params_for(profile, overrides or {}), profile)

@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from vmtest.collect import dmesg as dmesg_parser
-from vmtest.collect import snapshot, tracefs
+from vmtest.collect import guest, snapshot, tracefs
 from vmtest.errors import ConfigError, InfraError
+from vmtest.guest import load
 from vmtest.qemu.machine import Machine
-from vmtest.scenarios.base import Scenario, ScenarioParams, elapsed_since, guest_run
+from vmtest.scenarios.base import (
+    Scenario,
+    ScenarioParams,
+    change,
+    elapsed_since,
+    guest_run,
+    median,
+)
 
 _ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d)")
 
@@ -39,6 +47,7 @@ class CmaStressParams(ScenarioParams):
 class CmaStress(Scenario):
     name = "cma-stress"
     Params = CmaStressParams
+    PROGRESS_METRICS = ("fail_to_migrate_dumps",)
     PROFILES = {
         # The original report: ~500 allocations, one every 5 s, under app load.
         "seed": {"count": 500, "period_s": 5.0},
@@ -59,49 +68,85 @@ class CmaStress(Scenario):
             raise ConfigError(f"cma-stress: cma_mib {p.cma_mib} must be below memory_mib "
                               f"{p.memory_mib}")
 
+    def time_limit_s(self) -> float:
+        p = self.params
+        return 300 + p.count * (p.period_s + 10)
+
+    @classmethod
+    def headline(cls, comparisons: list[dict[str, Any]], docs: list[dict[str, Any]],
+                 baseline: str, candidate: str) -> str:
+        primary = comparisons[0]
+        if primary["metric"] != "fail_to_migrate_dumps":
+            return super().headline(comparisons, docs, baseline, candidate)
+        allocs = [d["metrics"]["allocations"] for d in docs if d.get("verdict") == "ok"
+                  and isinstance(d.get("metrics", {}).get("allocations"), int)]
+        per_run = allocs[0] if allocs else 0
+        text = change(primary, baseline, candidate, f"'fail to migrate' dumps over {per_run} "
+                      "CMA allocations (median per run)", with_n=True)
+        busy = next((c for c in comparisons if c["metric"] == "alloc_contig_range_failed"), None)
+        if busy is not None:
+            text += "; " + change(busy, baseline, candidate,
+                                  "alloc_contig_range() EBUSY retries")
+        return text
+
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         p: CmaStressParams = self.params
-        self.check_guest(vm, {"/sys/kernel/debug/cma": "CONFIG_CMA_DEBUGFS",
-                              "/sys/kernel/mm/cma": "CONFIG_CMA_SYSFS",
-                              "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
+        guest.check_paths(vm, {"/sys/kernel/debug/cma": "CONFIG_CMA_DEBUGFS",
+                               "/sys/kernel/mm/cma": "CONFIG_CMA_SYSFS",
+                               "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
         area = vm.ssh().check_output("ls /sys/kernel/debug/cma | head -1").strip()
         if not area:
             raise InfraError("no CMA area in the guest", hint="boot with cma=SIZE")
         timings: dict[str, float] = {}
-        before = self.snapshot(vm)
-        self.start_tracing(vm)
+        before = guest.snapshot(vm)
+        guest.start_tracing(vm)
         started = time.monotonic()
-        self.start_load(vm, p, p.cpus)
-        time.sleep(p.warmup_s)
+        self.start_load(vm)
+        self.sleep(p.warmup_s)
         timings["load_start_s"] = elapsed_since(started)
+        alloc_log = run_dir / "allocations.log"
+        status = guest_run(vm, self.allocation_script(area), alloc_log,
+                           timeout_s=p.count * (p.period_s + 30) + 60)
+        timings["allocations_s"] = elapsed_since(started) - timings["load_start_s"]
+        self.check_load(vm)
+        stressor_log = self.stop_load(vm, run_dir)
+        after = guest.snapshot(vm)
+        artifacts = guest.save_logs(vm, run_dir)
+        if status != 0:
+            raise InfraError(f"the allocation loop failed in the guest (exit {status})",
+                             log_path=alloc_log)
+        outcome = self.outcome(before, after, alloc_log.read_text(),
+                               artifacts["dmesg"].read_text(errors="replace"),
+                               artifacts["trace"].read_text(errors="replace"))
+        outcome["timings"] = timings
+        outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
+            "allocations": str(alloc_log), "lru_stress": str(stressor_log)}
+        return outcome
+
+    def allocation_script(self, area: str) -> str:
+        """The guest loop: an allocation through CMA debugfs every period_s, counters
+        and free memory (CmaFree: the occupancy) printed before and after each."""
+        p: CmaStressParams = self.params
         pages = p.alloc_mib * 256
-        script = (
+        return (
             f"A=/sys/kernel/debug/cma/{area}; i=0; "
             f"while [ $i -lt {p.count} ]; do "
-            # Counters and free memory (CmaFree: the occupancy) before and after each.
             + snapshot.step_snapshot_command("pre:$i") + "; "
             f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; else ok=0; fi; "
             + snapshot.step_snapshot_command("post:$i") + "; "
             f"if [ $ok = 1 ]; then echo {pages} > $A/free; fi; "
             'echo "vmtest-alloc i=$i ok=$ok"; '
-            + ("killall -USR1 lru-stress 2>/dev/null; " if p.refault_between else "")
+            + (f"{load.REFAULT_COMMAND}; " if p.refault_between else "")
             + f"i=$((i+1)); sleep {p.period_s}; done")
-        alloc_log = run_dir / "allocations.log"
-        status = guest_run(vm, script, alloc_log,
-                           timeout_s=p.count * (p.period_s + 30) + 60)
-        timings["allocations_s"] = elapsed_since(started) - timings["load_start_s"]
-        self.check_load(vm)
-        stressor_log = self.stop_load(vm)
-        (run_dir / "lru-stress.log").write_text(stressor_log)
-        after = self.snapshot(vm)
-        artifacts = self.collect(vm, run_dir)
-        if status != 0:
-            raise InfraError(f"the allocation loop failed in the guest (exit {status})",
-                             log_path=alloc_log)
-        alloc_text = alloc_log.read_text()
+
+    def outcome(self, before: dict[str, Any], after: dict[str, Any], alloc_text: str,
+                dmesg_text: str, trace_text: str) -> dict[str, Any]:
+        """The scenario's part of the result document from what the guest printed
+        (pure: recorded guest output in, metrics out)."""
+        p: CmaStressParams = self.params
         allocs = [m for m in (_ALLOC_LINE.match(x) for x in alloc_text.splitlines()) if m]
-        report = dmesg_parser.parse(artifacts["dmesg"].read_text(errors="replace"))
-        trace = tracefs.parse_trace(artifacts["trace"].read_text(errors="replace"))
+        report = dmesg_parser.parse(dmesg_text)
+        trace = tracefs.parse_trace(trace_text)
         ops = report.ops("alloc_contig_range")
         dumps = report.dumps_by_reason()
         steps = _steps(alloc_text, allocs)
@@ -119,31 +164,29 @@ class CmaStress(Scenario):
             "migrate_passes": sum(int(o.get("passes", 0)) for o in ops),
             "failed_pages": sum(int(o.get("failed_pages", 0)) for o in ops),
             "distinct_failed_pfns": len({d.pfn for d in report.dumps}),
-            "alloc_us_median": _median([int(o.get("us", 0)) for o in ops]),
+            "alloc_us_median": median([int(o.get("us", 0)) for o in ops]),
             # one cma_alloc() call, every range and retry in it (tracefs)
             "cma_alloc_ms_median": (trace.get("cma_alloc_ms") or {}).get("median"),
-            "cma_occupancy_median": round(1 - _median(cma_free) / cma_total_kib, 3)
+            "cma_occupancy_median": round(1 - median(cma_free) / cma_total_kib, 3)
             if cma_free and cma_total_kib else None,
             "cma_alloc_failures_logged": len(report.cma_failures),
-            "pages_migrated_per_alloc_median": _median(
+            "pages_migrated_per_alloc_median": median(
                 [s["pgmigrate_success"] for s in steps if "pgmigrate_success" in s]),
             "allocations_with_migrate_fail": sum(1 for s in steps
                                                  if s.get("pgmigrate_fail", 0) > 0),
             "vmstat": snapshot.vmstat_delta(before, after),
             "trace": trace,
         }
+        loss_and_splats = report.to_dict()
         return {
             "metrics": metrics,
-            "timings": timings,
             "attribution": report.attribution_table(),
             "operations": ops,
-            "loss": report.to_dict()["loss"],
-            "splats": report.to_dict()["splats"],
+            "loss": loss_and_splats["loss"],
+            "splats": loss_and_splats["splats"],
             "snapshots": {"before": _slim(before), "after": _slim(after)},
             # One record per allocation: vmstat deltas across it, free memory around it.
             "steps": steps,
-            "artifacts": {k: str(v) for k, v in artifacts.items()}
-            | {"allocations": str(alloc_log)},
         }
 
 
@@ -158,14 +201,6 @@ def _steps(alloc_text: str, allocs: list[re.Match[str]]) -> list[dict[str, Any]]
             step |= snapshot.step_delta(pre, post)
         steps.append(step)
     return steps
-
-
-def _median(values: list[int]) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _slim(snap: dict[str, Any]) -> dict[str, Any]:

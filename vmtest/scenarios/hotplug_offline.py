@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from vmtest.collect import dmesg as dmesg_parser
-from vmtest.collect import snapshot
+from vmtest.collect import guest, snapshot
 from vmtest.deadline import Deadline
 from vmtest.errors import ConfigError, InfraError
 from vmtest.qemu.machine import Machine
 from vmtest.scenarios.base import Scenario, ScenarioParams
 
 MEMORY_SYSFS = "/sys/devices/system/memory"
+# x86-64's memory block: MIN_MEMORY_BLOCK_SIZE (arch/x86/mm/init_64.c), what a guest of
+# this size uses; a block is the unit of onlining and offlining.
+BLOCK_MIB = 128
+PAGES_PER_BLOCK = BLOCK_MIB << 8  # 4 KiB pages
+
+
+def block_start_pfn(block: str) -> int:
+    """'memory40' -> the first pfn of that block."""
+    return int(block.removeprefix("memory")) * PAGES_PER_BLOCK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,22 +49,94 @@ class HotplugOffline(Scenario):
         "seed": {"iterations": 10, "dimms": 2},
         "quick": {"iterations": 2, "dimms": 1, "settle_s": 2.0},
     }
+    PROGRESS_METRICS = ("drains_per_offline",)
 
     @classmethod
     def validate(cls, p: HotplugParams) -> None:
         if p.iterations < 1 or p.dimms < 1:
             raise ConfigError("hotplug-offline: iterations and dimms must be >= 1")
-        if p.dimm_mib % 128:
-            raise ConfigError(f"hotplug-offline: dimm_mib {p.dimm_mib} must be a multiple of "
-                              "128 (the x86 memory block size)")
+        if p.dimm_mib % BLOCK_MIB or p.dimm_mib <= 0:
+            raise ConfigError(f"hotplug-offline: dimm_mib {p.dimm_mib} must be a positive "
+                              f"multiple of {BLOCK_MIB} (the x86 memory block size)")
         if p.offline_timeout_s <= 0:
             raise ConfigError("hotplug-offline: offline_timeout_s must be > 0")
+
+    @property
+    def blocks_per_dimm(self) -> int:
+        return self.params.dimm_mib // BLOCK_MIB
 
     def boot_overrides(self) -> dict[str, Any]:
         p = self.params
         return super().boot_overrides() | {
                 "slots": max(4, p.dimms * 2),
                 "maxmem_mib": p.memory_mib + p.dimm_mib * p.dimms * 2}
+
+    def time_limit_s(self) -> float:
+        p = self.params
+        return 300 + p.iterations * p.dimms * self.blocks_per_dimm * (p.offline_timeout_s + 30)
+
+    # -- the guest part ------------------------------------------------------------
+    def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
+        p: HotplugParams = self.params
+        guest.check_paths(vm, {MEMORY_SYSFS: "CONFIG_MEMORY_HOTPLUG",
+                               "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
+        before = guest.snapshot(vm)
+        guest.start_tracing(vm)
+        blocks: list[dict[str, Any]] = []
+        offline_log = run_dir / "offline.log"
+        with offline_log.open("w") as log_out:
+            for it in range(p.iterations):
+                blocks += self._iteration(vm, it, log_out, start_load=it == 0)
+        self.check_load(vm)
+        stressor_log = self.stop_load(vm, run_dir)
+        after = guest.snapshot(vm)
+        artifacts = guest.save_logs(vm, run_dir)
+        outcome = self.outcome(blocks, before, after,
+                               artifacts["dmesg"].read_text(errors="replace"))
+        outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
+            "offline_log": str(offline_log), "lru_stress": str(stressor_log)}
+        return outcome
+
+    def _iteration(self, vm: Machine, it: int, log_out: Any,
+                   start_load: bool) -> list[dict[str, Any]]:
+        """Hot-add, online movable, (start the load,) offline every block, remove what
+        went fully offline. Returns one record per block."""
+        p: HotplugParams = self.params
+        ssh = vm.ssh()
+        known = self._offline_blocks(vm)
+        dimm_ids = [vm.hotplug_dimm(p.dimm_mib, f"it{it}d{d}") for d in range(p.dimms)]
+        new = self._wait_new_blocks(vm, known, self.blocks_per_dimm * p.dimms)
+        ssh.check_output("; ".join(f"echo online_movable > {MEMORY_SYSFS}/{b}/state"
+                                   for b in new))
+        if start_load:
+            self.start_load(vm)
+        self.sleep(p.settle_s)
+        records = []
+        for block in new:
+            out = ssh.check_output(self.offline_script(block),
+                                   timeout_s=p.offline_timeout_s + 30).strip()
+            log_out.write("".join(f"iteration={it} block={block} {line}\n"
+                                  for line in out.splitlines()))
+            records.append(parse_offline(out, it, block))
+        # Remove what went fully offline; a DIMM with an online block stays.
+        for d, dimm_id in enumerate(dimm_ids):
+            mine = new[d * self.blocks_per_dimm:(d + 1) * self.blocks_per_dimm]
+            if all(r["offlined"] for r in records if r["block"] in mine):
+                vm.unplug_dimm(dimm_id)
+                self._wait_removed(vm, dimm_id)
+        return records
+
+    def offline_script(self, block: str) -> str:
+        """Offline one block with a time bound, saying how it went and what it cost."""
+        p: HotplugParams = self.params
+        return (snapshot.step_snapshot_command("pre") + "; "
+                "s=$(cut -d' ' -f1 /proc/uptime); "
+                f"timeout {p.offline_timeout_s} sh -c "
+                f"'echo offline > {MEMORY_SYSFS}/{block}/state' 2>/dev/null; "
+                "rc=$?; e=$(cut -d' ' -f1 /proc/uptime); "
+                f"st=$(cat {MEMORY_SYSFS}/{block}/state); "
+                'echo "rc=$rc state=$st start=$s end=$e"; '
+                + snapshot.step_snapshot_command("post"))
 
     def _offline_blocks(self, vm: Machine) -> set[str]:
         out = vm.ssh().check_output(f"grep -l offline {MEMORY_SYSFS}/memory*/state || true")
@@ -64,7 +145,7 @@ class HotplugOffline(Scenario):
     def _wait_new_blocks(self, vm: Machine, known: set[str], expect: int) -> list[str]:
         deadline = Deadline(30)
         while True:
-            new = sorted(self._offline_blocks(vm) - known, key=lambda b: int(b[6:]))
+            new = sorted(self._offline_blocks(vm) - known, key=block_start_pfn)
             if len(new) >= expect:
                 return new
             if deadline.expired:
@@ -73,86 +154,30 @@ class HotplugOffline(Scenario):
                                  hint="CONFIG_ACPI_HOTPLUG_MEMORY / CONFIG_MEMORY_HOTPLUG?")
             time.sleep(0.2)
 
-    def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
-        p: HotplugParams = self.params
-        self.check_guest(vm, {MEMORY_SYSFS: "CONFIG_MEMORY_HOTPLUG",
-                              "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
-        ssh = vm.ssh()
-        before = self.snapshot(vm)
-        self.start_tracing(vm)
-        blocks_per_dimm = p.dimm_mib // 128
-        results: list[dict[str, Any]] = []
-        load_started = False
-        offline_log = run_dir / "offline.log"
-        with offline_log.open("w") as log_out:
-            for it in range(p.iterations):
-                known = self._offline_blocks(vm)
-                dimm_ids = [vm.hotplug_dimm(p.dimm_mib, f"it{it}d{d}") for d in range(p.dimms)]
-                blocks = self._wait_new_blocks(vm, known, blocks_per_dimm * p.dimms)
-                ssh.check_output("; ".join(f"echo online_movable > {MEMORY_SYSFS}/{b}/state"
-                                           for b in blocks))
-                if not load_started:
-                    self.start_load(vm, p, p.cpus)
-                    load_started = True
-                time.sleep(p.settle_s)
-                for block in blocks:
-                    script = (snapshot.step_snapshot_command("pre") + "; "
-                              f"s=$(cut -d' ' -f1 /proc/uptime); "
-                              f"timeout {p.offline_timeout_s} sh -c "
-                              f"'echo offline > {MEMORY_SYSFS}/{block}/state' 2>/dev/null; "
-                              "rc=$?; e=$(cut -d' ' -f1 /proc/uptime); "
-                              f"st=$(cat {MEMORY_SYSFS}/{block}/state); "
-                              'echo "rc=$rc state=$st start=$s end=$e"; '
-                              + snapshot.step_snapshot_command("post"))
-                    out = ssh.check_output(script, timeout_s=p.offline_timeout_s + 30).strip()
-                    log_out.write("".join(f"iteration={it} block={block} {line}\n"
-                                          for line in out.splitlines()))
-                    result_line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
-                    fields = dict(w.split("=", 1) for w in result_line.split() if "=" in w)
-                    snaps = snapshot.parse_step_lines(out)
-                    results.append({
-                        "iteration": it, "block": block,
-                        "offlined": fields.get("state") == "offline",
-                        "timed_out": fields.get("rc") == "124",
-                        "seconds": round(float(fields.get("end", 0)) -
-                                         float(fields.get("start", 0)), 2),
-                        # vmstat deltas across this block's offlining, free memory around it
-                        "step": snapshot.step_delta(snaps.get("pre", {}),
-                                                    snaps.get("post", {})),
-                    })
-                # Remove what went fully offline; a DIMM with an online block stays.
-                for d, dimm_id in enumerate(dimm_ids):
-                    mine = blocks[d * blocks_per_dimm:(d + 1) * blocks_per_dimm]
-                    if all(r["offlined"] for r in results if r["block"] in mine
-                           and r["iteration"] == it):
-                        vm.unplug_dimm(dimm_id)
-                        self._wait_removed(vm, dimm_id)
-        self.check_load(vm)
-        stressor_log = self.stop_load(vm)
-        (run_dir / "lru-stress.log").write_text(stressor_log)
-        after = self.snapshot(vm)
-        artifacts = self.collect(vm, run_dir)
-        report = dmesg_parser.parse(artifacts["dmesg"].read_text(errors="replace"))
-        ops = report.ops("offline_pages")
-        # Match each offline attempt to its summary line(s) by pfn range, in order.
-        by_start: dict[int, list[dict[str, Any]]] = {}
-        for op in ops:
-            by_start.setdefault(int(op["start_pfn"]), []).append(op)
-        for r in results:
-            start_pfn = int(r["block"][6:]) * (128 << 8)
-            calls = by_start.get(start_pfn, [])
-            summary = calls.pop(0) if calls else None
-            r["summary"] = summary
-            if summary:
-                for key in ("drains", "drains_all", "migrate_calls", "passes", "failed_pages",
-                            "dumps", "ret"):
-                    r[key] = summary.get(key)
-        done = [r for r in results if r.get("summary")]
+    @staticmethod
+    def _wait_removed(vm: Machine, dimm_id: str, timeout_s: float = 20) -> None:
+        deadline = Deadline(timeout_s)
+        while not deadline.expired:
+            ids = [d.get("data", {}).get("id") for d in vm.memory_devices()]
+            if dimm_id not in ids:
+                return
+            time.sleep(0.2)
+        raise InfraError(f"DIMM {dimm_id} was not ejected within {timeout_s} s of device_del",
+                         hint="the guest must have offlined all its blocks")
+
+    # -- the pure part -------------------------------------------------------------
+    def outcome(self, blocks: list[dict[str, Any]], before: dict[str, Any],
+                after: dict[str, Any], dmesg_text: str) -> dict[str, Any]:
+        """The scenario's part of the result document: each block's record joined with
+        the instrumentation's summary of its offline_pages() call (pure)."""
+        report = dmesg_parser.parse(dmesg_text)
+        attach_summaries(blocks, report.ops("offline_pages"))
+        done = [r for r in blocks if r.get("summary")]
         metrics = {
-            "blocks": len(results),
-            "blocks_offlined": sum(1 for r in results if r["offlined"]),
-            "blocks_timed_out": sum(1 for r in results if r["timed_out"]),
-            "offline_seconds_total": round(sum(r["seconds"] for r in results), 2),
+            "blocks": len(blocks),
+            "blocks_offlined": sum(1 for r in blocks if r["offlined"]),
+            "blocks_timed_out": sum(1 for r in blocks if r["timed_out"]),
+            "offline_seconds_total": round(sum(r["seconds"] for r in blocks), 2),
             "drains": sum(int(r.get("drains") or 0) for r in done),
             "migrate_calls": sum(int(r.get("migrate_calls") or 0) for r in done),
             "drains_per_offline": round(sum(int(r.get("drains") or 0) for r in done)
@@ -166,23 +191,41 @@ class HotplugOffline(Scenario):
             "migration_failure_lines": len(report.hotplug_migrate_failures),
             "vmstat": snapshot.vmstat_delta(before, after),
         }
+        loss_and_splats = report.to_dict()
         return {
             "metrics": metrics,
-            "blocks": results,
+            "blocks": blocks,
             "attribution": report.attribution_table(),
-            "loss": report.to_dict()["loss"],
-            "splats": report.to_dict()["splats"],
-            "artifacts": {k: str(v) for k, v in artifacts.items()}
-            | {"offline_log": str(offline_log)},
+            "loss": loss_and_splats["loss"],
+            "splats": loss_and_splats["splats"],
         }
 
-    @staticmethod
-    def _wait_removed(vm: Machine, dimm_id: str, timeout_s: float = 20) -> None:
-        deadline = Deadline(timeout_s)
-        while not deadline.expired:
-            ids = [d.get("data", {}).get("id") for d in vm.memory_devices()]
-            if dimm_id not in ids:
-                return
-            time.sleep(0.2)
-        raise InfraError(f"DIMM {dimm_id} was not ejected within {timeout_s} s of device_del",
-                         hint="the guest must have offlined all its blocks")
+
+def parse_offline(out: str, iteration: int, block: str) -> dict[str, Any]:
+    """One block's record from the output of offline_script()."""
+    result_line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
+    fields = dict(w.split("=", 1) for w in result_line.split() if "=" in w)
+    snaps = snapshot.parse_step_lines(out)
+    return {
+        "iteration": iteration, "block": block,
+        "offlined": fields.get("state") == "offline",
+        "timed_out": fields.get("rc") == "124",  # timeout(1)'s status
+        "seconds": round(float(fields.get("end", 0)) - float(fields.get("start", 0)), 2),
+        # vmstat deltas across this block's offlining, free memory around it
+        "step": snapshot.step_delta(snaps.get("pre", {}), snaps.get("post", {})),
+    }
+
+
+def attach_summaries(blocks: list[dict[str, Any]], ops: list[dict[str, Any]]) -> None:
+    """Match each offline attempt to its offline_pages() summary by pfn range, in order."""
+    by_start: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        by_start.setdefault(int(op["start_pfn"]), []).append(op)
+    for r in blocks:
+        calls = by_start.get(block_start_pfn(r["block"]), [])
+        summary = calls.pop(0) if calls else None
+        r["summary"] = summary
+        if summary:
+            for key in ("drains", "drains_all", "migrate_calls", "passes", "failed_pages",
+                        "dumps", "ret"):
+                r[key] = summary.get(key)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vmtest import stats
+from vmtest import compare as stats
 
 
 def test_mann_whitney_exact_known_values():

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
+from vmtest.cli.common import Sub
 from vmtest.collect import dmesg
-from vmtest.errors import ConfigError
-
-# Splats that mean the kernel is broken, not just noisy: `--fail-on-splat` fails on these.
-CRASH_SPLATS = ("panic", "oops", "bug", "kasan", "ubsan")
+from vmtest.errors import EXIT_FAIL, EXIT_OK, ConfigError
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Sub) -> None:
     p = sub.add_parser(
         "dmesg", help="parse dmesg / console logs: migration failures, drains, splats",
         description="Parse dmesg or console logs (dmesg, /dev/kmsg or serial console "
@@ -37,40 +33,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _read(name: str) -> str:
     if name == "-":
         return sys.stdin.read()
-    path = Path(name)
     try:
-        return path.read_text(errors="replace")
+        return Path(name).read_text(errors="replace")
     except OSError as exc:
         raise ConfigError(f"cannot read {name}: {exc.strerror}",
                           hint="pass a dmesg or console log file, or - for stdin") from exc
 
 
-def op_summary(report: dmesg.DmesgReport) -> dict[str, dict[str, Any]]:
-    """Per instrumented operation (kernels/patches/README.md): how many, how many failed,
-    and the medians that matter."""
-    out: dict[str, dict[str, Any]] = {}
-    for op in dict.fromkeys(str(s["op"]) for s in report.summaries):
-        rows = report.ops(op)
-        entry: dict[str, Any] = {"count": len(rows),
-                                 "failed": sum(1 for r in rows if r.get("ret", 0) != 0)}
-        for key in ("drains", "drains_all", "migrate_calls", "passes", "failed_pages",
-                    "dumps", "us"):
-            values = [r[key] for r in rows if isinstance(r.get(key), int)]
-            if values:
-                entry[f"{key}_median"] = statistics.median(values)
-                entry[f"{key}_total"] = sum(values)
-        out[op] = entry
-    return out
-
-
-def document(name: str, report: dmesg.DmesgReport) -> dict[str, Any]:
-    doc = report.to_dict()
-    del doc["summaries"]  # one line per operation: --json is the summary, not the log
-    return {"file": name, "ops": op_summary(report), **doc}
-
-
 def render(name: str, report: dmesg.DmesgReport, top: int) -> str:
-    doc = document(name, report)
+    doc = report.summary_dict()
     lines = [f"{name}: {report.lines} lines"
              + ("" if report.starts_at_boot else " (does not start at boot: the ring "
                                                   "buffer wrapped, raise log_buf_len)")]
@@ -130,8 +101,8 @@ def cmd_dmesg(args: argparse.Namespace) -> int:
     for name in args.files:
         report = dmesg.parse(_read(name))
         if args.json:
-            print(json.dumps(document(name, report)))
+            print(json.dumps({"file": name, **report.summary_dict()}))
         else:
             print(render(name, report, args.top))
-        crashed |= any(s.kind in CRASH_SPLATS for s in report.splats)
-    return 1 if args.fail_on_splat and crashed else 0
+        crashed |= report.crashed()
+    return EXIT_FAIL if args.fail_on_splat and crashed else EXIT_OK

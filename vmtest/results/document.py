@@ -1,7 +1,8 @@
 """The result document: one JSON per run, schema `vmtest-run/1` (docs/result-schema.md).
 
-Written even when the guest crashed or hung: then `verdict` says so, `error` carries the
-message and the artifacts (console log, whatever was collected) are still listed.
+Every document is made by new() and written by write(), also when the guest crashed or
+hung or the kernel did not build: then `verdict` says so, `error` carries the message and
+the artifacts (console log, whatever was collected) are still listed.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+from vmtest import paths
+from vmtest.deadline import utc_now
 
 SCHEMA = "vmtest-run/1"
 
@@ -26,6 +30,34 @@ VERDICTS = ("ok", "kernel-crash", "hang", "timeout", "infrastructure", "failure"
             "interrupted")
 # Verdicts that are not measurements: a resume runs these again, reports skip them.
 NOT_RESULTS = ("infrastructure", "interrupted")
+
+
+def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: str,
+        parameters: dict[str, Any], accel: str, kernel_release: str = "",
+        build_key: str = "") -> dict[str, Any]:
+    """A document for a run that starts now: identity filled in, verdict ok until the
+    run says otherwise, nothing measured yet."""
+    return {
+        "schema": SCHEMA,
+        "run_id": uuid.uuid4().hex[:12],
+        "verdict": "ok",
+        "identity": {
+            "base": base, "variant": variant, "kernel_release": kernel_release,
+            "build_key": build_key[:24], "patches": list(patches), "scenario": scenario,
+            "profile": profile, "parameters": parameters,
+            "seed": int(parameters.get("seed", 0)), "accel": accel,
+        },
+        "host": host_info(),
+        "started_at": utc_now(),
+        "timings": {}, "metrics": {}, "attribution": [], "splats": [], "artifacts": {},
+    }
+
+
+def fail(doc: dict[str, Any], verdict: str, error: str) -> dict[str, Any]:
+    """Mark the document as not ok; what was measured stays."""
+    doc["verdict"] = verdict
+    doc["error"] = error
+    return doc
 
 
 def validate(doc: dict[str, Any]) -> list[str]:
@@ -56,15 +88,19 @@ def host_info() -> dict[str, Any]:
 
 
 def write(doc: dict[str, Any], path: Path) -> Path:
-    """Atomically write the document (a reader never sees half a file)."""
+    """Finish and atomically write the document (a reader never sees half a file);
+    problems with its shape are recorded in it, not raised: nothing measured is lost."""
+    doc.setdefault("finished_at", utc_now())
     problems = validate(doc)
     if problems:
         doc.setdefault("schema_problems", problems)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return paths.write_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def read(path: Path) -> dict[str, Any] | None:
+    """A stored document, or None if it is missing, torn or not a document."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

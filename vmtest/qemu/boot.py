@@ -1,4 +1,10 @@
-"""Boot a built kernel with this run's keys and initramfs, on the right accelerator."""
+"""Boot a built kernel with this run's keys and initramfs, on the right accelerator.
+
+boot() is the one way a guest is started: `vmtest run`, every scenario run and the
+integration tests go through it. The machine class and the initramfs builder are
+parameters, so that unit tests drive the accelerator probe and its fallback with the
+fake machine of vmtest/qemu/fake.py.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from vmtest import paths
 from vmtest.channel.keys import KeyPair
@@ -60,18 +67,29 @@ def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     return run_dir
 
 
+def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair,
+              programs: tuple[str, ...]) -> Path:
+    """The cached base image + optional program layers + this run's keys."""
+    return rootfs.assemble(rootfs.base_image(),
+                           rootfs.run_overlay(host_key.dropbear_private(),
+                                              client_key.authorized_key()),
+                           tmp / "initrd.cpio",
+                           layers=[rootfs.layer_image(p) for p in programs])
+
+
+MachineFactory = Callable[..., Any]  # (spec, run_dir, client_key=, host_key=) -> Machine
+
+
 @contextlib.contextmanager
 def boot(kernel: Path, opts: BootOptions, run_dir: Path,
-         store: accel_mod.VerdictStore | None = None) -> Iterator[Machine]:
+         store: accel_mod.VerdictStore | None = None, *,
+         machine_class: MachineFactory = Machine,
+         make_initramfs: Callable[..., Path] = initramfs) -> Iterator[Machine]:
     """A booted, ready guest (SSH not yet connected); always shut down on exit."""
     store = store or accel_mod.VerdictStore()
     client_key, host_key = KeyPair.generate(), KeyPair.generate()
-    base = rootfs.base_image()
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
-        initrd = rootfs.assemble(base, rootfs.run_overlay(host_key.dropbear_private(),
-                                                          client_key.authorized_key()),
-                                 Path(tmp) / "initrd.cpio",
-                                 layers=[rootfs.layer_image(p) for p in opts.programs])
+        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
@@ -82,10 +100,13 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             _warn_once(choice.note)
         machine = None
         if choice.probe:
-            machine = _probe_kvm(spec, run_dir, client_key, host_key, store)
+            machine = _probe_kvm(machine_class(replace(spec, accel="kvm"), run_dir,
+                                               client_key=client_key, host_key=host_key),
+                                 store)
         if machine is None:
-            machine = Machine(replace(spec, accel=choice.accel if not choice.probe else "tcg"),
-                              run_dir, client_key=client_key, host_key=host_key)
+            machine = machine_class(replace(spec, accel=choice.accel if not choice.probe
+                                            else "tcg"),
+                                    run_dir, client_key=client_key, host_key=host_key)
         with machine:  # launches it unless the probe already did
             machine.wait_ready(opts.boot_timeout_s)
             log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
@@ -93,12 +114,9 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             yield machine
 
 
-def _probe_kvm(spec: MachineSpec, run_dir: Path, client_key: KeyPair, host_key: KeyPair,
-               store: accel_mod.VerdictStore) -> Machine | None:
+def _probe_kvm(machine: Machine, store: accel_mod.VerdictStore) -> Machine | None:
     """Boot under KVM watching console progress; keep the machine if it boots."""
     host = accel_mod.host_fingerprint()
-    machine = Machine(replace(spec, accel="kvm"), run_dir, client_key=client_key,
-                      host_key=host_key)
     try:
         machine.launch()
     except InfraError as exc:

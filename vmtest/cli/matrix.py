@@ -1,0 +1,193 @@
+"""`vmtest matrix`, `vmtest report`, `vmtest merge`: parse, call the matrix / compare /
+report stages, show progress, choose the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vmtest import compare, config, matrix, paths, report, scenarios
+from vmtest.cli.common import Sub, add_accel_arg
+from vmtest.errors import (
+    EXIT_FAIL,
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    VmtestError,
+)
+from vmtest.kernel.build import BuiltKernel
+from vmtest.qemu import machine
+from vmtest.results import store as store_mod
+from vmtest.results.store import Run, Store
+
+
+def add_parser(sub: Sub) -> None:
+    p = sub.add_parser("matrix", help="run kernels x variants x scenarios x repetitions and "
+                                      "compare the variants")
+    p.add_argument("config", nargs="?", default=None,
+                   help="experiment YAML (default: configs/lru-migration.yaml)")
+    p.add_argument("--profile", help="scenario profile (default: the config's, e.g. seed)")
+    p.add_argument("--repetitions", type=int, help="override matrix.repetitions")
+    p.add_argument("--results", help="results directory (default: results/<config>-<profile>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted matrix")
+    p.add_argument("--force", action="store_true",
+                   help="accept a results directory made by another config/profile")
+    p.add_argument("--jobs", default="auto", help="parallel VMs (default: auto = cores, "
+                                                  "bounded by memory)")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N (see vmtest merge)")
+    p.add_argument("--stagger", default="auto", metavar="S",
+                   help="seconds between the starts of parallel runs (default: auto = 0 "
+                        f"when --jobs <= cores, else {matrix.CROWDED_STAGGER_S:g}: "
+                        "simultaneous boots starve each other)")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="run only this scenario of the matrix (repeatable)")
+    add_accel_arg(p)
+    p.add_argument("--run-timeout", type=float, default=None, metavar="S",
+                   help="limit per run (default: from the scenario's parameters)")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("report", help="re-render the report of a results directory")
+    p.add_argument("results")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("merge", help="combine results directories (shards) into one")
+    p.add_argument("output")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--force", action="store_true", help="merge different configs anyway")
+    p.set_defaults(func=cmd_merge)
+
+
+def _number(text: str, option: str, kind: type[int] | type[float]) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a number",
+                          hint=f"{option} auto, or a {kind.__name__}") from None
+    if value < 0 or (kind is int and value < 1):
+        raise ConfigError(f"{option} {text!r} is out of range")
+    return value
+
+
+class Progress:
+    """One line per finished run (CI, pipes), or a rich progress bar on a terminal."""
+
+    def __init__(self, exp: config.Experiment, total: int) -> None:
+        self.exp = exp
+        self.started = time.monotonic()
+        self.bar: Any = None
+        if sys.stderr.isatty() and not os.environ.get("CI"):
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("matrix", total=total)
+            self.bar.start()
+
+    def kernel(self, kname: str, vname: str, built: BuiltKernel | VmtestError) -> None:
+        if isinstance(built, VmtestError):
+            print(f"kernel {kname}/{vname}: FAILED: {built.render()}", file=sys.stderr)
+        else:
+            how = "cache hit" if built.artifact.cached else "built"
+            print(f"kernel {kname}/{vname}: ready ({how})", file=sys.stderr)
+
+    def run_done(self, run: Run, doc: dict[str, Any], done: int, todo: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, description=f"{run.key}: "
+                                                                   f"{doc.get('verdict')}")
+            return
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / done * (todo - done)
+        shown = scenarios.get(run.scenario).PROGRESS_METRICS
+        primary = {k: v for k, v in doc.get("metrics", {}).items() if k in shown}
+        print(f"[{done}/{todo}] {run.key}: {doc.get('verdict')} {primary} "
+              f"({elapsed:.0f} s elapsed, ETA {eta:.0f} s)", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    cfg_path = args.config or str(paths.default_config())
+    exp = config.load(cfg_path)
+    if exp.matrix is None:
+        raise ConfigError(f"{cfg_path}: no matrix: section")
+    profile = args.profile or exp.matrix.profile
+    jobs = matrix.auto_jobs() if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
+    stagger_s = matrix.stagger_for(jobs) if args.stagger == "auto" \
+        else _number(args.stagger, "--stagger", float)
+    runs = matrix.shard(matrix.select(matrix.expand(exp, profile=profile,
+                                                    repetitions=args.repetitions),
+                                      exp, scenarios=args.scenario), args.shard)
+    if not runs:
+        raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
+    results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")
+    store = Store(results)
+    if store.has_results() and not args.resume and not args.force:
+        raise ConfigError(f"{results} already holds results",
+                          hint="--resume to continue it, or choose another --results")
+    store.claim(exp, profile, force=args.force)
+    print(f"matrix: {len(runs)} runs ({sum(1 for r in runs if store.done(r))} already done), "
+          f"{jobs} in parallel, results in {results}", file=sys.stderr)
+
+    progress = Progress(exp, len(runs))
+    stop = threading.Event()
+    try:
+        built = matrix.build_kernels(exp, runs, progress.kernel)
+        matrix.execute(runs, store, matrix.runner(exp, built, accel=args.accel,
+                                                  run_timeout_s=args.run_timeout),
+                       jobs=jobs, progress=progress.run_done, stop=stop,
+                       on_interrupt=lambda: machine.kill_live(reason="interrupt"),
+                       stagger_s=stagger_s)
+    except KeyboardInterrupt:
+        stop.set()
+        progress.stop()
+        print("\nvmtest: interrupted; stopped the running VMs. Finished runs are kept: "
+              f"`vmtest matrix {cfg_path} --results {results} --resume` continues.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.stop()
+    return _render(exp, store, results, profile)
+
+
+def _render(exp: config.Experiment, store: Store, results: Path, profile: str) -> int:
+    data = compare.build(exp, store.documents(), profile)
+    print(report.write(results, data))
+    print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
+    if data["regressions"] or data["crashes"]:
+        return EXIT_FAIL
+    if data["infrastructure_failures"]:
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    meta = store_mod.read_meta(results)
+    exp = config.load(meta["config"])
+    if exp.matrix is None:
+        raise ConfigError(f"{meta['config']}: no matrix: section")
+    return _render(exp, Store(results), results, str(meta.get("profile", "")))
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    copied = store_mod.merge(out, [Path(src) for src in args.inputs], force=args.force)
+    print(f"merged {copied} runs into {out}; `vmtest report {out}` renders them",
+          file=sys.stderr)
+    return EXIT_OK

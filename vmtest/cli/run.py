@@ -1,0 +1,164 @@
+"""`vmtest run`: boot a kernel and run a command in the guest, or run one scenario."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from vmtest import config, scenarios
+from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
+from vmtest.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
+from vmtest.kernel import build as kbuild
+from vmtest.qemu import boot
+from vmtest.qemu.argv import parse_size_mib
+
+log = logging.getLogger("vmtest")
+
+
+def add_parser(sub: Sub) -> None:
+    p = sub.add_parser("run", help="boot a kernel and run CMD in the guest over SSH",
+                       usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
+    add_kernel_args(p)
+    p.add_argument("--kernel", help="a vmlinux (PVH), bzImage or build directory "
+                   "(default: build --source)")
+    add_accel_arg(p)
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
+    p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
+    p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
+    p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
+    p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="limit for CMD itself")
+    p.add_argument("--console", action="store_true",
+                   help="run CMD on the serial console instead of SSH")
+    p.add_argument("--output", metavar="DIR", help="where logs go (default: a new run dir)")
+    p.add_argument("--qemu-arg", action="append", metavar="ARG", help="extra QEMU argument")
+    p.add_argument("--append", action="append", metavar="WORD",
+                   help="extra kernel command-line word")
+    p.add_argument("--timings", action="store_true", help="print boot/total seconds to stderr")
+    p.add_argument("--scenario", help="run a scenario instead of CMD (cma-stress, "
+                                      "hotplug-offline); writes result.json")
+    p.add_argument("--profile", default="quick", help="scenario profile (quick, seed)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a scenario parameter (repeatable)")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.scenario:
+        if args.command and args.command != ["--"]:
+            raise ConfigError("give either --scenario or a command, not both")
+        return _scenario_run(args)
+    command = args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command given", hint="vmtest run [OPTIONS] -- CMD [ARGS...]")
+    return _command_run(args, command)
+
+
+def _kernel_image(args: argparse.Namespace) -> Path:
+    if args.kernel:
+        path = Path(args.kernel)
+        if path.is_dir():
+            path = kbuild.KernelArtifact(key="", directory=path).image
+        if not path.is_file():
+            raise ConfigError(f"kernel image {args.kernel} not found",
+                              hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "
+                                   "directory printed by `vmtest build`")
+        return path
+    if uses_config(args) and not args.variant:
+        args.variant = "patched"  # the built-in default: the kernel as shipped
+    return kbuild.build(one_spec(args)).image
+
+
+def _command_run(args: argparse.Namespace, command: list[str]) -> int:
+    kernel = _kernel_image(args)
+    opts = boot.BootOptions(
+        accel=args.accel, cpus=args.cpus, memory_mib=parse_size_mib(args.memory, "--memory"),
+        cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
+        maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
+        qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
+        # The optional stress-ng layer comes along when the command uses it.
+        programs=tuple(p for p in ("stress-ng",) if any(p in word for word in command)))
+    run_dir = Path(args.output) if args.output else boot.new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"console log: {run_dir / 'console.log'}", file=sys.stderr)
+    # ssh semantics: the words are joined with spaces and run by the guest's shell.
+    line = " ".join(command)
+    with boot.boot(kernel, opts, run_dir) as vm:
+        ready = time.monotonic() - started
+        if args.console:
+            status, output = vm.console_exec(line, timeout_s=args.timeout or 3600)
+            sys.stdout.write(output)
+        else:
+            ssh = vm.ssh(timeout_s=max(5.0, args.boot_timeout - ready))
+            status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                             timeout_s=args.timeout, watch=vm.check)
+        vm.check()
+    total = time.monotonic() - started
+    log.info("exit status %d; ready after %.2f s, total %.2f s", status, ready, total)
+    if args.timings:
+        print(f"vmtest-timings ready_s={ready:.3f} total_s={total:.3f} accel={vm.spec.accel}",
+              file=sys.stderr)
+    return status
+
+
+def _overrides(items: list[str] | None) -> dict[str, object]:
+    import yaml
+
+    overrides: dict[str, object] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = yaml.safe_load(value)  # 3 -> int, 0.5 -> float, true -> bool
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
+def _scenario_run(args: argparse.Namespace) -> int:
+    from vmtest import run
+
+    uses_config(args)
+    exp = config.load(args.config)
+    if args.base:
+        kernel = exp.kernel(args.base)
+    elif len(exp.kernels) == 1:
+        kernel = exp.kernels[0]
+    else:
+        raise ConfigError(f"{args.config} defines several kernels",
+                          hint="pick one with --base NAME")
+    if not args.variant:
+        raise ConfigError("--scenario needs --variant",
+                          hint=f"available: {', '.join(v.name for v in kernel.variants)}")
+    variant = kernel.variant(args.variant, f"{args.config}: ")
+    overrides = _overrides(args.set)
+    # The scenario as the config defines it (its params), else the catalog's.
+    defined = {s.name: s for s in exp.scenarios}
+    scenario = defined[args.scenario].make(args.profile, **overrides) \
+        if args.scenario in defined else scenarios.make(args.scenario, args.profile, overrides)
+    built = kbuild.build_kernel(kernel.build_spec(variant))
+    out = Path(args.output) if args.output else boot.new_run_dir(
+        label=f"{args.scenario}-{variant.name}")
+    print(f"run directory: {out}", file=sys.stderr)
+    doc = run.run_scenario(built, scenario, out, accel=args.accel,
+                           boot_timeout_s=args.boot_timeout)
+    print(f"{doc['identity']['kernel_release']} {args.scenario}/{args.profile}: "
+          f"verdict {doc['verdict']}")
+    for key, value in doc.get("metrics", {}).items():
+        if not isinstance(value, dict):
+            print(f"  {key}: {value}")
+    print(f"result: {out / 'result.json'}")
+    if doc["verdict"] == "ok":
+        return EXIT_OK
+    print(doc.get("error", ""), file=sys.stderr)
+    return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL

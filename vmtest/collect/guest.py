@@ -1,0 +1,48 @@
+"""Gathering from a running guest: state snapshots, tracing, the kernel log and the
+trace as artifacts. The parsers (dmesg, tracefs, snapshot) are pure; this module is
+the part that talks to the guest."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from vmtest.collect import snapshot as snapshot_parser
+from vmtest.collect import tracefs
+from vmtest.errors import InfraError
+from vmtest.qemu.machine import Machine
+
+
+def check_paths(vm: Machine, need: dict[str, str]) -> None:
+    """Each path must exist in the guest, else say which kernel option is missing."""
+    script = "; ".join(f"[ -e {shlex.quote(p)} ] || echo MISSING {shlex.quote(p)}"
+                       for p in need)
+    missing = [line.split(" ", 1)[1] for line in vm.ssh().check_output(script).splitlines()
+               if line.startswith("MISSING ")]
+    if missing:
+        options = ", ".join(sorted({need[p] for p in missing}))
+        raise InfraError(f"the guest kernel lacks {', '.join(missing)}",
+                         hint=f"build it with {options} (kernels/fragments/mm-migration.config)")
+
+
+def snapshot(vm: Machine) -> dict[str, Any]:
+    """vmstat, meminfo, CMA sysfs and debugfs in one round trip."""
+    return snapshot_parser.parse_snapshot(vm.ssh().check_output(snapshot_parser.SNAPSHOT_SCRIPT))
+
+
+def start_tracing(vm: Machine) -> None:
+    vm.ssh().check_output(tracefs.START_COMMAND)
+
+
+def save_logs(vm: Machine, run_dir: Path) -> dict[str, Path]:
+    """The guest's dmesg and trace, saved as artifacts: {"dmesg": path, "trace": path}."""
+    ssh = vm.ssh()
+    dmesg = run_dir / "dmesg.txt"
+    with dmesg.open("wb") as out:
+        if ssh.run("dmesg", stdout=out, timeout_s=120) != 0:
+            raise InfraError("reading dmesg in the guest failed")
+    trace = run_dir / "trace.txt"
+    with trace.open("wb") as out:
+        ssh.run(f"cat {tracefs.TRACE_FILE} 2>/dev/null", stdout=out, timeout_s=120)
+    return {"dmesg": dmesg, "trace": trace}

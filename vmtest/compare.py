@@ -1,0 +1,309 @@
+"""Comparing variants: result documents in, the comparison as data out (pure).
+
+Statistics for small samples, no distribution assumed:
+- Mann-Whitney U, two-sided: exact permutation distribution when the number of
+  arrangements is small (<= 200k), else the normal approximation with tie correction
+  and continuity correction.
+- Bootstrap 95 % confidence interval of the median (percentile method, fixed seed).
+
+build() groups the documents per kernel, scenario and variant, compares each variant
+with the baseline on every metric the config names, and adds the verdicts, the time to
+verdict, and the runs that crashed or failed. vmtest/report.py renders what it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vmtest import scenarios
+from vmtest.config import Experiment
+from vmtest.deadline import utc_epoch
+from vmtest.results.document import NOT_RESULTS
+
+EXACT_LIMIT = 200_000
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(U of a, two-sided p-value)."""
+    n1, n2 = len(a), len(b)
+    if n1 == 0 or n2 == 0:
+        return float("nan"), float("nan")
+    pooled = list(a) + list(b)
+    ranks = _ranks(pooled)
+    r1 = sum(ranks[:n1])
+    u1 = r1 - n1 * (n1 + 1) / 2
+    mean_u = n1 * n2 / 2
+    if len(set(pooled)) == 1:
+        return u1, 1.0
+    if math.comb(n1 + n2, n1) <= EXACT_LIMIT:
+        # Exact: every way of choosing which ranks belong to `a`.
+        observed = abs(u1 - mean_u)
+        total = extreme = 0
+        for combo in itertools.combinations(ranks, n1):
+            u = sum(combo) - n1 * (n1 + 1) / 2
+            total += 1
+            if abs(u - mean_u) >= observed - 1e-9:
+                extreme += 1
+        return u1, extreme / total
+    ties = _tie_term(pooled)
+    n = n1 + n2
+    sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))))
+    if sigma == 0:
+        return u1, 1.0
+    z = (abs(u1 - mean_u) - 0.5) / sigma
+    return u1, math.erfc(max(z, 0) / math.sqrt(2))
+
+
+def _tie_term(values: Sequence[float]) -> float:
+    counts: dict[float, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return float(sum(t ** 3 - t for t in counts.values()))
+
+
+def bootstrap_ci_median(values: Sequence[float], *, level: float = 0.95, rounds: int = 4000,
+                        seed: int = 12345) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(rounds))
+    lo = medians[int((1 - level) / 2 * rounds)]
+    hi = medians[min(rounds - 1, int((1 + level) / 2 * rounds))]
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    mean: float
+    ci_low: float
+    ci_high: float
+    values: tuple[float, ...]
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    vals = [float(v) for v in values]
+    if not vals:
+        nan = float("nan")
+        return Summary(0, nan, nan, nan, nan, ())
+    lo, hi = bootstrap_ci_median(vals)
+    return Summary(len(vals), statistics.median(vals), statistics.fmean(vals), lo, hi,
+                   tuple(vals))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    baseline: Summary  # e.g. unpatched
+    candidate: Summary  # e.g. patched
+    ratio: float  # baseline median / candidate median
+    p_value: float
+    verdict: str  # improved | regressed | no significant change | insufficient data
+
+
+def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], *,
+            lower_is_better: bool = True, alpha: float = 0.05) -> Comparison:
+    b, c = summarize(baseline), summarize(candidate)
+    if b.n < 2 or c.n < 2:
+        return Comparison(metric, b, c, _ratio(b.median, c.median), float("nan"),
+                          "insufficient data")
+    _, p = mann_whitney_u(list(b.values), list(c.values))
+    if p >= alpha or b.median == c.median:
+        verdict = "no significant change"
+    else:
+        better = c.median < b.median if lower_is_better else c.median > b.median
+        verdict = "improved" if better else "regressed"
+    return Comparison(metric, b, c, _ratio(b.median, c.median), p, verdict)
+
+
+def _ratio(num: float, den: float) -> float:
+    if den == 0:
+        return float("inf") if num > 0 else float("nan") if num == 0 else float("-inf")
+    return num / den
+
+
+# -- the comparison of a matrix's documents ---------------------------------------
+def _groups(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for doc in docs:
+        ident = doc.get("identity", {})
+        groups[(ident.get("base", "?"), ident.get("scenario", "?"),
+                ident.get("variant", "?"))].append(doc)
+    return groups
+
+
+def build(exp: Experiment, docs: list[dict[str, Any]],
+          profile: str | None = None) -> dict[str, Any]:
+    """The comparison as data: per kernel, scenario and metric, baseline vs each variant."""
+    assert exp.matrix is not None
+    groups = _groups(docs)
+    baseline = exp.matrix.variants[0]
+    sections: list[dict[str, Any]] = []
+    for kernel in exp.matrix.kernels:
+        for sc_name in exp.matrix.scenarios:
+            sc = exp.scenario(sc_name)
+            base_docs = groups.get((kernel, sc_name, baseline), [])
+            for variant in exp.matrix.variants[1:]:
+                cand_docs = groups.get((kernel, sc_name, variant), [])
+                if not base_docs and not cand_docs:
+                    continue  # not run here (matrix --scenario, another shard)
+                comparisons = []
+                for metric in sc.metrics:
+                    b = _values(base_docs, metric)
+                    c = _values(cand_docs, metric)
+                    comp = compare(metric, b, c, lower_is_better=sc.lower_is_better)
+                    comparisons.append(_comp_dict(comp))
+                sections.append({
+                    "kernel": kernel, "scenario": sc_name, "baseline": baseline,
+                    "candidate": variant, "primary": sc.metrics[0],
+                    "comparisons": comparisons,
+                    "runs": {baseline: _verdicts(base_docs), variant: _verdicts(cand_docs)},
+                    "splats_only_in": _splat_diff(base_docs, cand_docs, baseline, variant),
+                    "headline": scenarios.get(sc_name).headline(
+                        comparisons, base_docs + cand_docs, baseline, variant),
+                    "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
+                    "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),
+                    "mixed_builds": {v: keys for v, keys in
+                                     ((baseline, _build_keys(base_docs)),
+                                      (variant, _build_keys(cand_docs))) if len(keys) > 1},
+                })
+    crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
+                "error": d.get("error", "")[:500]}
+               for d in docs if d.get("verdict") not in ("ok", *NOT_RESULTS)]
+    infra = [{"run": d.get("run_id"), "identity": _ident(d), "error": d.get("error", "")[:500]}
+             for d in docs if d.get("verdict") == "infrastructure"]
+    regressions = [f"{s['kernel']}/{s['scenario']}/{c['metric']}"
+                   for s in sections for c in s["comparisons"] if c["verdict"] == "regressed"]
+    result: dict[str, Any] = {
+        "config": str(exp.path), "profile": profile or exp.matrix.profile,
+        "sections": sections,
+        "crashes": crashes, "infrastructure_failures": infra, "regressions": regressions,
+        "runs": len(docs)}
+    return result
+
+
+def _ident(doc: dict[str, Any]) -> str:
+    i = doc.get("identity", {})
+    return f"{i.get('base')}/{i.get('scenario')}/{i.get('variant')}"
+
+
+def _values(docs: list[dict[str, Any]], metric: str) -> list[float]:
+    out = []
+    for d in docs:
+        if d.get("verdict") != "ok":
+            continue
+        value = d.get("metrics", {}).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(float(value))
+    return out
+
+
+def _verdicts(docs: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for d in docs:
+        counts[str(d.get("verdict"))] += 1
+    return dict(counts)
+
+
+def _comp_dict(comp: Comparison) -> dict[str, Any]:
+    data = asdict(comp)
+    for side in ("baseline", "candidate"):
+        data[side]["values"] = list(data[side]["values"])
+    return _clean(data)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _splat_diff(base: list[dict[str, Any]], cand: list[dict[str, Any]], bname: str,
+                cname: str) -> dict[str, list[str]]:
+    def titles(docs: list[dict[str, Any]]) -> set[str]:
+        return {f"{s.get('kind')}: {s.get('title')}" for d in docs for s in d.get("splats", [])}
+
+    tb, tc = titles(base), titles(cand)
+    return {bname: sorted(tb - tc), cname: sorted(tc - tb)}
+
+
+def _build_keys(docs: list[dict[str, Any]]) -> list[str]:
+    """The kernel builds a variant's runs used: more than one means the results mix
+    kernels (a fragment or patch changed between a run and a resume)."""
+    return sorted({str(d.get("identity", {}).get("build_key")) for d in docs
+                   if d.get("verdict") == "ok"})
+
+
+def time_to_verdict(base: list[dict[str, Any]], cand: list[dict[str, Any]], metric: str,
+                    alpha: float = 0.01) -> dict[str, Any]:
+    """Replay the runs in the order they finished: after how many runs, and how much wall
+    time from the first start, did the primary metric's Mann-Whitney p fall below alpha
+    (and stay below it for every later run)? The exact test has a floor: without ties,
+    n+m runs give p >= 2 / C(n+m, n), so 5+5 runs are the fewest that reach p < 0.01;
+    ties (a variant at 0 in every run) can make it one run fewer."""
+    events = []
+    for side, docs in (("base", base), ("cand", cand)):
+        for d in docs:
+            value = d.get("metrics", {}).get(metric)
+            end = utc_epoch(d.get("finished_at"))
+            if d.get("verdict") == "ok" and isinstance(value, (int, float)) and end is not None:
+                events.append((end, utc_epoch(d.get("started_at")) or end, side, float(value)))
+    events.sort()
+    if not events:
+        return {"reached": False, "runs": 0, "p_value": None, "alpha": alpha}
+    first_start = min(e[1] for e in events)
+    b: list[float] = []
+    c: list[float] = []
+    reached_at: tuple[int, float, float] | None = None
+    p = float("nan")
+    for end, _start, side, value in events:
+        (b if side == "base" else c).append(value)
+        p = mann_whitney_u(b, c)[1] if b and c else float("nan")
+        if p < alpha:
+            reached_at = reached_at or (len(b) + len(c), end - first_start, p)
+        else:
+            reached_at = None
+    result: dict[str, Any] = {"alpha": alpha, "runs": len(events), "p_value": _clean(p),
+                              "reached": reached_at is not None}
+    if reached_at:
+        result |= {"runs_needed": reached_at[0], "wall_s": round(reached_at[1], 1),
+                   "p_at_verdict": _clean(reached_at[2])}
+    else:
+        result["wall_s_so_far"] = round(max(e[0] for e in events) - first_start, 1)
+    return result
+
+
+def _timeline(docs: list[dict[str, Any]]) -> list[float]:
+    """Per-operation dumps of the first successful run (allocation order)."""
+    for d in docs:
+        ops = d.get("operations")
+        if d.get("verdict") == "ok" and ops:
+            return [float(o.get("dumps", 0)) for o in ops]
+    return []

@@ -1,0 +1,178 @@
+"""A results directory: matrix.json (which config and profile it belongs to),
+index.jsonl (one line per finished run) and runs/<key>/ (each run's result.json and
+artifacts).
+
+Each finished run leaves runs/<key>/result.json (written atomically) and one line
+appended to index.jsonl; a run that did not finish leaves neither, so a resume re-runs
+exactly the runs without a result. result.json is the authority: an index line missing
+because the process stopped between the two is added back by reconcile().
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vmtest import paths
+from vmtest.config import Experiment
+from vmtest.errors import ConfigError
+from vmtest.results import document
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of a matrix: where its result lives and what it measures."""
+
+    kernel: str
+    variant: str
+    scenario: str
+    repetition: int
+    profile: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kernel}__{self.scenario}__{self.variant}__r{self.repetition:03d}"
+
+
+def config_fingerprint(exp: Experiment, profile: str) -> str:
+    text = Path(exp.path).read_text()
+    return hashlib.sha256(f"{profile}\n{text}".encode()).hexdigest()[:16]
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    """matrix.json of a results directory, or a ConfigError saying it is not one."""
+    meta = document.read(root / "matrix.json")
+    if meta is None:
+        raise ConfigError(f"{root} is not a vmtest results directory (no readable matrix.json)",
+                          hint="pass a directory written by `vmtest matrix`")
+    return meta
+
+
+class Store:
+    """A results directory: matrix.json, index.jsonl, runs/<key>/."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    def has_results(self) -> bool:
+        return (self.root / "index.jsonl").exists()
+
+    def claim(self, exp: Experiment, profile: str, *, force: bool) -> None:
+        """Pin the directory to this config and profile (refuse another unless force)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta_path = self.root / "matrix.json"
+        fingerprint = config_fingerprint(exp, profile)
+        if meta_path.exists():
+            meta = read_meta(self.root)
+            if meta.get("fingerprint") != fingerprint and not force:
+                raise ConfigError(
+                    f"{self.root} holds results of another config or profile "
+                    f"({meta.get('config')}, profile {meta.get('profile')}, fingerprint "
+                    f"{meta.get('fingerprint')}; now {fingerprint})",
+                    hint="use another --results directory, or --force to mix them")
+        meta = {"store_version": STORE_VERSION, "config": str(exp.path), "profile": profile,
+                "fingerprint": fingerprint, "config_text": Path(exp.path).read_text()}
+        paths.write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+
+    def run_dir(self, run: Run) -> Path:
+        return self.root / "runs" / run.key
+
+    def done(self, run: Run) -> bool:
+        doc = document.read(self.run_dir(run) / "result.json")
+        # Infrastructure failures and interrupted runs are not results: a resume
+        # retries them.
+        return doc is not None and doc.get("verdict") not in document.NOT_RESULTS
+
+    def prepare(self, run: Run) -> Path:
+        path = self.run_dir(run)
+        shutil.rmtree(path, ignore_errors=True)  # leftovers of a run that did not finish
+        path.mkdir(parents=True)
+        return path
+
+    def record(self, run: Run, doc: dict[str, Any]) -> None:
+        self._append({"key": run.key, **asdict(run), "verdict": doc.get("verdict"),
+                      "result": str(self.run_dir(run) / "result.json")})
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry) + "\n"
+        with self._lock:
+            fd = os.open(self.root / "index.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())  # one write: a line is there whole or not at all
+            finally:
+                os.close(fd)
+
+    def indexed(self) -> set[str]:
+        path = self.root / "index.jsonl"
+        if not path.exists():
+            return set()
+        keys = set()
+        for line in path.read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError):
+                continue  # a torn last line of a killed process
+        return keys
+
+    def reconcile(self, runs: list[Run]) -> int:
+        """Index runs whose result.json is there but whose index line is not (the process
+        was stopped between the two). result.json is the authority."""
+        indexed = self.indexed()
+        added = 0
+        for run in runs:
+            if run.key not in indexed and self.done(run):
+                doc = document.read(self.run_dir(run) / "result.json") or {}
+                self.record(run, doc)
+                added += 1
+        return added
+
+    def documents(self) -> list[dict[str, Any]]:
+        docs = []
+        for path in sorted((self.root / "runs").glob("*/result.json")):
+            doc = document.read(path)
+            if doc is None:
+                log.warning("skipping unreadable %s", path)
+            else:
+                docs.append(doc)
+        return docs
+
+
+def merge(out: Path, inputs: list[Path], *, force: bool = False) -> int:
+    """Combine results directories (the shards of a CI job matrix) into out; returns the
+    number of runs copied. Shards must come from one config and profile (unless force)
+    and must not overlap."""
+    metas = [read_meta(src) for src in inputs]
+    if len({m.get("fingerprint") for m in metas}) > 1 and not force:
+        raise ConfigError("the inputs come from different configs or profiles",
+                          hint="--force merges them anyway")
+    sources: dict[str, Path] = {}
+    for src in inputs:
+        for run_dir in sorted((src / "runs").glob("*")):
+            if not (run_dir / "result.json").exists():
+                continue
+            if run_dir.name in sources or (out / "runs" / run_dir.name).exists():
+                raise ConfigError(f"run {run_dir.name} is in more than one input",
+                                  hint="shards must not overlap")
+            sources[run_dir.name] = run_dir
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    shutil.copy(inputs[0] / "matrix.json", out / "matrix.json")
+    store = Store(out)
+    for key, run_dir in sources.items():
+        dest = out / "runs" / key
+        shutil.copytree(run_dir, dest)
+        doc = document.read(dest / "result.json") or {}
+        store._append({"key": key, "verdict": doc.get("verdict"),
+                       "result": str(dest / "result.json")})
+    return len(sources)

@@ -132,10 +132,10 @@ class AccelChoice:
 
 
 def choose(requested: str, store: VerdictStore, host: str | None = None,
-           openable: Callable[[], tuple[bool, str]] = kvm_openable) -> AccelChoice:
+           openable: Callable[[], tuple[bool, str]] | None = None) -> AccelChoice:
     if requested == "tcg":
         return AccelChoice("tcg", False, "TCG requested")
-    ok, why = openable()
+    ok, why = (openable or kvm_openable)()
     if requested == "kvm":
         return AccelChoice("kvm", False, why)
     if not ok:

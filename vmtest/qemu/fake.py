@@ -24,7 +24,7 @@ from typing import IO, Any
 from vmtest.channel.ssh import SSHChannel
 from vmtest.errors import ChannelError, InfraError, VmtestError
 from vmtest.qemu.argv import MachineSpec
-from vmtest.qemu.machine import Machine, State
+from vmtest.qemu.machine import Lifecycle, Machine, State
 
 
 def _text(data: bytes) -> str:
@@ -119,7 +119,7 @@ class FakeConsole:
         return "\n".join(self.data.decode(errors="replace").splitlines()[-lines:])
 
 
-class FakeMachine:
+class FakeMachine(Lifecycle):
     """Duck-types Machine for everything above qemu/: boot(), run, scenarios.
 
     `transcript`: what the guest answers (none: every SSH command fails the test).
@@ -128,8 +128,6 @@ class FakeMachine:
     `end`: raised once the transcript is used up (a guest that crashes or hangs there);
     without it, asking past the end is a test failure.
     """
-
-    launched: list[FakeMachine] = []  # every instance launched, for tests to inspect
 
     def __init__(self, spec: MachineSpec, run_dir: Path, *, client_key: Any = None,
                  host_key: Any = None, transcript: Transcript | None = None,
@@ -148,15 +146,6 @@ class FakeMachine:
         self._launch_error = launch_error
         self._exits = exits
         self._cursor = _Cursor(self.transcript, end)
-        self._dimms: list[str] = []
-
-    def __enter__(self) -> FakeMachine:
-        if self.state is State.NEW:
-            self.launch()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def launch(self) -> None:
         if self._launch_error is not None:
@@ -165,7 +154,6 @@ class FakeMachine:
         self.console_log.write_bytes(self.console.data)
         self.qemu_log.write_text("")
         self.state = State.LAUNCHED
-        FakeMachine.launched.append(self)
 
     def exited(self) -> bool:
         return self._exits or self.state is State.STOPPED

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pexpect
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -78,7 +78,28 @@ def kill_live(run_dir: Path | None = None, reason: str = "interrupt") -> int:
     return len(victims)
 
 
-class Machine:
+class Lifecycle:
+    """`with machine:` launches it (unless already launched) and always shuts it down;
+    shared by Machine and the fake machine of vmtest/qemu/fake.py."""
+
+    state: State
+
+    def launch(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, *, graceful: bool = True) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if self.state is State.NEW:
+            self.launch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class Machine(Lifecycle):
     """Use as `with Machine(spec, run_dir, ...) as vm:`; run_dir keeps the logs."""
 
     def __init__(self, spec: MachineSpec, run_dir: Path, *, client_key: KeyPair | None = None,
@@ -104,14 +125,6 @@ class Machine:
         self.aborted = ""  # why vmtest killed the VM: "interrupt" | "timeout"
 
     # -- lifecycle -----------------------------------------------------------------
-    def __enter__(self) -> Machine:
-        if self.state is State.NEW:
-            self.launch()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
     def launch(self) -> None:
         if self.state is not State.NEW:
             raise InfraError(f"machine already {self.state.value}")

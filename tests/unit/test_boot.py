@@ -1,0 +1,101 @@
+"""qemu/boot.py on the fake machine: the accelerator choice, KVM's probe and its fallback
+to TCG, the verdict remembered per host -- what only real guests covered before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmtest.errors import InfraError
+from vmtest.qemu import accel, boot
+from vmtest.qemu.fake import FakeMachine
+
+
+def _no_initramfs(tmp: Path, host_key, client_key, programs) -> Path:
+    path = tmp / "initrd.cpio"
+    path.write_bytes(b"")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    return accel.VerdictStore(tmp_path / "accel.json")
+
+
+@pytest.fixture
+def kvm_opens(monkeypatch):
+    monkeypatch.setattr(accel, "kvm_openable", lambda dev="/dev/kvm": (True, "/dev/kvm opens"))
+
+
+def _boot(tmp_path, store, factory, accel_name="auto"):
+    opts = boot.BootOptions(accel=accel_name, boot_timeout_s=5)
+    return boot.boot(Path("/k/vmlinux"), opts, tmp_path / "run", store,
+                     machine_class=factory, make_initramfs=_no_initramfs)
+
+
+def test_tcg_requested_boots_tcg_without_probe(tmp_path, store):
+    made = []
+
+    def factory(spec, run_dir, **kw):
+        made.append(spec.accel)
+        return FakeMachine(spec, run_dir, **kw)
+
+    with _boot(tmp_path, store, factory, "tcg") as vm:
+        assert vm.spec.accel == "tcg" and vm.release == "6.1.0-fake"
+    assert made == ["tcg"] and store.get(accel.host_fingerprint()) is None
+
+
+def test_kvm_that_boots_is_kept_and_remembered(tmp_path, store, kvm_opens):
+    made = []
+
+    def factory(spec, run_dir, **kw):
+        made.append(spec.accel)
+        return FakeMachine(spec, run_dir, **kw)
+
+    with _boot(tmp_path, store, factory) as vm:
+        assert vm.spec.accel == "kvm"
+    assert made == ["kvm"]  # the probe's machine is the one used
+    assert store.get(accel.host_fingerprint())["kvm_works"] is True
+    # Next time: KVM without a probe.
+    assert accel.choose("auto", store) == accel.AccelChoice(
+        "kvm", False, "KVM boots guests on this host (remembered)")
+
+
+def test_kvm_that_stalls_falls_back_to_tcg_and_keeps_the_probe_logs(tmp_path, store,
+                                                                      kvm_opens):
+    made = []
+
+    def factory(spec, run_dir, **kw):
+        made.append(spec.accel)
+        if spec.accel == "kvm":  # dies before init, as QEMU does on some nested hosts
+            return FakeMachine(spec, run_dir, exits=True, console=b"", **kw)
+        return FakeMachine(spec, run_dir, **kw)
+
+    with _boot(tmp_path, store, factory) as vm:
+        assert vm.spec.accel == "tcg"
+    assert made == ["kvm", "tcg"]
+    verdict = store.get(accel.host_fingerprint())
+    assert verdict["kvm_works"] is False and "exited during the probe" in verdict["reason"]
+    assert (tmp_path / "run" / "console-kvm-probe.log").exists()
+    assert "does not boot guests" in accel.choose("auto", store).note
+
+
+def test_qemu_refusing_kvm_is_a_fallback_not_an_error(tmp_path, store, kvm_opens):
+    refused = InfraError("QEMU exited with status 1 while starting",
+                         log_tail="qemu-system-x86_64: error: failed to set MSR 0x48f\n")
+    def pick(spec, run_dir, **kw):
+        return FakeMachine(spec, run_dir, launch_error=refused if spec.accel == "kvm" else None,
+                           **kw)
+
+    with _boot(tmp_path, store, pick) as vm:
+        assert vm.spec.accel == "tcg"
+    reason = store.get(accel.host_fingerprint())["reason"]
+    assert reason.startswith("QEMU failed to start under KVM: qemu-system-x86_64: error: "
+                             "failed to set MSR")
+
+
+def test_kvm_requested_is_not_probed(tmp_path, store, kvm_opens):
+    with _boot(tmp_path, store, FakeMachine, "kvm") as vm:
+        assert vm.spec.accel == "kvm"
+    assert store.get(accel.host_fingerprint()) is None

@@ -2,7 +2,13 @@
 them into messages and exits).
 
 Exit codes: 0 ok, 1 test or kernel failure, 2 usage or config error, 3 infrastructure
-failure (build, QEMU, lost VM), 130 interrupted (SIGINT).
+failure (build, QEMU, lost VM, or a bug in vmtest), 130 interrupted (SIGINT).
+
+`vmtest run -- CMD` passes CMD's own exit status through, so it cannot use those: like
+`docker run` (125-127) it keeps two codes for its own outcomes, chosen so that `git bisect
+run vmtest run -- CMD` reads them right: 125 (git bisect: skip) when vmtest could not run
+CMD at all (usage, config, infrastructure: CMD's outcome is unknown), 124 (git bisect: bad)
+when the kernel under test failed around CMD (crash, hang) or CMD outran --timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
+EXIT_CMD_KERNEL, EXIT_CMD_VMTEST = 124, 125
 
 
 class VmtestError(Exception):

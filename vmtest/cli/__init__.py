@@ -1,5 +1,7 @@
 """The command line: one module per command (parse arguments, call one stage, print).
-The only place that prints errors and chooses exit codes (vmtest/errors.py defines them)."""
+The only place that prints errors and chooses exit codes (vmtest/errors.py defines them).
+Whatever goes wrong ends as a message and a documented exit code, never a traceback: a
+bug in vmtest prints one line and the path of the file that holds its traceback."""
 
 from __future__ import annotations
 
@@ -7,12 +9,23 @@ import argparse
 import logging
 import os
 import sys
+import time
+import traceback
+from pathlib import Path
 
-from vmtest import __version__
-from vmtest.errors import EXIT_INTERRUPTED, VmtestError
+from vmtest import __version__, paths
+from vmtest.errors import (
+    EXIT_CMD_KERNEL,
+    EXIT_CMD_VMTEST,
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    GuestFailure,
+    VmtestError,
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and, by name, the parser of each subcommand."""
     from vmtest.cli import bisect, build, dmesg, doctor, matrix, run
 
     parser = argparse.ArgumentParser(
@@ -22,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for command in (matrix, dmesg, bisect, doctor, build, run):
         command.add_parser(sub)
-    return parser
+    return parser, dict(sub.choices)
 
 
 def _logging(verbose: int) -> None:
@@ -36,16 +49,42 @@ def _logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
 
 
+def _save_traceback() -> Path | None:
+    """The current exception's traceback in a file under the cache's logs/ (None if even
+    that cannot be written)."""
+    text = traceback.format_exc()
+    try:
+        path = paths.cache_dir("logs") / f"vmtest-bug-{time.strftime('%Y%m%d-%H%M%S')}-" \
+                                         f"{os.getpid()}.txt"
+        path.write_text(f"vmtest {__version__}\nargv: {sys.argv}\n\n{text}")
+        return path
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, commands = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would blame the top level: name the subcommand and its usage
+        commands[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")
     _logging(args.verbose)
+    # `vmtest run -- CMD` passes CMD's status through and keeps two codes of its own.
+    passes_status = bool(getattr(args, "passes_status", lambda a: False)(args))
     try:
         return int(args.func(args))
     except VmtestError as exc:
         verdict = getattr(exc, "verdict", None)
         prefix = f"vmtest: {verdict}: " if verdict else "vmtest: error: "
         print(prefix + exc.render(), file=sys.stderr)
+        if passes_status:
+            return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
     except KeyboardInterrupt:
         print("vmtest: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of vmtest's: one line, the traceback in a file
+        saved = _save_traceback()
+        where = f"traceback in {saved}" if saved else traceback.format_exc().rstrip()
+        print(f"vmtest: internal error: {type(exc).__name__}: {exc} ({where}); please "
+              "report it", file=sys.stderr)
+        return EXIT_CMD_VMTEST if passes_status else EXIT_INFRA

@@ -64,11 +64,12 @@ def add_parser(sub: Sub) -> None:
 
 
 def _number(text: str, option: str, kind: type[int] | type[float]) -> Any:
+    what = "a whole number" if kind is int else "a number"
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a number",
-                          hint=f"{option} auto, or a {kind.__name__}") from None
+        raise ConfigError(f"{option} {text!r} is not {what}",
+                          hint=f"{option} auto, or {what}") from None
     if value < 0 or (kind is int and value < 1):
         raise ConfigError(f"{option} {text!r} is out of range")
     return value

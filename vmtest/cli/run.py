@@ -46,7 +46,9 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a scenario parameter (repeatable)")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_run)
+    # With a CMD, its exit status is vmtest's: vmtest's own outcomes take 124 and 125
+    # (vmtest/errors.py); a scenario run uses the usual 0-3.
+    p.set_defaults(func=cmd_run, passes_status=lambda args: not args.scenario)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+"""The command line's promises: every failure ends as a message and a documented exit
+code (vmtest/errors.py), never a traceback; usage errors name the subcommand and the bad
+argument; `vmtest run -- CMD` keeps CMD's status apart from its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmtest import cli
+from vmtest.cli import run as cli_run
+from vmtest.errors import ChannelError, ConfigError, KernelCrash
+
+REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMTEST_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["matrix", "--bogus"], "vmtest matrix: error: unrecognized arguments: --bogus"),
+    (["dmesg", "--nope", "x"], "vmtest dmesg: error: unrecognized arguments: --nope"),
+    (["run", "--cpus", "x", "--", "true"], "vmtest run: error: argument --cpus: invalid int"),
+    (["build", "--jobs", "x"], "vmtest build: error: argument -j/--jobs: invalid int"),
+])
+def test_usage_errors_name_the_subcommand_and_argument(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_matrix_bad_jobs_claims_nothing(tmp_path, capsys):
+    results = tmp_path / "res"
+    assert cli.main(["matrix", str(REF), "--jobs", "foo", "--results", str(results)]) == 2
+    assert "--jobs 'foo' is not a whole number" in capsys.readouterr().err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("count=abc", "parameter count must be int, got str 'abc'"),
+    ("cpus=2.5", "parameter cpus must be int, got float 2.5"),
+    ("nope=1", "unknown parameter 'nope'"),
+])
+def test_scenario_parameters_from_the_command_line_are_checked(setting, message, capsys):
+    assert cli.main(["run", "--scenario", "cma-stress", "--variant", "patched",
+                     "--set", setting]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bug_is_one_line_exit_3_and_a_saved_traceback(monkeypatch, capsys, cache):
+    def broken(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr("vmtest.cli.dmesg.cmd_dmesg", broken)
+    assert cli.main(["dmesg", "x.log"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: TypeError: unsupported operand" in err
+    saved = list((cache / "logs").glob("vmtest-bug-*.txt"))
+    assert len(saved) == 1 and "Traceback" in saved[0].read_text()
+
+
+@pytest.mark.parametrize("raised,code", [
+    (KernelCrash("kernel crash in the guest: Kernel panic"), 124),
+    (ChannelError("SSH connection to the guest was lost"), 125),
+    (ConfigError("kernel image /x not found"), 125),
+    (RuntimeError("a bug"), 125),
+])
+def test_run_cmd_keeps_its_own_codes_apart_from_cmds(monkeypatch, raised, code):
+    def failing(args, command):
+        raise raised
+
+    monkeypatch.setattr(cli_run, "_command_run", failing)
+    assert cli.main(["run", "--", "true"]) == code
+
+
+def test_run_cmd_status_passes_through(monkeypatch):
+    monkeypatch.setattr(cli_run, "_command_run", lambda args, command: 3)
+    assert cli.main(["run", "--", "exit", "3"]) == 3

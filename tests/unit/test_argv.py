@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from vmtest.errors import ConfigError
-from vmtest.qemu.argv import MachineSpec, build_argv, kernel_cmdline, parse_size_mib
+from vmtest.qemu.argv import MachineSpec, Share, build_argv, kernel_cmdline, parse_size_mib
 
 
 def _spec(**kw):
@@ -16,6 +16,9 @@ def _spec(**kw):
     ("kvm-4cpu-2g", _spec(accel="kvm", cpus=4, memory_mib=2048, cma_mib=512, slots=8,
                           maxmem_mib=8192, log_buf_len="8M")),
     ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",))),
+    # A comma in a path must not end the value and add options of its own.
+    ("tcg-shares", _spec(shares=(Share(Path("/home/u/src,readonly=off"), 0),
+                                 Share(Path("/srv/out"), 1, writable=True)))),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
     argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"))
@@ -60,3 +63,23 @@ def test_parse_size(text, mib):
 def test_parse_size_rejects(text):
     with pytest.raises(ConfigError):
         parse_size_mib(text)
+
+
+@pytest.mark.parametrize("host,guest", [
+    ("/home/u/linux", "/home/u/linux"),
+    ("/root/work", "/root/work"),
+    ("/work/main", "/work/main"),
+    ("/root", "/mnt/share0"),          # would hide the run's authorized key
+    ("/", "/mnt/share0"),
+    ("/usr/src/linux", "/mnt/share0"),  # would cover the guest's own userland
+    ("/tmp/x", "/mnt/share0"),          # the init mounts a tmpfs there
+])
+def test_share_is_mounted_at_the_host_path_unless_it_covers_the_guest(host, guest):
+    assert Share(Path(host)).guest == guest
+
+
+def test_share_mount_command_quotes_and_is_read_only_by_default():
+    ro = Share(Path("/home/u/my dir"), 2).mount_command()
+    assert "mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro vmtest2 " \
+           "'/home/u/my dir'" in ro
+    assert ",ro " not in Share(Path("/srv/x"), 0, writable=True).mount_command()

@@ -12,7 +12,7 @@ from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine
 
 
-def _no_initramfs(tmp: Path, host_key, client_key, programs) -> Path:
+def _no_initramfs(tmp: Path, *_) -> Path:
     path = tmp / "initrd.cpio"
     path.write_bytes(b"")
     return path

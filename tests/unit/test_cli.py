@@ -81,3 +81,35 @@ def test_run_cmd_keeps_its_own_codes_apart_from_cmds(monkeypatch, raised, code):
 def test_run_cmd_status_passes_through(monkeypatch):
     monkeypatch.setattr(cli_run, "_command_run", lambda args, command: 3)
     assert cli.main(["run", "--", "exit", "3"]) == 3
+
+
+def test_copy_specs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.sh").write_text("echo")
+    (tmp_path / "odd:name").write_text("x")
+    assert cli_run.copies(["t.sh", "t.sh:/opt/t", "odd:name"]) == (
+        (tmp_path / "t.sh", "t.sh"), (tmp_path / "t.sh", "/opt/t"),
+        (tmp_path / "odd:name", "odd:name"))
+    with pytest.raises(ConfigError, match="nope does not exist"):
+        cli_run.copies(["nope:/x"])
+
+
+def _run_args(*argv):
+    parser, commands = cli.build_parser()
+    return parser.parse_args(["run", *argv, "--", "true"])
+
+
+def test_the_current_folder_is_shared_by_default_read_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    shares = cli_run.shares(_run_args())
+    assert [(s.host, s.writable, s.required) for s in shares] == [(tmp_path, False, False)]
+    shares = cli_run.shares(_run_args("--share-rw", "out"))
+    assert [(s.host, s.writable, s.required, s.tag) for s in shares] == [
+        (tmp_path / "out", True, True, "vmtest0"), (tmp_path, False, False, "vmtest1")]
+    assert cli_run.shares(_run_args("--no-share")) == ()
+    # Asked for explicitly, the current folder is shared once, and required.
+    assert [(s.host, s.required) for s in cli_run.shares(_run_args("--share", "."))] == [
+        (tmp_path, True)]
+    with pytest.raises(ConfigError, match="not a folder"):
+        cli_run.shares(_run_args("--share", "missing"))

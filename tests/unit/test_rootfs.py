@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from vmtest.errors import MissingRequirement
+from vmtest.errors import ConfigError, MissingRequirement
 from vmtest.guest import rootfs
 
 LDD_OUTPUT = """\
@@ -100,3 +100,37 @@ def test_overlay_carries_keys_with_private_modes():
     overlay = rootfs.run_overlay(b"KEY", "ssh-ed25519 AAAA test")
     modes = {e.path: stat.S_IMODE(e.mode) for e in overlay}
     assert modes == {"/etc/dropbear/host_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
+
+
+def test_copy_entries_put_a_tree_where_asked(tmp_path):
+    src = tmp_path / "mytest"
+    (src / "sub").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/bash\necho hi\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "sub" / "data").write_bytes(b"\x00\x01")
+    (src / "link").symlink_to("run.sh")
+    entries = rootfs.copy_entries(src, "tests/mytest")
+    by_path = {e.path: e for e in entries}
+    assert list(by_path)[:3] == ["/root/tests", "/root/tests/mytest", "/root/tests/mytest/link"]
+    assert stat.S_IMODE(by_path["/root/tests/mytest/run.sh"].mode) == 0o755
+    assert by_path["/root/tests/mytest/sub/data"].source == src / "sub" / "data"
+    assert by_path["/root/tests/mytest/link"].target == "run.sh"
+    assert "/root" not in by_path  # the base image's /root keeps its mode
+    # Written and read back, the archive holds the same files.
+    out = tmp_path / "copy.cpio"
+    rootfs.write_cpio(entries, out)
+    listing = subprocess.run(["cpio", "-it"], stdin=out.open("rb"), capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "root/tests/mytest/sub/data" in listing
+
+
+@pytest.mark.parametrize("dest", ["/tmp/x", "/dev/shm/x", "/proc/x", "/"])
+def test_copy_into_a_mounted_over_path_is_refused(tmp_path, dest):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="hidden in the guest"):
+        rootfs.copy_entries(tmp_path / "f", dest)
+
+
+def test_copy_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="nope does not exist"):
+        rootfs.copy_entries(tmp_path / "nope", "x")

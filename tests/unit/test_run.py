@@ -64,7 +64,7 @@ def built_kernel(tmp_path: Path, variant: str = "patched") -> BuiltKernel:
 
 def fake_boot(tmp_path: Path, **fake) -> partial:
     """boot() on the fake machine, under TCG (no probe), without an initramfs."""
-    def no_initramfs(tmp, host_key, client_key, programs):
+    def no_initramfs(tmp, *_):
         return tmp / "initrd.cpio"
 
     return partial(boot.boot, store=accel.VerdictStore(tmp_path / "accel.json"),

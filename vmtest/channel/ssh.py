@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import shlex
+import tarfile
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 import paramiko
@@ -25,6 +31,26 @@ class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
         raise paramiko.BadHostKeyException(hostname, key, key)
+
+
+def _feed(chan: paramiko.Channel, fd: int) -> None:
+    """Copy fd to the channel's stdin in a thread (a pipe that has nothing yet must not
+    stop the output from being read), then send end of file."""
+    def pump() -> None:
+        try:
+            while data := os.read(fd, 65536):
+                while data:  # the channel is non-blocking: send what its window takes
+                    if chan.closed:
+                        return
+                    if not chan.send_ready():
+                        time.sleep(0.005)
+                        continue
+                    data = data[chan.send(data):]
+            chan.shutdown_write()
+        except (OSError, EOFError):  # the channel closed first (CMD did not read it all)
+            pass
+
+    threading.Thread(target=pump, name="vmtest-stdin", daemon=True).start()
 
 
 class SSHChannel:
@@ -79,10 +105,12 @@ class SSHChannel:
 
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
-            watch: Callable[[], None] | None = None) -> int:
+            watch: Callable[[], None] | None = None, stdin: int | None = None) -> int:
         """Run a shell command line; stream its output; return its exit status.
 
-        `watch` is called while waiting and may raise (e.g. the guest crashed).
+        `watch` is called while waiting and may raise (e.g. the guest crashed). `stdin`:
+        a file descriptor whose data, to its end, is the command's standard input (none:
+        the command reads end of file at once).
         """
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
@@ -90,6 +118,10 @@ class SSHChannel:
         chan = transport.open_session(timeout=10)
         chan.settimeout(0.0)
         chan.exec_command(f"export PATH={GUEST_PATH}; cd /root; {command}")
+        if stdin is None:
+            chan.shutdown_write()
+        else:
+            _feed(chan, stdin)
         deadline = Deadline(timeout_s) if timeout_s else None
         try:
             while True:
@@ -120,6 +152,30 @@ class SSHChannel:
                     time.sleep(0.01)
         finally:
             chan.close()
+
+    def fetch(self, guest_path: str, dest: Path, timeout_s: float = 600) -> list[Path]:
+        """Copy a guest file or folder into dest (keeping its path below /): tar in the
+        guest, extracted here with the 'data' filter (no absolute names, no links or
+        names that leave dest, no device files)."""
+        with tempfile.TemporaryFile() as archive:
+            err = io.BytesIO()
+            rel = guest_path.lstrip("/") or "."
+            status = self.run(f"tar -C / -cf - {shlex.quote(rel)}", stdout=archive,
+                              stderr=err, timeout_s=timeout_s)
+            if status != 0:
+                raise ChannelError(f"fetching {guest_path} from the guest failed: "
+                                   f"{err.getvalue().decode(errors='replace').strip()}",
+                                   hint="does the path exist in the guest?")
+            archive.seek(0)
+            dest.mkdir(parents=True, exist_ok=True)
+            try:
+                with tarfile.open(fileobj=archive) as tar:
+                    names = tar.getnames()
+                    tar.extractall(dest, filter="data")
+            except tarfile.TarError as exc:
+                raise ChannelError(f"fetching {guest_path}: the guest sent an archive that "
+                                   f"is not safe to unpack: {exc}") from exc
+        return [dest / name for name in names]
 
     def check_output(self, command: str, timeout_s: float = 60) -> str:
         out = io.BytesIO()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from vmtest import config, scenarios
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
-from vmtest.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
+from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot
-from vmtest.qemu.argv import parse_size_mib
+from vmtest.qemu.argv import Share, parse_size_mib
 
 log = logging.getLogger("vmtest")
 
@@ -40,6 +41,20 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--append", action="append", metavar="WORD",
                    help="extra kernel command-line word")
     p.add_argument("--timings", action="store_true", help="print boot/total seconds to stderr")
+    p.add_argument("--copy", action="append", default=[], metavar="SRC[:DEST]",
+                   help="put a host file or folder into the guest at boot (DEST default: "
+                        "/root/NAME; relative: under /root); repeatable")
+    p.add_argument("--fetch", action="append", default=[], metavar="GUEST_PATH",
+                   help="after CMD, copy a guest file or folder into RUN_DIR/fetched/; "
+                        "repeatable")
+    p.add_argument("--share", action="append", default=[], metavar="DIR",
+                   help="share a host folder read-only (virtio-9p), mounted at the same "
+                        "path in the guest; repeatable. Default: the current folder, and "
+                        "CMD runs there")
+    p.add_argument("--share-rw", action="append", default=[], metavar="DIR",
+                   help="share a host folder the guest may write to")
+    p.add_argument("--no-share", action="store_true",
+                   help="do not share the current folder (CMD runs in /root)")
     p.add_argument("--scenario", help="run a scenario instead of CMD (cma-stress, "
                                       "hotplug-offline); writes result.json")
     p.add_argument("--profile", default="quick", help="scenario profile (quick, seed)")
@@ -79,15 +94,54 @@ def _kernel_image(args: argparse.Namespace) -> Path:
     return kbuild.build(one_spec(args)).image
 
 
+def copies(specs: list[str]) -> tuple[tuple[Path, str], ...]:
+    """--copy SRC[:DEST] -> (host path, guest path); a SRC that exists as given may hold
+    colons, else the last colon separates DEST."""
+    out = []
+    for spec in specs:
+        src, dest = spec, ""
+        if not Path(spec).exists() and ":" in spec:
+            src, _, dest = spec.rpartition(":")
+        host = Path(src).resolve()
+        if not host.exists():
+            raise ConfigError(f"--copy {spec}: {src} does not exist",
+                              hint="--copy HOST_PATH[:GUEST_PATH]")
+        out.append((host, dest or host.name))
+    return tuple(out)
+
+
+def shares(args: argparse.Namespace) -> tuple[Share, ...]:
+    """The explicit shares, then the current folder unless --no-share or already there."""
+    wanted: list[tuple[Path, bool, bool]] = []
+    for folders, writable in ((args.share, False), (args.share_rw, True)):
+        for folder in folders:
+            host = Path(folder).resolve()
+            if not host.is_dir():
+                raise ConfigError(f"--share {folder}: not a folder",
+                                  hint="share an existing folder")
+            wanted.append((host, writable, True))
+    cwd = Path.cwd().resolve()
+    if not args.no_share and all(host != cwd for host, _, _ in wanted):
+        wanted.append((cwd, False, False))
+    return tuple(Share(host, i, writable, required)
+                 for i, (host, writable, required) in enumerate(wanted))
+
+
 def _command_run(args: argparse.Namespace, command: list[str]) -> int:
     kernel = _kernel_image(args)
+    shared = () if args.console else shares(args)
+    copied = copies(args.copy)
+    # Optional layers: stress-ng when the command uses it; bash whenever files come in
+    # (scripts written for bash run as written) or the command names it.
+    programs = tuple(p for p in ("stress-ng", "bash")
+                     if any(p in word for word in command)
+                     or (p == "bash" and (shared or copied)))
     opts = boot.BootOptions(
         accel=args.accel, cpus=args.cpus, memory_mib=parse_size_mib(args.memory, "--memory"),
         cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
-        # The optional stress-ng layer comes along when the command uses it.
-        programs=tuple(p for p in ("stress-ng",) if any(p in word for word in command)))
+        programs=programs, copies=copied, shares=shared)
     run_dir = Path(args.output) if args.output else boot.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -101,8 +155,15 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
             sys.stdout.write(output)
         else:
             ssh = vm.ssh(timeout_s=max(5.0, args.boot_timeout - ready))
+            workdir = next((s.guest for s in vm.shares_mounted if s.host == Path.cwd().resolve()),
+                           None)
+            if workdir:  # CMD runs in the shared current folder, as it would on the host
+                line = f"cd {shlex.quote(workdir)} || exit {EXIT_CMD_VMTEST}; {line}"
             status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                             timeout_s=args.timeout, watch=vm.check)
+                             timeout_s=args.timeout, watch=vm.check, stdin=_stdin())
+            for guest_path in args.fetch:
+                for path in ssh.fetch(guest_path, run_dir / "fetched"):
+                    print(f"fetched: {path}", file=sys.stderr)
         vm.check()
     total = time.monotonic() - started
     log.info("exit status %d; ready after %.2f s, total %.2f s", status, ready, total)
@@ -110,6 +171,15 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         print(f"vmtest-timings ready_s={ready:.3f} total_s={total:.3f} accel={vm.spec.accel}",
               file=sys.stderr)
     return status
+
+
+def _stdin() -> int | None:
+    """CMD's standard input: ours, unless it is a terminal (no interactive sessions) or
+    there is none."""
+    try:
+        return None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.fileno()
+    except (OSError, ValueError):  # closed, or replaced by something without a descriptor
+        return None
 
 
 def _overrides(items: list[str] | None) -> dict[str, object]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmtest import paths
-from vmtest.errors import MissingRequirement
+from vmtest.errors import ConfigError, MissingRequirement
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ PROGRAMS = {
     "busybox": ("/bin/busybox", "busybox-static"),
     "dropbear": ("/usr/sbin/dropbear", "dropbear-bin"),
     "stress-ng": ("/usr/bin/stress-ng", "stress-ng"),
+    "bash": ("/bin/bash", "bash"),
 }
 
 
@@ -140,7 +142,13 @@ def busybox_applets(busybox: Path) -> list[str]:
 
 # Programs shipped as optional layers: stress-ng and its libraries are 25 MiB, which
 # costs ~0.35 s of every TCG boot to unpack; runs that use it get the layer appended.
-OPTIONAL_PROGRAMS = ("stress-ng",)
+# bash comes along when a run brings files or names it: scripts written for bash run
+# as written (busybox sh is the guest's /bin/sh).
+OPTIONAL_PROGRAMS = ("stress-ng", "bash")
+
+# Where files copied into the guest may not go: the init mounts tmpfs, proc, sysfs and
+# devtmpfs over these after the archive is unpacked (init.sh), hiding what was there.
+HIDDEN_BY_MOUNTS = ("/tmp", "/dev", "/proc", "/sys", "/run")
 
 
 def base_manifest(extra_programs: Iterable[str] = ()) -> list[Entry]:
@@ -183,6 +191,43 @@ def run_overlay(host_key_dropbear: bytes, authorized_key: str) -> list[Entry]:
         file_data("/etc/dropbear/host_key", host_key_dropbear, 0o600),
         file_data("/root/.ssh/authorized_keys", authorized_key.encode() + b"\n", 0o600),
     ]
+
+
+def copy_entries(source: Path, dest: str) -> list[Entry]:
+    """Archive members that put the host file or folder `source` at `dest` in the guest
+    (relative: under /root, where commands run): parents first, modes kept, symlinks as
+    links. For the per-run archive (`vmtest run --copy`)."""
+    if not source.exists() and not source.is_symlink():
+        raise ConfigError(f"--copy: {source} does not exist", hint="copy an existing file "
+                                                                   "or folder")
+    guest = posixpath.normpath(dest if dest.startswith("/") else posixpath.join("/root", dest))
+    if guest == "/" or any(guest == top or guest.startswith(top + "/")
+                           for top in HIDDEN_BY_MOUNTS):
+        raise ConfigError(f"--copy: {guest} is hidden in the guest by a mount (tmpfs, proc, "
+                          "sysfs, devtmpfs)", hint="copy to /root/... or another path")
+    entries = [directory(parent) for parent in _parents(guest)]
+
+    def walk(host: Path, path: str) -> None:
+        if host.is_symlink():
+            entries.append(symlink(path, os.readlink(host)))
+        elif host.is_dir():
+            entries.append(directory(path, stat.S_IMODE(host.stat().st_mode)))
+            for child in sorted(host.iterdir()):
+                walk(child, f"{path}/{child.name}")
+        elif host.is_file():
+            entries.append(file_from(path, host))
+
+    walk(source, guest)
+    return entries
+
+
+def _parents(path: str) -> list[str]:
+    """The folders above path, top first: the kernel creates no missing parents when it
+    unpacks an archive (init/initramfs.c). A folder entry also sets the folder's mode, so
+    /root and /root/.ssh, whose modes sshd checks, are left to the base image."""
+    parts = path.strip("/").split("/")[:-1]
+    found = ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
+    return [p for p in found if p not in ("/root", "/root/.ssh")]
 
 
 def manifest_digest(entries: Iterable[Entry]) -> str:

@@ -6,6 +6,7 @@ No I/O here: golden-file tests pin the exact argv.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,47 @@ def parse_size_mib(text: str, what: str = "size") -> int:
     if size % (1 << 20):
         raise ConfigError(f"{what} {text!r} is not a whole number of MiB")
     return size // (1 << 20)
+
+
+def qemu_opt(value: str) -> str:
+    """A value inside QEMU's key=value,key=value syntax: a comma is written twice, so a
+    path cannot end the value and add options of its own."""
+    return value.replace(",", ",,")
+
+
+# Top-level guest folders a share may not be mounted over (the guest's own userland and
+# the init's mounts); a host folder named like one is mounted under /mnt instead.
+GUEST_SYSTEM = ("bin", "sbin", "usr", "lib", "lib64", "etc", "dev", "proc", "sys", "run",
+                "var", "init", "tmp")
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host folder the guest mounts over virtio-9p (QEMU's built-in server: no daemon)."""
+
+    host: Path  # absolute, an existing folder
+    index: int = 0
+    writable: bool = False
+    required: bool = True  # False: the default share of the current folder
+
+    @property
+    def tag(self) -> str:
+        return f"vmtest{self.index}"
+
+    @property
+    def guest(self) -> str:
+        """Where the guest mounts it: the same path, so commands and scripts that name
+        host paths work unchanged, unless that would cover the guest's own folders."""
+        parts = self.host.parts
+        if len(parts) < 2 or parts[1] in GUEST_SYSTEM or self.host == Path("/root"):
+            return f"/mnt/share{self.index}"
+        return str(self.host)
+
+    def mount_command(self) -> str:
+        # msize: 9p's default of 8 KiB makes every read a round trip per 8 KiB.
+        options = f"trans=virtio,version=9p2000.L,msize=262144{'' if self.writable else ',ro'}"
+        return f"mkdir -p {shlex.quote(self.guest)} && mount -t 9p -o {options} " \
+               f"{self.tag} {shlex.quote(self.guest)}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +88,7 @@ class MachineSpec:
     log_buf_len: str | None = None
     loglevel: int = 4
     firmware: str | None = None  # -bios (e.g. qboot); None: QEMU's default SeaBIOS
+    shares: tuple[Share, ...] = ()
 
     def validate(self) -> None:
         if self.accel not in ("kvm", "tcg"):
@@ -58,6 +101,9 @@ class MachineSpec:
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
+        for share in self.shares:
+            if not share.host.is_absolute():
+                raise ConfigError(f"share {share.host} is not an absolute path")
 
 
 def kernel_cmdline(spec: MachineSpec) -> str:
@@ -115,7 +161,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
         "-no-reboot",
         "-chardev", f"socket,id=qmp,fd={qmp_fd}",
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", f"socket,id=con0,fd={console_fd},logfile={console_log}",
+        "-chardev", f"socket,id=con0,fd={console_fd},logfile={qemu_opt(str(console_log))}",
         "-serial", "chardev:con0",
         "-device", "virtio-rng-pci",
     ]
@@ -125,6 +171,12 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
         argv += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
                  # romfile=: no iPXE option ROM, SeaBIOS skips network boot.
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
+    for share in spec.shares:
+        # security_model=none: the guest sees the host's owners and modes and acts with
+        # vmtest's own rights on the host; readonly=on unless the share is writable.
+        argv += ["-fsdev", f"local,id=fs{share.index},path={qemu_opt(str(share.host))},"
+                           f"security_model=none{'' if share.writable else ',readonly=on'}",
+                 "-device", f"virtio-9p-pci,fsdev=fs{share.index},mount_tag={share.tag}"]
     if spec.firmware:
         argv += ["-bios", spec.firmware]
     argv += list(spec.qemu_extra)

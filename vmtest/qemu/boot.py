@@ -22,7 +22,7 @@ from vmtest.channel.keys import KeyPair
 from vmtest.errors import InfraError
 from vmtest.guest import rootfs
 from vmtest.qemu import accel as accel_mod
-from vmtest.qemu.argv import MachineSpec
+from vmtest.qemu.argv import MachineSpec, Share
 from vmtest.qemu.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class BootOptions:
     cmdline_extra: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()  # optional guest programs (rootfs.OPTIONAL_PROGRAMS)
     log_buf_len: str | None = None  # kernel ring buffer size (None: the kernel's 1 MiB)
+    # Host files and folders put into the guest at boot: (host path, guest path).
+    copies: tuple[tuple[Path, str], ...] = ()
+    shares: tuple[Share, ...] = ()  # host folders the guest mounts (virtio-9p)
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -67,13 +70,13 @@ def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     return run_dir
 
 
-def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair,
-              programs: tuple[str, ...]) -> Path:
-    """The cached base image + optional program layers + this run's keys."""
-    return rootfs.assemble(rootfs.base_image(),
-                           rootfs.run_overlay(host_key.dropbear_private(),
-                                              client_key.authorized_key()),
-                           tmp / "initrd.cpio",
+def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair, programs: tuple[str, ...],
+              copies: tuple[tuple[Path, str], ...] = ()) -> Path:
+    """The cached base image + optional program layers + this run's keys and copies."""
+    overlay = rootfs.run_overlay(host_key.dropbear_private(), client_key.authorized_key())
+    for host, guest in copies:
+        overlay += rootfs.copy_entries(host, guest)
+    return rootfs.assemble(rootfs.base_image(), overlay, tmp / "initrd.cpio",
                            layers=[rootfs.layer_image(p) for p in programs])
 
 
@@ -89,11 +92,12 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     store = store or accel_mod.VerdictStore()
     client_key, host_key = KeyPair.generate(), KeyPair.generate()
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
-        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs)
+        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs, opts.copies)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
-                           cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len)
+                           cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
+                           shares=opts.shares)
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:
@@ -111,7 +115,31 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             machine.wait_ready(opts.boot_timeout_s)
             log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
                      machine.spec.accel)
+            if opts.shares:
+                machine.shares_mounted = mount_shares(machine, opts.shares)
             yield machine
+
+
+def mount_shares(machine: Machine, shares: tuple[Share, ...]) -> list[Share]:
+    """Mount every share in one round trip; returns those mounted. A share the user asked
+    for that cannot be mounted is an error; the default share of the current folder is
+    left out with a warning (a kernel built without 9p still runs commands)."""
+    script = "; ".join(f"if {s.mount_command()} 2>/dev/null; then echo MOUNTED {s.tag}; fi"
+                       for s in shares)
+    script = "grep -qw 9p /proc/filesystems || echo NO9P; " + script
+    out = machine.ssh().check_output(script, timeout_s=60)
+    mounted = [s for s in shares if f"MOUNTED {s.tag}" in out.split("\n")]
+    why = ("the guest kernel has no 9p file system (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS: "
+           "kernels/fragments/qemu-guest.config)") if "NO9P" in out else "mount -t 9p failed"
+    for share in shares:
+        if share in mounted:
+            continue
+        if share.required:
+            raise InfraError(f"cannot share {share.host} with the guest: {why}",
+                             hint="build the kernel with the vmtest fragments, or copy files "
+                                  "with --copy instead")
+        _warn_once(f"the current folder is not shared with the guest: {why}")
+    return mounted
 
 
 def _probe_kvm(machine: Machine, store: accel_mod.VerdictStore) -> Machine | None:

@@ -86,7 +86,7 @@ class FakeSSH(SSHChannel):
 
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
-            watch: Callable[[], None] | None = None) -> int:
+            watch: Callable[[], None] | None = None, stdin: int | None = None) -> int:
         step = self._cursor.next("ssh", command)
         if stdout is not None:
             stdout.write(_bytes(step.get("out", "")))
@@ -146,6 +146,7 @@ class FakeMachine(Lifecycle):
         self._launch_error = launch_error
         self._exits = exits
         self._cursor = _Cursor(self.transcript, end)
+        self.shares_mounted: list[Any] = []
 
     def launch(self) -> None:
         if self._launch_error is not None:
@@ -205,10 +206,10 @@ class _RecordingSSH(SSHChannel):
 
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
-            watch: Callable[[], None] | None = None) -> int:
+            watch: Callable[[], None] | None = None, stdin: int | None = None) -> int:
         out, err = io.BytesIO(), io.BytesIO()
         status = self._inner.run(command, stdout=out, stderr=err, timeout_s=timeout_s,
-                                 watch=watch)
+                                 watch=watch, stdin=stdin)
         self._transcript.steps.append({"ssh": command, "status": status,
                                        "out": _text(out.getvalue()),
                                        "err": _text(err.getvalue())})

@@ -41,7 +41,7 @@ from vmtest.errors import (
     VmtestError,
 )
 from vmtest.qemu import symbols
-from vmtest.qemu.argv import MachineSpec, build_argv
+from vmtest.qemu.argv import MachineSpec, Share, build_argv
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class Machine(Lifecycle):
         self._crash_scan_from = 0
         self._dimms: list[str] = []
         self.aborted = ""  # why vmtest killed the VM: "interrupt" | "timeout"
+        self.shares_mounted: list[Share] = []  # boot() mounts the spec's shares
 
     # -- lifecycle -----------------------------------------------------------------
     def launch(self) -> None:

@@ -1,52 +1,117 @@
 #!/usr/bin/env python3
-"""Boot benchmark: N x `vmtest run -- true`; prints min/median/max of the total wall time
-(process start to exit, as a user sees it) and of boot-to-SSH-ready."""
+"""Boot benchmark, measured beside its floor in the same run, interleaved:
+
+- floor: the same kernel under the same QEMU command line (vmtest's argv), started with a
+  busybox initramfs whose init powers off at once -- what booting costs before vmtest
+  does anything;
+- `vmtest run --no-share -- true` and `vmtest run -- true` (the current folder shared over
+  virtio-9p, the default), as a user sees them: process start to exit.
+
+Prints min/median/max of each and the medians' ratios to the floor (issue 12's bars:
+<= 1.3x without a share, <= 1.4x with one)."""
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from vmtest import config, paths
+from vmtest.guest import rootfs
+from vmtest.kernel import build as kbuild
+from vmtest.qemu import boot
+from vmtest.qemu.argv import MachineSpec, build_argv
+
+FLOOR_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
+
+
+def floor_initramfs(out: Path) -> Path:
+    busybox = rootfs.find_program("busybox")
+    rootfs.write_cpio([rootfs.directory("/bin"), rootfs.file_from("/bin/busybox", busybox, 0o755),
+                       rootfs.file_data("/init", FLOOR_INIT, 0o755)], out)
+    return out
+
+
+def floor_run(kernel: Path, initrd: Path, accel: str, log: Path) -> float:
+    """QEMU with vmtest's argv until the guest's init powers it off."""
+    spec = MachineSpec(kernel=kernel, initrd=initrd, accel=accel, firmware=boot.firmware())
+    qmp, qmp_remote = socket.socketpair()
+    con, con_remote = socket.socketpair()
+    argv = build_argv(spec, qmp_fd=qmp_remote.fileno(), console_fd=con_remote.fileno(),
+                      console_log=log)
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, pass_fds=(qmp_remote.fileno(), con_remote.fileno()),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    qmp_remote.close()
+    con_remote.close()
+    con.setblocking(False)
+    try:
+        while proc.poll() is None:  # drain the console (a full socket would stall it)
+            try:
+                con.recv(65536)
+            except BlockingIOError:
+                time.sleep(0.005)
+        return time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        qmp.close()
+        con.close()
+
+
+def vmtest_run(kernel_dir: str, accel: str, out: str, share: bool) -> float:
+    argv = [sys.executable, "-m", "vmtest.cli", "run", "--kernel", kernel_dir, "--accel", accel,
+            "--output", out, *([] if share else ["--no-share"]), "--", "true"]
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"vmtest run failed ({proc.returncode}):\n{proc.stderr}")
+    return wall
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=10)
-    parser.add_argument("--accel", default="auto")
-    parser.add_argument("--kernel", help="vmlinux, bzImage or build dir (default: default build)")
+    parser.add_argument("--accel", default="tcg", help="tcg (default) or kvm")
+    parser.add_argument("--kernel", help="build directory (default: the default build)")
     args = parser.parse_args()
-    base = [sys.executable, "-m", "vmtest.cli", "run", "--timings", "--accel", args.accel]
-    if args.kernel:
-        base += ["--kernel", args.kernel]
-    totals, readies, accels = [], [], set()
-    with tempfile.TemporaryDirectory() as tmp:
+    kernel_dir = args.kernel or str(kbuild.build(_default_spec()).directory)
+    image = kbuild.KernelArtifact(key="", directory=Path(kernel_dir)).image
+    series: dict[str, list[float]] = {"floor (busybox init, poweroff)": [],
+                                      "vmtest run --no-share -- true": [],
+                                      "vmtest run -- true (cwd shared)": []}
+    names = list(series)
+    with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
+        initrd = floor_initramfs(Path(tmp) / "floor.cpio")
         for i in range(args.runs):
-            started = time.monotonic()
-            proc = subprocess.run([*base, "--output", f"{tmp}/{i}", "--", "true"],
-                                  capture_output=True, text=True)
-            wall = time.monotonic() - started
-            m = re.search(r"vmtest-timings ready_s=([\d.]+) total_s=([\d.]+) accel=(\w+)",
-                          proc.stderr)
-            if proc.returncode != 0 or not m:
-                print(f"run {i} failed ({proc.returncode}):\n{proc.stderr}", file=sys.stderr)
-                return 1
-            totals.append(wall)
-            readies.append(float(m.group(1)))
-            accels.add(m.group(3))
-            print(f"run {i}: total {wall:.2f} s, ready {float(m.group(1)):.2f} s", flush=True)
-
-    def line(name: str, values: list[float]) -> str:
-        return (f"{name}: min {min(values):.2f} s, median {statistics.median(values):.2f} s, "
-                f"max {max(values):.2f} s")
-
-    print(f"accelerator: {', '.join(sorted(accels))}; runs: {args.runs}")
-    print(line("total wall (vmtest run -- true)", totals))
-    print(line("boot to SSH-ready            ", readies))
+            series[names[0]].append(floor_run(image, initrd, args.accel,
+                                              Path(tmp) / f"floor{i}.log"))
+            series[names[1]].append(vmtest_run(kernel_dir, args.accel, f"{tmp}/a{i}", False))
+            series[names[2]].append(vmtest_run(kernel_dir, args.accel, f"{tmp}/b{i}", True))
+            print(f"run {i}: " + ", ".join(f"{v[-1]:.2f} s" for v in series.values()),
+                  flush=True)
+    floor = statistics.median(series[names[0]])
+    print(f"kernel {image}; accelerator {args.accel}; {args.runs} runs each, interleaved; "
+          f"{os.cpu_count()} cores")
+    for name, values in series.items():
+        med = statistics.median(values)
+        print(f"{name:<34} min {min(values):.2f} s, median {med:.2f} s, "
+              f"max {max(values):.2f} s, {med / floor:.2f}x the floor")
     return 0
+
+
+def _default_spec() -> kbuild.BuildSpec:
+    """The built-in default kernel: 6.1 as shipped, with the instrumentation."""
+    kdef = config.load(paths.default_config()).kernel("6.1")
+    return kdef.build_spec(kdef.variant("patched"))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_parse_size_rejects(text):
     ("/root", "/mnt/share0"),          # would hide the run's authorized key
     ("/", "/mnt/share0"),
     ("/usr/src/linux", "/mnt/share0"),  # would cover the guest's own userland
-    ("/tmp/x", "/mnt/share0"),          # the init mounts a tmpfs there
+    ("/tmp", "/mnt/share0"),            # the guest's own /tmp
+    ("/tmp/pytest/x", "/tmp/pytest/x"),  # mounted after the init's tmpfs: fine
 ])
 def test_share_is_mounted_at_the_host_path_unless_it_covers_the_guest(host, guest):
     assert Share(Path(host)).guest == guest

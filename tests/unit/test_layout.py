@@ -24,7 +24,7 @@ STAGES = [
     ("compare", ("vmtest.compare",)),
     ("report", ("vmtest.report",)),
     ("tools", ("vmtest.bisect", "vmtest.doctor")),
-    ("cli", ("vmtest.cli",)),
+    ("cli", ("vmtest.cli", "vmtest.pytest_plugin")),
 ]
 
 

@@ -33,10 +33,12 @@ def qemu_opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
-# Top-level guest folders a share may not be mounted over (the guest's own userland and
-# the init's mounts); a host folder named like one is mounted under /mnt instead.
-GUEST_SYSTEM = ("bin", "sbin", "usr", "lib", "lib64", "etc", "dev", "proc", "sys", "run",
-                "var", "init", "tmp")
+# Guest folders a share may not be mounted in (the guest's own userland, the kernel's
+# file systems) and folders it may not be mounted over (the guest needs what is in them:
+# /root holds the run's authorized key); such a share goes under /mnt instead. Below
+# /tmp or /run is fine: the share is mounted after the init's tmpfs.
+GUEST_SYSTEM = ("bin", "sbin", "usr", "lib", "lib64", "etc", "dev", "proc", "sys", "init")
+GUEST_KEEP = ("/", "/root", "/tmp", "/run", "/var", "/mnt")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Share:
         """Where the guest mounts it: the same path, so commands and scripts that name
         host paths work unchanged, unless that would cover the guest's own folders."""
         parts = self.host.parts
-        if len(parts) < 2 or parts[1] in GUEST_SYSTEM or self.host == Path("/root"):
+        if str(self.host) in GUEST_KEEP or parts[1] in GUEST_SYSTEM:
             return f"/mnt/share{self.index}"
         return str(self.host)
 

@@ -14,19 +14,10 @@ from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest, snapshot
 from vmtest.deadline import Deadline
 from vmtest.errors import ConfigError, InfraError
+from vmtest.guest import memory
+from vmtest.guest.memory import BLOCK_MIB, MEMORY_SYSFS, block_start_pfn
 from vmtest.qemu.machine import Machine
 from vmtest.scenarios.base import Scenario, ScenarioParams
-
-MEMORY_SYSFS = "/sys/devices/system/memory"
-# x86-64's memory block: MIN_MEMORY_BLOCK_SIZE (arch/x86/mm/init_64.c), what a guest of
-# this size uses; a block is the unit of onlining and offlining.
-BLOCK_MIB = 128
-PAGES_PER_BLOCK = BLOCK_MIB << 8  # 4 KiB pages
-
-
-def block_start_pfn(block: str) -> int:
-    """'memory40' -> the first pfn of that block."""
-    return int(block.removeprefix("memory")) * PAGES_PER_BLOCK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +97,7 @@ class HotplugOffline(Scenario):
         known = self._offline_blocks(vm)
         dimm_ids = [vm.hotplug_dimm(p.dimm_mib, f"it{it}d{d}") for d in range(p.dimms)]
         new = self._wait_new_blocks(vm, known, self.blocks_per_dimm * p.dimms)
-        ssh.check_output("; ".join(f"echo online_movable > {MEMORY_SYSFS}/{b}/state"
-                                   for b in new))
+        ssh.check_output(memory.set_state_command(new, "online_movable"))
         if start_load:
             self.start_load(vm)
         self.sleep(p.settle_s)
@@ -130,17 +120,11 @@ class HotplugOffline(Scenario):
         """Offline one block with a time bound, saying how it went and what it cost."""
         p: HotplugParams = self.params
         return (snapshot.step_snapshot_command("pre") + "; "
-                "s=$(cut -d' ' -f1 /proc/uptime); "
-                f"timeout {p.offline_timeout_s} sh -c "
-                f"'echo offline > {MEMORY_SYSFS}/{block}/state' 2>/dev/null; "
-                "rc=$?; e=$(cut -d' ' -f1 /proc/uptime); "
-                f"st=$(cat {MEMORY_SYSFS}/{block}/state); "
-                'echo "rc=$rc state=$st start=$s end=$e"; '
+                + memory.offline_command(block, p.offline_timeout_s) + "; "
                 + snapshot.step_snapshot_command("post"))
 
     def _offline_blocks(self, vm: Machine) -> set[str]:
-        out = vm.ssh().check_output(f"grep -l offline {MEMORY_SYSFS}/memory*/state || true")
-        return {line.rsplit("/", 2)[1] for line in out.split()}
+        return memory.parse_blocks(vm.ssh().check_output(memory.OFFLINE_BLOCKS_COMMAND))
 
     def _wait_new_blocks(self, vm: Machine, known: set[str], expect: int) -> list[str]:
         deadline = Deadline(30)
@@ -203,8 +187,7 @@ class HotplugOffline(Scenario):
 
 def parse_offline(out: str, iteration: int, block: str) -> dict[str, Any]:
     """One block's record from the output of offline_script()."""
-    result_line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
-    fields = dict(w.split("=", 1) for w in result_line.split() if "=" in w)
+    fields = memory.parse_offline_result(out)
     snaps = snapshot.parse_step_lines(out)
     return {
         "iteration": iteration, "block": block,

@@ -1,0 +1,50 @@
+"""Memory blocks in the guest (Documentation/admin-guide/mm/memory-hotplug.rst): the shell
+commands that list, online and offline them, and the parsers of what they print. Pure;
+the hotplug scenario and the pytest plugin's helpers run them."""
+
+from __future__ import annotations
+
+import shlex
+
+MEMORY_SYSFS = "/sys/devices/system/memory"
+# x86-64's memory block: MIN_MEMORY_BLOCK_SIZE (arch/x86/mm/init_64.c), what a guest of
+# this size uses; a block is the unit of onlining and offlining.
+BLOCK_MIB = 128
+PAGES_PER_BLOCK = BLOCK_MIB << 8  # 4 KiB pages
+# The states a block can be put in (drivers/base/memory.c, state_store()).
+STATES = ("online", "online_movable", "online_kernel", "offline")
+
+OFFLINE_BLOCKS_COMMAND = f"grep -l offline {MEMORY_SYSFS}/memory*/state || true"
+
+
+def block_start_pfn(block: str) -> int:
+    """'memory40' -> the first pfn of that block."""
+    return int(block.removeprefix("memory")) * PAGES_PER_BLOCK
+
+
+def parse_blocks(out: str) -> set[str]:
+    """Block names from the paths OFFLINE_BLOCKS_COMMAND prints."""
+    return {line.rsplit("/", 2)[1] for line in out.split()}
+
+
+def set_state_command(blocks: list[str], state: str) -> str:
+    if state not in STATES:
+        raise ValueError(f"unknown memory block state {state!r}; states: {', '.join(STATES)}")
+    return "; ".join(f"echo {state} > {MEMORY_SYSFS}/{shlex.quote(b)}/state" for b in blocks)
+
+
+def offline_command(block: str, timeout_s: float) -> str:
+    """Offline one block with a time bound (offline_pages() retries forever on a busy
+    block); prints 'rc=STATUS state=STATE start=UPTIME end=UPTIME'."""
+    path = f"{MEMORY_SYSFS}/{shlex.quote(block)}/state"
+    return ("s=$(cut -d' ' -f1 /proc/uptime); "
+            f"timeout {timeout_s} sh -c 'echo offline > {path}' 2>/dev/null; "
+            "rc=$?; e=$(cut -d' ' -f1 /proc/uptime); "
+            f"st=$(cat {path}); "
+            'echo "rc=$rc state=$st start=$s end=$e"')
+
+
+def parse_offline_result(out: str) -> dict[str, str]:
+    """The fields of offline_command()'s result line."""
+    line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
+    return dict(w.split("=", 1) for w in line.split() if "=" in w)

@@ -1,0 +1,300 @@
+"""pytest plugin (entry point `pytest11: vmtest`): kernel tests that run in a real guest.
+
+    def test_offline_a_hot_added_block(vm):
+        blocks = vm.hotplug(256)
+        vm.set_state(blocks, "online_movable")
+        assert vm.offline(blocks[0])
+
+`vm` is a booted guest (one per module by default: --vmtest-scope), as of the kernel the
+options name: --vmtest-kernel PATH (a built image), --vmtest-source SOURCE (built with the
+default fragments), or --vmtest-config YAML with --vmtest-base and --vmtest-variant
+(default: the built-in reference experiment, its first kernel and variant). Several
+--vmtest-variant options, or @pytest.mark.vmtest_variants("patched", "unpatched"), run a
+test once per variant (ids: the variant names).
+
+A kernel splat (WARNING, BUG, Oops, KASAN, ...) in the guest's log while a test runs fails
+that test unless it is marked @pytest.mark.vmtest_expect_splat; a failed test's report
+carries the guest's log since the test started and the console's last lines. With
+pytest-xdist every worker boots its own guests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from vmtest import config, paths
+from vmtest.collect import dmesg as dmesg_parser
+from vmtest.deadline import Deadline
+from vmtest.errors import InfraError, VmtestError
+from vmtest.guest import memory
+from vmtest.kernel import build as kbuild
+from vmtest.kernel import kconfig
+from vmtest.kernel.source import parse_source
+from vmtest.qemu import boot
+from vmtest.qemu.accel import ACCELS
+from vmtest.qemu.machine import Machine
+
+Scope = Literal["session", "package", "module", "class", "function"]
+SCOPES: tuple[Scope, ...] = ("session", "package", "module", "class", "function")
+CMA_DEBUGFS = "/sys/kernel/debug/cma"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vmtest", "kernel tests in a QEMU guest (vmtest)")
+    group.addoption("--vmtest-kernel", metavar="PATH",
+                    help="boot this vmlinux, bzImage or `vmtest build` directory")
+    group.addoption("--vmtest-source", metavar="SOURCE",
+                    help="build this source (debian:6.1, PATH, PATH@REF) with the default "
+                         "fragments")
+    group.addoption("--vmtest-config", metavar="YAML",
+                    help="experiment whose kernels to use (default: the built-in reference)")
+    group.addoption("--vmtest-base", metavar="NAME", help="kernel of the config (default: "
+                                                          "its first)")
+    group.addoption("--vmtest-variant", action="append", default=[], metavar="NAME",
+                    help="variant (repeatable: each test runs on each; default: the first)")
+    group.addoption("--vmtest-accel", choices=ACCELS, default="auto")
+    group.addoption("--vmtest-scope", choices=SCOPES, default="module",
+                    help="how long one guest lives (default: module)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vmtest_variants(*names): run this test on each of "
+                                       "these variants of the configured kernel")
+    config.addinivalue_line("markers", "vmtest_expect_splat: a kernel splat during this test "
+                                       "is expected (and its absence fails it)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "vm" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("vmtest_variants")
+    variants = list(marker.args) if marker else metafunc.config.getoption("vmtest_variant")
+    if len(variants) > 1 or marker:
+        metafunc.parametrize("vmtest_variant", variants, ids=variants, indirect=True,
+                             scope=metafunc.config.getoption("vmtest_scope"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> Result:
+        """self, or an AssertionError that shows the command's output."""
+        if self.status != 0:
+            raise AssertionError(f"guest command exited {self.status}\n--- stdout ---\n"
+                                 f"{self.stdout}--- stderr ---\n{self.stderr}")
+        return self
+
+
+class Guest:
+    """A booted guest for tests: commands, its log since the test began, memory hotplug
+    and CMA helpers. Boots again if an earlier test crashed it."""
+
+    def __init__(self, image: Path, variant: str, opts: boot.BootOptions, run_dir: Path) -> None:
+        self.image = image
+        self.variant = variant
+        self.opts = opts
+        self.run_dir = run_dir
+        self._stack = contextlib.ExitStack()
+        self._boots = 0
+        self._mark = 0
+        self.machine: Machine = self._boot()
+
+    def _boot(self) -> Machine:
+        self._boots += 1
+        out = self.run_dir / f"boot{self._boots}"
+        self.machine = self._stack.enter_context(boot.boot(self.image, self.opts, out))
+        self._mark = 0
+        return self.machine
+
+    def ensure_alive(self) -> None:
+        if self.machine.exited():
+            self._stack.close()
+            self._stack = contextlib.ExitStack()
+            self._boot()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # -- commands ------------------------------------------------------------------
+    def run(self, command: str, *, timeout_s: float | None = 300, check: bool = False,
+            input: bytes | None = None) -> Result:  # noqa: A002 - subprocess's name
+        """Run a shell command line in the guest (in /root); its status and output."""
+        out, err = io.BytesIO(), io.BytesIO()
+        with contextlib.ExitStack() as stack:
+            fd = None
+            if input is not None:
+                fd = stack.enter_context(_pipe_with(input))
+            status = self.machine.ssh().run(command, stdout=out, stderr=err,
+                                            timeout_s=timeout_s, watch=self.machine.check,
+                                            stdin=fd)
+        result = Result(status, out.getvalue().decode(errors="replace"),
+                        err.getvalue().decode(errors="replace"))
+        return result.check() if check else result
+
+    # -- the kernel's log ------------------------------------------------------------
+    def mark(self) -> None:
+        """From here on, dmesg() reports what the kernel logs."""
+        self._mark = len(self._dmesg_text())
+
+    def _dmesg_text(self) -> str:
+        return self.run("dmesg", timeout_s=120, check=True).stdout
+
+    def dmesg_delta(self) -> str:
+        return self._dmesg_text()[self._mark:]
+
+    def dmesg(self) -> dmesg_parser.DmesgReport:
+        """The kernel's log since the test began, parsed: splats, dump_page()s, the
+        instrumentation's per-operation summaries (report.op_summary())."""
+        return dmesg_parser.parse(self.dmesg_delta())
+
+    # -- memory hotplug ------------------------------------------------------------
+    def hotplug(self, size_mib: int = 2 * memory.BLOCK_MIB, timeout_s: float = 30) -> list[str]:
+        """Hot-add a pc-dimm; returns its memory blocks once the guest has them (offline)."""
+        before = self.offline_blocks()
+        self.machine.hotplug_dimm(size_mib)
+        expect = size_mib // memory.BLOCK_MIB
+        deadline = Deadline(timeout_s)
+        while True:
+            new = sorted(self.offline_blocks() - before, key=memory.block_start_pfn)
+            if len(new) >= expect:
+                return new
+            if deadline.expired:
+                raise InfraError(f"the hot-added {size_mib} MiB did not appear in the guest "
+                                 f"({len(new)} of {expect} blocks after {timeout_s:.0f} s)")
+            time.sleep(0.2)
+
+    def offline_blocks(self) -> set[str]:
+        return memory.parse_blocks(self.run(memory.OFFLINE_BLOCKS_COMMAND, check=True).stdout)
+
+    def set_state(self, blocks: list[str], state: str) -> None:
+        self.run(memory.set_state_command(blocks, state), check=True)
+
+    def offline(self, block: str, timeout_s: float = 30) -> bool:
+        """Offline one block within timeout_s; True if it went offline."""
+        out = self.run(memory.offline_command(block, timeout_s), timeout_s=timeout_s + 30)
+        return memory.parse_offline_result(out.stdout).get("state") == "offline"
+
+    # -- CMA -----------------------------------------------------------------------
+    def cma_area(self) -> str:
+        area = self.run(f"ls {CMA_DEBUGFS} | head -1", check=True).stdout.strip()
+        if not area:
+            raise InfraError("the guest has no CMA area", hint="boot with cma=SIZE")
+        return area
+
+    def cma_alloc(self, pages: int) -> bool:
+        """Allocate pages from the CMA area through debugfs; True if it succeeded."""
+        return self.run(f"echo {int(pages)} > {CMA_DEBUGFS}/{self.cma_area()}/alloc").status == 0
+
+    def cma_free(self, pages: int) -> None:
+        self.run(f"echo {int(pages)} > {CMA_DEBUGFS}/{self.cma_area()}/free", check=True)
+
+
+@contextlib.contextmanager
+def _pipe_with(data: bytes) -> Iterator[int]:
+    """A readable descriptor that yields data, then end of file (a file: no pipe limit)."""
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.seek(0)
+        yield tmp.fileno()
+
+
+def _image(config_: pytest.Config, variant: str | None) -> tuple[Path, str]:
+    """The kernel image to boot and the variant's name."""
+    kernel = config_.getoption("vmtest_kernel")
+    if kernel:
+        path = Path(kernel)
+        image = kbuild.KernelArtifact(key="", directory=path).image if path.is_dir() else path
+        if not image.is_file():
+            raise pytest.UsageError(f"--vmtest-kernel {kernel}: no kernel image there")
+        return image, variant or path.name
+    source = config_.getoption("vmtest_source")
+    if source:
+        spec = kbuild.BuildSpec(source=parse_source(source), fragments=tuple(
+            kconfig.load_fragment(f) for f in kconfig.DEFAULT_FRAGMENTS),
+            variant=variant or "default", base=source)
+        return kbuild.build(spec).image, spec.variant
+    exp = config.load(config_.getoption("vmtest_config") or paths.default_config())
+    base = config_.getoption("vmtest_base")
+    kdef = exp.kernel(base) if base else exp.kernels[0]
+    chosen = kdef.variant(variant) if variant else kdef.variants[0]
+    return kbuild.build(kdef.build_spec(chosen)).image, chosen.name
+
+
+def _scope(fixture_name: str, config: pytest.Config) -> Scope:
+    chosen = config.getoption("vmtest_scope")
+    return next(s for s in SCOPES if s == chosen)
+
+
+@pytest.fixture(scope=_scope)
+def vmtest_variant(request: pytest.FixtureRequest) -> str | None:
+    """The variant this test runs on (parametrized by --vmtest-variant / vmtest_variants)."""
+    if hasattr(request, "param"):
+        return str(request.param)
+    chosen = request.config.getoption("vmtest_variant")
+    return chosen[0] if chosen else None
+
+
+@pytest.fixture(scope=_scope)
+def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    """The booted guest behind `vm` (lives for --vmtest-scope)."""
+    try:
+        image, name = _image(request.config, vmtest_variant)
+        opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
+                                programs=("bash",), boot_timeout_s=120)
+        guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"))
+    except VmtestError as exc:
+        pytest.fail(f"vmtest could not boot the guest: {exc.render()}", pytrace=False)
+    try:
+        yield guest
+    finally:
+        guest.close()
+
+
+@pytest.fixture
+def vm(vmtest_guest: Guest) -> Guest:
+    """A booted guest; dmesg() reports what the kernel logs from this test on."""
+    vmtest_guest.ensure_alive()
+    vmtest_guest.mark()
+    return vmtest_guest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    guest = getattr(item, "funcargs", {}).get("vm")
+    if report.when != "call" or not isinstance(guest, Guest):
+        return
+    try:
+        delta = guest.dmesg_delta()
+    except VmtestError as exc:  # the guest died during the test
+        delta = ""
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"the guest failed during the test: {exc}"
+    splats = dmesg_parser.parse(delta).splats if delta else []
+    expected = item.get_closest_marker("vmtest_expect_splat") is not None
+    if report.passed and splats and not expected:
+        report.outcome = "failed"
+        report.longrepr = "kernel splat during the test:\n" + "\n".join(
+            f"  {s.kind}: {s.title}" + (f" [{s.stack[0]}]" if s.stack else "") for s in splats)
+    elif report.passed and expected and not splats:
+        report.outcome = "failed"
+        report.longrepr = "the test expected a kernel splat and none came"
+    if report.failed:
+        report.sections.append(("vmtest: kernel log since the test began", delta[-20000:]))
+        with contextlib.suppress(Exception):
+            report.sections.append(("vmtest: console tail", guest.machine.console.tail(40)))

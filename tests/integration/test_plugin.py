@@ -1,0 +1,46 @@
+"""The pytest plugin on real guests (issue 12, part 2): the examples/ suite on both 6.1
+variants, JUnit ids per variant, and a WARN that fails a test with the splat in its
+report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _pytest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=1200)
+
+
+def test_examples_pass_on_both_variants_with_variant_ids(variants, tmp_path):
+    junit = tmp_path / "junit.xml"
+    proc = _pytest(str(EXAMPLES), "--vmtest-variant", "patched", "--vmtest-variant",
+                   "unpatched", f"--junitxml={junit}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    for variant in ("patched", "unpatched"):
+        for test in ("test_hotplug_online_offline_cycles", "test_cma_allocation_under_load",
+                     "test_compaction_moves_pages", "test_lkdtm_warning_is_reported"):
+            case = cases[f"{test}[{variant}]"]
+            assert case.find("failure") is None and case.find("skipped") is None, test
+
+
+def test_an_unexpected_warning_fails_the_test_with_the_splat(kernel, tmp_path):
+    (tmp_path / "test_warn.py").write_text(
+        "def test_warns(vm):\n"
+        "    vm.run('echo WARNING > /sys/kernel/debug/provoke-crash/DIRECT')\n"
+        "\n"
+        "def test_quiet(vm):\n"
+        "    assert vm.run('echo hello').stdout == 'hello\\n'\n")
+    proc = _pytest("test_warn.py", "--vmtest-kernel", str(kernel.directory), "-rA",
+                   cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    out = proc.stdout
+    assert "1 failed, 1 passed" in out
+    assert "kernel splat during the test:" in out and "lkdtm_WARNING" in out
+    assert "vmtest: kernel log since the test began" in out

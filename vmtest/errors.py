@@ -16,7 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (VMs stopped, finished runs kept, resumable)."""
 EXIT_CMD_KERNEL, EXIT_CMD_VMTEST = 124, 125
 
 

@@ -1,3 +1,6 @@
+import pytest
+
+from vmtest.errors import MissingRequirement
 from vmtest.qemu import accel
 
 
@@ -71,4 +74,13 @@ def test_choose_without_kvm_and_explicit_requests(tmp_path):
     nokvm = lambda: (False, "/dev/kvm does not exist")  # noqa: E731
     assert accel.choose("auto", store, "h", nokvm).accel == "tcg"
     assert accel.choose("tcg", store, "h", nokvm).accel == "tcg"
-    assert accel.choose("kvm", store, "h", nokvm).accel == "kvm"  # explicit: user's call
+    # Asked for explicitly, a KVM that cannot work fails loudly (exit 3), with the reason.
+    with pytest.raises(MissingRequirement, match="--accel kvm: /dev/kvm does not exist"):
+        accel.choose("kvm", store, "h", nokvm)
+    works = lambda: (True, "/dev/kvm opens")  # noqa: E731
+    assert accel.choose("kvm", store, "h", works) == accel.AccelChoice(
+        "kvm", True, "KVM opens; probing whether it boots a guest")
+    store.put("h", False, "no init after 10 s under KVM")
+    with pytest.raises(MissingRequirement, match="does not boot guests on this host "
+                                                 r"\(no init after 10 s"):
+        accel.choose("kvm", store, "h", works)

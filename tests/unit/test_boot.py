@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vmtest.errors import InfraError
+from vmtest.errors import InfraError, MissingRequirement
 from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine
 
@@ -95,7 +95,22 @@ def test_qemu_refusing_kvm_is_a_fallback_not_an_error(tmp_path, store, kvm_opens
                              "failed to set MSR")
 
 
-def test_kvm_requested_is_not_probed(tmp_path, store, kvm_opens):
+def test_kvm_requested_is_probed_and_kept_when_it_boots(tmp_path, store, kvm_opens):
     with _boot(tmp_path, store, FakeMachine, "kvm") as vm:
         assert vm.spec.accel == "kvm"
-    assert store.get(accel.host_fingerprint()) is None
+    assert store.get(accel.host_fingerprint())["kvm_works"] is True
+
+
+def test_kvm_requested_that_stalls_fails_loudly_not_as_a_hang(tmp_path, store, kvm_opens):
+    made = []
+
+    def stalls(spec, run_dir, **kw):
+        made.append(spec.accel)
+        return FakeMachine(spec, run_dir, exits=True, console=b"", **kw)
+
+    with pytest.raises(MissingRequirement, match="--accel kvm: KVM does not boot a guest on "
+                                                 "this host: QEMU exited during the probe"):
+        with _boot(tmp_path, store, stalls, "kvm"):
+            pass
+    assert made == ["kvm"]  # no silent TCG fallback
+    assert MissingRequirement("x").exit_code == 3

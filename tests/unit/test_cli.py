@@ -113,3 +113,20 @@ def test_the_current_folder_is_shared_by_default_read_only(tmp_path, monkeypatch
         (tmp_path, True)]
     with pytest.raises(ConfigError, match="not a folder"):
         cli_run.shares(_run_args("--share", "missing"))
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_exits_143(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr("vmtest.cli.dmesg.cmd_dmesg", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["dmesg", "x.log"]) == 143
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before  # restored for the caller

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import select
 import shlex
 import tarfile
 import tempfile
@@ -149,7 +150,10 @@ class SSHChannel:
                 if not transport.is_active():
                     raise ChannelError("SSH connection to the guest was lost mid-command")
                 if not progressed:
-                    time.sleep(0.01)
+                    # Wake on data or the channel's close (paramiko sets the channel's
+                    # pipe for both), not after a fixed sleep: a short command's
+                    # latency is its own, not the poll period's.
+                    select.select([chan], [], [], 0.01)
         finally:
             chan.close()
 

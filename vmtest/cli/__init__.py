@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -19,7 +20,9 @@ from vmtest.errors import (
     EXIT_CMD_VMTEST,
     EXIT_INFRA,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     GuestFailure,
+    Terminated,
     VmtestError,
 )
 
@@ -62,7 +65,19 @@ def _save_traceback() -> Path | None:
         return None
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser, commands = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # argparse would blame the top level: name the subcommand and its usage
@@ -79,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         if passes_status:
             return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("vmtest: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"vmtest: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # a bug of vmtest's: one line, the traceback in a file
         saved = _save_traceback()
         where = f"traceback in {saved}" if saved else traceback.format_exc().rstrip()

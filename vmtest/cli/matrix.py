@@ -16,7 +16,6 @@ from vmtest.cli.common import Sub, add_accel_arg
 from vmtest.errors import (
     EXIT_FAIL,
     EXIT_INFRA,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
     VmtestError,
@@ -154,13 +153,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                        jobs=jobs, progress=progress.run_done, stop=stop,
                        on_interrupt=lambda: machine.kill_live(reason="interrupt"),
                        stagger_s=stagger_s)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (vmtest.errors.Terminated)
         stop.set()
         progress.stop()
-        print("\nvmtest: interrupted; stopped the running VMs. Finished runs are kept: "
+        print("\nvmtest: stopped the running VMs. Finished runs are kept: "
               f"`vmtest matrix {cfg_path} --results {results} --resume` continues.",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise
     finally:
         progress.stop()
     return _render(exp, store, results, profile)

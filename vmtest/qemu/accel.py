@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vmtest import paths
 from vmtest.deadline import Clock, utc_now
+from vmtest.errors import MissingRequirement
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,15 @@ class AccelChoice:
 
 def choose(requested: str, store: VerdictStore, host: str | None = None,
            openable: Callable[[], tuple[bool, str]] | None = None) -> AccelChoice:
+    """What to boot under. `kvm` asked for is probed like `auto` (a KVM that does not
+    boot guests must fail loudly, not hang into a "kernel hang" verdict); a remembered
+    failure fails it at once (MissingRequirement), `vmtest doctor --reprobe` forgets it."""
     if requested == "tcg":
         return AccelChoice("tcg", False, "TCG requested")
     ok, why = (openable or kvm_openable)()
-    if requested == "kvm":
-        return AccelChoice("kvm", False, why)
+    if requested == "kvm" and not ok:
+        raise MissingRequirement(f"--accel kvm: {why}",
+                                 hint="use --accel auto (TCG where KVM is not usable)")
     if not ok:
         return AccelChoice("tcg", False, f"KVM not usable: {why}; using TCG")
     verdict = store.get(host or host_fingerprint())
@@ -145,6 +150,11 @@ def choose(requested: str, store: VerdictStore, host: str | None = None,
         return AccelChoice("kvm", True, "KVM opens; probing whether it boots a guest")
     if verdict.get("kvm_works"):
         return AccelChoice("kvm", False, "KVM boots guests on this host (remembered)")
+    if requested == "kvm":
+        raise MissingRequirement(f"--accel kvm: KVM does not boot guests on this host "
+                                 f"({verdict.get('reason')}, remembered in {store.path})",
+                                 hint="use --accel auto or tcg; `vmtest doctor --reprobe` "
+                                      "probes again")
     return AccelChoice("tcg", False,
                        f"KVM opens but does not boot guests on this host ({verdict.get('reason')}, "
                        f"remembered in {store.path}); using TCG")

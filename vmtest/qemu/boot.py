@@ -19,7 +19,7 @@ from typing import Any
 
 from vmtest import paths
 from vmtest.channel.keys import KeyPair
-from vmtest.errors import InfraError
+from vmtest.errors import InfraError, MissingRequirement
 from vmtest.guest import rootfs
 from vmtest.qemu import accel as accel_mod
 from vmtest.qemu.argv import MachineSpec, Share
@@ -104,9 +104,14 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             _warn_once(choice.note)
         machine = None
         if choice.probe:
-            machine = _probe_kvm(machine_class(replace(spec, accel="kvm"), run_dir,
-                                               client_key=client_key, host_key=host_key),
-                                 store)
+            machine, reason = _probe_kvm(machine_class(replace(spec, accel="kvm"), run_dir,
+                                                       client_key=client_key,
+                                                       host_key=host_key), store)
+            if machine is None and opts.accel == "kvm":
+                raise MissingRequirement(f"--accel kvm: KVM does not boot a guest on this "
+                                         f"host: {reason}",
+                                         log_path=run_dir / "console-kvm-probe.log",
+                                         hint="use --accel auto (falls back to TCG) or tcg")
         if machine is None:
             machine = machine_class(replace(spec, accel=choice.accel if not choice.probe
                                             else "tcg"),
@@ -142,8 +147,10 @@ def mount_shares(machine: Machine, shares: tuple[Share, ...]) -> list[Share]:
     return mounted
 
 
-def _probe_kvm(machine: Machine, store: accel_mod.VerdictStore) -> Machine | None:
-    """Boot under KVM watching console progress; keep the machine if it boots."""
+def _probe_kvm(machine: Machine,
+               store: accel_mod.VerdictStore) -> tuple[Machine | None, str]:
+    """Boot under KVM watching console progress: (the machine, "") if it boots, else
+    (None, why not)."""
     host = accel_mod.host_fingerprint()
     try:
         machine.launch()
@@ -152,7 +159,7 @@ def _probe_kvm(machine: Machine, store: accel_mod.VerdictStore) -> Machine | Non
         first = (exc.log_tail or str(exc)).strip().splitlines()[0:1] or [str(exc)]
         reason = f"QEMU failed to start under KVM: {first[0][:200]}"
         _give_up_kvm(machine, host, store, reason)
-        return None
+        return None, reason
     try:
         return _watch_probe(machine, host, store)
     except BaseException:
@@ -160,7 +167,8 @@ def _probe_kvm(machine: Machine, store: accel_mod.VerdictStore) -> Machine | Non
         raise
 
 
-def _watch_probe(machine: Machine, host: str, store: accel_mod.VerdictStore) -> Machine | None:
+def _watch_probe(machine: Machine, host: str,
+                 store: accel_mod.VerdictStore) -> tuple[Machine | None, str]:
     offset = 0
 
     def read(timeout_s: float) -> bytes:
@@ -174,9 +182,9 @@ def _watch_probe(machine: Machine, host: str, store: accel_mod.VerdictStore) -> 
     if result.booted:
         store.put(host, True, f"booted to init in {result.elapsed_s:.1f} s")
         log.info("KVM works on this host (init after %.1f s); remembered", result.elapsed_s)
-        return machine
+        return machine, ""
     _give_up_kvm(machine, host, store, result.reason)
-    return None
+    return None, result.reason
 
 
 def _give_up_kvm(machine: Machine, host: str, store: accel_mod.VerdictStore,

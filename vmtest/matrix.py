@@ -17,11 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from vmtest import run as run_mod
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel.build import BuiltKernel, build_kernel
-from vmtest.qemu import machine
 from vmtest.results import document
 from vmtest.results.store import Run, Store
 
@@ -126,6 +124,9 @@ def runner(exp: Experiment, built: Built, *, accel: str,
     """The function execute() calls per run: the built kernel, the scenario of the
     config with this repetition's seed, a watchdog that stops the VM at the run's time
     limit (the scenario's, unless run_timeout_s)."""
+    from vmtest import run as run_mod  # SSH and QMP load when runs do, not with the plan
+    from vmtest.qemu import machine
+
     def run_one(run: Run, run_dir: Path) -> dict[str, Any]:
         kernel = built[(run.kernel, run.variant)]
         if isinstance(kernel, VmtestError):

@@ -9,11 +9,22 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from vmtest import paths
 
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
+
+
+def escape(text: str) -> str:
+    """XML character data (what xml.sax.saxutils.escape does, without loading urllib)."""
+    return html.escape(text, quote=False)
+
+
+def quoteattr(value: str) -> str:
+    """An XML attribute value with its quotes."""
+    return '"' + html.escape(value, quote=True) + '"'
+
+
 FILES = ("report.md", "report.html", "report.json", "junit.xml")
 
 

@@ -130,3 +130,23 @@ def test_sigterm_is_handled_like_ctrl_c_and_exits_143(monkeypatch, capsys):
     assert cli.main(["dmesg", "x.log"]) == 143
     assert "terminated (SIGTERM)" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == before  # restored for the caller
+
+
+def test_the_help_states_the_matrix_stagger_the_matrix_uses():
+    from vmtest import matrix
+    from vmtest.cli import matrix as cli_matrix
+
+    assert cli_matrix.CROWDED_STAGGER_S == matrix.CROWDED_STAGGER_S
+    assert matrix.stagger_for(4, cores=2) == matrix.CROWDED_STAGGER_S
+    assert matrix.stagger_for(2, cores=2) == 0.0
+
+
+def test_parsing_loads_no_ssh_qmp_or_yaml():
+    import subprocess
+    import sys
+
+    code = ("import sys; from vmtest import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('paramiko', 'yaml', 'qemu.qmp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vmtest import bisect
 from vmtest.cli.common import Sub, add_accel_arg
 from vmtest.kernel import kconfig
 
@@ -38,6 +37,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
+    from vmtest import bisect
+
     step_args = ["--scenario", args.scenario, "--profile", args.profile, "--metric",
                  args.metric, "--threshold", str(args.threshold), "--accel", args.accel]
     for patch in args.patches:
@@ -50,6 +51,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
+    from vmtest import bisect
+
     return bisect.step(args.tree.resolve(), args.scenario, args.profile, args.metric,
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vmtest import config, paths
+from vmtest import paths
 from vmtest.errors import ConfigError
 from vmtest.kernel import build as kbuild
 from vmtest.kernel import kconfig
@@ -48,6 +48,8 @@ def uses_config(args: argparse.Namespace) -> bool:
 
 
 def specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
+    from vmtest import config  # YAML and the scenario catalog: only when a config is read
+
     experiment = config.load(args.config)
     kernels = [experiment.kernel(args.base)] if args.base else list(experiment.kernels)
     specs = []

@@ -9,9 +9,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmtest import compare, config, matrix, paths, report, scenarios
+from vmtest import paths
 from vmtest.cli.common import Sub, add_accel_arg
 from vmtest.errors import (
     EXIT_FAIL,
@@ -21,9 +21,15 @@ from vmtest.errors import (
     VmtestError,
 )
 from vmtest.kernel.build import BuiltKernel
-from vmtest.qemu import machine
-from vmtest.results import store as store_mod
-from vmtest.results.store import Run, Store
+
+if TYPE_CHECKING:
+    from vmtest.config import Experiment
+    from vmtest.results.store import Run, Store
+
+
+# The stages load when a command runs, not when the parser is built (`vmtest --version`,
+# `vmtest run` do not need YAML, statistics or the report views).
+CROWDED_STAGGER_S = 20.0  # vmtest.matrix.CROWDED_STAGGER_S, checked by a unit test
 
 
 def add_parser(sub: Sub) -> None:
@@ -42,7 +48,7 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (see vmtest merge)")
     p.add_argument("--stagger", default="auto", metavar="S",
                    help="seconds between the starts of parallel runs (default: auto = 0 "
-                        f"when --jobs <= cores, else {matrix.CROWDED_STAGGER_S:g}: "
+                        f"when --jobs <= cores, else {CROWDED_STAGGER_S:g}: "
                         "simultaneous boots starve each other)")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="run only this scenario of the matrix (repeatable)")
@@ -77,7 +83,7 @@ def _number(text: str, option: str, kind: type[int] | type[float]) -> Any:
 class Progress:
     """One line per finished run (CI, pipes), or a rich progress bar on a terminal."""
 
-    def __init__(self, exp: config.Experiment, total: int) -> None:
+    def __init__(self, exp: Experiment, total: int) -> None:
         self.exp = exp
         self.started = time.monotonic()
         self.bar: Any = None
@@ -108,6 +114,8 @@ class Progress:
             self.bar.update(self.task, completed=done, description=f"{run.key}: "
                                                                    f"{doc.get('verdict')}")
             return
+        from vmtest import scenarios
+
         elapsed = time.monotonic() - self.started
         eta = elapsed / done * (todo - done)
         shown = scenarios.get(run.scenario).PROGRESS_METRICS
@@ -122,6 +130,8 @@ class Progress:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from vmtest import config, matrix
+
     cfg_path = args.config or str(paths.default_config())
     exp = config.load(cfg_path)
     if exp.matrix is None:
@@ -135,6 +145,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                                       exp, scenarios=args.scenario), args.shard)
     if not runs:
         raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
+    from vmtest.results.store import Store
+
     results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")
     store = Store(results)
     if store.has_results() and not args.resume and not args.force:
@@ -143,6 +155,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     store.claim(exp, profile, force=args.force)
     print(f"matrix: {len(runs)} runs ({sum(1 for r in runs if store.done(r))} already done), "
           f"{jobs} in parallel, results in {results}", file=sys.stderr)
+
+    from vmtest.qemu import machine
 
     progress = Progress(exp, len(runs))
     stop = threading.Event()
@@ -165,7 +179,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return _render(exp, store, results, profile)
 
 
-def _render(exp: config.Experiment, store: Store, results: Path, profile: str) -> int:
+def _render(exp: Experiment, store: Store, results: Path, profile: str) -> int:
+    from vmtest import compare, report
+
     data = compare.build(exp, store.documents(), profile)
     print(report.write(results, data))
     print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
@@ -177,15 +193,20 @@ def _render(exp: config.Experiment, store: Store, results: Path, profile: str) -
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from vmtest import config
+    from vmtest.results import store as store_mod
+
     results = Path(args.results)
     meta = store_mod.read_meta(results)
     exp = config.load(meta["config"])
     if exp.matrix is None:
         raise ConfigError(f"{meta['config']}: no matrix: section")
-    return _render(exp, Store(results), results, str(meta.get("profile", "")))
+    return _render(exp, store_mod.Store(results), results, str(meta.get("profile", "")))
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from vmtest.results import store as store_mod
+
     out = Path(args.output)
     copied = store_mod.merge(out, [Path(src) for src in args.inputs], force=args.force)
     print(f"merged {copied} runs into {out}; `vmtest report {out}` renders them",

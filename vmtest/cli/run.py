@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from vmtest import config, scenarios
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
 from vmtest.kernel import build as kbuild
-from vmtest.qemu import boot
 from vmtest.qemu.argv import Share, parse_size_mib
 
 log = logging.getLogger("vmtest")
@@ -128,6 +126,8 @@ def shares(args: argparse.Namespace) -> tuple[Share, ...]:
 
 
 def _command_run(args: argparse.Namespace, command: list[str]) -> int:
+    from vmtest.qemu import boot
+
     kernel = _kernel_image(args)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
@@ -198,7 +198,8 @@ def _overrides(items: list[str] | None) -> dict[str, object]:
 
 
 def _scenario_run(args: argparse.Namespace) -> int:
-    from vmtest import run
+    from vmtest import config, run, scenarios
+    from vmtest.qemu import boot
 
     uses_config(args)
     exp = config.load(args.config)

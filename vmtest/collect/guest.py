@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import snapshot as snapshot_parser
 from vmtest.collect import tracefs
 from vmtest.errors import InfraError
-from vmtest.qemu.machine import Machine
+
+if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
+    from vmtest.qemu.machine import Machine
 
 
 def check_paths(vm: Machine, need: dict[str, str]) -> None:

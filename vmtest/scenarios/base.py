@@ -9,12 +9,14 @@ import logging
 import time
 import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmtest.errors import ConfigError, InfraError
 from vmtest.guest import load
 from vmtest.guest.load import LoadParams
-from vmtest.qemu.machine import Machine
+
+if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
+    from vmtest.qemu.machine import Machine
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,12 @@ import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest, snapshot, tracefs
 from vmtest.errors import ConfigError, InfraError
 from vmtest.guest import load
-from vmtest.qemu.machine import Machine
 from vmtest.scenarios.base import (
     Scenario,
     ScenarioParams,
@@ -23,6 +22,9 @@ from vmtest.scenarios.base import (
     guest_run,
     median,
 )
+
+if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
+    from vmtest.qemu.machine import Machine
 
 _ALLOC_LINE = re.compile(r"^vmtest-alloc i=(\d+) ok=(\d)")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest, snapshot
@@ -16,8 +16,10 @@ from vmtest.deadline import Deadline
 from vmtest.errors import ConfigError, InfraError
 from vmtest.guest import memory
 from vmtest.guest.memory import BLOCK_MIB, MEMORY_SYSFS, block_start_pfn
-from vmtest.qemu.machine import Machine
 from vmtest.scenarios.base import Scenario, ScenarioParams
+
+if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
+    from vmtest.qemu.machine import Machine
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,11 @@ def utc_now() -> str:
     return time.strftime(UTC_FORMAT, time.gmtime())
 
 
+def file_stamp() -> str:
+    """Now, for names of files and folders that sort by time: 20261129-150855 (local)."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 def utc_epoch(stamp: object) -> float | None:
     """Seconds since the epoch of a utc_now() stamp; None if it is not one."""
     try:

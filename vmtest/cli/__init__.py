@@ -10,11 +10,11 @@ import logging
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from vmtest import __version__, paths
+from vmtest.deadline import file_stamp
 from vmtest.errors import (
     EXIT_CMD_KERNEL,
     EXIT_CMD_VMTEST,
@@ -57,8 +57,7 @@ def _save_traceback() -> Path | None:
     that cannot be written)."""
     text = traceback.format_exc()
     try:
-        path = paths.cache_dir("logs") / f"vmtest-bug-{time.strftime('%Y%m%d-%H%M%S')}-" \
-                                         f"{os.getpid()}.txt"
+        path = paths.cache_dir("logs") / f"vmtest-bug-{file_stamp()}-{os.getpid()}.txt"
         path.write_text(f"vmtest {__version__}\nargv: {sys.argv}\n\n{text}")
         return path
     except OSError:

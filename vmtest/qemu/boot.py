@@ -19,6 +19,7 @@ from typing import Any
 
 from vmtest import paths
 from vmtest.channel.keys import KeyPair
+from vmtest.deadline import file_stamp
 from vmtest.errors import InfraError, MissingRequirement
 from vmtest.guest import rootfs
 from vmtest.qemu import accel as accel_mod
@@ -65,8 +66,7 @@ def firmware() -> str | None:
 
 def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     root = root or paths.cache_dir("runs")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{stamp}-{label}-", dir=root))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{file_stamp()}-{label}-", dir=root))
     return run_dir
 
 

@@ -35,9 +35,11 @@ assert not dmesg.NATIVE_MISSING' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
     # Debian's own python3 is "externally managed" (PEP 668): fall back to installing
     # beside it, as root does for site tools, when no virtual environment is active.
-    "$PYTHON" -m pip install -q -e '.[test]' 2>/tmp/vmtest-pip.err \
-        || { grep -q externally-managed /tmp/vmtest-pip.err \
+    pip_err=$(mktemp)
+    trap 'rm -f "$pip_err"' EXIT
+    "$PYTHON" -m pip install -q -e '.[test]' 2>"$pip_err" \
+        || { grep -q externally-managed "$pip_err" \
              && "$PYTHON" -m pip install -q --break-system-packages -e '.[test]'; } \
-        || { cat /tmp/vmtest-pip.err >&2; exit 1; }
+        || { cat "$pip_err" >&2; exit 1; }
 fi
 echo "setup: done; run 'vmtest doctor' to check the host"

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vmtest import config, paths
+from vmtest import config
 from vmtest.guest import rootfs
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot
@@ -83,8 +83,8 @@ def main() -> int:
     parser.add_argument("--accel", default="tcg", help="tcg (default) or kvm")
     parser.add_argument("--kernel", help="build directory (default: the default build)")
     args = parser.parse_args()
-    kernel_dir = args.kernel or str(kbuild.build(_default_spec()).directory)
-    image = kbuild.KernelArtifact(key="", directory=Path(kernel_dir)).image
+    kernel_dir = args.kernel or str(kbuild.build(config.default_build_spec()).directory)
+    image = kbuild.image_at(Path(kernel_dir))
     series: dict[str, list[float]] = {"floor (busybox init, poweroff)": [],
                                       "vmtest run --no-share -- true": [],
                                       "vmtest run -- true (cwd shared)": []}
@@ -106,12 +106,6 @@ def main() -> int:
         print(f"{name:<34} min {min(values):.2f} s, median {med:.2f} s, "
               f"max {max(values):.2f} s, {med / floor:.2f}x the floor")
     return 0
-
-
-def _default_spec() -> kbuild.BuildSpec:
-    """The built-in default kernel: 6.1 as shipped, with the instrumentation."""
-    kdef = config.load(paths.default_config()).kernel("6.1")
-    return kdef.build_spec(kdef.variant("patched"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vmtest import config, paths
+from vmtest import config
 from vmtest.kernel import build as kbuild
 from vmtest.pytest_plugin import Guest
 from vmtest.qemu import boot
@@ -23,8 +23,7 @@ def main() -> int:
     parser.add_argument("-n", "--runs", type=int, default=100)
     parser.add_argument("--accel", default="tcg")
     args = parser.parse_args()
-    kdef = config.load(paths.default_config()).kernel("6.1")
-    image = kbuild.build(kdef.build_spec(kdef.variant("patched"))).image
+    image = kbuild.build(config.default_build_spec()).image
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
         started = time.monotonic()
         guest = Guest(image, "patched", boot.BootOptions(accel=args.accel, programs=("bash",)),

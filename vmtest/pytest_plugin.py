@@ -37,8 +37,6 @@ from vmtest.deadline import Deadline
 from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
-from vmtest.kernel import kconfig
-from vmtest.kernel.source import parse_source
 from vmtest.qemu import boot
 from vmtest.qemu.accel import ACCELS
 from vmtest.qemu.machine import Machine
@@ -214,16 +212,13 @@ def _image(config_: pytest.Config, variant: str | None) -> tuple[Path, str]:
     """The kernel image to boot and the variant's name."""
     kernel = config_.getoption("vmtest_kernel")
     if kernel:
-        path = Path(kernel)
-        image = kbuild.KernelArtifact(key="", directory=path).image if path.is_dir() else path
+        image = kbuild.image_at(Path(kernel))
         if not image.is_file():
             raise pytest.UsageError(f"--vmtest-kernel {kernel}: no kernel image there")
-        return image, variant or path.name
+        return image, variant or Path(kernel).name
     source = config_.getoption("vmtest_source")
     if source:
-        spec = kbuild.BuildSpec(source=parse_source(source), fragments=tuple(
-            kconfig.load_fragment(f) for f in kconfig.DEFAULT_FRAGMENTS),
-            variant=variant or "default", base=source)
+        spec = kbuild.spec_for_source(source, variant=variant or "default")
         return kbuild.build(spec).image, spec.variant
     exp = config.load(config_.getoption("vmtest_config") or paths.default_config())
     base = config_.getoption("vmtest_base")

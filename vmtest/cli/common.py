@@ -9,7 +9,6 @@ from vmtest import paths
 from vmtest.errors import ConfigError
 from vmtest.kernel import build as kbuild
 from vmtest.kernel import kconfig
-from vmtest.kernel.source import parse_source
 from vmtest.qemu.accel import ACCELS
 
 Sub = argparse._SubParsersAction  # the type argparse gives add_subparsers()
@@ -61,15 +60,13 @@ def specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
 
 
 def adhoc_spec(args: argparse.Namespace) -> kbuild.BuildSpec:
-    fragments = tuple(kconfig.load_fragment(f) for f in
-                      (args.fragments or kconfig.DEFAULT_FRAGMENTS))
     for patch in args.patches:
         if not patch.is_file():
             raise ConfigError(f"patch {patch} not found")
-    source = parse_source(args.source or "debian:6.1")
-    return kbuild.BuildSpec(source=source, fragments=fragments,
-                            patches=tuple(p.resolve() for p in args.patches),
-                            variant=args.variant or "default", base=args.source or "debian:6.1")
+    return kbuild.spec_for_source(args.source or "debian:6.1",
+                                  fragments=tuple(args.fragments or ()),
+                                  patches=tuple(p.resolve() for p in args.patches),
+                                  variant=args.variant or "default")
 
 
 def one_spec(args: argparse.Namespace) -> kbuild.BuildSpec:

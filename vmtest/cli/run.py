@@ -79,9 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _kernel_image(args: argparse.Namespace) -> Path:
     if args.kernel:
-        path = Path(args.kernel)
-        if path.is_dir():
-            path = kbuild.KernelArtifact(key="", directory=path).image
+        path = kbuild.image_at(Path(args.kernel))
         if not path.is_file():
             raise ConfigError(f"kernel image {args.kernel} not found",
                               hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "

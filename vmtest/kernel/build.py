@@ -25,7 +25,7 @@ from vmtest import paths
 from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
-from vmtest.kernel.source import KernelSource, LocalTree
+from vmtest.kernel.source import KernelSource, LocalTree, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,22 @@ class KernelArtifact:
     def load(cls, directory: Path, *, cached: bool = True) -> KernelArtifact:
         meta = json.loads((directory / "meta.json").read_text())
         return cls(key=str(meta["key"]), directory=directory, meta=meta, cached=cached)
+
+
+def image_at(path: Path) -> Path:
+    """The kernel a user names: an image file itself (vmlinux with CONFIG_PVH, bzImage),
+    or the image in a `vmtest build` directory."""
+    return KernelArtifact(key="", directory=path).image if path.is_dir() else path
+
+
+def spec_for_source(source: str, *, fragments: tuple[str | Path, ...] = (),
+                    patches: tuple[Path, ...] = (), variant: str = "default") -> BuildSpec:
+    """An ad hoc build (no config): a source as `parse_source` reads it, the default
+    fragments unless others are named, patches in order."""
+    return BuildSpec(source=parse_source(source),
+                     fragments=tuple(kconfig.load_fragment(f)
+                                     for f in (fragments or kconfig.DEFAULT_FRAGMENTS)),
+                     patches=patches, variant=variant, base=source)
 
 
 def compiler_version() -> str:

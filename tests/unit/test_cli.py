@@ -150,3 +150,8 @@ def test_parsing_loads_no_ssh_qmp_or_yaml():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_fetch_with_console_is_refused_before_booting(capsys):
+    assert cli.main(["run", "--console", "--fetch", "/root/x", "--", "true"]) == 125
+    assert "--fetch needs SSH" in capsys.readouterr().err

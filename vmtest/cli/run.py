@@ -126,6 +126,9 @@ def shares(args: argparse.Namespace) -> tuple[Share, ...]:
 def _command_run(args: argparse.Namespace, command: list[str]) -> int:
     from vmtest.qemu import boot
 
+    if args.console and args.fetch:
+        raise ConfigError("--fetch needs SSH, and --console runs CMD without it",
+                          hint="drop --console, or write results to a --share-rw folder")
     kernel = _kernel_image(args)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)

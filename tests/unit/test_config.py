@@ -24,7 +24,7 @@ def test_reference_config_defines_patched_and_unpatched():
     assert [p.name for p in unpatched.series] == [
         "vmtest-instrumentation.patch", "revert-d479960e44f2-lru-cache-disable.patch"]
     spec = k61.build_spec(unpatched)
-    assert spec.variant == "unpatched" and spec.base == "6.1" and len(spec.fragments) == 2
+    assert spec.variant == "unpatched" and spec.base == "6.1" and len(spec.fragments) == 3
 
 
 def test_drop_removes_from_base_series(tmp_path):

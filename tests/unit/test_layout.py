@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vmtest"
 
 # Lowest first. A module belongs to the first entry that is a prefix of its name.
 STAGES = [
-    ("foundation", ("vmtest", "vmtest.errors", "vmtest.paths", "vmtest.deadline")),
+    ("foundation", ("vmtest", "vmtest.errors", "vmtest.paths", "vmtest.deadline", "vmtest.procs")),
     ("kernel", ("vmtest.kernel",)),
     ("guest", ("vmtest.guest",)),
     ("channel", ("vmtest.channel",)),

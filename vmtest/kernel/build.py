@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmtest import paths
+from vmtest import paths, procs
 from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
@@ -303,8 +303,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     with log_file.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
-        proc = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env,
-                              check=False)
+        proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmtest import paths
+from vmtest import paths, procs
 from vmtest.errors import ConfigError, KconfigError
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
@@ -29,7 +29,7 @@ REQUIRED = {
     "CONFIG_SERIAL_8250_CONSOLE": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y",
 }
 
-DEFAULT_FRAGMENTS = ("qemu-guest", "mm-migration")
+DEFAULT_FRAGMENTS = ("qemu-guest", "mm-migration", "mm-selftests")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args:
         def run(argv: list[str]) -> None:
             out.write(f"$ {' '.join(argv)}\n")
             out.flush()
-            proc = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, check=False)
+            proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT)
             if proc.returncode != 0:
                 raise KconfigError(f"kernel configuration step failed: {' '.join(argv)}",
                                    log_path=log_file, log_tail=tail_lines(log_file))

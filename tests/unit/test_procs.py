@@ -1,0 +1,56 @@
+"""run_group: a child and everything it started die with an interrupted vmtest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from vmtest import procs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_interrupt_stops_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    # The grandchild ignores nothing: make's sub-makes and compilers are like it.
+    script = f"sleep 60 & echo $! > {pidfile}; wait"
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            procs.run_group(["sh", "-c", script])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(grandchild)
+    if survived:  # the test owns it: leave nothing behind even when it fails
+        os.kill(grandchild, signal.SIGKILL)
+    assert not survived, "the grandchild outlived the interrupted run_group"
+
+
+def test_result_and_check(tmp_path: Path) -> None:
+    import subprocess
+    done = procs.run_group(["sh", "-c", "echo hi; exit 3"], stdout=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stdout) == (3, "hi\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        procs.run_group(["false"], check=True)

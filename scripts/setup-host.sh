@@ -12,6 +12,7 @@ PACKAGES=(
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
     python3-dev                # Python.h: the compiled dmesg scanner (setup.py)
+    libcap-dev libnuma-dev liburing-dev rsync  # the kernel's mm selftests (vmtest run --kselftest)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

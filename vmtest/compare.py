@@ -182,6 +182,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     "comparisons": comparisons,
                     "runs": {baseline: _verdicts(base_docs), variant: _verdicts(cand_docs)},
                     "splats_only_in": _splat_diff(base_docs, cand_docs, baseline, variant),
+                    "test_differences": test_differences(base_docs, cand_docs),
                     "headline": scenarios.get(sc_name).headline(
                         comparisons, base_docs + cand_docs, baseline, variant),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
@@ -197,6 +198,9 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
              for d in docs if d.get("verdict") == "infrastructure"]
     regressions = [f"{s['kernel']}/{s['scenario']}/{c['metric']}"
                    for s in sections for c in s["comparisons"] if c["verdict"] == "regressed"]
+    regressions += [f"{s['kernel']}/{s['scenario']}/{d['test']}: passes on {s['baseline']}, "
+                    f"not on {s['candidate']}"
+                    for s in sections for d in s["test_differences"] if d["regressed"]]
     result: dict[str, Any] = {
         "config": str(exp.path), "profile": profile or exp.matrix.profile,
         "sections": sections,
@@ -252,6 +256,33 @@ def _splat_diff(base: list[dict[str, Any]], cand: list[dict[str, Any]], bname: s
 
     tb, tc = titles(base), titles(cand)
     return {bname: sorted(tb - tc), cname: sorted(tc - tb)}
+
+
+def test_differences(base: list[dict[str, Any]],
+                     cand: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tests (a kselftest run's `tests`) whose outcomes differ between the variants:
+    per test, how often each outcome came up on each side. `regressed`: it always
+    passed on the baseline and failed or timed out at least once on the candidate."""
+    def outcomes(docs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        seen: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for d in docs:
+            if d.get("verdict") != "ok":
+                continue
+            for test, info in (d.get("tests") or {}).items():
+                seen[test][str(info.get("status"))] += 1
+        return seen
+
+    b, c = outcomes(base), outcomes(cand)
+    out = []
+    for test in sorted(set(b) | set(c)):
+        if set(b.get(test, {})) == set(c.get(test, {})):
+            continue
+        bad = {"fail", "timeout", "missing"}
+        out.append({"test": test, "baseline": dict(b.get(test, {})),
+                    "candidate": dict(c.get(test, {})),
+                    "regressed": set(b.get(test, {})) == {"pass"}
+                    and bool(bad & set(c.get(test, {})))})
+    return out
 
 
 def _build_keys(docs: list[dict[str, Any]]) -> list[str]:

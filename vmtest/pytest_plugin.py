@@ -62,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vmtest-accel", choices=ACCELS, default="auto")
     group.addoption("--vmtest-scope", choices=SCOPES, default="module",
                     help="how long one guest lives (default: module)")
+    group.addoption("--vmtest-kselftest-dir", metavar="DIR",
+                    help="a kselftest install for vm.kselftest() (default: built from the "
+                         "kernel's tree)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,12 +98,46 @@ class Result:
         return self
 
 
+@dataclasses.dataclass(frozen=True)
+class KselftestRun:
+    """What vm.kselftest() returns: per test and subtest (paths like
+    'mm:run_vmtests.sh/hugepage-mmap') its status and, if it did not pass, why."""
+
+    tests: dict[str, dict[str, Any]]
+    totals: dict[str, int]
+    log: str
+    config_missing: dict[str, list[str]]
+
+    def status(self, test: str) -> str:
+        return str(self.tests[test]["status"])
+
+    @property
+    def failed(self) -> list[str]:
+        """Tests that failed, timed out or never reported (a leaf, or a runner that
+        failed outside its subtests)."""
+        bad = {"fail", "timeout", "missing"}
+        return [t for t, info in self.tests.items() if info["status"] in bad
+                and not any(o.startswith(t + "/") and self.tests[o]["status"] in bad
+                            for o in self.tests)]
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {t: str(info.get("reason", "")) for t, info in self.tests.items()
+                if info["status"] == "skip"}
+
+
 class Guest:
     """A booted guest for tests: commands, its log since the test began, memory hotplug
-    and CMA helpers. Boots again if an earlier test crashed it."""
+    and CMA helpers, the kernel's own selftests. Boots again if an earlier test crashed
+    it."""
 
-    def __init__(self, image: Path, variant: str, opts: boot.BootOptions, run_dir: Path) -> None:
+    def __init__(self, image: Path, variant: str, opts: boot.BootOptions, run_dir: Path,
+                 built: kbuild.BuiltKernel | None = None,
+                 kselftest_dir: str | None = None) -> None:
         self.image = image
+        self.built = built
+        self.kselftest_dir = kselftest_dir
+        self._layers_in: set[Path] = set()
         self.variant = variant
         self.opts = opts
         self.run_dir = run_dir
@@ -114,6 +151,7 @@ class Guest:
         out = self.run_dir / f"boot{self._boots}"
         self.machine = self._stack.enter_context(boot.boot(self.image, self.opts, out))
         self._mark = 0
+        self._layers_in = set()
         return self.machine
 
     def ensure_alive(self) -> None:
@@ -140,6 +178,39 @@ class Guest:
         result = Result(status, out.getvalue().decode(errors="replace"),
                         err.getvalue().decode(errors="replace"))
         return result.check() if check else result
+
+    # -- the kernel's own selftests -----------------------------------------------
+    def kselftest(self, tests: str = "mm", *, timeout_s: int = 0) -> KselftestRun:
+        """Run the kernel's selftests (`COLL[:TEST] ...`, as `vmtest run --kselftest`)
+        with kselftest's runner, built from the kernel's tree on first use and unpacked
+        into this guest; per-test timeouts from `settings` (x10 under TCG) or
+        timeout_s."""
+        from vmtest.scenarios.kselftest import Kselftest
+
+        params: dict[str, Any] = {"tests": tests, "timeout_s": timeout_s}
+        if self.kselftest_dir:
+            params["install_dir"] = str(Path(self.kselftest_dir).resolve())
+        elif self.built is None:
+            raise pytest.UsageError("vm.kselftest() builds the selftests of the kernel's "
+                                    "tree, which --vmtest-kernel does not name: use "
+                                    "--vmtest-source/--vmtest-config or "
+                                    "--vmtest-kselftest-dir")
+        sc = Kselftest(Kselftest.params_for("quick", params), "quick")
+        sc.prepare(self.built)
+        layer = sc.boot_overrides()["layers"][0]
+        if layer not in self._layers_in:  # unpack the install and its libraries
+            with layer.open("rb") as archive:
+                status = self.machine.ssh().run("cd / && cpio -idmu 2>/dev/null",
+                                                stdin=archive.fileno(), timeout_s=120)
+            if status != 0:
+                raise InfraError(f"unpacking the selftests in the guest failed ({status})")
+            self._layers_in.add(layer)
+        result = self.run(sc.command(self.machine.spec.accel), timeout_s=sc.time_limit_s())
+        outcome = sc.outcome(result.stdout, dmesg_text="")
+        return KselftestRun(tests=outcome["tests"],
+                            totals={k[6:]: v for k, v in outcome["metrics"].items()},
+                            log=result.stdout, config_missing=outcome["kselftest"][
+                                "config_missing"])
 
     # -- the kernel's log ------------------------------------------------------------
     def mark(self) -> None:
@@ -208,23 +279,26 @@ def _pipe_with(data: bytes) -> Iterator[int]:
         yield tmp.fileno()
 
 
-def _image(config_: pytest.Config, variant: str | None) -> tuple[Path, str]:
-    """The kernel image to boot and the variant's name."""
+def _image(config_: pytest.Config,
+           variant: str | None) -> tuple[Path, str, kbuild.BuiltKernel | None]:
+    """The kernel image to boot, the variant's name, and the build (None for an image
+    the user names: vmtest does not know its tree)."""
     kernel = config_.getoption("vmtest_kernel")
     if kernel:
         image = kbuild.image_at(Path(kernel))
         if not image.is_file():
             raise pytest.UsageError(f"--vmtest-kernel {kernel}: no kernel image there")
-        return image, variant or Path(kernel).name
+        return image, variant or Path(kernel).name, None
     source = config_.getoption("vmtest_source")
     if source:
         spec = kbuild.spec_for_source(source, variant=variant or "default")
-        return kbuild.build(spec).image, spec.variant
-    exp = config.load(config_.getoption("vmtest_config") or paths.default_config())
-    base = config_.getoption("vmtest_base")
-    kdef = exp.kernel(base) if base else exp.kernels[0]
-    chosen = kdef.variant(variant) if variant else kdef.variants[0]
-    return kbuild.build(kdef.build_spec(chosen)).image, chosen.name
+    else:
+        exp = config.load(config_.getoption("vmtest_config") or paths.default_config())
+        base = config_.getoption("vmtest_base")
+        kdef = exp.kernel(base) if base else exp.kernels[0]
+        spec = kdef.build_spec(kdef.variant(variant) if variant else kdef.variants[0])
+    built = kbuild.build_kernel(spec)
+    return built.artifact.image, spec.variant, built
 
 
 def _scope(fixture_name: str, config: pytest.Config) -> Scope:
@@ -246,10 +320,11 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     """The booted guest behind `vm` (lives for --vmtest-scope)."""
     try:
-        image, name = _image(request.config, vmtest_variant)
+        image, name, built = _image(request.config, vmtest_variant)
         opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
                                 programs=("bash",), boot_timeout_s=120)
-        guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"))
+        guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
+                      request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:
         pytest.fail(f"vmtest could not boot the guest: {exc.render()}", pytrace=False)
     try:

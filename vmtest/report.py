@@ -41,6 +41,31 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def kselftest_table(doc: dict[str, Any]) -> str:
+    """One kselftest run as text: every test and subtest with its outcome and, for what
+    did not pass, why; then the totals and the options the kernel lacks."""
+    ident = doc.get("identity", {})
+    lines = [f"kselftest on {ident.get('kernel_release', '?')} ({ident.get('accel', '?')}): "
+             f"verdict {doc.get('verdict')}"]
+    tests = doc.get("tests", {})
+    width = max((len(path) for path in tests), default=10)
+    for path, info in tests.items():
+        depth = path.count("/")
+        name = "  " * depth + path.rsplit("/", 1)[-1] if depth else path
+        why = info.get("reason", "")
+        if info.get("config_missing"):
+            why = (why + "; " if why else "") + "kernel lacks " + ", ".join(
+                info["config_missing"])
+        lines.append(f"  {name:<{width}}  {info['status'].upper():<7}  {why}".rstrip())
+    metrics = doc.get("metrics", {})
+    counts = [f"{metrics[k]} {k[6:]}" for k in sorted(metrics)
+              if k.startswith("tests_") and metrics[k]]
+    lines.append("totals: " + (", ".join(counts) or "no tests reported"))
+    for coll, options in (doc.get("kselftest", {}).get("config_missing") or {}).items():
+        lines.append(f"{coll}/config asks for what this kernel lacks: {' '.join(options)}")
+    return "\n".join(lines)
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [f"# vmtest matrix: {Path(data['config']).name} (profile {data['profile']}, "
              f"{data['runs']} runs)", ""]
@@ -69,6 +94,15 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["", f"Time to verdict: p < {ttv['alpha']} on {s['primary']} not reached "
                           f"after {ttv['runs']} runs ({ttv['wall_s_so_far'] / 3600:.2f} h; "
                           f"p = {_fmt(ttv['p_value'])})."]
+        diffs = s.get("test_differences") or []
+        if diffs:
+            def seen(counts: dict[str, int]) -> str:
+                return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())) or "not run"
+
+            lines += ["", "Tests whose outcome differs:", "",
+                      f"| test | {s['baseline']} | {s['candidate']} |", "|---|---|---|"]
+            lines += [f"| {d['test']}{' (regressed)' if d['regressed'] else ''} | "
+                      f"{seen(d['baseline'])} | {seen(d['candidate'])} |" for d in diffs]
         only = {k: v for k, v in s["splats_only_in"].items() if v}
         if only:
             lines += ["", "Splats seen in one variant only: " + "; ".join(
@@ -155,6 +189,14 @@ def junit(data: dict[str, Any]) -> str:
                         f"{escape(s['headline'])}</failure>")
             cases.append(f"<testcase classname={quoteattr('vmtest.compare')} "
                          f"name={quoteattr(name)}>{body}</testcase>")
+        for d in s.get("test_differences") or []:
+            body = ""
+            if d["regressed"]:
+                why = f"passes on {s['baseline']}, not on {s['candidate']}"
+                body = (f"<failure message={quoteattr(why)}>{escape(json.dumps(d))}"
+                        "</failure>")
+            cases.append(f"<testcase classname={quoteattr('vmtest.tests')} "
+                         f"name={quoteattr(s['kernel'] + '.' + d['test'])}>{body}</testcase>")
     for crash in data["crashes"]:
         cases.append(f"<testcase classname={quoteattr('vmtest.runs')} "
                      f"name={quoteattr(crash['identity'] + '#' + str(crash['run']))}>"

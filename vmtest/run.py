@@ -89,10 +89,11 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = new_document(kernel, scenario, accel)
     doc["artifacts"]["console"] = str(out_dir / "console.log")
-    opts = replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
-                   **scenario.boot_overrides())
     started = time.monotonic()
     try:
+        scenario.prepare(kernel)  # a build failure here is this run's, recorded below
+        opts = replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
+                       **scenario.boot_overrides())
         with boot(kernel.artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)

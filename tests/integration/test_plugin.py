@@ -25,7 +25,8 @@ def test_examples_pass_on_both_variants_with_variant_ids(variants, tmp_path):
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     for variant in ("patched", "unpatched"):
         for test in ("test_hotplug_online_offline_cycles", "test_cma_allocation_under_load",
-                     "test_compaction_moves_pages", "test_lkdtm_warning_is_reported"):
+                     "test_compaction_moves_pages", "test_lkdtm_warning_is_reported",
+                     "test_madv_populate_selftest", "test_soft_dirty_selftest_after_hotplug"):
             case = cases[f"{test}[{variant}]"]
             assert case.find("failure") is None and case.find("skipped") is None, test
 

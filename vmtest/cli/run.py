@@ -58,13 +58,28 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--profile", default="quick", help="scenario profile (quick, seed)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a scenario parameter (repeatable)")
+    p.add_argument("--kselftest", metavar="COLL[:TEST]",
+                   help="run the kernel's own selftests of the kernel's tree instead of CMD "
+                        "(e.g. mm, mm:madv_populate, memory-hotplug; space- or "
+                        "comma-separated); writes result.json with one result per test")
+    p.add_argument("--kselftest-dir", metavar="DIR",
+                   help="a kselftest install (make -C tools/testing/selftests install) to "
+                        "run instead of building the tree's")
+    p.add_argument("--kselftest-timeout", type=int, metavar="S",
+                   help="per-test timeout (default: each collection's settings, x10 "
+                        "under TCG)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     # With a CMD, its exit status is vmtest's: vmtest's own outcomes take 124 and 125
     # (vmtest/errors.py); a scenario run uses the usual 0-3.
-    p.set_defaults(func=cmd_run, passes_status=lambda args: not args.scenario)
+    p.set_defaults(func=cmd_run,
+                   passes_status=lambda args: not args.scenario and not args.kselftest)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.kselftest:
+        if args.scenario or (args.command and args.command != ["--"]):
+            raise ConfigError("give one of --kselftest, --scenario or a command")
+        return _kselftest_run(args)
     if args.scenario:
         if args.command and args.command != ["--"]:
             raise ConfigError("give either --scenario or a command, not both")
@@ -236,3 +251,37 @@ def _scenario_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(doc.get("error", ""), file=sys.stderr)
     return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL
+
+
+def _kselftest_run(args: argparse.Namespace) -> int:
+    """The tree's selftests on its kernel: a kselftest scenario run, printed as a table."""
+    from vmtest import report, run, scenarios
+    from vmtest.qemu import boot
+
+    if args.kernel:
+        raise ConfigError("--kselftest builds the selftests of the kernel's own tree, which "
+                          "--kernel does not name",
+                          hint="use --source PATH (or the default kernel), and "
+                               "--kselftest-dir for a prebuilt install")
+    overrides = _overrides(args.set) | {"tests": args.kselftest}
+    if args.kselftest_timeout is not None:
+        overrides["timeout_s"] = args.kselftest_timeout
+    if args.kselftest_dir:
+        overrides["install_dir"] = str(Path(args.kselftest_dir).resolve())
+    scenario = scenarios.make("kselftest", args.profile, overrides)
+    if uses_config(args) and not args.variant:
+        args.variant = "patched"  # the built-in default: the kernel as shipped
+    built = kbuild.build_kernel(one_spec(args))
+    scenario.prepare(built)  # a missing test or failed build: its own error, before boot
+    out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")
+    print(f"run directory: {out}", file=sys.stderr)
+    doc = run.run_scenario(built, scenario, out, accel=args.accel,
+                           boot_timeout_s=args.boot_timeout)
+    print(report.kselftest_table(doc))
+    print(f"result: {out / 'result.json'}")
+    if doc["verdict"] != "ok":
+        print(doc.get("error", ""), file=sys.stderr)
+        return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL
+    metrics = doc.get("metrics", {})
+    failed = sum(metrics.get(f"tests_{k}", 0) for k in ("fail", "timeout", "missing"))
+    return EXIT_FAIL if failed else EXIT_OK

@@ -34,6 +34,10 @@ PROGRAMS = {
     "dropbear": ("/usr/sbin/dropbear", "dropbear-bin"),
     "stress-ng": ("/usr/bin/stress-ng", "stress-ng"),
     "bash": ("/bin/bash", "bash"),
+    # kselftest's runner calls /usr/bin/timeout --foreground, which busybox lacks, and
+    # run_vmtests.sh draws its separators with tr's [:graph:], which busybox's tr lacks.
+    "timeout": ("/usr/bin/timeout", "coreutils"),
+    "tr": ("/usr/bin/tr", "coreutils"),
 }
 
 
@@ -90,12 +94,19 @@ def parse_ldd(output: str) -> list[str]:
     return seen
 
 
-def shared_libraries(binary: Path) -> list[str]:
-    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        # "not a dynamic executable": static, nothing to add.
-        return []
-    return parse_ldd(proc.stdout)
+def shared_libraries(*binaries: Path) -> list[str]:
+    """The libraries the binaries load, the loader included ("not a dynamic executable":
+    nothing), and what glibc loads at run time without ldd knowing: libgcc_s, without
+    which pthread_cancel() aborts ("libgcc_s.so.1 must be installed")."""
+    proc = subprocess.run(["ldd", *map(str, binaries)], capture_output=True, text=True,
+                          check=False)
+    libs = parse_ldd(proc.stdout)
+    for lib in list(libs):
+        if Path(lib).name == "libc.so.6":
+            gcc_s = Path(lib).parent / "libgcc_s.so.1"
+            if gcc_s.exists() and str(gcc_s) not in libs:
+                libs.append(str(gcc_s))
+    return libs
 
 
 def find_program(name: str) -> Path:
@@ -294,6 +305,32 @@ def layer_image(program: str) -> Path:
     entries = [file_from(str(binary), binary, 0o755)]
     entries += [file_from(lib, Path(lib).resolve(), 0o755) for lib in shared_libraries(binary)]
     return _cached_image(program, entries)
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+def tree_layer(name: str, host_dir: Path, guest_dir: str,
+               programs: Iterable[str] = ()) -> Path:
+    """A host folder of programs (a kselftest install) at guest_dir, with the shared
+    libraries its ELF files need and the named host programs, as a cached archive
+    appended after the base."""
+    entries = copy_entries(host_dir, guest_dir)
+    binaries = [e.source for e in entries if e.source is not None and _is_elf(e.source)]
+    for program in programs:
+        binary = find_program(program)
+        entries.append(file_from(str(binary), binary, 0o755))
+        binaries.append(binary)
+    if binaries:
+        have = {e.path for e in entries}
+        for lib in shared_libraries(*binaries):  # one ldd for all
+            if lib not in have:
+                entries += [directory(d) for d in _parents(lib) if d not in have]
+                have.update(_parents(lib), [lib])
+                entries.append(file_from(lib, Path(lib).resolve(), 0o755))
+    return _cached_image(name, entries)
 
 
 def assemble(base: Path, overlay: list[Entry], out_path: Path,

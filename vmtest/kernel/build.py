@@ -146,7 +146,7 @@ def lookup(spec: BuildSpec) -> tuple[str, KernelArtifact | None]:
     return key, None
 
 
-def _check_tools() -> None:
+def check_tools() -> None:
     missing = [tool for tool in ("make", "gcc", "ccache", "flex", "bison", "bc")
                if shutil.which(tool) is None]
     if missing:
@@ -242,16 +242,12 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     if cached is not None and not force:
         log.info("kernel cache hit: %s (%s)", cached.release, cached.directory)
         return cached
-    _check_tools()
+    check_tools()
     pristine = spec.source.tree()
     artifacts = paths.cache_dir("kernels")
     staging = artifacts / f".{key[:24]}.tmp"
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
-    # One working tree and build dir per source *location* (a Debian package version, a
-    # local tree's path): successive commits of a tree (bisection) build incrementally.
-    work = paths.cache_dir("work") / hashlib.sha256(
-        _location(spec.source).encode()).hexdigest()[:16]
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(spec)
     with _locked(work / "lock"):
         # Another process may have built this key while we waited for the lock.
         _, cached = lookup(spec)
@@ -265,6 +261,25 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
             return _build_locked(spec, key, pristine, work, staging, log_file, jobs)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _work_dir(spec: BuildSpec) -> Path:
+    """One working tree and build dir per source *location* (a Debian package version, a
+    local tree's path): successive commits of a tree (bisection) build incrementally."""
+    work = paths.cache_dir("work") / hashlib.sha256(
+        _location(spec.source).encode()).hexdigest()[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+@contextlib.contextmanager
+def worktree(spec: BuildSpec, log_file: Path) -> Iterator[tuple[Path, Path]]:
+    """(tree with spec's series applied, its kernel build dir), held under the base's
+    lock: for what else is built from the same tree (the selftests)."""
+    pristine = spec.source.tree()
+    work = _work_dir(spec)
+    with _locked(work / "lock"):
+        yield _prepare_worktree(pristine, work, spec, log_file), work / "out"
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ class BootOptions:
     # Host files and folders put into the guest at boot: (host path, guest path).
     copies: tuple[tuple[Path, str], ...] = ()
     shares: tuple[Share, ...] = ()  # host folders the guest mounts (virtio-9p)
+    layers: tuple[Path, ...] = ()  # prebuilt archives (rootfs.tree_layer) after the base
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -71,13 +72,14 @@ def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
 
 
 def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair, programs: tuple[str, ...],
-              copies: tuple[tuple[Path, str], ...] = ()) -> Path:
-    """The cached base image + optional program layers + this run's keys and copies."""
+              copies: tuple[tuple[Path, str], ...] = (), layers: tuple[Path, ...] = ()) -> Path:
+    """The cached base image + optional program layers + prebuilt layers (a kselftest
+    install) + this run's keys and copies."""
     overlay = rootfs.run_overlay(host_key.dropbear_private(), client_key.authorized_key())
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
     return rootfs.assemble(rootfs.base_image(), overlay, tmp / "initrd.cpio",
-                           layers=[rootfs.layer_image(p) for p in programs])
+                           layers=[*(rootfs.layer_image(p) for p in programs), *layers])
 
 
 MachineFactory = Callable[..., Any]  # (spec, run_dir, client_key=, host_key=) -> Machine
@@ -92,7 +94,8 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     store = store or accel_mod.VerdictStore()
     client_key, host_key = KeyPair.generate(), KeyPair.generate()
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
-        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs, opts.copies)
+        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs, opts.copies,
+                                opts.layers)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,

@@ -8,10 +8,12 @@ from vmtest.errors import ConfigError
 from vmtest.scenarios.base import Scenario
 from vmtest.scenarios.cma_stress import CmaStress
 from vmtest.scenarios.hotplug_offline import HotplugOffline
+from vmtest.scenarios.kselftest import Kselftest
 
 SCENARIOS: dict[str, type[Scenario]] = {
     CmaStress.name: CmaStress,
     HotplugOffline.name: HotplugOffline,
+    Kselftest.name: Kselftest,
 }
 
 

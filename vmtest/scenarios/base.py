@@ -16,6 +16,7 @@ from vmtest.guest import load
 from vmtest.guest.load import LoadParams
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
+    from vmtest.kernel.build import BuiltKernel
     from vmtest.qemu.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class Scenario:
         return dataclasses.asdict(self.params)
 
     # -- what the other stages ask of a scenario -----------------------------------
+    def prepare(self, kernel: BuiltKernel) -> None:
+        """Before boot: build what the scenario needs from the kernel's tree (kselftest
+        builds the tree's selftests). Called again on the same scenario: nothing to do."""
+
     def boot_overrides(self) -> dict[str, Any]:
         """BootOptions fields this scenario needs (memory, cma, cpus)."""
         p = self.params

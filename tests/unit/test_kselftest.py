@@ -1,0 +1,138 @@
+"""The kselftest scenario's pure parts: selection, timeouts, the guest command, the
+outcome of a recorded run, and how variants that differ are compared and reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmtest import compare, report, scenarios
+from vmtest.errors import ConfigError
+from vmtest.kernel.selftests import SelftestInstall, collections_for
+from vmtest.scenarios.kselftest import TCG_TIMEOUT_SCALE, Kselftest
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "kselftest"
+RECORDED = DATA / "6.1-tcg-madv_populate-soft-dirty-memory-hotplug.log"
+
+
+@pytest.fixture
+def install(tmp_path: Path) -> SelftestInstall:
+    """The layout `make -C tools/testing/selftests install` writes (6.1 names)."""
+    (tmp_path / "kselftest-list.txt").write_text(
+        "vm:madv_populate\nvm:soft-dirty\nvm:split_huge_page_test\nvm:run_vmtests.sh\n"
+        "memory-hotplug:mem-on-off-test.sh\n")
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "settings").write_text("timeout=45\n")
+    (tmp_path / "vm" / "config").write_text("CONFIG_USERFAULTFD=y\nCONFIG_TEST_HMM=m\n")
+    (tmp_path / "memory-hotplug").mkdir()
+    return SelftestInstall(tmp_path)
+
+
+def _scenario(install: SelftestInstall, tests: str, **params: object) -> Kselftest:
+    sc = scenarios.make("kselftest", "quick", {"tests": tests, **params})
+    assert isinstance(sc, Kselftest)
+    sc.install = install
+    sc.selected = install.select(tests)
+    sc.kernel_config = "CONFIG_USERFAULTFD=y\n"
+    return sc
+
+
+def test_select_names_and_aliases(install: SelftestInstall) -> None:
+    # "mm" is what users of 6.3+ type; a 6.1 tree calls it "vm".
+    assert install.select("mm") == ["vm:madv_populate", "vm:soft-dirty",
+                                    "vm:split_huge_page_test", "vm:run_vmtests.sh"]
+    assert install.select("mm:soft-dirty, memory-hotplug") == [
+        "vm:soft-dirty", "memory-hotplug:mem-on-off-test.sh"]
+    assert install.select("vm:soft-dirty vm") [0] == "vm:soft-dirty"
+    with pytest.raises(ConfigError, match="no collection 'net'"):
+        install.select("net")
+    with pytest.raises(ConfigError, match="no test 'nope'") as exc:
+        install.select("vm:nope")
+    assert "run_vmtests.sh" in (exc.value.hint or "")
+
+
+def test_collections_of_a_tree(tmp_path: Path) -> None:
+    root = tmp_path / "tools/testing/selftests"
+    for name in ("mm", "memory-hotplug"):
+        (root / name).mkdir(parents=True)
+    assert collections_for(tmp_path, "vm:gup_test memory-hotplug") == ("mm", "memory-hotplug")
+    with pytest.raises(ConfigError, match="no selftests collection 'bpf'"):
+        collections_for(tmp_path, "bpf")
+
+
+@pytest.mark.parametrize("bad", ["", "vm;reboot", "vm:a:b", "$(x)"])
+def test_bad_selection_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        scenarios.make("kselftest", "quick", {"tests": bad})
+
+
+def test_timeouts_and_command(install: SelftestInstall) -> None:
+    sc = _scenario(install, "vm:soft-dirty memory-hotplug")
+    # settings x the TCG scale; no settings file: the runner's default 45 s.
+    assert sc.timeouts(TCG_TIMEOUT_SCALE) == {"vm": 450, "memory-hotplug": 450}
+    assert sc.timeouts(1.0) == {"vm": 45, "memory-hotplug": 45}
+    cmd = sc.command("tcg")
+    assert "echo timeout=450 > vm/settings" in cmd
+    assert cmd.endswith("./run_kselftest.sh -t vm:soft-dirty -t "
+                        "memory-hotplug:mem-on-off-test.sh")
+    assert "timeout=45 " in sc.command("kvm")
+    fixed = _scenario(install, "vm:soft-dirty", timeout_s=7)
+    assert "echo timeout=7 > vm/settings" in fixed.command("tcg")
+    assert fixed.time_limit_s() == 300 + 7
+
+
+def test_outcome_of_a_recorded_run(install: SelftestInstall) -> None:
+    sc = _scenario(install, "vm:madv_populate vm:soft-dirty memory-hotplug")
+    out = sc.outcome(RECORDED.read_text(), dmesg_text="")
+    assert out["metrics"]["tests_pass"] == 37 and out["metrics"]["tests_fail"] == 0
+    assert out["tests"]["vm:soft-dirty/Test test_simple"] == {"status": "pass"}
+    assert out["kselftest"]["config_missing"] == {"vm": ["CONFIG_TEST_HMM=m"]}
+
+
+def test_a_test_that_never_reported_is_missing(install: SelftestInstall) -> None:
+    # The same recording cut where the guest would have died, before soft-dirty reported.
+    text = RECORDED.read_text()
+    cut = text[:text.index("ok 2 selftests: vm: soft-dirty")]
+    sc = _scenario(install, "vm:madv_populate vm:soft-dirty memory-hotplug")
+    out = sc.outcome(cut, dmesg_text="")
+    assert out["tests"]["vm:soft-dirty"]["status"] == "missing"
+    assert out["tests"]["memory-hotplug:mem-on-off-test.sh"]["status"] == "missing"
+    assert out["metrics"]["tests_missing"] == 2
+
+
+def _doc(variant: str, tests: dict[str, str], verdict: str = "ok") -> dict[str, object]:
+    return {"identity": {"variant": variant, "base": "6.1", "scenario": "kselftest"},
+            "verdict": verdict, "metrics": {"tests_fail": list(tests.values()).count("fail")},
+            "tests": {t: {"status": s} for t, s in tests.items()}}
+
+
+def test_variants_that_differ() -> None:
+    base = [_doc("patched", {"vm:a": "pass", "vm:b": "skip", "vm:c": "pass"})] * 2
+    cand = [_doc("unpatched", {"vm:a": "fail", "vm:b": "pass", "vm:c": "pass"}),
+            _doc("unpatched", {"vm:a": "pass", "vm:b": "pass", "vm:c": "pass"}),
+            _doc("unpatched", {"vm:a": "timeout"}, verdict="kernel-crash")]
+    diffs = compare.test_differences(base, cand)
+    assert diffs == [
+        {"test": "vm:a", "baseline": {"pass": 2}, "candidate": {"fail": 1, "pass": 1},
+         "regressed": True},
+        {"test": "vm:b", "baseline": {"skip": 2}, "candidate": {"pass": 2},
+         "regressed": False},
+    ]
+    assert Kselftest.headline([], base + cand, "patched", "unpatched") == (
+        "kselftest failures (median per run): patched 0 -> unpatched 1")
+
+
+def test_table_says_why() -> None:
+    doc = {"identity": {"kernel_release": "6.1.192-vmtest-patched", "accel": "tcg"},
+           "verdict": "ok", "metrics": {"tests_pass": 1, "tests_skip": 1, "tests_fail": 0},
+           "tests": {"vm:run_vmtests.sh": {"status": "pass"},
+                     "vm:run_vmtests.sh/hmm-tests": {"status": "skip",
+                                                     "reason": "test_hmm not loaded",
+                                                     "config_missing": ["CONFIG_TEST_HMM=m"]}},
+           "kselftest": {"config_missing": {"vm": ["CONFIG_TEST_HMM=m"]}}}
+    text = report.kselftest_table(doc)
+    assert "    hmm-tests" in text  # nested under its runner
+    assert "SKIP     test_hmm not loaded; kernel lacks CONFIG_TEST_HMM=m" in text
+    assert "totals: 1 pass, 1 skip" in text
+    assert "vm/config asks for what this kernel lacks: CONFIG_TEST_HMM=m" in text

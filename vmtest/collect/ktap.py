@@ -1,0 +1,213 @@
+"""KTAP / TAP 13 output of kernel selftests -> one result per test, subtests nested.
+
+What the kernel's runners print (Documentation/dev-tools/ktap.rst, tools/testing/
+selftests/kselftest/runner.sh):
+
+    TAP version 13
+    1..2
+    # selftests: mm: run_vmtests.sh
+    # # running ./hugepage-mmap          <- the test's own output, one "# " deeper
+    # ok 1 hugepage-mmap                 <- a subtest's result (KTAP nested by "# ")
+    ok 1 selftests: mm: run_vmtests.sh
+    not ok 2 selftests: mm: soft-dirty # TIMEOUT 45 seconds
+
+Nesting is a "# " prefix (kselftest) or two spaces (KTAP v1, KUnit). A result line is
+`ok|not ok N [- ]NAME [# DIRECTIVE [REASON]]`; SKIP, TODO/XFAIL and TIMEOUT directives
+are read, and kselftest's `# exit=N`. Older mm runners (run_vmtests.sh up to 6.2) print
+no TAP for their tests but "running ./TEST ARGS" and then [PASS], [FAIL] or [SKIP]: those
+become subtests too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_RESULT = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*?)\s*$")
+_LEGACY_HEAD = re.compile(r"^running (.+?)\s*$")
+_LEGACY_MARK = re.compile(r"^\[(PASS|FAIL|SKIP)\]\s*(.*)$")
+_HEADER = re.compile(r"^(?:K?TAP version \d+|1\.\.\d+)$")
+_SELFTEST_NAME = re.compile(r"^selftests:\s*(\S+):\s*(.+)$")
+_NOISE = re.compile(r"^(?:-+|TAP version \d+|KTAP version \d+|1\.\.\d+.*|#?\s*Totals:.*|"
+                    r"\[(?:PASS|FAIL|SKIP)\]|SUMMARY:.*|timeout set to \d+|"
+                    r"selftests: \S+: \S+|running .*)$")
+
+STATUSES = ("pass", "fail", "skip", "timeout", "xfail", "missing")
+
+
+@dataclass
+class TestResult:
+    name: str
+    status: str  # one of STATUSES
+    number: int | None = None
+    directive: str = ""  # as printed: "SKIP", "TIMEOUT 45 seconds", "exit=1"
+    reason: str = ""  # why it skipped, timed out or failed, when the output says
+    output: list[str] = field(default_factory=list)  # its own lines, one level stripped
+    subtests: list[TestResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status}
+        if self.number is not None:
+            out["number"] = self.number
+        if self.directive:
+            out["directive"] = self.directive
+        if self.reason:
+            out["reason"] = self.reason
+        if self.subtests:
+            out["subtests"] = [t.to_dict() for t in self.subtests]
+        return out
+
+
+def _strip_level(line: str) -> str | None:
+    """The line one nesting level down, or None if it is at this level."""
+    if line.startswith("# "):
+        return line[2:]
+    if line == "#":
+        return ""
+    if line.startswith("  "):  # KTAP v1: two spaces per level
+        return line[2:]
+    if line.startswith("\t"):
+        return line[1:]
+    return None
+
+
+def _split_directive(rest: str) -> tuple[str, str]:
+    """'name # SKIP reason' -> ('name', 'SKIP reason'); a '#' inside the name is kept
+    unless a directive follows it."""
+    m = re.search(r"(?:^|\s)#\s*(SKIP|TODO|XFAIL|TIMEOUT|exit=-?\d+)\b(.*)$", rest,
+                  re.IGNORECASE)
+    if not m:
+        return rest.rstrip(" #"), ""
+    return rest[:m.start()].strip(), (m.group(1) + m.group(2)).strip()
+
+
+def _status(ok: bool, directive: str) -> str:
+    word = directive.split()[0].upper() if directive else ""
+    if word == "SKIP":
+        return "skip"
+    if word in ("TODO", "XFAIL"):
+        return "xfail"
+    if word == "TIMEOUT":
+        return "timeout"
+    return "pass" if ok else "fail"
+
+
+def _reason_from(output: list[str], status: str) -> str:
+    """The line of a test's own output that says why it skipped/failed: a line naming
+    the outcome ("SKIP: no hugetlbfs", "# SKIP ..."), else its last meaningful line."""
+    lines = [ln.strip().lstrip("#").strip() for ln in output]
+    lines = [ln for ln in lines if ln and not _NOISE.match(ln) and not _RESULT.match(ln)]
+    if status == "skip":
+        for line in reversed(lines):
+            m = re.search(r"\bSKIP(?:PED)?\b[:\s]*(.*)", line, re.IGNORECASE)
+            if m and m.group(1).strip():
+                return m.group(1).strip()
+    return lines[-1] if lines else ""
+
+
+def _legacy(lines: list[str]) -> list[TestResult]:
+    """run_vmtests.sh before KTAP: 'running ./T ARGS' ... '[PASS|FAIL|SKIP]'."""
+    results: list[TestResult] = []
+    name: str | None = None
+    body: list[str] = []
+    for line in lines:
+        head = _LEGACY_HEAD.match(line.strip())
+        mark = _LEGACY_MARK.match(line.strip())
+        if head:
+            name, body = head.group(1), []
+            name = re.sub(r"^(?:bash\s+)?\./", "", name)
+        elif mark and name is not None:
+            status = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip"}[mark.group(1)]
+            result = TestResult(name=name, status=status, number=len(results) + 1,
+                                output=body)
+            if status != "pass":
+                result.reason = mark.group(2).strip() or _reason_from(body, status)
+            results.append(result)
+            name, body = None, []
+        elif name is not None:
+            body.append(line)
+    return results
+
+
+def parse(text: str) -> list[TestResult]:
+    """The results at the top level of text, each with its subtests."""
+    return _parse_lines(text.splitlines())
+
+
+def _parse_lines(lines: list[str]) -> list[TestResult]:
+    results: list[TestResult] = []
+    block: list[str] = []  # the lines since the previous result, one level down
+    for raw in lines:
+        line = raw.rstrip("\r")
+        m = _RESULT.match(line)
+        if m is None:
+            inner = _strip_level(line)
+            block.append(inner if inner is not None else line)
+            continue
+        ok = m.group(1) == "ok"
+        name, directive = _split_directive(m.group(3))
+        if directive.startswith("exit="):
+            ok = False
+        status = _status(ok, directive)
+        subtests = _parse_lines(block) if any(_RESULT.match(b) for b in block) \
+            else _legacy(block)
+        result = TestResult(name=name, status=status,
+                            number=int(m.group(2)) if m.group(2) else None,
+                            directive=directive, subtests=subtests,
+                            output=[b for b in block if not _HEADER.match(b.strip())])
+        reason = directive.split(None, 1)[1] if len(directive.split(None, 1)) > 1 \
+            and status in ("skip", "xfail") else ""
+        if status != "pass" and not reason:
+            reason = directive if status in ("timeout", "fail") and directive else ""
+            if status in ("skip", "fail"):
+                found = _reason_from(block, status)
+                reason = f"{reason}: {found}" if reason and found else (found or reason)
+        if status == "pass" and not subtests:  # passed, but said it left parts out
+            skipped = [ln.strip().lstrip("#").strip() for ln in result.output
+                       if re.search(r"\bskip", ln, re.IGNORECASE)]
+            if skipped:
+                reason = "partly skipped: " + "; ".join(dict.fromkeys(skipped[-3:]))
+        result.reason = reason
+        results.append(result)
+        block = []
+    return results
+
+
+def selftest_id(name: str) -> str:
+    """'selftests: mm: soft-dirty' -> 'mm:soft-dirty' (kselftest's COLLECTION:TEST)."""
+    m = _SELFTEST_NAME.match(name)
+    return f"{m.group(1)}:{m.group(2)}" if m else name
+
+
+def flatten(results: list[TestResult], prefix: str = "") -> list[tuple[str, TestResult]]:
+    """(path, result) for every test and subtest; paths are unique ('a/b', 'a/b (2)')."""
+    out: list[tuple[str, TestResult]] = []
+    seen: dict[str, int] = {}
+    for result in results:
+        base = selftest_id(result.name) if not prefix else (result.name or
+                                                            f"#{result.number}")
+        seen[base] = seen.get(base, 0) + 1
+        path = prefix + base + (f" ({seen[base]})" if seen[base] > 1 else "")
+        out.append((path, result))
+        out += flatten(result.subtests, path + "/")
+    return out
+
+
+def totals(results: list[TestResult]) -> dict[str, int]:
+    """How many leaf tests (a test's subtests stand for it) ended each way."""
+    counts = dict.fromkeys(STATUSES, 0)
+
+    def walk(items: list[TestResult]) -> None:
+        for item in items:
+            if item.subtests:
+                walk(item.subtests)
+                # A runner that failed or timed out outside its subtests counts too.
+                if item.status in ("fail", "timeout") and all(
+                        s.status != item.status for s in item.subtests):
+                    counts[item.status] += 1
+            else:
+                counts[item.status] += 1
+
+    walk(results)
+    return counts

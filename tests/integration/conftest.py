@@ -70,6 +70,22 @@ def no_orphan_qemu():
 REFERENCE = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
 
 
+def _debian_release(base: str) -> str:
+    """The upstream version Debian's linux-source-BASE holds now (6.1.192 of 6.1.192-3):
+    what `uname -r` of a kernel built from it starts with, whatever point release the
+    archive has moved on to."""
+    import subprocess
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", f"linux-source-{base}"],
+                             capture_output=True, text=True, check=True).stdout
+    return version.split("-", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def debian_release():
+    """debian_release(base) -> e.g. "6.1.192" (see _debian_release)."""
+    return _debian_release
+
+
 @pytest.fixture(scope="session")
 def reference() -> config.Experiment:
     return config.load(REFERENCE)

@@ -15,11 +15,11 @@ from vmtest.qemu.boot import boot
 
 @pytest.mark.parametrize("name", ["patched", "unpatched"])
 def test_variant_boots_identifies_itself_and_instrumentation_is_live(variants, name, boot_opts,
-                                                                     run_dir):
+                                                                     run_dir, debian_release):
     artifact = variants[name]
     with boot(artifact.image, boot_opts, run_dir) as vm:
         ssh = vm.ssh()
-        assert ssh.check_output("uname -r").strip() == f"6.1.192-vmtest-{name}"
+        assert ssh.check_output("uname -r").strip() == f"{debian_release('6.1')}-vmtest-{name}"
         assert f"vmtest@{artifact.key[:16]}" in ssh.check_output("cat /proc/version")
         ssh.check_output("echo 1024 > /sys/kernel/debug/cma/reserved/alloc; "
                          "echo 1024 > /sys/kernel/debug/cma/reserved/free")
@@ -89,7 +89,7 @@ REF_612 = Path(__file__).resolve().parents[2] / "configs" / "lru-migration-6.12.
 
 
 @pytest.mark.parametrize("name", ["patched", "unpatched"])
-def test_6_12_variants_build_boot_and_report(name, boot_opts, run_dir):
+def test_6_12_variants_build_boot_and_report(name, boot_opts, run_dir, debian_release):
     from vmtest import config
     from vmtest.kernel import build as kbuild
 
@@ -97,7 +97,7 @@ def test_6_12_variants_build_boot_and_report(name, boot_opts, run_dir):
     artifact = kbuild.build(k612.build_spec(k612.variant(name)))
     with boot(artifact.image, boot_opts, run_dir) as vm:
         ssh = vm.ssh()
-        assert ssh.check_output("uname -r").strip() == f"6.12.117-vmtest-{name}"
+        assert ssh.check_output("uname -r").strip() == f"{debian_release('6.12')}-vmtest-{name}"
         ssh.check_output("echo 1024 > /sys/kernel/debug/cma/reserved/alloc; "
                          "echo 1024 > /sys/kernel/debug/cma/reserved/free")
         text = ssh.check_output("dmesg")

@@ -201,12 +201,21 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
     regressions += [f"{s['kernel']}/{s['scenario']}/{d['test']}: passes on {s['baseline']}, "
                     f"not on {s['candidate']}"
                     for s in sections for d in s["test_differences"] if d["regressed"]]
+    run_list = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
+                 "seconds": (d.get("timings") or {}).get("total_s"),
+                 "error": _first_line(str(d.get("error") or ""))}
+                for d in sorted(docs, key=lambda d: (_ident(d), str(d.get("run_id"))))]
     result: dict[str, Any] = {
         "config": str(exp.path), "profile": profile or exp.matrix.profile,
+        "run_list": run_list,
         "sections": sections,
         "crashes": crashes, "infrastructure_failures": infra, "regressions": regressions,
         "runs": len(docs)}
     return result
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
 
 
 def _ident(doc: dict[str, Any]) -> str:

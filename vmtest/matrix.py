@@ -59,7 +59,10 @@ def select(runs: list[Run], exp: Experiment, *,
 
 
 def shard(runs: list[Run], spec: str | None) -> list[Run]:
-    """`I/N` (1-based): every N-th run starting at I; the N shards partition the runs."""
+    """`I/N` (1-based): every N-th repetition block starting at I. A block is one
+    repetition of one scenario on one kernel with *all* its variants, so a shard compares
+    variants on one runner (same host, accelerator and CPU), interleaved as expand()
+    orders them; the N shards partition the runs."""
     if not spec:
         return runs
     try:
@@ -68,7 +71,11 @@ def shard(runs: list[Run], spec: str | None) -> list[Run]:
         raise ConfigError(f"bad --shard {spec!r}", hint="use I/N, e.g. 1/4") from None
     if not 1 <= index <= total:
         raise ConfigError(f"bad --shard {spec!r}: I must be in 1..N")
-    return [r for i, r in enumerate(runs) if i % total == index - 1]
+    blocks: dict[tuple[str, str, int], int] = {}
+    for r in runs:
+        blocks.setdefault((r.kernel, r.scenario, r.repetition), len(blocks))
+    return [r for r in runs
+            if blocks[(r.kernel, r.scenario, r.repetition)] % total == index - 1]
 
 
 def stagger_for(jobs: int, cores: int | None = None) -> float:

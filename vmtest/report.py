@@ -187,6 +187,10 @@ def junit(data: dict[str, Any]) -> str:
             if c["verdict"] == "regressed":
                 body = (f"<failure message={quoteattr('significant regression')}>"
                         f"{escape(s['headline'])}</failure>")
+            elif c["verdict"] == "insufficient data":  # not a pass: nothing was decided
+                body = (f"<skipped message={quoteattr('insufficient data')}>n = "
+                        f"{c['baseline']['n']} + {c['candidate']['n']} runs with a value"
+                        "</skipped>")
             cases.append(f"<testcase classname={quoteattr('vmtest.compare')} "
                          f"name={quoteattr(name)}>{body}</testcase>")
         for d in s.get("test_differences") or []:
@@ -197,15 +201,31 @@ def junit(data: dict[str, Any]) -> str:
                         "</failure>")
             cases.append(f"<testcase classname={quoteattr('vmtest.tests')} "
                          f"name={quoteattr(s['kernel'] + '.' + d['test'])}>{body}</testcase>")
-    for crash in data["crashes"]:
+    # One case per run with its time: a kernel crash or hang fails it, an infrastructure
+    # failure is an error (not the kernel's), an interrupted run is skipped.
+    errors = {c["run"]: c["error"] for c in data["crashes"]}
+    for run in data.get("run_list", []):
+        verdict = str(run["verdict"])
+        why = escape(errors.get(run["run"], run.get("error", "")))
+        body = ""
+        if verdict == "infrastructure":
+            body = f"<error message={quoteattr(verdict)}>{why}</error>"
+        elif verdict == "interrupted":
+            body = f"<skipped message={quoteattr(verdict)}>{why}</skipped>"
+        elif verdict != "ok":
+            body = f"<failure message={quoteattr(verdict)}>{why}</failure>"
+        seconds = run.get("seconds")
+        time_attr = f" time={quoteattr(f'{seconds:.3f}')}" if isinstance(seconds, (int, float)) \
+            else ""
         cases.append(f"<testcase classname={quoteattr('vmtest.runs')} "
-                     f"name={quoteattr(crash['identity'] + '#' + str(crash['run']))}>"
-                     f"<failure message={quoteattr(crash['verdict'])}>"
-                     f"{escape(crash['error'])}</failure></testcase>")
-    failures = sum(1 for c in cases if "<failure" in c)
+                     f"name={quoteattr(run['identity'] + '#' + str(run['run']))}{time_attr}>"
+                     f"{body}</testcase>")
+    counts = {kind: sum(1 for c in cases if f"<{kind} " in c)
+              for kind in ("failure", "error", "skipped")}
     return ("<?xml version='1.0' encoding='utf-8'?>\n"
-            f"<testsuite name='vmtest-matrix' tests='{len(cases)}' failures='{failures}'>\n"
-            + "\n".join(cases) + "\n</testsuite>\n")
+            f"<testsuite name='vmtest-matrix' tests='{len(cases)}' "
+            f"failures='{counts['failure']}' errors='{counts['error']}' "
+            f"skipped='{counts['skipped']}'>\n" + "\n".join(cases) + "\n</testsuite>\n")
 
 
 def write(results: Path, data: dict[str, Any]) -> str:

@@ -33,6 +33,21 @@ def test_shards_partition_the_runs(exp, n):
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_every_shard_holds_both_variants_of_its_blocks(exp, n):
+    """Paired: a shard compares patched and unpatched on one runner, never runner vs
+    runner; the blocks keep expand()'s interleaving."""
+    runs = matrix.expand(exp, profile="quick", repetitions=4)
+    for i in range(1, n + 1):
+        part = matrix.shard(runs, f"{i}/{n}")
+        assert part, f"shard {i}/{n} is empty"
+        blocks: dict[tuple[str, str, int], list[str]] = {}
+        for r in part:
+            blocks.setdefault((r.kernel, r.scenario, r.repetition), []).append(r.variant)
+        assert all(v == ["unpatched", "patched"] for v in blocks.values()), blocks
+        assert part == [r for r in runs if r in part]  # the order of the whole matrix
+
+
 def test_select_scenario_keeps_interleaving(exp):
     runs = matrix.select(matrix.expand(exp, profile="quick", repetitions=3), exp,
                          scenarios=["cma-stress"])
@@ -139,8 +154,22 @@ def test_report_golden(exp, data_dir, update_golden):
     assert data["crashes"] and not data["regressions"]
     junit = report.junit(data)
     n_metrics = sum(len(exp.scenario(s).metrics) for s in exp.matrix.scenarios)
-    assert junit.count("<testcase") == n_metrics + 1 and "kernel-crash" in junit
+    # A case per metric and per run (with its time); the crashed run fails.
+    assert junit.count("<testcase") == n_metrics + len(docs)
+    assert junit.count('<failure message="kernel-crash"') == 1
+    assert "failures='1' errors='0'" in junit
     assert "<svg" in report.html_page(data)
+
+
+def test_junit_infrastructure_is_an_error_and_too_few_runs_skipped(exp):
+    docs = [_doc("unpatched", "cma-stress", 400), _doc("patched", "cma-stress", 30),
+            _doc("patched", "cma-stress", 0, verdict="infrastructure")
+            | {"error": "SSH failed: connection refused\nmore"}]
+    junit = report.junit(compare.build(exp, docs))
+    assert '<error message="infrastructure">SSH failed: connection refused</error>' in junit
+    # One run per side decides nothing: skipped, not passed.
+    assert '<skipped message="insufficient data">' in junit
+    assert "errors='1'" in junit
 
 
 def test_result_without_index_line_is_reconciled_not_rerun(exp, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmtest import cli, config, matrix
-from vmtest.errors import ConfigError
+from vmtest.errors import ConfigError, InfraError
 from vmtest.results import document, store
 
 REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
@@ -26,8 +26,9 @@ def _doc(run: store.Run, value: float) -> dict:
 def _shard(root: Path, exp, spec: str, profile: str = "quick") -> list[store.Run]:
     """A results directory holding one shard of the quick matrix, every run ok."""
     s = store.Store(root)
-    s.claim(exp, profile, force=False)
-    runs = matrix.shard(matrix.expand(exp, profile=profile, repetitions=2), spec)
+    every = matrix.expand(exp, profile=profile, repetitions=2)
+    s.claim(exp, profile, force=False, expected=every)
+    runs = matrix.shard(every, spec)
     for run in runs:
         out = s.prepare(run)
         doc = _doc(run, 1.0)
@@ -56,9 +57,47 @@ def test_merge_refuses_overlap_before_copying(tmp_path):
     _shard(tmp_path / "a", exp, "1/2")
     _shard(tmp_path / "b", exp, "1/2")
     out = tmp_path / "merged"
-    with pytest.raises(ConfigError, match="more than one input"):
+    with pytest.raises(InfraError, match="more than one input"):
         store.merge(out, [tmp_path / "a", tmp_path / "b"])
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+
+
+def test_merge_of_an_incomplete_set_exits_3_naming_the_runs(tmp_path):
+    exp = config.load(REF)
+    _shard(tmp_path / "a", exp, "1/2")  # shard 2/2 died before writing anything
+    assert cli.main(["merge", str(tmp_path / "m"), str(tmp_path / "a")]) == 3
+    with pytest.raises(InfraError, match=r"4 of 8 runs are in none of the inputs: 6\.1__") \
+            as err:
+        store.merge(tmp_path / "m2", [tmp_path / "a"])
+    assert "--resume" in (err.value.hint or "")
+    assert store.merge(tmp_path / "m3", [tmp_path / "a"], force=True) == 4
+
+
+def test_merged_shards_report_equals_one_directory(tmp_path):
+    """The report of merged shards is the report of the same run documents written
+    into one directory."""
+    import shutil
+
+    exp = config.load(REF)
+    _shard(tmp_path / "a", exp, "1/2")
+    _shard(tmp_path / "b", exp, "2/2")
+    whole = store.Store(tmp_path / "whole")  # the same documents, one directory
+    whole.claim(exp, "quick", force=False)
+    for shard_dir in ("a", "b"):
+        for run_dir in (tmp_path / shard_dir / "runs").iterdir():
+            shutil.copytree(run_dir, tmp_path / "whole" / "runs" / run_dir.name)
+    assert len(whole.documents()) == 8
+    assert cli.main(["merge", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b")]) \
+        == 0
+    for d in ("m", "whole"):
+        assert cli.main(["report", str(tmp_path / d)]) == 0
+
+    def report(d: str) -> dict:
+        data = json.loads((tmp_path / d / "report.json").read_text())
+        data.pop("config")
+        return data
+
+    assert report("m") == report("whole")
 
 
 def test_merge_refuses_other_configs_unless_forced(tmp_path):

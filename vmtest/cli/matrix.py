@@ -140,9 +140,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     jobs = matrix.auto_jobs() if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
     stagger_s = matrix.stagger_for(jobs) if args.stagger == "auto" \
         else _number(args.stagger, "--stagger", float)
-    runs = matrix.shard(matrix.select(matrix.expand(exp, profile=profile,
-                                                    repetitions=args.repetitions),
-                                      exp, scenarios=args.scenario), args.shard)
+    every = matrix.select(matrix.expand(exp, profile=profile, repetitions=args.repetitions),
+                          exp, scenarios=args.scenario)
+    runs = matrix.shard(every, args.shard)
     if not runs:
         raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
     from vmtest.results.store import Store
@@ -152,7 +152,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if store.has_results() and not args.resume and not args.force:
         raise ConfigError(f"{results} already holds results",
                           hint="--resume to continue it, or choose another --results")
-    store.claim(exp, profile, force=args.force)
+    store.claim(exp, profile, force=args.force, expected=every)
     print(f"matrix: {len(runs)} runs ({sum(1 for r in runs if store.done(r))} already done), "
           f"{jobs} in parallel, results in {results}", file=sys.stderr)
 

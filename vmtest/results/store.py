@@ -22,7 +22,7 @@ from typing import Any
 
 from vmtest import paths
 from vmtest.config import Experiment
-from vmtest.errors import ConfigError
+from vmtest.errors import ConfigError, InfraError
 from vmtest.results import document
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,10 @@ class Store:
     def has_results(self) -> bool:
         return (self.root / "index.jsonl").exists()
 
-    def claim(self, exp: Experiment, profile: str, *, force: bool) -> None:
-        """Pin the directory to this config and profile (refuse another unless force)."""
+    def claim(self, exp: Experiment, profile: str, *, force: bool,
+              expected: list[Run] | None = None) -> None:
+        """Pin the directory to this config and profile (refuse another unless force);
+        `expected`: every run of the whole matrix (all shards), which merge checks."""
         self.root.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "matrix.json"
         fingerprint = config_fingerprint(exp, profile)
@@ -84,6 +86,8 @@ class Store:
                     hint="use another --results directory, or --force to mix them")
         meta = {"store_version": STORE_VERSION, "config": str(exp.path), "profile": profile,
                 "fingerprint": fingerprint, "config_text": Path(exp.path).read_text()}
+        if expected is not None:
+            meta["expected_runs"] = sorted(r.key for r in expected)
         paths.write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
 
     def run_dir(self, run: Run) -> Path:
@@ -151,8 +155,10 @@ class Store:
 
 def merge(out: Path, inputs: list[Path], *, force: bool = False) -> int:
     """Combine results directories (the shards of a CI job matrix) into out; returns the
-    number of runs copied. Shards must come from one config and profile (unless force)
-    and must not overlap."""
+    number of runs copied. Shards must come from one config and profile (unless force),
+    must not overlap, and together must hold every run of the matrix (matrix.json's
+    expected_runs): a missing or doubled run is an InfraError naming it (a shard that
+    died must not leave a green report), unless force."""
     metas = [read_meta(src) for src in inputs]
     if len({m.get("fingerprint") for m in metas}) > 1 and not force:
         raise ConfigError("the inputs come from different configs or profiles",
@@ -163,9 +169,19 @@ def merge(out: Path, inputs: list[Path], *, force: bool = False) -> int:
             if not (run_dir / "result.json").exists():
                 continue
             if run_dir.name in sources or (out / "runs" / run_dir.name).exists():
-                raise ConfigError(f"run {run_dir.name} is in more than one input",
-                                  hint="shards must not overlap")
+                raise InfraError(f"run {run_dir.name} is in more than one input "
+                                 f"({sources.get(run_dir.name, out)} and {src})",
+                                 hint="shards must not overlap: each --shard I/N once")
             sources[run_dir.name] = run_dir
+    expected = {key for m in metas for key in m.get("expected_runs") or ()}
+    missing = sorted(expected - set(sources))
+    if missing and not force:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise InfraError(f"{len(missing)} of {len(expected)} runs are in none of the inputs: "
+                         f"{shown}",
+                         hint="a shard failed or was not downloaded; `vmtest matrix --shard "
+                              "I/N --resume` runs what is missing (--force merges anyway)")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     shutil.copy(inputs[0] / "matrix.json", out / "matrix.json")
     store = Store(out)

@@ -9,8 +9,8 @@ def test_madv_populate_selftest(vm):
     run = vm.kselftest("mm:madv_populate")
     assert run.failed == [], run.log[-3000:]
     # Its KTAP: every MADV_POPULATE_(READ|WRITE) case is a subtest of its own.
-    subtests = [t for t in run.tests if t.startswith("vm:madv_populate/")
-                or t.startswith("mm:madv_populate/")]
+    subtests = [t for t in run.tests if t.startswith("vm:madv_populate::")
+                or t.startswith("mm:madv_populate::")]
     assert len(subtests) >= 10 and run.totals["pass"] == len(subtests)
 
 

@@ -101,7 +101,7 @@ class Result:
 @dataclasses.dataclass(frozen=True)
 class KselftestRun:
     """What vm.kselftest() returns: per test and subtest (paths like
-    'mm:run_vmtests.sh/hugepage-mmap') its status and, if it did not pass, why."""
+    'mm:run_vmtests.sh::hugepage-mmap') its status and, if it did not pass, why."""
 
     tests: dict[str, dict[str, Any]]
     totals: dict[str, int]
@@ -117,7 +117,7 @@ class KselftestRun:
         failed outside its subtests)."""
         bad = {"fail", "timeout", "missing"}
         return [t for t, info in self.tests.items() if info["status"] in bad
-                and not any(o.startswith(t + "/") and self.tests[o]["status"] in bad
+                and not any(o.startswith(t + "::") and self.tests[o]["status"] in bad
                             for o in self.tests)]
 
     @property

@@ -50,8 +50,8 @@ def kselftest_table(doc: dict[str, Any]) -> str:
     tests = doc.get("tests", {})
     width = max((len(path) for path in tests), default=10)
     for path, info in tests.items():
-        depth = path.count("/")
-        name = "  " * depth + path.rsplit("/", 1)[-1] if depth else path
+        depth = path.count("::")
+        name = "  " * depth + path.rsplit("::", 1)[-1] if depth else path
         why = info.get("reason", "")
         if info.get("config_missing"):
             why = (why + "; " if why else "") + "kernel lacks " + ", ".join(

@@ -86,7 +86,7 @@ def test_outcome_of_a_recorded_run(install: SelftestInstall) -> None:
     sc = _scenario(install, "vm:madv_populate vm:soft-dirty memory-hotplug")
     out = sc.outcome(RECORDED.read_text(), dmesg_text="")
     assert out["metrics"]["tests_pass"] == 37 and out["metrics"]["tests_fail"] == 0
-    assert out["tests"]["vm:soft-dirty/Test test_simple"] == {"status": "pass"}
+    assert out["tests"]["vm:soft-dirty::Test test_simple"] == {"status": "pass"}
     assert out["kselftest"]["config_missing"] == {"vm": ["CONFIG_TEST_HMM=m"]}
 
 
@@ -127,7 +127,7 @@ def test_table_says_why() -> None:
     doc = {"identity": {"kernel_release": "6.1.192-vmtest-patched", "accel": "tcg"},
            "verdict": "ok", "metrics": {"tests_pass": 1, "tests_skip": 1, "tests_fail": 0},
            "tests": {"vm:run_vmtests.sh": {"status": "pass"},
-                     "vm:run_vmtests.sh/hmm-tests": {"status": "skip",
+                     "vm:run_vmtests.sh::hmm-tests": {"status": "skip",
                                                      "reason": "test_hmm not loaded",
                                                      "config_missing": ["CONFIG_TEST_HMM=m"]}},
            "kselftest": {"config_missing": {"vm": ["CONFIG_TEST_HMM=m"]}}}
@@ -136,3 +136,15 @@ def test_table_says_why() -> None:
     assert "SKIP     test_hmm not loaded; kernel lacks CONFIG_TEST_HMM=m" in text
     assert "totals: 1 pass, 1 skip" in text
     assert "vm/config asks for what this kernel lacks: CONFIG_TEST_HMM=m" in text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("vm:run_vmtests.sh::test_hmm.sh smoke CONFIG_TEST_HMM=m", ["CONFIG_TEST_HMM=m"]),
+    ("vm:run_vmtests.sh::test_vmalloc.sh smoke", ["CONFIG_TEST_VMALLOC=m"]),
+    ("vm:run_vmtests.sh::ksm_tests -N NUMA support not enabled", []),
+    ("vm:x::y the device_private pages", ["CONFIG_DEVICE_PRIVATE=y"]),
+])
+def test_a_skip_names_the_options_it_points_at(text: str, expected: list[str]) -> None:
+    from vmtest.scenarios.kselftest import related_options
+    missing = ["CONFIG_TEST_VMALLOC=m", "CONFIG_DEVICE_PRIVATE=y", "CONFIG_TEST_HMM=m"]
+    assert related_options(text, missing) == expected

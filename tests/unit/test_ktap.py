@@ -25,33 +25,33 @@ def test_specification_example_hierarchy() -> None:
     results = _parse("ktap-doc-example.txt")
     assert _tree(results) == {
         "main_test": "fail",
-        "main_test/example_test_1": "pass",
-        "main_test/example_test_1/test_1": "pass",
-        "main_test/example_test_2": "pass",
-        "main_test/example_test_2/test_1": "skip",
-        "main_test/example_test_2/test_2": "pass",
-        "main_test/example_test_3": "fail",
-        "main_test/example_test_3/test_1": "pass",
-        "main_test/example_test_3/test_2": "fail",
-        "main_test/example_test_3/test_3": "skip",
+        "main_test::example_test_1": "pass",
+        "main_test::example_test_1::test_1": "pass",
+        "main_test::example_test_2": "pass",
+        "main_test::example_test_2::test_1": "skip",
+        "main_test::example_test_2::test_2": "pass",
+        "main_test::example_test_3": "fail",
+        "main_test::example_test_3::test_1": "pass",
+        "main_test::example_test_3::test_2": "fail",
+        "main_test::example_test_3::test_3": "skip",
     }
     by_path = dict(ktap.flatten(results))
-    assert by_path["main_test/example_test_2/test_1"].reason == "test_1 skipped"
-    assert by_path["main_test/example_test_3/test_3"].reason == "test_3 skipped"
-    assert by_path["main_test/example_test_3/test_2"].reason == "test_2: FAIL"
-    assert by_path["main_test/example_test_1/test_1"].output == ["test_1: initializing test_1"]
+    assert by_path["main_test::example_test_2::test_1"].reason == "test_1 skipped"
+    assert by_path["main_test::example_test_3::test_3"].reason == "test_3 skipped"
+    assert by_path["main_test::example_test_3::test_2"].reason == "test_2: FAIL"
+    assert by_path["main_test::example_test_1::test_1"].output == ["test_1: initializing test_1"]
     # Leaves only: the parents stand for nothing of their own.
     assert ktap.totals(results) == {"pass": 3, "fail": 1, "skip": 2, "timeout": 0,
                                     "xfail": 0, "missing": 0}
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("ktap-doc-two-nested.txt", {"example": "fail", "example/test_1": "pass",
-                                 "example/test_2": "fail"}),
+    ("ktap-doc-two-nested.txt", {"example": "fail", "example::test_1": "pass",
+                                 "example::test_2": "fail"}),
     ("ktap-doc-multiple-levels.txt", {
-        "example_test_1": "fail", "example_test_1/test_3": "fail",
-        "example_test_1/test_3/test_1": "fail", "example_test_1/test_3/test_2": "pass",
-        "example_test_1/test_4": "skip", "example_test_2": "pass"}),
+        "example_test_1": "fail", "example_test_1::test_3": "fail",
+        "example_test_1::test_3::test_1": "fail", "example_test_1::test_3::test_2": "pass",
+        "example_test_1::test_4": "skip", "example_test_2": "pass"}),
 ])
 def test_specification_nesting(name: str, expected: dict[str, str]) -> None:
     assert _tree(_parse(name)) == expected
@@ -74,7 +74,7 @@ def test_kselftest_runner_output_6_1() -> None:
     assert "memory-notifier-error-inject module is not available" in hotplug.reason
     paths = [p for p, _ in ktap.flatten(results)]
     assert len(paths) == len(set(paths)), "paths must be unique"
-    assert "vm:madv_populate/range is populated (2)" in paths
+    assert "vm:madv_populate::range is populated (2)" in paths
     assert ktap.totals(results)["pass"] == 37
 
 
@@ -113,3 +113,33 @@ def test_skip_reason_from_output() -> None:
 def test_empty_and_unknown_lines() -> None:
     assert ktap.parse("") == []
     assert ktap.parse("random text\nokay then\n") == []
+
+
+def test_run_vmtests_before_ktap_6_1_full_collection() -> None:
+    """The whole vm collection of 6.1 under TCG: run_vmtests.sh prints no KTAP of its own
+    but 'running ./T ARGS' between two rules and [PASS]/[FAIL]/[SKIP]; the tests it runs
+    print their own KTAP inside those segments, unindented."""
+    results = _parse("6.1-tcg-vm-memory-hotplug-full.log")
+    by_path = dict(ktap.flatten(results))
+    runner = by_path["vm:run_vmtests.sh"]
+    # Every 'running' segment is a subtest, in order; names keep their arguments, "/"
+    # included; a test's own "running PKEY tests for ..." line is not a segment.
+    names = [s.name for s in runner.subtests]
+    assert len(names) == 41 and names[:3] == ["hugepage-mmap", "hugepage-shm", "map_hugetlb"]
+    assert "userfaultfd hugetlb_shared 128 32 ./huge/uffd-test" in names
+    assert not any("PKEY" in n for n in names) and names[-1] == "soft-dirty"
+    # The runner said SKIP (6.1's run_vmtests.sh lets a later skip overwrite a failure's
+    # exit code); its subtests say what failed, and the totals count them.
+    assert runner.status == "skip"
+    madvise = by_path["vm:run_vmtests.sh::hugetlb-madvise ./huge/madvise-test"]
+    assert madvise.status == "fail"
+    assert madvise.reason == "Unexpected number of free huge pages line 212"
+    # KTAP a test printed inside its segment: its subtests (XFAIL kept apart).
+    mremap = by_path["vm:run_vmtests.sh::mremap_test"]
+    assert [s.status for s in mremap.subtests[:3]] == ["xfail"] * 3
+    assert by_path["vm:run_vmtests.sh::test_hmm.sh smoke"].status == "skip"
+    assert by_path["vm:run_vmtests.sh::test_hmm.sh smoke"].reason == "CONFIG_TEST_HMM=m"
+    totals = ktap.totals(results)
+    assert totals["fail"] >= 2 and totals["skip"] >= 5 and totals["xfail"] == 3
+    # Leaves only (each runner failed inside its subtests, so adds nothing of its own).
+    assert sum(totals.values()) == sum(1 for _, r in ktap.flatten(results) if not r.subtests)

@@ -106,28 +106,66 @@ def _reason_from(output: list[str], status: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _legacy(lines: list[str]) -> list[TestResult]:
-    """run_vmtests.sh before KTAP: 'running ./T ARGS' ... '[PASS|FAIL|SKIP]'."""
+def _is_separator(line: str, width: int) -> bool:
+    """run_vmtests.sh's rule above and below a title: as wide as the title, no blanks
+    (dashes from GNU tr; other characters where the guest's tr lacks [:graph:])."""
+    return len(line) == width and " " not in line and line != ""
+
+
+def _legacy_segments(lines: list[str]) -> list[tuple[str, int, int | None]]:
+    """(name, first body line, marker line or None) of each 'running ./T ARGS' test of
+    a pre-KTAP run_vmtests.sh: the title between two rules, its outcome the last
+    [PASS]/[FAIL]/[SKIP] before the next title."""
+    stripped = [ln.strip() for ln in lines]
+    heads = [i for i in range(1, len(lines) - 1)
+             if _LEGACY_HEAD.match(stripped[i])
+             and _is_separator(stripped[i - 1], len(stripped[i]))
+             and _is_separator(stripped[i + 1], len(stripped[i]))]
+    segments: list[tuple[str, int, int | None]] = []
+    for n, head in enumerate(heads):
+        stop = heads[n + 1] - 1 if n + 1 < len(heads) else len(lines)
+        marks = [i for i in range(head + 2, stop) if _LEGACY_MARK.match(stripped[i])]
+        title = stripped[head].removeprefix("running ").strip()
+        name = re.sub(r"^(?:bash\s+)?\./", "", title)
+        segments.append((name, head + 2, marks[-1] if marks else None))
+    return segments
+
+
+def _legacy(lines: list[str], segments: list[tuple[str, int, int | None]]) -> list[TestResult]:
+    """run_vmtests.sh before KTAP: one result per 'running' segment; KTAP that the test
+    itself printed inside its segment is its subtests."""
     results: list[TestResult] = []
-    name: str | None = None
-    body: list[str] = []
-    for line in lines:
-        head = _LEGACY_HEAD.match(line.strip())
-        mark = _LEGACY_MARK.match(line.strip())
-        if head:
-            name, body = head.group(1), []
-            name = re.sub(r"^(?:bash\s+)?\./", "", name)
-        elif mark and name is not None:
-            status = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip"}[mark.group(1)]
-            result = TestResult(name=name, status=status, number=len(results) + 1,
-                                output=body)
-            if status != "pass":
-                result.reason = mark.group(2).strip() or _reason_from(body, status)
-            results.append(result)
-            name, body = None, []
-        elif name is not None:
-            body.append(line)
+    for name, first, mark in segments:
+        if mark is None:  # the runner stopped inside this test
+            results.append(TestResult(name=name, status="missing", number=len(results) + 1,
+                                      reason="no [PASS]/[FAIL]/[SKIP]: the run stopped here",
+                                      output=lines[first:]))
+            continue
+        body = lines[first:mark]
+        m = _LEGACY_MARK.match(lines[mark].strip())
+        assert m is not None
+        status = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip"}[m.group(1)]
+        subtests = _parse_lines(body) if any(_RESULT.match(b) for b in body) else []
+        result = TestResult(name=name, status=status, number=len(results) + 1,
+                            output=[b for b in body if not _HEADER.match(b.strip())],
+                            subtests=subtests)
+        if status != "pass":
+            result.reason = m.group(2).strip() or _reason_from(body, status)
+        results.append(result)
     return results
+
+
+def _children(block: list[str]) -> list[TestResult]:
+    """The subtests in a test's block: KTAP at this level, or run_vmtests.sh's older
+    'running' segments when KTAP lines sit inside them (the tests' own, not the
+    runner's: 6.1 prints its tests' KTAP unindented)."""
+    results = [i for i, b in enumerate(block) if _RESULT.match(b)]
+    segments = _legacy_segments(block)
+    inside = any(first <= r < (mark if mark is not None else len(block))
+                 for first, mark in ((f, m) for _, f, m in segments) for r in results)
+    if segments and (inside or not results):
+        return _legacy(block, segments)
+    return _parse_lines(block) if results else []
 
 
 def parse(text: str) -> list[TestResult]:
@@ -150,8 +188,7 @@ def _parse_lines(lines: list[str]) -> list[TestResult]:
         if directive.startswith("exit="):
             ok = False
         status = _status(ok, directive)
-        subtests = _parse_lines(block) if any(_RESULT.match(b) for b in block) \
-            else _legacy(block)
+        subtests = _children(block)
         result = TestResult(name=name, status=status,
                             number=int(m.group(2)) if m.group(2) else None,
                             directive=directive, subtests=subtests,
@@ -180,8 +217,13 @@ def selftest_id(name: str) -> str:
     return f"{m.group(1)}:{m.group(2)}" if m else name
 
 
+# Between a test and its subtest in a path: pytest's, since test names hold "/" and ":"
+# ("userfaultfd hugetlb_shared 128 32 ./huge/uffd-test", "selftests: net/forwarding").
+SEP = "::"
+
+
 def flatten(results: list[TestResult], prefix: str = "") -> list[tuple[str, TestResult]]:
-    """(path, result) for every test and subtest; paths are unique ('a/b', 'a/b (2)')."""
+    """(path, result) for every test and subtest; paths are unique ('a::b', 'a::b (2)')."""
     out: list[tuple[str, TestResult]] = []
     seen: dict[str, int] = {}
     for result in results:
@@ -190,7 +232,7 @@ def flatten(results: list[TestResult], prefix: str = "") -> list[tuple[str, Test
         seen[base] = seen.get(base, 0) + 1
         path = prefix + base + (f" ({seen[base]})" if seen[base] > 1 else "")
         out.append((path, result))
-        out += flatten(result.subtests, path + "/")
+        out += flatten(result.subtests, path + SEP)
     return out
 
 

@@ -27,6 +27,7 @@ from vmtest.errors import ConfigError, MissingRequirement
 log = logging.getLogger(__name__)
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
+SUDO_SCRIPT = Path(__file__).with_name("sudo.sh")
 
 # Host programs the guest needs, with the Debian package that provides each.
 PROGRAMS = {
@@ -189,8 +190,10 @@ def base_manifest(extra_programs: Iterable[str] = ()) -> list[Entry]:
     for binary in stressor_binaries():
         add(file_from(f"/usr/bin/{binary.name}", binary, 0o755))
     add(file_from("/init", INIT_SCRIPT, 0o755))
-    add(file_data("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"))
-    add(file_data("/etc/group", b"root:x:0:\n"))
+    add(file_from("/usr/bin/sudo", SUDO_SCRIPT, 0o755))
+    add(file_data("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+                                 b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
+    add(file_data("/etc/group", b"root:x:0:\nnogroup:x:65534:\n"))
     add(file_data("/etc/shells", b"/bin/sh\n"))
     add(file_data("/etc/hosts", b"127.0.0.1 localhost vmtest\n"))
     return list(entries.values())

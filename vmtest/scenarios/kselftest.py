@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shlex
 import time
 from pathlib import Path
@@ -40,9 +41,10 @@ class KselftestParams(ScenarioParams):
     tests: str = "mm"
     timeout_s: int = 0  # per test; 0: the collection's settings x the scale
     timeout_scale: float = 0.0  # 0: 1 under KVM, TCG_TIMEOUT_SCALE under TCG
-    # The selftests allocate hugetlb pages and userfaultfd areas: more room than the
-    # migration scenarios, no CMA reservation needed beyond the default.
-    memory_mib: int = 2048
+    # The selftests allocate hugetlb pages and userfaultfd areas, and mremap_test maps
+    # 2 GiB regions (with 2 GiB they fail "Cannot allocate memory"): more room than the
+    # migration scenarios. Guest RAM is only touched as it is used.
+    memory_mib: int = 4096
     cma_mib: int = 64
     # Prebuilt install (kselftest INSTALL_PATH) instead of building from the tree.
     install_dir: str = ""
@@ -100,7 +102,9 @@ class Kselftest(Scenario):
         if self.layer is None:
             raise InfraError("kselftest scenario was not prepared (no selftests built)")
         # bash: run_vmtests.sh and mem-on-off-test.sh are bash scripts.
-        return super().boot_overrides() | {"programs": ("bash",), "layers": (self.layer,)}
+        return super().boot_overrides() | {
+            "programs": ("bash",), "layers": (self.layer,),
+            "maxmem_mib": self.params.memory_mib + 4 * 1024}  # room for hot-added DIMMs
 
     def time_limit_s(self) -> float:
         """Every selected test at its full timeout, plus boot and collection."""
@@ -173,8 +177,11 @@ class Kselftest(Scenario):
             for path, r in ktap.flatten(results)}
         for path, info in tests.items():  # the kernel options behind a skip, when known
             coll = path.split(":", 1)[0]
-            if info["status"] == "skip" and missing.get(coll):
-                info["config_missing"] = missing[coll]
+            if info["status"] == "skip":
+                related = related_options(path + " " + info.get("reason", ""),
+                                          missing.get(coll, []))
+                if related:
+                    info["config_missing"] = related
         report = dmesg_parser.parse(dmesg_text)
         splats = report.to_dict()
         return {
@@ -197,3 +204,17 @@ class Kselftest(Scenario):
 
         return (f"kselftest failures (median per run): {baseline} {fails(baseline)} -> "
                 f"{candidate} {fails(candidate)}")
+
+
+def related_options(text: str, options: list[str]) -> list[str]:
+    """The missing options a skipped test's name or reason points at: the option itself
+    ("CONFIG_TEST_HMM=m"), or its name without CONFIG_ as a word of the text
+    ("test_hmm.sh", "test_vmalloc module")."""
+    lowered = text.lower().replace("-", "_")
+    out = []
+    for option in options:
+        name = option.split("=", 1)[0]
+        short = name.removeprefix("CONFIG_").lower()
+        if name in text or re.search(rf"(?<![a-z0-9]){re.escape(short)}(?![a-z0-9])", lowered):
+            out.append(option)
+    return out

@@ -187,6 +187,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                         comparisons, base_docs + cand_docs, baseline, variant),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
                     "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),
+                    "mixed_conditions": mixed_conditions(base_docs + cand_docs),
                     "mixed_builds": {v: keys for v, keys in
                                      ((baseline, _build_keys(base_docs)),
                                       (variant, _build_keys(cand_docs))) if len(keys) > 1},
@@ -265,6 +266,24 @@ def _splat_diff(base: list[dict[str, Any]], cand: list[dict[str, Any]], bname: s
 
     tb, tc = titles(base), titles(cand)
     return {bname: sorted(tb - tc), cname: sorted(tc - tb)}
+
+
+def mixed_conditions(docs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """What differs between the compared runs that should not: host, CPU model,
+    accelerator (a CI shard on KVM against one on TCG compares runners, not kernels).
+    {what: {value: runs}} for each that has more than one value."""
+    fields = {"host": lambda d: (d.get("host") or {}).get("hostname"),
+              "CPU model": lambda d: (d.get("host") or {}).get("cpu_model"),
+              "accelerator": lambda d: (d.get("identity") or {}).get("accel")}
+    out: dict[str, dict[str, int]] = {}
+    for what, get in fields.items():
+        counts: dict[str, int] = defaultdict(int)
+        for d in docs:
+            if d.get("verdict") == "ok" and get(d):
+                counts[str(get(d))] += 1
+        if len(counts) > 1:
+            out[what] = dict(sorted(counts.items()))
+    return out
 
 
 def test_differences(base: list[dict[str, Any]],

@@ -85,6 +85,10 @@ def markdown(data: dict[str, Any]) -> str:
         for variant, keys in (s.get("mixed_builds") or {}).items():
             lines += ["", f"**Warning: the {variant} runs used {len(keys)} different kernel "
                           f"builds ({', '.join(keys)}): they do not measure one kernel.**"]
+        for what, counts in (s.get("mixed_conditions") or {}).items():
+            seen = ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+            lines += ["", f"**Warning: the compared runs differ in {what}: {seen}. The "
+                          "comparison mixes machines, not only kernels.**"]
         ttv = s.get("time_to_verdict") or {}
         if ttv.get("reached"):
             lines += ["", f"Time to verdict: p < {ttv['alpha']} on {s['primary']} after "

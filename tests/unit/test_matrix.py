@@ -242,3 +242,19 @@ def test_report_leaves_out_a_scenario_without_runs(exp):
     data = compare.build(exp, docs)
     assert [s["scenario"] for s in data["sections"]] == ["hotplug-offline"]
     assert "cma-stress" not in report.markdown(data)
+
+
+def test_report_warns_when_compared_runs_come_from_different_machines(exp):
+    docs = [_doc("unpatched", "cma-stress", v) | {"host": {"hostname": "a", "cpu_model": "X"}}
+            for v in (400, 380)]
+    docs += [_doc("patched", "cma-stress", v) | {"host": {"hostname": "b", "cpu_model": "X"}}
+             for v in (30, 28)]
+    for d, accel in zip(docs, ("kvm", "kvm", "tcg", "tcg"), strict=True):
+        d["identity"] = d["identity"] | {"accel": accel}
+    data = compare.build(exp, docs)
+    assert data["sections"][0]["mixed_conditions"] == {"host": {"a": 2, "b": 2},
+                                                       "accelerator": {"kvm": 2, "tcg": 2}}
+    md = report.markdown(data)
+    assert "**Warning: the compared runs differ in host: a (2 runs), b (2 runs)." in md
+    same = [_doc("unpatched", "cma-stress", 1), _doc("patched", "cma-stress", 1)]
+    assert compare.build(exp, same)["sections"][0]["mixed_conditions"] == {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmtest import cli, config, matrix
-from vmtest.errors import ConfigError, InfraError
+from vmtest.errors import InfraError
 from vmtest.results import document, store
 
 REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"

@@ -82,9 +82,21 @@ def validate(doc: dict[str, Any]) -> list[str]:
     return problems
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo), "" where it does not say."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def host_info() -> dict[str, Any]:
     return {"hostname": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
-            "python": platform.python_version()}
+            "cpu_model": cpu_model(), "python": platform.python_version()}
 
 
 def write(doc: dict[str, Any], path: Path) -> Path:

@@ -61,6 +61,9 @@ def kselftest_table(doc: dict[str, Any]) -> str:
     counts = [f"{metrics[k]} {k[6:]}" for k in sorted(metrics)
               if k.startswith("tests_") and metrics[k]]
     lines.append("totals: " + (", ".join(counts) or "no tests reported"))
+    broken = doc.get("kselftest", {}).get("build_failures") or []
+    if broken:
+        lines.append(f"did not compile (their tests fail): {' '.join(broken)}")
     for coll, options in (doc.get("kselftest", {}).get("config_missing") or {}).items():
         lines.append(f"{coll}/config asks for what this kernel lacks: {' '.join(options)}")
     return "\n".join(lines)
@@ -86,8 +89,8 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["", f"**Warning: the {variant} runs used {len(keys)} different kernel "
                           f"builds ({', '.join(keys)}): they do not measure one kernel.**"]
         for what, counts in (s.get("mixed_conditions") or {}).items():
-            seen = ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
-            lines += ["", f"**Warning: the compared runs differ in {what}: {seen}. The "
+            found = ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+            lines += ["", f"**Warning: the compared runs differ in {what}: {found}. The "
                           "comparison mixes machines, not only kernels.**"]
         ttv = s.get("time_to_verdict") or {}
         if ttv.get("reached"):
@@ -232,16 +235,17 @@ def junit(data: dict[str, Any]) -> str:
             f"skipped='{counts['skipped']}'>\n" + "\n".join(cases) + "\n</testsuite>\n")
 
 
-def write(results: Path, data: dict[str, Any]) -> str:
-    """Write every view into the results directory (and the Markdown into GitHub's job
-    summary when running there); returns the Markdown."""
+def write(results: Path, data: dict[str, Any], *, summary: bool = True) -> str:
+    """Write every view into the results directory (and, unless summary is False -- a
+    shard's, which merge reports -- the Markdown into GitHub's job summary when running
+    there); returns the Markdown."""
     md = markdown(data)
     paths.write_atomic(results / "report.json", json.dumps(data, indent=2) + "\n")
     paths.write_atomic(results / "report.md", md)
     paths.write_atomic(results / "report.html", html_page(data))
     paths.write_atomic(results / "junit.xml", junit(data))
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a") as out:
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY") if summary else None
+    if summary_path:
+        with open(summary_path, "a") as out:
             out.write(md)
     return md

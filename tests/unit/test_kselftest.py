@@ -52,6 +52,23 @@ def test_select_names_and_aliases(install: SelftestInstall) -> None:
     assert "run_vmtests.sh" in (exc.value.hint or "")
 
 
+def test_a_program_the_list_does_not_name(install: SelftestInstall) -> None:
+    """6.12's mm lists only run_vmtests.sh; its programs run alone through kselftest's
+    runner.sh run_many, as the collection's `make run_tests` does."""
+    prog = install.directory / "vm" / "khugepaged"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)
+    (install.directory / "vm" / "notes.txt").write_text("not a program\n")
+    sc = _scenario(install, "mm:khugepaged mm:soft-dirty")
+    assert sc.selected == ["vm:khugepaged", "vm:soft-dirty"]
+    cmd = sc.command("kvm")
+    assert cmd.endswith("{ ./run_kselftest.sh -t vm:soft-dirty; (cd vm && "
+                        "BASE_DIR=/opt/kselftest && . ../kselftest/runner.sh && "
+                        "run_many ./khugepaged); }")
+    with pytest.raises(ConfigError, match="no test 'notes.txt'"):
+        install.select("vm:notes.txt")
+
+
 def test_collections_of_a_tree(tmp_path: Path) -> None:
     root = tmp_path / "tools/testing/selftests"
     for name in ("mm", "memory-hotplug"):
@@ -74,8 +91,8 @@ def test_timeouts_and_command(install: SelftestInstall) -> None:
     assert sc.timeouts(1.0) == {"vm": 45, "memory-hotplug": 45}
     cmd = sc.command("tcg")
     assert "echo timeout=450 > vm/settings" in cmd
-    assert cmd.endswith("./run_kselftest.sh -t vm:soft-dirty -t "
-                        "memory-hotplug:mem-on-off-test.sh")
+    assert cmd.endswith("&& { ./run_kselftest.sh -t vm:soft-dirty -t "
+                        "memory-hotplug:mem-on-off-test.sh; }")
     assert "timeout=45 " in sc.command("kvm")
     fixed = _scenario(install, "vm:soft-dirty", timeout_s=7)
     assert "echo timeout=7 > vm/settings" in fixed.command("tcg")

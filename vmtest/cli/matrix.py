@@ -176,14 +176,15 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.stop()
-    return _render(exp, store, results, profile)
+    return _render(exp, store, results, profile, summary=not args.shard)
 
 
-def _render(exp: Experiment, store: Store, results: Path, profile: str) -> int:
+def _render(exp: Experiment, store: Store, results: Path, profile: str, *,
+            summary: bool = True) -> int:
     from vmtest import compare, report
 
     data = compare.build(exp, store.documents(), profile)
-    print(report.write(results, data))
+    print(report.write(results, data, summary=summary))
     print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
     if data["regressions"] or data["crashes"]:
         return EXIT_FAIL

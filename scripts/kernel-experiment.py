@@ -69,7 +69,7 @@ def write(tree: Path, base: str, head: str, scenarios: list[str], profile: str,
         if name not in DEFINED_IN:
             raise SystemExit(f"kernel-experiment: unknown scenario {name!r} (known: "
                              f"{', '.join(DEFINED_IN)})")
-        exp = config.load(paths.repo_root() / "configs" / DEFINED_IN[name])
+        exp = config.load(paths.configs_dir() / DEFINED_IN[name])
         sc = exp.scenario(name)
         defs[name] = {"metrics": list(sc.metrics), **({"params": dict(sc.params)}
                                                       if sc.params else {})}

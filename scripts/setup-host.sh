@@ -28,19 +28,37 @@ else
     echo "setup: all Debian packages present"
 fi
 
-PYTHON=${PYTHON:-python3}
+# Python: $PYTHON or an active virtual environment if given, else vmtest's own virtual
+# environment (Debian's python3 is "externally managed", PEP 668), made here.
+VMTEST_VENV=${VMTEST_VENV:-$HOME/.local/share/vmtest/venv}
+if [ -z "${PYTHON:-}" ] && [ -z "${VIRTUAL_ENV:-}" ] && [ ! -x "$VMTEST_VENV/bin/python3" ]; then
+    echo "setup: making the virtual environment $VMTEST_VENV"
+    python3 -m venv "$VMTEST_VENV"
+fi
+PYTHON=$(bash scripts/python.sh)
 # (dmesg.NATIVE_MISSING: the compiled dmesg scanner is missing or older than its source)
-if ! "$PYTHON" -c 'import paramiko, qemu.qmp, pytest
+# (and vmtest must be this checkout's: another checkout's editable install would be
+# tested instead of this one)
+if ! "$PYTHON" -c 'import paramiko, qemu.qmp, pytest, pathlib, vmtest
+assert pathlib.Path(vmtest.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
 from vmtest.collect import dmesg
 assert not dmesg.NATIVE_MISSING' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
-    # Debian's own python3 is "externally managed" (PEP 668): fall back to installing
-    # beside it, as root does for site tools, when no virtual environment is active.
     pip_err=$(mktemp)
     trap 'rm -f "$pip_err"' EXIT
+    # A Python given explicitly may be Debian's own: then install beside it, as root does
+    # for site tools.
     "$PYTHON" -m pip install -q -e '.[test]' 2>"$pip_err" \
         || { grep -q externally-managed "$pip_err" \
              && "$PYTHON" -m pip install -q --break-system-packages -e '.[test]'; } \
         || { cat "$pip_err" >&2; exit 1; }
+fi
+# `vmtest` on PATH when it lives in vmtest's own environment.
+if [ "$PYTHON" = "$VMTEST_VENV/bin/python3" ]; then
+    bindir=/usr/local/bin
+    [ "$(id -u)" = 0 ] || bindir=$HOME/.local/bin
+    mkdir -p "$bindir"
+    ln -sf "$VMTEST_VENV/bin/vmtest" "$bindir/vmtest"
+    case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH" ;; esac
 fi
 echo "setup: done; run 'vmtest doctor' to check the host"

@@ -3,5 +3,6 @@
 # the default kernel if it is not cached, boots real QEMU guests under TCG/KVM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pytest -q tests/unit
-python3 -m pytest -q -m integration tests/integration "$@"
+PYTHON=$(bash scripts/python.sh)
+"$PYTHON" -m pytest -q tests/unit
+"$PYTHON" -m pytest -q -m integration tests/integration "$@"

@@ -38,6 +38,11 @@ def run_checks() -> list[Check]:
         except ImportError:
             checks.append(Check(f"python:{module}", False, "not importable",
                                 "pip install -e . (from the vmtest checkout)"))
+    missing = paths.missing_data()
+    checks.append(Check("vmtest data files", not missing,
+                        f"in {paths.package_data()}" if not missing
+                        else f"missing from the installed package: {', '.join(missing)}",
+                        "reinstall vmtest (pip install . from the checkout, or its wheel)"))
     from vmtest.collect import dmesg
     checks.append(Check("dmesg scanner (compiled)", dmesg.NATIVE_MISSING == "",
                         "built" if not dmesg.NATIVE_MISSING

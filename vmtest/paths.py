@@ -3,6 +3,7 @@ kernels/ and configs/ are, and the one way vmtest writes a file others may read.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tempfile
 from pathlib import Path
@@ -22,18 +23,42 @@ def cache_dir(*parts: str) -> Path:
 
 
 def repo_root() -> Path:
-    """The checkout's root (kernels/ and configs/ live there)."""
+    """The checkout's root (scripts/, tests/): only for tools that run from a checkout."""
     return Path(__file__).resolve().parent.parent
+
+
+def package_data(*parts: str) -> Path:
+    """A file or folder shipped inside the package (configs/, kernels/, the guest's
+    sources), found through importlib.resources: the same in a checkout (where
+    ./configs and ./kernels link to them) and in an installed wheel."""
+    return Path(str(importlib.resources.files("vmtest"))).joinpath(*parts)
 
 
 def kernels_dir() -> Path:
     env = os.environ.get("VMTEST_KERNELS_DIR")
-    return Path(env) if env else repo_root() / "kernels"
+    return Path(env) if env else package_data("kernels")
+
+
+def configs_dir() -> Path:
+    return package_data("configs")
 
 
 def default_config() -> Path:
     """The built-in default experiment: the reference experiment on Debian's 6.1."""
-    return repo_root() / "configs" / "lru-migration.yaml"
+    return configs_dir() / "lru-migration.yaml"
+
+
+# What an installed vmtest cannot work without (`vmtest doctor` checks them).
+DATA_FILES = ("configs/lru-migration.yaml", "configs/lru-migration-6.12.yaml",
+              "configs/kselftest-mm.yaml", "kernels/fragments/qemu-guest.config",
+              "kernels/fragments/mm-migration.config", "kernels/fragments/mm-selftests.config",
+              "kernels/patches/6.1/vmtest-instrumentation.patch",
+              "kernels/patches/6.12/vmtest-instrumentation.patch",
+              "guest/init.sh", "guest/sudo.sh", "guest/stressors/lru-stress.c")
+
+
+def missing_data() -> list[str]:
+    return [name for name in DATA_FILES if not package_data(name).is_file()]
 
 
 def write_atomic(path: Path, text: str) -> Path:

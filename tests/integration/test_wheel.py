@@ -1,0 +1,41 @@
+"""vmtest installed from its wheel into a fresh virtual environment, used outside the
+checkout: the configs, fragments, patches and guest sources come with it (issue 15)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*argv: str | Path, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_wheel_in_a_fresh_venv_has_its_data_and_boots(kernel, tmp_path):
+    wheels = tmp_path / "wheels"
+    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, REPO,
+                 cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = wheels.glob("vmtest-*.whl")
+    venv = tmp_path / "venv"
+    assert _run(sys.executable, "-m", "venv", venv, cwd=tmp_path).returncode == 0
+    installed = _run(venv / "bin" / "pip", "install", "-q", wheel, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"  # no checkout in sight
+    elsewhere.mkdir()
+    where = _run(venv / "bin" / "python", "-c",
+                 "import vmtest.paths as p; print(p.default_config()); print(p.missing_data())",
+                 cwd=elsewhere)
+    assert str(venv) in where.stdout and where.stdout.strip().endswith("[]"), where
+    doctor = _run(venv / "bin" / "vmtest", "doctor", cwd=elsewhere)
+    assert "ok  vmtest data files" in doctor.stdout, doctor.stdout
+    # The default experiment loads from the package, and a guest boots with the
+    # package's init and stressor.
+    boot = _run(venv / "bin" / "vmtest", "run", "--kernel", kernel.directory, "--no-share",
+                "--", "uname -r; test -x /usr/bin/lru-stress && echo stressor", cwd=elsewhere)
+    assert boot.returncode == 0, boot.stderr[-2000:]
+    assert boot.stdout.splitlines() == [kernel.release, "stressor"]

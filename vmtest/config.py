@@ -8,6 +8,7 @@ the key, the bad value and what is allowed; nothing downstream sees raw dicts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,10 @@ def load(path: str | Path) -> Experiment:
     kernels = []
     for name, body in kernels_raw.items():
         key = f"kernels.{name}"
+        # Kernel names become parts of run directories' names: nothing that leaves them.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(name)):
+            raise where.error(key, f"kernel name {name!r} must be letters, digits, '.', '-' "
+                                   "or '_', not starting with '.' or '-'")
         _expect(where, key, body, dict, "a mapping")
         _keys(where, key, body, {"source", "fragments", "patches", "variants", "description"})
         source = _source(where, f"{key}.source", body.get("source", "debian:6.1"), base_dir)

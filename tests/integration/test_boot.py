@@ -187,3 +187,22 @@ def test_auto_accel_probe_gives_a_working_guest(kernel, boot_opts, run_dir, tmp_
         assert verdict is not None and verdict["kvm_works"] == (used == "kvm")
     else:
         assert used == "tcg"
+
+
+def _host_addresses() -> list[str]:
+    """This host's IPv4 addresses other than 127.0.0.1 (127.0.0.2 is always one)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    found = [f.split("/")[0] for line in out.splitlines() for f in line.split()[3:4]]
+    return ["127.0.0.2"] + [a for a in found if not a.startswith("127.")]
+
+
+def test_ssh_listens_on_127_0_0_1_only(kernel, boot_opts, run_dir):
+    import socket
+
+    with boot(kernel.image, boot_opts, run_dir) as vm:
+        port = vm.ssh_port()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the one address it serves
+        for address in _host_addresses():
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=5).close()

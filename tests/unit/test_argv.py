@@ -84,3 +84,10 @@ def test_share_mount_command_quotes_and_is_read_only_by_default():
     assert "mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro vmtest2 " \
            "'/home/u/my dir'" in ro
     assert ",ro " not in Share(Path("/srv/x"), 0, writable=True).mount_command()
+
+
+@pytest.mark.parametrize("word", ["a b", "", "x\ninit=/bin/sh", "tab\there"])
+def test_a_command_line_word_cannot_smuggle_in_more(word):
+    spec = MachineSpec(kernel=Path("/k"), initrd=Path("/i"), cmdline_extra=(word,))
+    with pytest.raises(ConfigError, match="kernel command-line word"):
+        spec.validate()

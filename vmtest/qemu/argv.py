@@ -106,6 +106,15 @@ class MachineSpec:
         for share in self.shares:
             if not share.host.is_absolute():
                 raise ConfigError(f"share {share.host} is not an absolute path")
+        for word in self.cmdline_extra:
+            # One word each: a blank or control character would smuggle in more of them.
+            if not word or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in word):
+                raise ConfigError(f"kernel command-line word {word!r} is empty or holds "
+                                  "blanks or control characters",
+                                  hint="give each word its own --append")
+        if self.log_buf_len is not None and not (self.log_buf_len[:-1].isdigit()
+                                                  and self.log_buf_len[-1] in "KMG0123456789"):
+            raise ConfigError(f"log_buf_len {self.log_buf_len!r} is not a size like 8M")
 
 
 def kernel_cmdline(spec: MachineSpec) -> str:

@@ -143,3 +143,22 @@ def test_run_vmtests_before_ktap_6_1_full_collection() -> None:
     assert totals["fail"] >= 2 and totals["skip"] >= 5 and totals["xfail"] == 3
     # Leaves only (each runner failed inside its subtests, so adds nothing of its own).
     assert sum(totals.values()) == sum(1 for _, r in ktap.flatten(results) if not r.subtests)
+
+
+def test_run_vmtests_with_ktap_6_12_full_collection() -> None:
+    """6.12's run_vmtests.sh speaks KTAP itself ('ok N name' after each 'running'
+    segment) and nests its tests' KTAP one '# ' deeper: one level per test, no
+    duplicate of the test under itself."""
+    results = _parse("6.12-tcg-mm-memory-hotplug-full.log")
+    by_path = dict(ktap.flatten(results))
+    runner = by_path["mm:run_vmtests.sh"]
+    assert len(runner.subtests) == 57 and runner.subtests[0].name == "hugepage-mmap"
+    thuge = by_path["mm:run_vmtests.sh::thuge-gen"]
+    assert thuge.status == "fail" and thuge.subtests == []
+    assert thuge.reason == "exit=1: Please boot with hugepagesz=1G hugepages=4"
+    # The runner's reason: which of its tests failed, not its last output line.
+    assert runner.reason.startswith("exit=1: failed: thuge-gen, charge_reserved_hugetlb.sh")
+    # A program that did not compile on the host failed with vmtest's stand-in.
+    assert "khugepaged did not compile" in by_path["mm:run_vmtests.sh::khugepaged"].reason
+    totals = ktap.totals(results)
+    assert totals["fail"] == 5 and totals["pass"] > 700 and totals["xfail"] == 3

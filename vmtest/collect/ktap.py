@@ -155,16 +155,21 @@ def _legacy(lines: list[str], segments: list[tuple[str, int, int | None]]) -> li
     return results
 
 
-def _children(block: list[str]) -> list[TestResult]:
+def _children(block: list[str], parent: str) -> list[TestResult]:
     """The subtests in a test's block: KTAP at this level, or run_vmtests.sh's older
     'running' segments when KTAP lines sit inside them (the tests' own, not the
-    runner's: 6.1 prints its tests' KTAP unindented)."""
+    runner's: 6.1 prints its tests' KTAP unindented). A block that is just the
+    'running' segment of the test itself (6.12 prints one before each result) adds no
+    level: its KTAP is the test's subtests."""
     results = [i for i, b in enumerate(block) if _RESULT.match(b)]
     segments = _legacy_segments(block)
     inside = any(first <= r < (mark if mark is not None else len(block))
                  for first, mark in ((f, m) for _, f, m in segments) for r in results)
     if segments and (inside or not results):
-        return _legacy(block, segments)
+        found = _legacy(block, segments)
+        if len(found) == 1 and found[0].name == parent:
+            return found[0].subtests
+        return found
     return _parse_lines(block) if results else []
 
 
@@ -188,16 +193,21 @@ def _parse_lines(lines: list[str]) -> list[TestResult]:
         if directive.startswith("exit="):
             ok = False
         status = _status(ok, directive)
-        subtests = _children(block)
+        subtests = _children(block, name)
         result = TestResult(name=name, status=status,
                             number=int(m.group(2)) if m.group(2) else None,
                             directive=directive, subtests=subtests,
                             output=[b for b in block if not _HEADER.match(b.strip())])
         reason = directive.split(None, 1)[1] if len(directive.split(None, 1)) > 1 \
             and status in ("skip", "xfail") else ""
+        failed = [t.name or f"#{t.number}" for t in subtests if t.status in ("fail", "timeout")]
         if status != "pass" and not reason:
             reason = directive if status in ("timeout", "fail") and directive else ""
-            if status in ("skip", "fail"):
+            if status == "fail" and failed:  # a runner: which of its tests failed
+                shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more"
+                                                 if len(failed) > 5 else "")
+                reason = f"{reason}: failed: {shown}" if reason else f"failed: {shown}"
+            elif status in ("skip", "fail"):
                 found = _reason_from(block, status)
                 reason = f"{reason}: {found}" if reason and found else (found or reason)
         if status == "pass" and not subtests:  # passed, but said it left parts out

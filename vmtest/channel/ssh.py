@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import shlex
+import socket
 import tarfile
 import tempfile
 import threading
@@ -83,24 +84,37 @@ class SSHChannel:
             client.get_host_keys().add(f"[127.0.0.1]:{port}", "ssh-ed25519",
                                        host_key.paramiko_public())
             client.set_missing_host_key_policy(_PinnedHostKey())
+            sock: socket.socket | None = None
             try:
+                sock = socket.create_connection(("127.0.0.1", port),
+                                                timeout=deadline.remaining_s(5))
+                # No Nagle: a command is a few small packets each way, and Nagle held
+                # each channel open until the guest's delayed ACK (~40 ms of a 60 ms
+                # vm.run("true") under TCG; 12 ms without).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client.connect("127.0.0.1", port=port, username="root",
                                pkey=client_key.paramiko_key(), look_for_keys=False,
                                allow_agent=False, timeout=deadline.remaining_s(5),
                                banner_timeout=deadline.remaining_s(5),
-                               auth_timeout=deadline.remaining_s(5))
+                               auth_timeout=deadline.remaining_s(5), sock=sock)
                 return cls(client, port)
             except paramiko.BadHostKeyException as exc:
                 client.close()
+                if sock is not None:
+                    sock.close()
                 raise ChannelError(f"guest presented an unexpected SSH host key: {exc}",
                                    hint="something else answers on the forwarded port") from exc
             except paramiko.AuthenticationException as exc:
                 client.close()
+                if sock is not None:
+                    sock.close()
                 raise ChannelError(f"SSH authentication to the guest failed: {exc}",
                                    hint="the guest did not take the run's authorized key; "
                                         "check /root/.ssh in the initramfs") from exc
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 client.close()
+                if sock is not None:
+                    sock.close()
                 last = exc
                 time.sleep(min(0.1, deadline.remaining_s()))
 

@@ -54,7 +54,7 @@ DATA_FILES = ("configs/lru-migration.yaml", "configs/lru-migration-6.12.yaml",
               "kernels/fragments/mm-migration.config", "kernels/fragments/mm-selftests.config",
               "kernels/patches/6.1/vmtest-instrumentation.patch",
               "kernels/patches/6.12/vmtest-instrumentation.patch",
-              "guest/init.sh", "guest/sudo.sh", "guest/stressors/lru-stress.c")
+              "guest/init.sh", "guest/sudo.sh", "guest/fstab", "guest/stressors/lru-stress.c")
 
 
 def missing_data() -> list[str]:

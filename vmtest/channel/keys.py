@@ -6,10 +6,13 @@ import base64
 import io
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+if TYPE_CHECKING:  # paramiko is imported when a key is used, not to make one: it costs
+    import paramiko  # ~0.1 s, which the CLI spends while the guest boots (machine.py)
 
 
 def _ssh_string(data: bytes) -> bytes:
@@ -53,7 +56,11 @@ class KeyPair:
                                           serialization.NoEncryption())
 
     def paramiko_key(self) -> paramiko.PKey:
+        import paramiko
+
         return paramiko.Ed25519Key(file_obj=io.StringIO(self.openssh_private().decode()))
 
     def paramiko_public(self) -> paramiko.PKey:
+        import paramiko
+
         return paramiko.Ed25519Key(data=self.public_blob())

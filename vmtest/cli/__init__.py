@@ -68,6 +68,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def entry() -> None:
+    """The `vmtest` command: main(), then out at once. Everything vmtest starts is
+    stopped and everything it writes is closed by then; what is left is the
+    interpreter's teardown of modules and objects, ~70 ms of every `vmtest run`."""
+    status = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

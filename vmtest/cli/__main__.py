@@ -1,7 +1,5 @@
 """`python3 -m vmtest.cli` (what `vmtest bisect` hands to git bisect run)."""
 
-import sys
+from vmtest.cli import entry
 
-from vmtest.cli import main
-
-sys.exit(main())
+entry()

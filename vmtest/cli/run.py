@@ -181,6 +181,9 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
                 for path in ssh.fetch(guest_path, run_dir / "fetched"):
                     print(f"fetched: {path}", file=sys.stderr)
         vm.check()
+        # Nothing in the guest is needed any more (shares write through, fetches are
+        # done): stop QEMU at once rather than power the guest off (~40 ms under TCG).
+        vm.shutdown(graceful=False)
     total = time.monotonic() - started
     log.info("exit status %d; ready after %.2f s, total %.2f s", status, ready, total)
     if args.timings:

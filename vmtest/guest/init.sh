@@ -10,10 +10,10 @@ say() { echo "VMTEST-$*" > /dev/console; }
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec 0</dev/console 1>/dev/console 2>&1
 say "INIT"
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mkdir -p /dev/pts /dev/shm /tmp /run /var/log /root
-mount -t devpts devpts /dev/pts
+# Everything of /etc/fstab in one process (proc, sysfs, devpts, tmpfs, debugfs, tracefs);
+# /tmp, /run, /var/log and /root come with the archive.
+mkdir /dev/pts /dev/shm
+mount -a 2>/dev/null
 # What udev/mdev create and scripts rely on: kselftest's runner appends to /dev/stdout,
 # which on a bare devtmpfs would make a regular file that swallows every test's output.
 ln -s /proc/self/fd /dev/fd
@@ -24,8 +24,7 @@ ip link set lo up
 have_net=0
 if ip link set eth0 up 2>/dev/null; then
     have_net=1
-    chmod 700 /root /root/.ssh
-    chmod 600 /root/.ssh/authorized_keys /etc/dropbear/host_key
+    # (/root/.ssh 0700 and the keys 0600 come so from the archive.)
     # -s: keys only; -j -k: no forwarding; -F: foreground under our control.
     dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
     say "SSHD $!"
@@ -35,12 +34,7 @@ if ip link set eth0 up 2>/dev/null; then
 else
     say "NONET"
 fi
-# Scenarios fill tmpfs on purpose (movable, swap-backed pages): no 50% cap.
-mount -t tmpfs -o size=95% tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
-mount -t debugfs debugfs /sys/kernel/debug
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-hostname vmtest
+echo vmtest > /proc/sys/kernel/hostname
 
 # READY only once sshd listens (port 22 = 0016, state 0A = LISTEN in /proc/net/tcp):
 # a connection before that is refused and costs the host a retry. Shell builtins
@@ -58,7 +52,8 @@ fi
 # The console command loop must not echo input; set before READY so that the host's
 # first command cannot race it.
 stty -echo 2>/dev/null
-say "READY $(cat /proc/sys/kernel/osrelease)"
+read -r release < /proc/sys/kernel/osrelease
+say "READY $release"
 
 # Fallback exec channel: a non-interactive command loop on the console (no prompt,
 # no line editing, no echo). The host writes one command line and reads up to the

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 SUDO_SCRIPT = Path(__file__).with_name("sudo.sh")
+FSTAB = Path(__file__).with_name("fstab")
 
 # Host programs the guest needs, with the Debian package that provides each.
 PROGRAMS = {
@@ -196,6 +197,7 @@ def base_manifest(extra_programs: Iterable[str] = ()) -> list[Entry]:
     add(file_data("/etc/group", b"root:x:0:\nnogroup:x:65534:\n"))
     add(file_data("/etc/shells", b"/bin/sh\n"))
     add(file_data("/etc/hosts", b"127.0.0.1 localhost vmtest\n"))
+    add(file_from("/etc/fstab", FSTAB, 0o644))
     return list(entries.values())
 
 

@@ -3,7 +3,6 @@ kernels/ and configs/ are, and the one way vmtest writes a file others may read.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +30,8 @@ def package_data(*parts: str) -> Path:
     """A file or folder shipped inside the package (configs/, kernels/, the guest's
     sources), found through importlib.resources: the same in a checkout (where
     ./configs and ./kernels link to them) and in an installed wheel."""
+    import importlib.resources  # ~10 ms: only when a data file is asked for
+
     return Path(str(importlib.resources.files("vmtest"))).joinpath(*parts)
 
 

@@ -7,10 +7,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmtest.cli.common import Sub
-from vmtest.collect import dmesg
 from vmtest.errors import EXIT_FAIL, EXIT_OK, ConfigError
+
+if TYPE_CHECKING:  # the parser is loaded by the command, not by every vmtest start
+    from vmtest.collect import dmesg
 
 
 def add_parser(sub: Sub) -> None:
@@ -99,6 +102,8 @@ def render(name: str, report: dmesg.DmesgReport, top: int) -> str:
 def cmd_dmesg(args: argparse.Namespace) -> int:
     crashed = False
     for name in args.files:
+        from vmtest.collect import dmesg
+
         report = dmesg.parse(_read(name))
         if args.json:
             print(json.dumps({"file": name, **report.summary_dict()}))

@@ -35,6 +35,9 @@ else
     say "NONET"
 fi
 echo vmtest > /proc/sys/kernel/hostname
+# The run's shares (virtio-9p), mounted while dropbear starts: the host wrote the
+# commands (boot.mounts_script); each says MOUNTED TAG or NO9P on the console.
+[ -f /etc/vmtest/mounts ] && . /etc/vmtest/mounts
 
 # READY only once sshd listens (port 22 = 0016, state 0A = LISTEN in /proc/net/tcp):
 # a connection before that is refused and costs the host a retry. Shell builtins

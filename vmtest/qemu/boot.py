@@ -71,11 +71,28 @@ def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     return run_dir
 
 
+# The init sources this before READY (guest/init.sh): the run's shares mounted while
+# dropbear starts, each reported on the console, instead of an SSH round trip after.
+MOUNTS_SCRIPT = "/etc/vmtest/mounts"
+
+
+def mounts_script(shares: tuple[Share, ...]) -> bytes:
+    """Shell for the init: say NO9P without 9p, else MOUNTED TAG per share mounted."""
+    lines = ["grep -qw 9p /proc/filesystems || { say NO9P; return 0; }"]
+    lines += [f"if {s.mount_command()} 2>/dev/null; then say MOUNTED {s.tag}; fi"
+              for s in shares]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair, programs: tuple[str, ...],
-              copies: tuple[tuple[Path, str], ...] = (), layers: tuple[Path, ...] = ()) -> Path:
+              copies: tuple[tuple[Path, str], ...] = (), layers: tuple[Path, ...] = (),
+              shares: tuple[Share, ...] = ()) -> Path:
     """The cached base image + optional program layers + prebuilt layers (a kselftest
-    install) + this run's keys and copies."""
+    install) + this run's keys, copies and the script that mounts its shares."""
     overlay = rootfs.run_overlay(host_key.dropbear_private(), client_key.authorized_key())
+    if shares:
+        overlay += [rootfs.directory("/etc/vmtest"),
+                    rootfs.file_data(MOUNTS_SCRIPT, mounts_script(shares), 0o644)]
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
     return rootfs.assemble(rootfs.base_image(), overlay, tmp / "initrd.cpio",
@@ -95,7 +112,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     client_key, host_key = KeyPair.generate(), KeyPair.generate()
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
         initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs, opts.copies,
-                                opts.layers)
+                                opts.layers, opts.shares)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
@@ -124,21 +141,21 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
                      machine.spec.accel)
             if opts.shares:
-                machine.shares_mounted = mount_shares(machine, opts.shares)
+                machine.shares_mounted = mounted_shares(machine.console.snapshot(),
+                                                        opts.shares)
             yield machine
 
 
-def mount_shares(machine: Machine, shares: tuple[Share, ...]) -> list[Share]:
-    """Mount every share in one round trip; returns those mounted. A share the user asked
-    for that cannot be mounted is an error; the default share of the current folder is
-    left out with a warning (a kernel built without 9p still runs commands)."""
-    script = "; ".join(f"if {s.mount_command()} 2>/dev/null; then echo MOUNTED {s.tag}; fi"
-                       for s in shares)
-    script = "grep -qw 9p /proc/filesystems || echo NO9P; " + script
-    out = machine.ssh().check_output(script, timeout_s=60)
-    mounted = [s for s in shares if f"MOUNTED {s.tag}" in out.split("\n")]
+def mounted_shares(console: bytes, shares: tuple[Share, ...]) -> list[Share]:
+    """The shares the init reported mounted (MOUNTED TAG on the console). A share the
+    user asked for that is not mounted is an error; the default share of the current
+    folder is left out with a warning (a kernel built without 9p still runs commands)."""
+    said = {line.strip() for line in console.decode(errors="replace").splitlines()
+            if line.startswith("VMTEST-")}
+    mounted = [s for s in shares if f"VMTEST-MOUNTED {s.tag}" in said]
     why = ("the guest kernel has no 9p file system (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS: "
-           "kernels/fragments/qemu-guest.config)") if "NO9P" in out else "mount -t 9p failed"
+           "kernels/fragments/qemu-guest.config)") if "VMTEST-NO9P" in said \
+        else "mount -t 9p failed in the guest"
     for share in shares:
         if share in mounted:
             continue

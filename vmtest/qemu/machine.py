@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import pexpect
-from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from vmtest.channel.console import Console, ConsoleExpect, find_crash
 from vmtest.channel.keys import KeyPair
@@ -44,6 +43,8 @@ from vmtest.errors import (
 from vmtest.qemu import symbols
 
 if TYPE_CHECKING:
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
     from vmtest.channel.ssh import SSHChannel
 from vmtest.qemu.argv import MachineSpec, Share, build_argv
 
@@ -177,6 +178,9 @@ class Machine(Lifecycle):
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._console = Console(con_local)
+        # Imported now, while QEMU initializes (asyncio and the QMP library: ~20 ms).
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
         self._qmp = QEMUMonitorProtocol(qmp_local)
         try:
             self._qmp.settimeout(10)

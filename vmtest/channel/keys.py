@@ -8,7 +8,6 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 if TYPE_CHECKING:  # paramiko is imported when a key is used, not to make one: it costs
@@ -29,14 +28,11 @@ class KeyPair:
 
     @property
     def seed(self) -> bytes:
-        return self.private.private_bytes(serialization.Encoding.Raw,
-                                          serialization.PrivateFormat.Raw,
-                                          serialization.NoEncryption())
+        return self.private.private_bytes_raw()
 
     @property
     def public_raw(self) -> bytes:
-        return self.private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                      serialization.PublicFormat.Raw)
+        return self.private.public_key().public_bytes_raw()
 
     def public_blob(self) -> bytes:
         """The SSH wire form of the public key."""
@@ -51,6 +47,8 @@ class KeyPair:
         return _ssh_string(b"ssh-ed25519") + _ssh_string(self.seed + self.public_raw)
 
     def openssh_private(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization  # ~15 ms: when needed
+
         return self.private.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.OpenSSH,
                                           serialization.NoEncryption())

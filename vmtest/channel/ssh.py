@@ -64,10 +64,12 @@ class SSHChannel:
 
     @classmethod
     def connect(cls, port: int, client_key: KeyPair, host_key: KeyPair, deadline: Deadline,
-                alive: Callable[[], None] | None = None) -> SSHChannel:
+                alive: Callable[[], None] | None = None,
+                retry_s: float = 0.1) -> SSHChannel:
         """Retry until the guest's sshd answers with the pinned key, or the deadline.
 
-        `alive` is called between attempts and raises if the guest died meanwhile.
+        `alive` is called between attempts and raises if the guest died meanwhile (or
+        the caller gave up); `retry_s` is the pause after a failed attempt.
         """
         last: Exception | None = None
         attempts = 0
@@ -116,7 +118,7 @@ class SSHChannel:
                 if sock is not None:
                     sock.close()
                 last = exc
-                time.sleep(min(0.1, deadline.remaining_s()))
+                time.sleep(min(retry_s, deadline.remaining_s()))
 
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
@@ -155,7 +157,12 @@ class SSHChannel:
                     progressed = True
                 if chan.exit_status_ready() and not chan.recv_ready() \
                         and not chan.recv_stderr_ready():
-                    return chan.recv_exit_status()
+                    status = chan.recv_exit_status()
+                    if status == -1 and not transport.is_active():
+                        # Closed with the connection, no status: the guest went away
+                        # (a panic reboots it, QEMU exits). Let `watch` say why.
+                        self._lost(command, watch)
+                    return status
                 if deadline is not None and deadline.expired:
                     raise CommandTimeout(f"guest command did not finish within {timeout_s} s: "
                                          f"{command}")
@@ -170,6 +177,18 @@ class SSHChannel:
                     select.select([chan], [], [], 0.01)
         finally:
             chan.close()
+
+    @staticmethod
+    def _lost(command: str, watch: Callable[[], None] | None, grace_s: float = 3.0) -> None:
+        """The connection dropped mid-command: give `watch` (the machine's crash and
+        exit check, whose console lags the socket) a moment to name the cause, else
+        raise ChannelError."""
+        deadline = Deadline(grace_s)
+        while watch is not None and not deadline.expired:
+            watch()
+            time.sleep(0.05)
+        raise ChannelError(f"SSH connection to the guest was lost mid-command: {command}",
+                           hint="the console log shows what the guest did")
 
     def fetch(self, guest_path: str, dest: Path, timeout_s: float = 600) -> list[Path]:
         """Copy a guest file or folder into dest (keeping its path below /): tar in the

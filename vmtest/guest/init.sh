@@ -14,24 +14,30 @@ say "INIT"
 # /tmp, /run, /var/log and /root come with the archive.
 mkdir /dev/pts /dev/shm
 mount -a 2>/dev/null
+# dropbear first: its start-up (dynamic linking, keys) overlaps the rest of this
+# script. It binds 0.0.0.0:22, so it serves eth0 once that has its address below.
+# (/root/.ssh 0700 and the keys 0600 come so from the archive.)
+# -s: keys only; -j -k: no forwarding; -F: foreground under our control.
+have_net=0
+if [ -e /sys/class/net/eth0 ]; then
+    have_net=1
+    dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
+    sshd=$!
+fi
 # What udev/mdev create and scripts rely on: kselftest's runner appends to /dev/stdout,
 # which on a bare devtmpfs would make a regular file that swallows every test's output.
 ln -s /proc/self/fd /dev/fd
 ln -s fd/0 /dev/stdin; ln -s fd/1 /dev/stdout; ln -s fd/2 /dev/stderr
 ip link set lo up
-# dropbear first, so that its start-up overlaps the rest of this script; it binds
-# 0.0.0.0:22 before eth0 has an address.
-have_net=0
-if ip link set eth0 up 2>/dev/null; then
-    have_net=1
-    # (/root/.ssh 0700 and the keys 0600 come so from the archive.)
-    # -s: keys only; -j -k: no forwarding; -F: foreground under our control.
-    dropbear -F -E -s -j -k -p 22 -r /etc/dropbear/host_key >/var/log/dropbear.log 2>&1 &
-    say "SSHD $!"
-    # QEMU user networking: fixed addresses (slirp's defaults), no DHCP round trip.
+# QEMU user networking: fixed addresses (slirp's defaults), no DHCP round trip. On
+# SSHD the host starts connecting (handshake, authentication) and runs nothing
+# before READY.
+if [ "$have_net" = 1 ] && ip link set eth0 up 2>/dev/null; then
     ip addr add 10.0.2.15/24 dev eth0
     ip route add default via 10.0.2.2
+    say "SSHD $sshd"
 else
+    have_net=0
     say "NONET"
 fi
 echo vmtest > /proc/sys/kernel/hostname

@@ -298,7 +298,17 @@ def _cached_image(name: str, entries: list[Entry]) -> Path:
 
 def base_image() -> Path:
     """The cached base initramfs, built if its manifest changed."""
-    return _cached_image("base", base_manifest())
+    return _cached_image("base", _base_entries())
+
+
+_BASE: list[Entry] = []
+
+
+def _base_entries() -> list[Entry]:
+    """base_manifest(), made once per process (a busybox and an ldd run, ~10 ms)."""
+    if not _BASE:
+        _BASE.extend(base_manifest())
+    return _BASE
 
 
 def layer_image(program: str) -> Path:
@@ -307,9 +317,22 @@ def layer_image(program: str) -> Path:
         raise MissingRequirement(f"unknown optional guest program {program!r}",
                                  hint=f"available: {', '.join(OPTIONAL_PROGRAMS)}")
     binary = find_program(program)
+    in_base = _base_paths()
     entries = [file_from(str(binary), binary, 0o755)]
-    entries += [file_from(lib, Path(lib).resolve(), 0o755) for lib in shared_libraries(binary)]
+    # What the base image holds already (libc, the loader) is not unpacked twice.
+    entries += [file_from(lib, Path(lib).resolve(), 0o755) for lib in shared_libraries(binary)
+                if lib not in in_base]
     return _cached_image(program, entries)
+
+
+_BASE_PATHS: set[str] = set()
+
+
+def _base_paths() -> set[str]:
+    """The guest paths of the base image (for layers to leave out)."""
+    if not _BASE_PATHS:
+        _BASE_PATHS.update(e.path for e in _base_entries())
+    return _BASE_PATHS
 
 
 def _is_elf(path: Path) -> bool:
@@ -329,7 +352,7 @@ def tree_layer(name: str, host_dir: Path, guest_dir: str,
         entries.append(file_from(str(binary), binary, 0o755))
         binaries.append(binary)
     if binaries:
-        have = {e.path for e in entries}
+        have = {e.path for e in entries} | _base_paths()
         for lib in shared_libraries(*binaries):  # one ldd for all
             if lib not in have:
                 entries += [directory(d) for d in _parents(lib) if d not in have]

@@ -83,15 +83,38 @@ def stagger_for(jobs: int, cores: int | None = None) -> float:
     return 0.0 if jobs <= (cores or os.cpu_count() or 1) else CROWDED_STAGGER_S
 
 
+def available_mib() -> int:
+    try:
+        return next(int(line.split()[1]) for line in open("/proc/meminfo")
+                    if line.startswith("MemAvailable")) // 1024
+    except (OSError, StopIteration):
+        return 4096
+
+
 def auto_jobs(memory_mib_per_vm: int = 1536) -> int:
     """Parallel VMs: one per core, bounded by host memory."""
     cores = os.cpu_count() or 1
-    try:
-        mem_kib = next(int(line.split()[1]) for line in open("/proc/meminfo")
-                       if line.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        mem_kib = 4 << 20
-    return max(1, min(cores, mem_kib // 1024 // memory_mib_per_vm))
+    return max(1, min(cores, available_mib() // memory_mib_per_vm))
+
+
+# What a guest costs the host beyond its RAM (QEMU itself, TCG's translation cache).
+QEMU_OVERHEAD_MIB = 256
+
+
+def check_memory(jobs: int, guest_mib: int, runs: int | None = None,
+                 available: int | None = None) -> None:
+    """Refuse --jobs that cannot fit: as many guests at once as --jobs (or runs, if
+    fewer), each its RAM and QEMU's own, beyond what the host has available (the OOM
+    killer would pick VMs at random)."""
+    at_once = min(jobs, runs) if runs is not None else jobs
+    need = at_once * (guest_mib + QEMU_OVERHEAD_MIB)
+    have = available_mib() if available is None else available
+    if need > have:
+        fits = max(1, have // (guest_mib + QEMU_OVERHEAD_MIB))
+        raise ConfigError(f"--jobs {jobs}: {at_once} guests at once need about "
+                          f"{need / 1024:.1f} GiB ({guest_mib} MiB each, plus QEMU), the host "
+                          f"has {have / 1024:.1f} GiB available",
+                          hint=f"--jobs {fits} or fewer (--jobs auto picks it)")
 
 
 RunFn = Callable[[Run, Path], dict[str, Any]]

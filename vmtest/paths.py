@@ -17,7 +17,16 @@ def cache_root() -> Path:
 
 def cache_dir(*parts: str) -> Path:
     path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as exc:
+        from vmtest.errors import MissingRequirement
+
+        raise MissingRequirement(f"the cache folder {path} is not writable "
+                                 f"({exc.strerror or exc})",
+                                 hint="set VMTEST_CACHE to a writable folder") from exc
     return path
 
 

@@ -139,6 +139,9 @@ def test_warning_is_caught_and_the_guest_goes_on(kernel, boot_opts, run_dir):
     assert splats[0].stack[0].startswith("lkdtm_WARNING+"), splats[0].stack
 
 
+@pytest.mark.fault("guest panic during CMD", verdict="kernel-crash", exit="124",
+                   message="vmtest: kernel-crash: kernel crash in the guest: sysrq triggered "
+                           "crash ... log: console.log", kept="console.log")
 def test_panic_exit_code_from_cli(kernel, tmp_path):
     proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path),
                    "--", "echo c > /proc/sysrq-trigger")
@@ -146,6 +149,10 @@ def test_panic_exit_code_from_cli(kernel, tmp_path):
     assert "kernel-crash" in proc.stderr and "console.log" in proc.stderr
 
 
+@pytest.mark.fault("silent guest hang before SSH (vCPUs never run)", verdict="hang",
+                   exit="124 (run -- CMD), 1",
+                   message="guest did not become ready within N s (last console line ...); "
+                           "vCPUs at <symbol>", kept="console.log, hang-vcpus.txt")
 def test_hang_detected_within_deadline(kernel, boot_opts, run_dir):
     # -S: the vCPUs never start, exactly what a stalled guest looks like from outside.
     opts = replace(boot_opts, accel="tcg", qemu_extra=("-S",), boot_timeout_s=4)
@@ -156,6 +163,9 @@ def test_hang_detected_within_deadline(kernel, boot_opts, run_dir):
     assert time.monotonic() - started < 4 + 15  # deadline + bounded shutdown
 
 
+@pytest.mark.fault("guest hang after SSH is up (CMD never returns)", verdict="timeout",
+                   exit="124", message="vmtest: timeout: guest command did not finish within "
+                                       "3.0 s: sleep 600", kept="console.log")
 def test_command_timeout(kernel, tmp_path):
     proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path),
                    "--timeout", "3", "--", "sleep 600")
@@ -169,6 +179,10 @@ def test_console_exec_channel(kernel, boot_opts, run_dir):
     assert output.splitlines()[:2] == ["hello", kernel.release]
 
 
+@pytest.mark.fault("something else answers on the SSH port (wrong host key)",
+                   verdict="infrastructure", exit="125 (run -- CMD), 3",
+                   message="guest presented an unexpected SSH host key ...",
+                   kept="nothing is sent to it")
 def test_wrong_host_key_is_refused(kernel, boot_opts, run_dir):
     with boot(kernel.image, boot_opts, run_dir) as vm:
         assert vm.client_key is not None

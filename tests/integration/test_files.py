@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _vmtest(kernel, *args: str, cwd: Path, stdin: bytes = b"",
             timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
@@ -63,6 +65,9 @@ def test_copy_in_fetch_out_and_stdin(kernel, tmp_path):
     assert "fetched: " in proc.stderr.decode()
 
 
+@pytest.mark.fault("--fetch of a path the guest does not have", verdict="infrastructure",
+                   exit="125", message="vmtest: error: fetching P from the guest failed: ...",
+                   kept="CMD's output (already streamed)")
 def test_cmd_status_passes_through_and_a_missing_fetch_is_125(kernel, tmp_path):
     proc = _vmtest(kernel, "--no-share", "--output", str(tmp_path / "a"), "--", "exit 3",
                    cwd=tmp_path)

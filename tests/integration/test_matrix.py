@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REF = Path(__file__).resolve().parents[2] / "configs" / "lru-migration.yaml"
 
 
@@ -26,6 +28,10 @@ def _matrix(results: Path, *extra: str) -> subprocess.Popen[str]:
                             preexec_fn=_default_sigint)
 
 
+@pytest.mark.fault("SIGINT (Ctrl-C) mid-matrix, then --resume", verdict="interrupted",
+                   exit="130, then 0", message="vmtest: stopped the running VMs. Finished runs "
+                   "are kept: `vmtest matrix ... --resume` continues.",
+                   kept="every finished run; the resume runs only the rest")
 def test_quick_matrix_interrupted_and_resumed(tmp_path, variants):
     results = tmp_path / "res"
     proc = _matrix(results)
@@ -62,6 +68,9 @@ def test_quick_matrix_interrupted_and_resumed(tmp_path, variants):
     assert rendered.returncode in (0, 1) and (results / "report.md").read_text() == before
 
 
+@pytest.mark.fault("results directory of another config", verdict="(no run)", exit="2",
+                   message="vmtest: error: DIR holds results of another config or profile "
+                           "...", kept="the other results, untouched")
 def test_matrix_refuses_other_config_results(tmp_path):
     results = tmp_path / "res"
     results.mkdir()

@@ -9,6 +9,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -31,6 +33,10 @@ def test_examples_pass_on_both_variants_with_variant_ids(variants, tmp_path):
             assert case.find("failure") is None and case.find("skipped") is None, test
 
 
+@pytest.mark.fault("kernel WARN during a pytest test", verdict="test failed",
+                   exit="pytest 1", message="kernel splat during the test: WARNING: ... "
+                                             "[lkdtm_WARNING...]",
+                   kept="the kernel log since the test began, the console tail")
 def test_an_unexpected_warning_fails_the_test_with_the_splat(kernel, tmp_path):
     (tmp_path / "test_warn.py").write_text(
         "def test_warns(vm):\n"

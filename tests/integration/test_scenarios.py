@@ -39,6 +39,10 @@ def test_quick_profile_document_matches_artifacts(run_scenario, tmp_path, scenar
     assert on_disk["splats"] == []
 
 
+@pytest.mark.fault("guest panic during a scenario", verdict="kernel-crash",
+                   exit="1 (in a matrix: the run's verdict)",
+                   message="kernel crash in the guest: sysrq triggered crash",
+                   kept="result.json (verdict, error), console.log")
 def test_panic_during_scenario_gives_crash_verdict_and_document(run_scenario, tmp_path):
     doc = run_scenario("patched", "cma-stress", tmp_path, fault="panic")
     assert doc["verdict"] == "kernel-crash"

@@ -70,6 +70,9 @@ def test_offline_drains_once_patched_and_per_retry_unpatched(run_scenario, tmp_p
         sum(b["drains"] for b in per_variant["patched"])
 
 
+@pytest.mark.fault("patch that does not apply", verdict="(no run)", exit="3",
+                   message="vmtest: error: patch P does not apply to Debian linux-source-6.1 "
+                           "(variant V) ... Hunk #1 FAILED", kept="every kernel already built")
 def test_broken_patch_is_reported_with_patch_hunk_and_base(tmp_path, variants):
     broken = tmp_path / "broken.patch"
     broken.write_text("--- a/mm/swap.c\n+++ b/mm/swap.c\n@@ -1,3 +1,3 @@\n no such\n-line\n"

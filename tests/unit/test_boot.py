@@ -62,6 +62,10 @@ def test_kvm_that_boots_is_kept_and_remembered(tmp_path, store, kvm_opens):
         "kvm", False, "KVM boots guests on this host (remembered)")
 
 
+@pytest.mark.fault("KVM broken (probe stalls) with --accel auto", verdict="(falls back)",
+                   exit="as the run", message="vmtest: WARNING: KVM opens but does not boot "
+                                             "guests on this host (...); using TCG",
+                   kept="console-kvm-probe.log; the verdict in accel.json")
 def test_kvm_that_stalls_falls_back_to_tcg_and_keeps_the_probe_logs(tmp_path, store,
                                                                       kvm_opens):
     made = []

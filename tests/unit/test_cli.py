@@ -41,6 +41,9 @@ def test_matrix_bad_jobs_claims_nothing(tmp_path, capsys):
     assert not results.exists()
 
 
+@pytest.mark.fault("unknown scenario parameter or wrong type", verdict="(no run)",
+                   exit="2", message="vmtest: error: scenario S: parameter cpus must be int, got "
+                                     "float 2.5", kept="nothing started")
 @pytest.mark.parametrize("setting,message", [
     ("count=abc", "parameter count must be int, got str 'abc'"),
     ("cpus=2.5", "parameter cpus must be int, got float 2.5"),
@@ -52,6 +55,9 @@ def test_scenario_parameters_from_the_command_line_are_checked(setting, message,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.fault("a bug in vmtest", verdict="infrastructure", exit="3 (125 for run -- CMD)",
+                   message="vmtest: internal error: TypeError: ... (traceback in FILE); please "
+                           "report it", kept="the traceback in the cache's logs/")
 def test_a_bug_is_one_line_exit_3_and_a_saved_traceback(monkeypatch, capsys, cache):
     def broken(args):
         raise TypeError("unsupported operand")
@@ -115,6 +121,8 @@ def test_the_current_folder_is_shared_by_default_read_only(tmp_path, monkeypatch
         cli_run.shares(_run_args("--share", "missing"))
 
 
+@pytest.mark.fault("SIGTERM to a vmtest command", verdict="interrupted", exit="143",
+                   message="vmtest: terminated (SIGTERM)", kept="finished runs")
 def test_sigterm_is_handled_like_ctrl_c_and_exits_143(monkeypatch, capsys):
     import os
     import signal

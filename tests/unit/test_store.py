@@ -62,6 +62,9 @@ def test_merge_refuses_overlap_before_copying(tmp_path):
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
 
 
+@pytest.mark.fault("merging shards with one missing", verdict="(no report)", exit="3",
+                   message="vmtest: error: N of M runs are in none of the inputs: ... fix: "
+                           "... --resume", kept="the shards")
 def test_merge_of_an_incomplete_set_exits_3_naming_the_runs(tmp_path):
     exp = config.load(REF)
     _shard(tmp_path / "a", exp, "1/2")  # shard 2/2 died before writing anything
@@ -114,6 +117,9 @@ def test_merge_of_a_directory_that_is_no_results(tmp_path):
     assert cli.main(["merge", str(tmp_path / "m"), str(tmp_path / "x")]) == 2
 
 
+@pytest.mark.fault("truncated result.json in a results directory", verdict="(not a result)",
+                   exit="0 (report) / the run again (--resume)",
+                   message="(the run is not counted)", kept="every other run")
 def test_torn_result_is_not_done_and_is_skipped(tmp_path):
     exp = config.load(REF)
     runs = _shard(tmp_path / "a", exp, "1/1")

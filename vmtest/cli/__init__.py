@@ -6,6 +6,7 @@ bug in vmtest prints one line and the path of the file that holds its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -60,7 +61,7 @@ def _save_traceback() -> Path | None:
         path = paths.cache_dir("logs") / f"vmtest-bug-{file_stamp()}-{os.getpid()}.txt"
         path.write_text(f"vmtest {__version__}\nargv: {sys.argv}\n\n{text}")
         return path
-    except OSError:
+    except Exception:  # no writable cache either: the caller prints the exception
         return None
 
 
@@ -104,14 +105,32 @@ def _main(argv: list[str] | None) -> int:
         if passes_status:
             return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _bug(exc, passes_status)
+        # The host's doing (disk full, read-only, permissions): one line, exit 3.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"vmtest: error: {exc.strerror or exc}{where}\nhint: free space or choose "
+              "another folder (--output, --results, VMTEST_CACHE); runs finished before "
+              "this are kept", file=sys.stderr)
+        return EXIT_CMD_VMTEST if passes_status else EXIT_INFRA
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print(f"vmtest: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
               file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # a bug of vmtest's: one line, the traceback in a file
-        saved = _save_traceback()
-        where = f"traceback in {saved}" if saved else traceback.format_exc().rstrip()
-        print(f"vmtest: internal error: {type(exc).__name__}: {exc} ({where}); please "
-              "report it", file=sys.stderr)
-        return EXIT_CMD_VMTEST if passes_status else EXIT_INFRA
+        return _bug(exc, passes_status)
+
+
+# What the host does to vmtest rather than a bug in it.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
+                       errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+
+
+def _bug(exc: BaseException, passes_status: bool) -> int:
+    saved = _save_traceback()
+    where = f"traceback in {saved}" if saved else traceback.format_exception_only(exc)[-1]
+    print(f"vmtest: internal error: {type(exc).__name__}: {exc} ({where}); please "
+          "report it", file=sys.stderr)
+    return EXIT_CMD_VMTEST if passes_status else EXIT_INFRA

@@ -145,10 +145,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     runs = matrix.shard(every, args.shard)
     if not runs:
         raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
+    guest_mib = max(exp.scenario(name).make(profile).params.memory_mib
+                    for name in {r.scenario for r in runs})
+    matrix.check_memory(jobs, guest_mib, runs=len(runs))
     from vmtest.results.store import Store
 
     results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")
     store = Store(results)
+    store.lock()
     if store.has_results() and not args.resume and not args.force:
         raise ConfigError(f"{results} already holds results",
                           hint="--resume to continue it, or choose another --results")

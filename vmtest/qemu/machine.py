@@ -109,7 +109,9 @@ class Lifecycle:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+        # After an error the guest is suspect (crashed, unreachable): no poweroff
+        # round trip that would wait seconds for nothing.
+        self.shutdown(graceful=exc[0] is None)
 
 
 class Machine(Lifecycle):

@@ -10,6 +10,7 @@ because the process stopped between the two is added back by reconcile().
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -65,6 +66,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the descriptor holding .lock (claim)
 
     def has_results(self) -> bool:
         return (self.root / "index.jsonl").exists()
@@ -72,8 +74,10 @@ class Store:
     def claim(self, exp: Experiment, profile: str, *, force: bool,
               expected: list[Run] | None = None) -> None:
         """Pin the directory to this config and profile (refuse another unless force);
-        `expected`: every run of the whole matrix (all shards), which merge checks."""
+        `expected`: every run of the whole matrix (all shards), which merge checks. The
+        directory is this process's until it exits: a second matrix on it is refused."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.lock()
         meta_path = self.root / "matrix.json"
         fingerprint = config_fingerprint(exp, profile)
         if meta_path.exists():
@@ -89,6 +93,29 @@ class Store:
         if expected is not None:
             meta["expected_runs"] = sorted(r.key for r in expected)
         paths.write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+
+    def lock(self) -> None:
+        """Make the directory this process's (a second matrix on it is refused) until
+        release() or the process's end."""
+        if self._owner is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"{self.root} is in use by another vmtest matrix (pid {holder})",
+                              hint="wait for it, or give this one another --results") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._owner = fd  # released when the process exits (or release())
+
+    def release(self) -> None:
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
 
     def run_dir(self, run: Run) -> Path:
         return self.root / "runs" / run.key

@@ -121,7 +121,9 @@ class Comparison:
     candidate: Summary  # e.g. patched
     ratio: float  # baseline median / candidate median
     p_value: float
-    verdict: str  # improved | regressed | no significant change | insufficient data
+    # improved | regressed | no significant change | undecided (too few runs to reach
+    # alpha whatever they show) | insufficient data (fewer than 2 runs a side)
+    verdict: str
 
 
 def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], *,
@@ -131,12 +133,22 @@ def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], 
         return Comparison(metric, b, c, _ratio(b.median, c.median), float("nan"),
                           "insufficient data")
     _, p = mann_whitney_u(list(b.values), list(c.values))
-    if p >= alpha or b.median == c.median:
+    if p >= alpha and min_p_value(b.n, c.n) >= alpha:
+        # Even complete separation could not reach alpha with so few runs: that is no
+        # evidence of "no change", only of too few runs.
+        verdict = "undecided"
+    elif p >= alpha or b.median == c.median:
         verdict = "no significant change"
     else:
         better = c.median < b.median if lower_is_better else c.median > b.median
         verdict = "improved" if better else "regressed"
     return Comparison(metric, b, c, _ratio(b.median, c.median), p, verdict)
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """The smallest p the test can give with n1 + n2 runs (complete separation)."""
+    return mann_whitney_u([float(i) for i in range(n1)],
+                          [float(i) for i in range(n1, n1 + n2)])[1]
 
 
 def _ratio(num: float, den: float) -> float:

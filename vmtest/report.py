@@ -85,6 +85,12 @@ def markdown(data: dict[str, Any]) -> str:
                 f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}] | {_fmt(k['median'])} "
                 f"[{_fmt(k['ci_low'])}, {_fmt(k['ci_high'])}] | {_fmt(c['ratio'])} | "
                 f"{_fmt(c['p_value'])} | {c['verdict']} |")
+        undecided = [c for c in s["comparisons"] if c["verdict"] == "undecided"]
+        if undecided:
+            n = f"{undecided[0]['baseline']['n']}+{undecided[0]['candidate']['n']}"
+            lines += ["", f"Undecided: {n} runs cannot reach significance whatever they show "
+                          "(the smallest p they allow is above the threshold); more "
+                          "repetitions can decide, this is not a finding of no change."]
         for variant, keys in (s.get("mixed_builds") or {}).items():
             lines += ["", f"**Warning: the {variant} runs used {len(keys)} different kernel "
                           f"builds ({', '.join(keys)}): they do not measure one kernel.**"]
@@ -194,10 +200,10 @@ def junit(data: dict[str, Any]) -> str:
             if c["verdict"] == "regressed":
                 body = (f"<failure message={quoteattr('significant regression')}>"
                         f"{escape(s['headline'])}</failure>")
-            elif c["verdict"] == "insufficient data":  # not a pass: nothing was decided
-                body = (f"<skipped message={quoteattr('insufficient data')}>n = "
-                        f"{c['baseline']['n']} + {c['candidate']['n']} runs with a value"
-                        "</skipped>")
+            elif c["verdict"] in ("insufficient data", "undecided"):  # not a pass
+                body = (f"<skipped message={quoteattr(c['verdict'])}>n = "
+                        f"{c['baseline']['n']} + {c['candidate']['n']} runs with a value: too "
+                        "few to decide</skipped>")
             cases.append(f"<testcase classname={quoteattr('vmtest.compare')} "
                          f"name={quoteattr(name)}>{body}</testcase>")
         for d in s.get("test_differences") or []:

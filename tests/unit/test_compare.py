@@ -51,5 +51,17 @@ def test_compare_verdicts(base, cand, verdict):
 
 
 def test_ratio_edge_cases():
-    assert stats.compare("x", [0, 0], [0, 0]).verdict == "no significant change"
+    assert stats.compare("x", [0] * 5, [0] * 5).verdict == "no significant change"
     assert math.isinf(stats.compare("x", [5, 6], [0, 0]).ratio)
+
+
+def test_too_few_runs_to_decide_is_undecided_not_no_change():
+    """Seed profile, 3+3 runs, 245, 245, 105 vs 0, 0, 0 (issue 13): complete separation,
+    yet p = 0.1 -- 3+3 runs cannot go lower. That is undecided, not "no change"."""
+    comp = stats.compare("dumps", [245, 245, 105], [0, 0, 0])
+    assert comp.verdict == "undecided" and comp.p_value == pytest.approx(0.1, abs=0.01)
+    assert stats.min_p_value(3, 3) > 0.05 > stats.min_p_value(4, 4)
+    assert stats.compare("dumps", [245, 245, 105, 200], [0, 0, 0, 1]).verdict == "improved"
+    # Enough runs that show nothing: a real "no significant change".
+    assert stats.compare("d", [1, 2, 3, 4, 5], [2, 3, 1, 5, 4]).verdict == \
+        "no significant change"

@@ -7,12 +7,15 @@ and a *tree* (a directory ready for `make O=...`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vmtest import paths
 from vmtest.errors import ConfigError, InfraError, MissingRequirement
@@ -105,25 +108,45 @@ class LocalTree:
                               hint="pass the top directory of a Linux source tree")
 
     def identity(self) -> str:
+        """What goes into a build from this tree, as one string: a kernel cached under
+        it can only come from these exact sources."""
         self.check()
         if self.is_git():
-            rev = self._git("rev-parse", self.ref or "HEAD").strip()
             if self.ref:
-                return f"git:{rev}"
-            # Uncommitted changes are part of what gets built.
-            diff = self._git("diff", "HEAD")
-            dirty = hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else "clean"
-            return f"git:{rev}+{dirty}"
-        # Not a git tree: identify by the top Makefile's version and the tree's mtime
-        # signature is too weak, so hash mm/ and include/ file metadata.
-        digest = hashlib.sha256()
-        for sub in ("Makefile", "mm", "include/linux", "kernel"):
-            for file in sorted((self.path / sub).rglob("*") if (self.path / sub).is_dir()
-                               else [self.path / sub]):
-                if file.is_file():
-                    st = file.stat()
-                    digest.update(f"{file}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        return f"tree:{self.path}:{digest.hexdigest()[:16]}"
+                return f"git:{self.commit(self.ref)}"
+            rev = self.commit("HEAD")
+            # Uncommitted changes and untracked files that are not ignored (a new .c
+            # file) are part of what gets built.
+            dirty = self.dirty_digest()
+            return f"git:{rev}+{dirty or 'clean'}"
+        return f"tree:{self.path}:{content_digest(self.path)}"
+
+    def commit(self, ref: str) -> str:
+        """The commit `ref` names, or a ConfigError saying it names none."""
+        proc = subprocess.run(["git", "-C", str(self.path), "rev-parse", "--verify", "--quiet",
+                               f"{ref}^{{commit}}"], capture_output=True, text=True,
+                              check=False, timeout=60)
+        if proc.returncode != 0:
+            raise ConfigError(f"{ref!r} is not a commit of {self.path}",
+                              hint="check the spelling; `git -C TREE log --oneline` lists "
+                                   "commits, fetch the ref if it is remote")
+        return proc.stdout.strip()
+
+    def dirty_digest(self) -> str:
+        """'' for a clean work tree, else a digest of its tracked changes and its
+        untracked, not ignored files."""
+        diff = self._git("diff", "HEAD", "--binary")
+        untracked = [name for name in self._git("ls-files", "--others", "--exclude-standard",
+                                                "-z").split("\0") if name]
+        if not diff and not untracked:
+            return ""
+        digest = hashlib.sha256(diff.encode())
+        for name in sorted(untracked):
+            path = self.path / name
+            digest.update(f"\0{name}\0".encode())
+            if path.is_file():
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()[:12]
 
     def describe(self) -> str:
         return f"{self.path}" + (f" @ {self.ref}" if self.ref else "")
@@ -133,7 +156,7 @@ class LocalTree:
         if not self.ref:
             return self.path
         # A ref: export that commit into the cache, leaving the user's checkout alone.
-        rev = self._git("rev-parse", self.ref).strip()
+        rev = self.commit(self.ref)
         dest = paths.cache_dir("src") / f"git-{rev[:16]}"
         if (dest / ".vmtest-extracted").exists():
             return dest
@@ -172,3 +195,44 @@ def parse_source(spec: str) -> KernelSource:
         raise ConfigError(f"kernel source {spec!r}: no such directory",
                           hint="use debian:6.1, debian:6.12, a kernel tree path, or PATH@GITREF")
     return tree
+
+
+# Build outputs (in-tree builds) and what no build reads: left out of a tree's digest.
+_OUTPUT_SUFFIXES = (".o", ".ko", ".a", ".cmd", ".d", ".mod", ".order", ".symvers", ".tmp",
+                    ".orig", ".rej", ".swp")
+_OUTPUT_NAMES = ("vmlinux", "vmlinux.a", "vmlinux.o", "System.map", "Module.symvers",
+                 "modules.order", "modules.builtin", "bzImage", ".config", ".config.old")
+
+
+def content_digest(root: Path) -> str:
+    """A digest of the content of every source file under root (a tree without git).
+    Each file is hashed once per (size, mtime): later calls stat the tree and hash only
+    what changed (the cache is in ~/.cache/vmtest/treehash)."""
+    cache_path = paths.cache_dir("treehash") / (
+        hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
+    try:
+        known: dict[str, list[Any]] = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    fresh: dict[str, list[Any]] = {}
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".git", ".tmp")))
+        for name in sorted(filenames):
+            if name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            rel = os.path.relpath(path, root)
+            entry = known.get(rel)
+            if entry is None or entry[0] != st.st_size or entry[1] != st.st_mtime_ns:
+                with open(path, "rb") as handle:
+                    entry = [st.st_size, st.st_mtime_ns,
+                             hashlib.file_digest(handle, "sha256").hexdigest()]
+            fresh[rel] = entry
+            digest.update(f"{rel}\0{entry[2]}\n".encode())
+    paths.write_atomic(cache_path, json.dumps(fresh))
+    return digest.hexdigest()[:16]

@@ -5,11 +5,13 @@ make docs/reliability.md (scripts/reliability_table.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,22 +90,29 @@ def _gone(pid: int, started: str, timeout: float = 10) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _sleeping_run(kernel, out: Path) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+    """`vmtest run -- sleep 60` with its guest ready: (the process, its QEMU's pid and
+    start time). Whatever the test does to them, the process is gone afterwards."""
+    proc = _start("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
+                  "--output", str(out), "--", "sleep 60")
+    try:
+        _wait_ready(out)
+        yield (proc, *_qemu_of(proc))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.fault("QEMU SIGKILLed while CMD runs", verdict="infrastructure", exit="125",
                    message="vmtest: error: QEMU exited unexpectedly while running ...",
                    kept="console.log and qemu.log in the run directory")
 def test_qemu_killed_mid_run(kernel, tmp_path):
     out = tmp_path / "run"
-    proc = _start("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
-                  "--output", str(out), "--", "sleep 60")
-    try:
-        _wait_ready(out)
-        qemu, _ = _qemu_of(proc)
+    with _sleeping_run(kernel, out) as (proc, qemu, _):
         os.kill(qemu, signal.SIGKILL)  # ours: found below our vmtest
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 125, err
     assert "QEMU exited" in err or "SSH connection to the guest was lost" in err, err
     # One error line (then the console's last lines, the log and the fix), no traceback.
@@ -139,18 +148,9 @@ def test_guest_network_down(kernel, tmp_path):
 @pytest.mark.fault("SIGTERM to `vmtest run`", verdict="interrupted", exit="143",
                    message="vmtest: terminated (SIGTERM)", kept="the run directory")
 def test_sigterm_to_vmtest_run(kernel, tmp_path):
-    out = tmp_path / "run"
-    proc = _start("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
-                  "--output", str(out), "--", "sleep 60")
-    try:
-        _wait_ready(out)
-        qemu, started = _qemu_of(proc)
+    with _sleeping_run(kernel, tmp_path / "run") as (proc, qemu, started):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err, err
     assert _gone(qemu, started), "QEMU outlived vmtest's SIGTERM"
 
@@ -160,17 +160,9 @@ def test_sigterm_to_vmtest_run(kernel, tmp_path):
                    kept="the run directory; QEMU dies with its parent (PR_SET_PDEATHSIG)")
 def test_sigkill_to_vmtest_run_takes_qemu_along(kernel, tmp_path):
     out = tmp_path / "run"
-    proc = _start("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
-                  "--output", str(out), "--", "sleep 60")
-    try:
-        _wait_ready(out)
-        qemu, started = _qemu_of(proc)
+    with _sleeping_run(kernel, out) as (proc, qemu, started):
         proc.kill()
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     gone = _gone(qemu, started)
     if not gone:  # ours by descent (recorded above): do not leave it to the next test
         os.kill(qemu, signal.SIGKILL)

@@ -44,6 +44,30 @@ def _descendants(root: int) -> dict[int, str]:
     return found
 
 
+@pytest.fixture(scope="session")
+def descendants():
+    """descendants(pid) -> {pid: command line} of every process below pid."""
+    return _descendants
+
+
+@pytest.fixture(scope="session")
+def gone():
+    """gone(pid, started, timeout=10): whether that very process (not a reused pid)
+    ended within timeout."""
+    def wait(pid: int, started: str, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return True
+            if stat[19] != started or stat[0] == "Z":
+                return True
+            time.sleep(0.1)
+        return False
+    return wait
+
+
 def _my_qemus() -> set[int]:
     return {pid for pid, cmd in _descendants(os.getpid()).items() if "qemu-system" in cmd}
 

@@ -44,61 +44,25 @@ def _wait_ready(out: Path, timeout: float = 120) -> None:
     raise AssertionError(f"no READY in {log}")
 
 
-def _below(root: int) -> dict[int, str]:
-    """{pid: command line} of the processes below root (by parent links)."""
-    parents: dict[int, int] = {}
-    cmds: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmds[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(
-                    b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        here = todo.pop()
-        for pid, parent in parents.items():
-            if parent == here and pid not in found:
-                found[pid] = cmds.get(pid, "")
-                todo.append(pid)
-    return found
-
-
-def _qemu_of(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    """(pid, /proc/PID/stat start time) of the QEMU below proc: ours by descent."""
-    for pid, cmd in _below(proc.pid).items():
-        if "qemu-system" in cmd:
-            return pid, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    raise AssertionError("no QEMU below the vmtest process")
-
-
-def _gone(pid: int, started: str, timeout: float = 10) -> bool:
-    """Whether that process (pid and start time: not a reused pid) has ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return True
-        if stat[19] != started or stat[0] == "Z":
-            return True
-        time.sleep(0.1)
-    return False
+def _started(pid: int) -> str:
+    """The process's start time: with its pid, who it is (a pid can be reused)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 @contextlib.contextmanager
-def _sleeping_run(kernel, out: Path) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+def _sleeping_run(kernel, out: Path,
+                  descendants) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
     """`vmtest run -- sleep 60` with its guest ready: (the process, its QEMU's pid and
-    start time). Whatever the test does to them, the process is gone afterwards."""
+    start time, found by descent). Whatever the test does to them, the process is gone
+    afterwards."""
     proc = _start("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
                   "--output", str(out), "--", "sleep 60")
     try:
         _wait_ready(out)
-        yield (proc, *_qemu_of(proc))
+        qemu = next((pid for pid, cmd in descendants(proc.pid).items()
+                     if "qemu-system" in cmd), None)
+        assert qemu is not None, "no QEMU below the vmtest process"
+        yield proc, qemu, _started(qemu)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -108,9 +72,9 @@ def _sleeping_run(kernel, out: Path) -> Iterator[tuple[subprocess.Popen[str], in
 @pytest.mark.fault("QEMU SIGKILLed while CMD runs", verdict="infrastructure", exit="125",
                    message="vmtest: error: QEMU exited unexpectedly while running ...",
                    kept="console.log and qemu.log in the run directory")
-def test_qemu_killed_mid_run(kernel, tmp_path):
+def test_qemu_killed_mid_run(kernel, tmp_path, descendants):
     out = tmp_path / "run"
-    with _sleeping_run(kernel, out) as (proc, qemu, _):
+    with _sleeping_run(kernel, out, descendants) as (proc, qemu, _):
         os.kill(qemu, signal.SIGKILL)  # ours: found below our vmtest
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 125, err
@@ -147,26 +111,26 @@ def test_guest_network_down(kernel, tmp_path):
 
 @pytest.mark.fault("SIGTERM to `vmtest run`", verdict="interrupted", exit="143",
                    message="vmtest: terminated (SIGTERM)", kept="the run directory")
-def test_sigterm_to_vmtest_run(kernel, tmp_path):
-    with _sleeping_run(kernel, tmp_path / "run") as (proc, qemu, started):
+def test_sigterm_to_vmtest_run(kernel, tmp_path, descendants, gone):
+    with _sleeping_run(kernel, tmp_path / "run", descendants) as (proc, qemu, started):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err, err
-    assert _gone(qemu, started), "QEMU outlived vmtest's SIGTERM"
+    assert gone(qemu, started), "QEMU outlived vmtest's SIGTERM"
 
 
 @pytest.mark.fault("SIGKILL to `vmtest run`", verdict="(none: vmtest is gone)",
                    exit="-9", message="(none)",
                    kept="the run directory; QEMU dies with its parent (PR_SET_PDEATHSIG)")
-def test_sigkill_to_vmtest_run_takes_qemu_along(kernel, tmp_path):
+def test_sigkill_to_vmtest_run_takes_qemu_along(kernel, tmp_path, descendants, gone):
     out = tmp_path / "run"
-    with _sleeping_run(kernel, out) as (proc, qemu, started):
+    with _sleeping_run(kernel, out, descendants) as (proc, qemu, started):
         proc.kill()
         proc.wait(timeout=30)
-    gone = _gone(qemu, started)
-    if not gone:  # ours by descent (recorded above): do not leave it to the next test
+    ended = gone(qemu, started)
+    if not ended:  # ours by descent (recorded above): do not leave it to the next test
         os.kill(qemu, signal.SIGKILL)
-    assert gone, "QEMU outlived a SIGKILLed vmtest"
+    assert ended, "QEMU outlived a SIGKILLed vmtest"
     assert (out / "console.log").exists()
 
 

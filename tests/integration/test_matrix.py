@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -80,3 +81,36 @@ def test_matrix_refuses_other_config_results(tmp_path):
                            "quick", "--results", str(results), "--resume"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "another config" in proc.stderr
+
+
+@pytest.mark.fault("SIGKILL to `vmtest matrix` mid-run, then --resume",
+                   verdict="(the killed run is not a result)", exit="-9, then 0",
+                   message="(none: the process is gone)",
+                   kept="every finished run; QEMU dies with its parent (PR_SET_PDEATHSIG), "
+                        "the directory's lock goes with the process, --resume runs the rest")
+def test_matrix_sigkilled_then_resumed(tmp_path, variants, descendants, gone):
+    results = tmp_path / "res"
+    proc = _matrix(results, "--scenario", "hotplug-offline", "--jobs", "1")
+    deadline = time.monotonic() + 600
+    qemus: dict[int, str] = {}
+    while time.monotonic() < deadline and proc.poll() is None and not qemus:
+        qemus = {pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+                 for pid, cmd in descendants(proc.pid).items() if "qemu-system" in cmd}
+        time.sleep(0.2)
+    assert qemus and proc.poll() is None, proc.communicate()
+    time.sleep(3)  # mid-run: booted, the scenario under way
+    proc.kill()  # no handler runs: PR_SET_PDEATHSIG must take QEMU along
+    proc.communicate(timeout=30)
+    survivors = [pid for pid, started in qemus.items() if not gone(pid, started)]
+    for pid in survivors:  # ours by descent (recorded above): leave none behind
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "QEMU outlived a SIGKILLed matrix"
+    resumed = _matrix(results, "--scenario", "hotplug-offline", "--jobs", "1", "--resume")
+    out, err = resumed.communicate(timeout=1200)
+    assert resumed.returncode in (0, 1), err
+    keys = [json.loads(line)["key"] for line in (results / "index.jsonl").read_text()
+            .splitlines()]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    for key in keys:
+        doc = json.loads((results / "runs" / key / "result.json").read_text())
+        assert doc["verdict"] == "ok", doc.get("error")

@@ -55,6 +55,14 @@ def _feed(chan: paramiko.Channel, fd: int) -> None:
     threading.Thread(target=pump, name="vmtest-stdin", daemon=True).start()
 
 
+# paramiko logs every refused connection attempt as an error with its traceback; while
+# the guest's sshd starts (vmtest connects as early as it can) they are expected. Its
+# transports log here, silent unless someone asks (`vmtest -vvv` does).
+PARAMIKO_LOG = "vmtest.channel.paramiko"
+logging.getLogger(PARAMIKO_LOG).addHandler(logging.NullHandler())
+logging.getLogger(PARAMIKO_LOG).propagate = False
+
+
 class SSHChannel:
     """A connected SSH session to the guest; close() it (or use `with`)."""
 
@@ -86,6 +94,7 @@ class SSHChannel:
             client.get_host_keys().add(f"[127.0.0.1]:{port}", "ssh-ed25519",
                                        host_key.paramiko_public())
             client.set_missing_host_key_policy(_PinnedHostKey())
+            client.set_log_channel(PARAMIKO_LOG)
             sock: socket.socket | None = None
             try:
                 sock = socket.create_connection(("127.0.0.1", port),

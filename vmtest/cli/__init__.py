@@ -51,6 +51,8 @@ def _logging(verbose: int) -> None:
     # while the guest's sshd starts.
     for noisy in ("paramiko", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
+    if verbose > 2:  # SSH transports' own log (vmtest/channel/ssh.py)
+        logging.getLogger("vmtest.channel.paramiko").propagate = True
 
 
 def _save_traceback() -> Path | None:

@@ -60,11 +60,32 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float,
     return code
 
 
-def start(tree: Path, good: str, bad: str, step_args: list[str]) -> int:
+def check_endpoints(tree: Path, good: str, bad: str) -> tuple[str, str]:
+    """(good, bad) as commits; ConfigError when either names none, or when good is not
+    an ancestor of bad (given the other way round, or unrelated)."""
     if not (tree / ".git").exists():
         raise ConfigError(f"{tree} is not a git checkout", hint="bisect needs a git tree")
+    source = LocalTree(tree)
+    good_sha, bad_sha = source.commit(good), source.commit(bad)
+    if good_sha == bad_sha:
+        raise ConfigError(f"--good {good} and --bad {bad} are the same commit")
+    ancestor = subprocess.run(["git", "-C", str(tree), "merge-base", "--is-ancestor",
+                               good_sha, bad_sha], check=False).returncode == 0
+    if not ancestor:
+        raise ConfigError(f"--good {good} is not an ancestor of --bad {bad}",
+                          hint="bisection looks for the first bad commit after a good one: "
+                               "are they given the other way round?")
+    return good_sha, bad_sha
+
+
+def start(tree: Path, good: str, bad: str, step_args: list[str]) -> int:
+    good, bad = check_endpoints(tree, good, bad)
     git = ["git", "-C", str(tree)]
-    subprocess.run([*git, "bisect", "start", bad, good], check=True)
+    started = subprocess.run([*git, "bisect", "start", bad, good], capture_output=True,
+                             text=True, check=False)
+    if started.returncode != 0:
+        raise ConfigError(f"git bisect start failed: {started.stderr.strip()}",
+                          hint="a bisection already under way? `git -C TREE bisect reset`")
     try:
         proc = subprocess.run([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
                                "bisect-step", "--tree", str(tree), *step_args], check=False)

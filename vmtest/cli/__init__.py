@@ -98,23 +98,31 @@ def _main(argv: list[str] | None) -> int:
     _logging(args.verbose)
     # `vmtest run -- CMD` passes CMD's status through and keeps two codes of its own.
     passes_status = bool(getattr(args, "passes_status", lambda a: False)(args))
+    # A command whose status someone else reads (bisect-step: git) maps every failure of
+    # vmtest's own to one code.
+    failure_status: int | None = getattr(args, "failure_status", None)
     try:
         return int(args.func(args))
     except VmtestError as exc:
         verdict = getattr(exc, "verdict", None)
         prefix = f"vmtest: {verdict}: " if verdict else "vmtest: error: "
         print(prefix + exc.render(), file=sys.stderr)
+        if failure_status is not None:
+            return failure_status
         if passes_status:
             return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
-            return _bug(exc, passes_status)
+            status = _bug(exc, passes_status)
+            return status if failure_status is None else failure_status
         # The host's doing (disk full, read-only, permissions): one line, exit 3.
         where = f": {exc.filename}" if exc.filename else ""
         print(f"vmtest: error: {exc.strerror or exc}{where}\nhint: free space or choose "
               "another folder (--output, --results, VMTEST_CACHE); runs finished before "
               "this are kept", file=sys.stderr)
+        if failure_status is not None:
+            return failure_status
         return EXIT_CMD_VMTEST if passes_status else EXIT_INFRA
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
@@ -122,7 +130,8 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # a bug of vmtest's: one line, the traceback in a file
-        return _bug(exc, passes_status)
+        status = _bug(exc, passes_status)
+        return status if failure_status is None else failure_status
 
 
 # What the host does to vmtest rather than a bug in it.

@@ -18,7 +18,9 @@ def add_parser(sub: Sub) -> None:
     p = sub.add_parser("bisect-step", help="one bisection step (called by git bisect run): "
                                            "exit 0 good, 1 bad, 125 skip")
     _common(p)
-    p.set_defaults(func=cmd_bisect_step)
+    # git bisect run reads 1-127 (but 125) as "bad": a step that fails in vmtest says
+    # "skip" (125) instead, never "bad" (vmtest/cli/__init__.py).
+    p.set_defaults(func=cmd_bisect_step, failure_status=125)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

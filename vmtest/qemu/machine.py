@@ -332,11 +332,16 @@ class Machine(Lifecycle):
         def connect() -> None:
             from vmtest.channel.ssh import SSHChannel
             try:
-                box["ssh"] = SSHChannel.connect(port, client_key, host_key,
-                                                Deadline(deadline.remaining_s(30)),
-                                                alive=given_up, retry_s=0.02)
+                channel = SSHChannel.connect(port, client_key, host_key,
+                                             Deadline(deadline.remaining_s(30)),
+                                             alive=given_up, retry_s=0.02)
             except Exception as exc:  # ssh() connects again and reports its own error
                 box["error"] = exc
+                return
+            if stop.is_set():  # abandoned meanwhile: nobody will take it
+                channel.close()
+            else:
+                box["ssh"] = channel
 
         thread = threading.Thread(target=connect, name="vmtest-ssh-early", daemon=True)
         thread.start()

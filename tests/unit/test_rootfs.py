@@ -134,3 +134,23 @@ def test_copy_into_a_mounted_over_path_is_refused(tmp_path, dest):
 def test_copy_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="nope does not exist"):
         rootfs.copy_entries(tmp_path / "nope", "x")
+
+
+def test_stale_images_of_a_name_are_pruned_when_a_new_one_is_built(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("VMTEST_CACHE", str(tmp_path))
+    folder = tmp_path / "initramfs"
+    folder.mkdir()
+    old = folder / "layer-0000000000000000.cpio"
+    recent = folder / "layer-1111111111111111.cpio"
+    other = folder / "other-0000000000000000.cpio"
+    for path in (old, recent, other):
+        path.write_bytes(b"x")
+    week_ago = time.time() - rootfs.STALE_IMAGE_S - 60
+    os.utime(old, (week_ago, week_ago))
+    os.utime(other, (week_ago, week_ago))
+    image = rootfs._cached_image("layer", [rootfs.file_data("/x", b"1")])
+    assert image.exists() and recent.exists() and other.exists()  # not stale / not its name
+    assert not old.exists()

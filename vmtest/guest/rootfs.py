@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,16 +285,34 @@ def write_cpio(entries: Iterable[Entry], out_path: Path) -> None:
         out.write(trailer + _pad(len(trailer)))
 
 
+# An image not used for this long is removed when another of its name is built (every
+# change to the guest's files makes new ones; other checkouts may still use older ones).
+STALE_IMAGE_S = 7 * 24 * 3600
+
+
 def _cached_image(name: str, entries: list[Entry]) -> Path:
     digest = manifest_digest(entries)
     image = paths.cache_dir("initramfs") / f"{name}-{digest[:16]}.cpio"
     if not image.exists():
-        tmp = image.with_suffix(".tmp")
+        tmp = image.with_suffix(f".{os.getpid()}.tmp")
         write_cpio(entries, tmp)
         tmp.rename(image)
         log.info("built initramfs %s (%d entries, %.1f MiB)", image, len(entries),
                  image.stat().st_size / 2**20)
+        _prune(image.parent, name, keep=image)
+    else:
+        os.utime(image)  # in use: not stale
     return image
+
+
+def _prune(folder: Path, name: str, keep: Path) -> None:
+    now = time.time()
+    for old in folder.glob(f"{name}-*.cpio"):
+        try:
+            if old != keep and now - old.stat().st_mtime > STALE_IMAGE_S:
+                old.unlink()
+        except OSError:  # another process pruned it first
+            continue
 
 
 def base_image() -> Path:

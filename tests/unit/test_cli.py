@@ -149,12 +149,13 @@ def test_the_help_states_the_matrix_stagger_the_matrix_uses():
     assert matrix.stagger_for(2, cores=2) == 0.0
 
 
-def test_parsing_loads_no_ssh_qmp_or_yaml():
+def test_parsing_loads_no_ssh_qmp_yaml_or_build_stage():
     import subprocess
     import sys
 
     code = ("import sys; from vmtest import cli; cli.build_parser(); "
-            "print(sorted(m for m in ('paramiko', 'yaml', 'qemu.qmp') if m in sys.modules))")
+            "print(sorted(m for m in ('paramiko', 'yaml', 'qemu.qmp', 'vmtest.kernel.build',"
+            " 'vmtest.collect.dmesg') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"

@@ -8,7 +8,6 @@ import time
 
 from vmtest.cli.common import Sub, add_kernel_args, adhoc_spec, specs_from_config, uses_config
 from vmtest.errors import EXIT_INFRA, EXIT_OK, VmtestError
-from vmtest.kernel import build as kbuild
 
 
 def add_parser(sub: Sub) -> None:
@@ -20,6 +19,8 @@ def add_parser(sub: Sub) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from vmtest.kernel import build as kbuild
+
     specs = specs_from_config(args) if uses_config(args) else [adhoc_spec(args)]
     failed = 0
     for spec in specs:

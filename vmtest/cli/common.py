@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmtest import paths
 from vmtest.errors import ConfigError
-from vmtest.kernel import build as kbuild
 from vmtest.kernel import kconfig
 from vmtest.qemu.accel import ACCELS
+
+if TYPE_CHECKING:  # the build stage loads when a command builds, not to parse arguments
+    from vmtest.kernel import build as kbuild
 
 Sub = argparse._SubParsersAction  # the type argparse gives add_subparsers()
 
@@ -60,6 +63,8 @@ def specs_from_config(args: argparse.Namespace) -> list[kbuild.BuildSpec]:
 
 
 def adhoc_spec(args: argparse.Namespace) -> kbuild.BuildSpec:
+    from vmtest.kernel import build as kbuild
+
     for patch in args.patches:
         if not patch.is_file():
             raise ConfigError(f"patch {patch} not found")

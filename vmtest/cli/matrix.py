@@ -20,10 +20,10 @@ from vmtest.errors import (
     ConfigError,
     VmtestError,
 )
-from vmtest.kernel.build import BuiltKernel
 
 if TYPE_CHECKING:
     from vmtest.config import Experiment
+    from vmtest.kernel.build import BuiltKernel
     from vmtest.results.store import Run, Store
 
 

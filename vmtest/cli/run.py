@@ -11,7 +11,6 @@ from pathlib import Path
 
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
-from vmtest.kernel import build as kbuild
 from vmtest.qemu.argv import Share, parse_size_mib
 
 log = logging.getLogger("vmtest")
@@ -93,8 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _kernel_image(args: argparse.Namespace) -> Path:
+    from vmtest.kernel.images import image_at
+
     if args.kernel:
-        path = kbuild.image_at(Path(args.kernel))
+        path = image_at(Path(args.kernel))
         if not path.is_file():
             raise ConfigError(f"kernel image {args.kernel} not found",
                               hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "
@@ -102,6 +103,8 @@ def _kernel_image(args: argparse.Namespace) -> Path:
         return path
     if uses_config(args) and not args.variant:
         args.variant = "patched"  # the built-in default: the kernel as shipped
+    from vmtest.kernel import build as kbuild
+
     return kbuild.build(one_spec(args)).image
 
 
@@ -238,6 +241,8 @@ def _scenario_run(args: argparse.Namespace) -> int:
     defined = {s.name: s for s in exp.scenarios}
     scenario = defined[args.scenario].make(args.profile, **overrides) \
         if args.scenario in defined else scenarios.make(args.scenario, args.profile, overrides)
+    from vmtest.kernel import build as kbuild
+
     built = kbuild.build_kernel(kernel.build_spec(variant))
     out = Path(args.output) if args.output else boot.new_run_dir(
         label=f"{args.scenario}-{variant.name}")
@@ -274,6 +279,8 @@ def _kselftest_run(args: argparse.Namespace) -> int:
     scenario = scenarios.make("kselftest", args.profile, overrides)
     if uses_config(args) and not args.variant:
         args.variant = "patched"  # the built-in default: the kernel as shipped
+    from vmtest.kernel import build as kbuild
+
     built = kbuild.build_kernel(one_spec(args))
     scenario.prepare(built)  # a missing test or failed build: its own error, before boot
     out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")

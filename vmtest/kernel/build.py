@@ -25,6 +25,7 @@ from vmtest import paths, procs
 from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
+from vmtest.kernel.images import IMAGES, image_at, image_in  # noqa: F401 (image_at: API)
 from vmtest.kernel.source import KernelSource, LocalTree, parse_source
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,6 @@ class BuildSpec:
     base: str = ""  # a name for the base, e.g. "6.1"; recorded in the identity
 
 
-# Preferred first. vmlinux through the PVH entry point boots ~0.2 s faster under TCG
-# than a bzImage (no decompressor, no real-mode setup), and `make vmlinux` skips
-# arch/x86/boot. Both work under KVM; kernels without CONFIG_PVH get a bzImage.
-IMAGES = ("vmlinux", "bzImage")
 
 
 @dataclass(frozen=True)
@@ -64,10 +61,7 @@ class KernelArtifact:
     def image(self) -> Path:
         """What QEMU's -kernel boots: vmlinux (PVH entry, no decompression) when the
         config has CONFIG_PVH, else the bzImage."""
-        for name in IMAGES:
-            if (self.directory / name).is_file():
-                return self.directory / name
-        return self.directory / IMAGES[-1]
+        return image_in(self.directory)
 
     @property
     def config(self) -> Path:
@@ -81,12 +75,6 @@ class KernelArtifact:
     def load(cls, directory: Path, *, cached: bool = True) -> KernelArtifact:
         meta = json.loads((directory / "meta.json").read_text())
         return cls(key=str(meta["key"]), directory=directory, meta=meta, cached=cached)
-
-
-def image_at(path: Path) -> Path:
-    """The kernel a user names: an image file itself (vmlinux with CONFIG_PVH, bzImage),
-    or the image in a `vmtest build` directory."""
-    return KernelArtifact(key="", directory=path).image if path.is_dir() else path
 
 
 def spec_for_source(source: str, *, fragments: tuple[str | Path, ...] = (),

@@ -24,7 +24,8 @@ tier fails when this file and the tests disagree. Exit codes: docs in `vmtest/er
 (0 ok, 1 kernel failure, 2 usage, 3 infrastructure, 130/143 interrupted; `vmtest run --
 CMD` passes CMD's status and keeps 124 for a kernel failure, 125 for its own). No row
 leaves a process, socket, temporary folder or key behind: the integration tier's
-`no_orphan_qemu` fixture checks every test, by descent.
+`no_orphan_qemu` fixture checks every test for processes, by descent, and `no_leftovers`
+for temporary files, folders and keys in the session's own TMPDIR.
 
 | fault | verdict | exit | message | kept | test |
 |---|---|---|---|---|---|

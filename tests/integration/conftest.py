@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +68,37 @@ def gone():
             time.sleep(0.1)
         return False
     return wait
+
+
+# Every temporary file vmtest makes -- in this process and in the vmtest processes the
+# tests start, which inherit TMPDIR -- lands in a folder of this session's own, so that
+# what a test leaves behind can be seen (no_leftovers) without looking at anyone else's.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="vmtest-itest-"))
+os.environ["TMPDIR"] = str(SESSION_TMP)
+tempfile.tempdir = str(SESSION_TMP)
+
+
+def _leftovers() -> set[str]:
+    return {p.name for p in SESSION_TMP.iterdir() if not p.name.startswith("pytest-of-")}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """Every test must leave no temporary file, folder, socket or key of vmtest's behind
+    (the per-run keys live in a temporary folder with the run's initramfs)."""
+    before = _leftovers()
+    yield
+    deadline = time.monotonic() + 5
+    while (left := _leftovers() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for name in left:  # ours: this session's folder
+        shutil.rmtree(SESSION_TMP / name, ignore_errors=True)
+        (SESSION_TMP / name).unlink(missing_ok=True)
+    assert not left, f"temporary files left behind: {sorted(left)}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 def _my_qemus() -> set[int]:

@@ -118,3 +118,25 @@ def test_kvm_requested_that_stalls_fails_loudly_not_as_a_hang(tmp_path, store, k
             pass
     assert made == ["kvm"]  # no silent TCG fallback
     assert MissingRequirement("x").exit_code == 3
+
+
+def test_stale_boot_folders_of_dead_vmtests_are_swept(tmp_path, monkeypatch):
+    """A SIGKILL before READY leaves the boot folder (initramfs with the run's keys):
+    the next boot removes it -- only vmtest's own, only of processes that are gone."""
+    import os
+    import subprocess
+    import tempfile
+
+    from vmtest.qemu import boot as boot_mod
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{boot_mod.TMP_PREFIX}{dead.pid}-abc"
+    alive = tmp_path / f"{boot_mod.TMP_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "vmtest-something-else"
+    for folder in (stale, alive, other):
+        folder.mkdir()
+        (folder / "initrd.cpio").write_bytes(b"keys")
+    boot_mod.sweep_stale_tmp()
+    assert not stale.exists() and alive.exists() and other.exists()

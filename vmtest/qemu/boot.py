@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -110,8 +112,13 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     """A booted, ready guest (SSH not yet connected); always shut down on exit."""
     store = store or accel_mod.VerdictStore()
     client_key, host_key = KeyPair.generate(), KeyPair.generate()
-    with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
-        initrd = make_initramfs(Path(tmp), host_key, client_key, opts.programs, opts.copies,
+    # The run's initramfs holds its private keys: in a folder of this process's own,
+    # removed once the guest has unpacked it (READY), and on every way out. What a
+    # SIGKILL leaves before READY, the next boot removes (sweep_stale_tmp).
+    sweep_stale_tmp()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
+    try:
+        initrd = make_initramfs(tmp, host_key, client_key, opts.programs, opts.copies,
                                 opts.layers, opts.shares)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
@@ -138,12 +145,35 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
                                     run_dir, client_key=client_key, host_key=host_key)
         with machine:  # launches it unless the probe already did
             machine.wait_ready(opts.boot_timeout_s)
+            shutil.rmtree(tmp, ignore_errors=True)  # the guest has its files and keys
             log.info("guest ready: %s in %.2f s (%s)", machine.release, machine.boot_s or 0,
                      machine.spec.accel)
             if opts.shares:
                 machine.shares_mounted = mounted_shares(machine.console.snapshot(),
                                                         opts.shares)
             yield machine
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+TMP_PREFIX = "vmtest-boot-"
+
+
+def sweep_stale_tmp() -> None:
+    """Remove boot folders (TMP_PREFIX + pid) of vmtest processes of this user that no
+    longer exist: what a SIGKILL between starting a boot and READY left behind. Only
+    vmtest's own folders, only of dead processes, never another user's."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{TMP_PREFIX}*-*"):
+        pid_text = folder.name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)  # alive: its owner still needs it
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # gone meanwhile, or a pid of another user: not ours to judge
+            continue
 
 
 def mounted_shares(console: bytes, shares: tuple[Share, ...]) -> list[Share]:

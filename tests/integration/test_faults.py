@@ -59,6 +59,12 @@ def _sleeping_run(kernel, out: Path,
                   "--output", str(out), "--", "sleep 60")
     try:
         _wait_ready(out)
+        # vmtest itself has seen READY once its boot folder (the initramfs with the run's
+        # keys) is gone: from here nothing may be left behind, whatever happens.
+        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        deadline = time.monotonic() + 30
+        while list(tmp.glob(f"vmtest-boot-{proc.pid}-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         qemu = next((pid for pid, cmd in descendants(proc.pid).items()
                      if "qemu-system" in cmd), None)
         assert qemu is not None, "no QEMU below the vmtest process"

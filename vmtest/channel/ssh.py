@@ -141,9 +141,15 @@ class SSHChannel:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise ChannelError("SSH transport to the guest is closed")
-        chan = transport.open_session(timeout=10)
-        chan.settimeout(0.0)
-        chan.exec_command(f"export PATH={GUEST_PATH}; cd /root; {command}")
+        try:
+            chan = transport.open_session(timeout=10)
+            chan.settimeout(0.0)
+            chan.exec_command(f"export PATH={GUEST_PATH}; cd /root; {command}")
+        except (EOFError, OSError, paramiko.SSHException):
+            # The connection dropped before the command started (QEMU killed, guest
+            # gone): the machine's check says why, else it is a lost connection.
+            self._lost(command, watch)
+            raise  # pragma: no cover - _lost always raises
         if stdin is None:
             chan.shutdown_write()
         else:

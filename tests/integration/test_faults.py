@@ -163,8 +163,8 @@ def test_missing_qemu(kernel, tmp_path):
 
 @pytest.mark.fault("KVM broken (opens, boots nothing) with --accel kvm",
                    verdict="infrastructure", exit="125 (run -- CMD), 3",
-                   message="vmtest: error: --accel kvm: KVM does not boot a guest on this "
-                           "host: <the probe's reason>",
+                   message="vmtest: error: --accel kvm: KVM does not boot guests on this "
+                           "host (<the probe's reason>)",
                    kept="console-kvm-probe.log in the run directory")
 def test_accel_kvm_where_kvm_does_not_boot(kernel, tmp_path):
     from vmtest.qemu import accel

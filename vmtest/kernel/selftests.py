@@ -65,9 +65,6 @@ class SelftestInstall:
         path = self.directory / collection / name
         return "/" not in name and path.is_file() and os.access(path, os.X_OK)
 
-    def listed(self, entry: str) -> bool:
-        return entry in self.tests()
-
     def timeout_s(self, collection: str) -> int:
         """The collection's per-test timeout: its `settings` file, else the runner's."""
         settings = self.directory / collection / "settings"

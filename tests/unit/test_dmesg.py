@@ -97,22 +97,32 @@ def test_shmem_dump_6_12_format_and_hotplug_lines():
     assert dump.error == -11 and dump.reason == "migration failure"
     assert report.hotplug_isolate_failures == [0x10a400]
     assert report.suppressed == {"do_migrate_range": 12}
-    assert report.cma_failures[0]["pages"] == 16384 and report.cma_failures[0]["ret"] == -16
+    assert report.cma_failures[0]["pages"] == 16384 and report.cma_failures[0]["errno"] == -16
 
 
 @pytest.mark.parametrize("line,kind,title", [
     ("WARNING: CPU: 1 PID: 77 at mm/page_alloc.c:5525 __alloc_pages+0x1a/0x30", "warning",
      "mm/page_alloc.c:5525 __alloc_pages+0x1a/0x30"),
-    ("BUG: kernel NULL pointer dereference, address: 0000000000000000", "bug",
+    # a page fault: its Oops line follows
+    ("BUG: kernel NULL pointer dereference, address: 0000000000000000", "oops",
      "kernel NULL pointer dereference, address: 0000000000000000"),
     ("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [lru-stress:80]", "soft-lockup",
-     "CPU#0 stuck for 22s! [lru-stress:80]"),
+     "soft lockup - CPU#0 stuck for 22s! [lru-stress:80]"),
     ("INFO: task kworker/0:1:12 blocked for more than 120 seconds.", "hung-task",
-     "kworker/0:1:12"),
+     "task kworker/0:1:12 blocked for more than 120 seconds."),
     ("rcu: INFO: rcu_preempt self-detected stall on CPU", "rcu-stall",
      "rcu_preempt self-detected stall on CPU"),
     ("BUG: KASAN: use-after-free in migrate_folio+0x1/0x2", "kasan",
-     "use-after-free in migrate_folio+0x1/0x2"),
+     "KASAN: use-after-free in migrate_folio+0x1/0x2"),
+    ("Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008",
+     "oops", "Unable to handle kernel NULL pointer dereference at virtual address "
+             "0000000000000008"),
+    ("Internal error: Oops: 96000005 [#1] PREEMPT SMP", "oops",
+     "Internal error: Oops: 96000005 [#1] PREEMPT SMP"),
+    ("BUG: KFENCE: use-after-free read in f+0x1/0x2", "kfence",
+     "KFENCE: use-after-free read in f+0x1/0x2"),
+    ("Kernel attempted to read user page (8) - exploit attempt? (uid: 0)", "oops",
+     "Kernel attempted to read user page (8) - exploit attempt? (uid: 0)"),
     ("UBSAN: shift-out-of-bounds in mm/swap.c:12:3", "ubsan",
      "shift-out-of-bounds in mm/swap.c:12:3"),
 ])
@@ -197,7 +207,8 @@ def test_shmem_page_recognised_without_kallsyms_all():
     """Recorded from a seed run of a kernel built without CONFIG_KALLSYMS_ALL: dump_page()
     prints the aops as an address; the swapbacked flag still says shmem."""
     report = dmesg.parse(_read("6.1-unpatched-cma-seed-nokallsymsall.dmesg"))
-    assert len(report.dumps) == 5
+    # the excerpt ends inside a sixth block: a dump without its reason line
+    assert report.dumps_by_reason() == {"fail to migrate": 5, "": 1}
     assert {d.aops for d in report.dumps} == {"0xffffffff818191a0"}
     assert {d.kind for d in report.dumps} == {"shmem"}
     assert {(d.extra_refs, d.error, d.mapped) for d in report.dumps} == {(3, -11, False)}
@@ -227,11 +238,13 @@ def test_a_block_whose_end_was_lost_does_not_swallow_the_next():
     truncated = block[:3]  # migrate_fail, head, aops: the rest was lost
     nxt = [ln.replace("rc=-11", "rc=-16") for ln in block]
     report = dmesg.parse("\n".join(truncated + nxt))
-    assert len(report.dumps) == 1
-    assert report.dumps[0].error == -16  # the error printed right before its own head
+    # The cut block is a dump without a reason, of its own lines; the next is whole.
+    assert [(d.reason, d.error, d.aops) for d in report.dumps] == [
+        ("", -11, "shmem_aops"), ("fail to migrate", -16, "shmem_aops")]
+    assert report.dumps_by_reason() == {"": 1, "fail to migrate": 1}
     # A reason line further than 32 lines on belongs to some other block.
     report = dmesg.parse("\n".join(block[:-1] + ["[   31.0] filler"] * 40 + block[-1:]))
-    assert report.dumps == []
+    assert [d.reason for d in report.dumps] == [""]
 
 
 def test_a_splat_stack_stops_at_the_next_splat():

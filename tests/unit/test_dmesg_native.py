@@ -18,8 +18,10 @@ from vmtest.collect import dmesg
 pytestmark = pytest.mark.skipif("compiled" not in dmesg.SCANS,
                                 reason=f"no compiled dmesg scanner: {dmesg.NATIVE_MISSING}")
 
-LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
-RECORDED = sorted(p for p in LOGS.iterdir() if p.suffix in (".dmesg", ".log"))
+DATA = Path(__file__).resolve().parents[1] / "data"
+# vmtest's own guests' logs, and the public ones of tests/data/dmesg-corpus
+RECORDED = sorted(p for d in ("logs", "dmesg-corpus") for p in (DATA / d).iterdir()
+                  if p.suffix in (".dmesg", ".log"))
 
 # Lines at the edges of the patterns: numbers int() reads and does not, key=value lines
 # that are not plain, heads without blocks, bare aops/flags, odd prefixes, non-ASCII.
@@ -56,6 +58,37 @@ EDGES = [
     "[    7.0] aops:shmem_aops ino:1 dentry name:\"\u00e9t\u00e9\"",
     "[1.0] vmtest-mm: op=a", "[ 1.] vmtest-mm: op=b", "<x>vmtest-mm: op=c",
     "1,2,3,foo;vmtest-mm: op=d rc=1",
+    # dump_page() heads of other kernels, and their body lines
+    "page:ffffea0000b3c000 count:0 mapcount:0 mapping:          (null) index:0x0",
+    "page:(____ptrval____) refcount:2 mapcount:1 mapping:ffff8881 index:0x1 pfn:0x5",
+    "page:1234count:5 mapcount:0 mapping:0 index:0x0",
+    "page:abc refcount:1 mapcount:0 mapping:(____ptrval____) index:0x0 pfn:0x",
+    "page:0000000012345678 is uninitialized and poisoned",
+    "page: is uninitialized and poisoned (pfn 8192)",
+    "mapping->a_ops:z3fold_aops",
+    "shmem_aops name:\"memfd:x\"",
+    "def_blk_aops",
+    "x_aops_y",
+    "page flags: 0x2fffff00008000(tail)",
+    "bad because of flags: 0x1(locked)",
+    "page->mem_cgroup:ffff8800",
+    "page dumped because: nonzero mapcount",
+    "[  1.0] migrating pfn 1a2b failed ",
+    "[  1.0] migrating pfn 1a2b failed ret:",
+    "cma: cma_alloc: alloc failed, req-size: 8 pages, ret: -12",
+    "cma_alloc: linux,cma: alloc failed, req-size: 148 pages, ret: -16",
+    "alloc_contig_range: [a5a80, a5ade) PFNs busy",
+    "cma: number of available pages: 3@1021=> 3 free of 4096 total pages",
+    "[ 9.0] Unable to handle kernel NULL pointer dereference at virtual address 0",
+    "[ 9.0] Internal error: Oops: 96000005 [#1] PREEMPT SMP",
+    "[ 9.0] Oops [#1]",
+    "[ 9.0] Kernel bug detected[#1]:",
+    "[ 9.0] Out of memory: Killed process 1 (x)",
+    "[ 9.0] x invoked oom-killer: gfp_mask=0x0",
+    "[  294.055186][T10694] BUG: unable to handle page fault for address: 0",
+    "Nov 29 12:00:00 host kernel: [  12.345678] kernel BUG at mm/x.c:1!",
+    "login: [   12.345678] Kernel panic - not syncing: Fatal exception",
+    "> [  +0.000123] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2",
 ]
 
 
@@ -96,6 +129,28 @@ def test_same_report_on_spliced_logs(seed):
             a = rnd.randrange(len(src))
             out.extend(src[a:a + rnd.randint(1, 60)])
         _same("\n".join(out))
+
+
+def test_same_normalisation_on_recorded_and_mangled_lines():
+    """The compiled normalize() against logprefix.normalize_regex(): the same text and
+    counts on every recorded log, and on lines with prefix pieces inserted at random."""
+    from vmtest.collect import _dmesgscan, logprefix
+
+    texts = [p.read_text(errors="replace").replace("\r", "") for p in RECORDED]
+    for text in [*texts, "\n".join(EDGES)]:
+        regex, native = logprefix.normalize_regex(text), _dmesgscan.normalize(text)
+        assert regex == native and (regex[0] is text) == (native[0] is text)
+    pieces = ["[", "]", " ", "<", ">", "+", ".", ":", "-", "@", "T", "C", "0", "9", ",", ";",
+              "kernel:", "kern", "err", "Nov", "Mon", "\t", "2026-11-29T12:00:00", "12:00:00",
+              "123456", "host "]
+    lines = EDGES + [ln for t in texts for ln in t.split("\n")[:50]]
+    rnd = random.Random(7)
+    for _ in range(5000):
+        line = rnd.choice(lines)
+        for _ in range(rnd.randrange(4)):
+            at = rnd.randrange(len(line) + 1)
+            line = line[:at] + rnd.choice(pieces + [rnd.choice(EDGES)[:9]]) + line[at:]
+        assert _dmesgscan.normalize(line) == logprefix.normalize_regex(line), line
 
 
 def test_edge_lines_parse_as_specified():

@@ -460,7 +460,8 @@ static int mm_line(Scan *s, const char *c, const char *le, Span ts)
 /* ---- dump_page() blocks ------------------------------------------------------------ */
 
 typedef struct {
-    Span ts, ref, map, mapping, pfn;
+    Span ts, ref, map, mapping, pfn, page;
+    int poisoned;
 } Head;
 
 /* "-?DIGITS" at q: its span, or 0. */
@@ -473,61 +474,104 @@ static int signed_digits(const char *q, const char *le, Span *num)
     return num->e > q;
 }
 
-/* "page:[hex][ ]refcount:N mapcount:N", how a head (and an orphan head) starts: where
- * it ends, or NULL. */
-static const char *head_counts(const char *c, const char *le, Span *ref, Span *map)
+/* _HEAD after "page:[page][ ]": "(ref)count:N mapcount:N mapping:M index:0xH[ pfn:0xH]"
+ * or "is uninitialized and poisoned". */
+static int head_rest(const char *q, const char *le, Head *h)
 {
-    const char *q;
+    const char *x;
 
-    if (!STARTS(c, le, "page:"))
-        return NULL;
-    q = skip_hex(c + 5, le);
-    if (q < le && *q == ' ')
-        q++;
-    if (!STARTS(q, le, "refcount:") || !signed_digits(q + 9, le, ref)
-            || !STARTS(ref->e, le, " mapcount:") || !signed_digits(ref->e + 10, le, map))
-        return NULL;
-    return map->e;
-}
-
-/* _HEAD at c, to the line's end le: "page:[hex][ ]refcount:N mapcount:N mapping:HEX
- * index:0xHEX pfn:0xHEX..." */
-static int head(const char *c, const char *le, Head *h)
-{
-    const char *q = head_counts(c, le, &h->ref, &h->map), *x;
-
-    if (q == NULL || !STARTS(q, le, " mapping:"))
+    h->poisoned = 0;
+    h->pfn.p = h->pfn.e = NULL;
+    if (STARTS(q, le, "is uninitialized and poisoned")) {
+        h->poisoned = 1;
+        return 1;
+    }
+    if (STARTS(q, le, "refcount:"))
+        q += 9;
+    else if (STARTS(q, le, "count:"))
+        q += 6;
+    else
         return 0;
-    h->mapping.p = q + 9;
-    h->mapping.e = q = skip_hex(q + 9, le);
-    if (q == h->mapping.p || !STARTS(q, le, " index:0x"))
+    if (!signed_digits(q, le, &h->ref) || !STARTS(h->ref.e, le, " mapcount:")
+            || !signed_digits(h->ref.e + 10, le, &h->map))
+        return 0;
+    q = h->map.e;
+    if (!STARTS(q, le, " mapping:"))
+        return 0;
+    q += 9;
+    while (q < le && *q == ' ')
+        q++;
+    h->mapping.p = q;
+    if (STARTS(q, le, "(null)"))
+        q += 6;
+    else if (STARTS(q, le, "(____ptrval____)"))
+        q += 16;
+    else
+        q = skip_hex(q, le);
+    if (q == h->mapping.p)
+        return 0;
+    h->mapping.e = q;
+    if (!STARTS(q, le, " index:0x"))
         return 0;
     x = q + 9;
     q = skip_hex(x, le);
-    if (q == x || !STARTS(q, le, " pfn:0x"))
+    if (q == x)
         return 0;
-    h->pfn.p = q + 5;
-    h->pfn.e = skip_hex(q + 7, le);
-    return h->pfn.e > q + 7;
+    if (STARTS(q, le, " pfn:0x")) {
+        x = skip_hex(q + 7, le);
+        if (x > q + 7) {
+            h->pfn.p = q + 5;
+            h->pfn.e = x;
+        }
+    }
+    return 1;
 }
 
-/* The orphan alternative: "page:[hex][ ]refcount:N mapcount:N " */
-static int orphan(const char *c, const char *le)
+/* "\ ?" then head_rest() at q */
+static int head_at(const char *q, const char *le, Head *h)
 {
-    Span ref, map;
-    const char *q = head_counts(c, le, &ref, &map);
-
-    return q != NULL && q < le && *q == ' ';
+    return head_rest(q < le && *q == ' ' ? q + 1 : q, le, h);
 }
 
-/* "aops:[ \t]*VALUE": the value's span, or 0. */
+/* _HEAD at c: "page:(?P<page>[0-9a-f]+|\(____ptrval____\))?\ ?" and head_rest(), the
+ * page's hex run given back the way the regex backtracks ("count:" may start inside
+ * it). */
+static int head(const char *c, const char *le, Head *h)
+{
+    const char *p0 = c + 5, *q, *k;
+
+    if (!STARTS(c, le, "page:"))
+        return 0;
+    h->page.p = h->page.e = NULL;
+    if (STARTS(p0, le, "(____ptrval____)")) {
+        if (!head_at(p0 + 16, le, h))
+            return 0;
+        h->page.p = p0;
+        h->page.e = p0 + 16;
+        return 1;
+    }
+    q = skip_hex(p0, le);
+    for (k = q; k > p0; k--) {
+        if ((k == q || *k == 'c') && head_at(k, le, h)) {
+            h->page.p = p0;
+            h->page.e = k;
+            return 1;
+        }
+    }
+    return head_at(p0, le, h);
+}
+
+/* "(mapping->a_ops|aops):[ \t]*VALUE": the value's span, or 0. */
 static int aops_line(const char *c, const char *le, Span *aops)
 {
     const char *q;
 
-    if (!STARTS(c, le, "aops:"))
+    if (STARTS(c, le, "aops:"))
+        q = c + 5;
+    else if (STARTS(c, le, "mapping->a_ops:"))
+        q = c + 15;
+    else
         return 0;
-    q = c + 5;
     while (q < le && (*q == ' ' || *q == '\t'))
         q++;
     aops->p = q;
@@ -537,12 +581,28 @@ static int aops_line(const char *c, const char *le, Span *aops)
     return q > aops->p;
 }
 
-/* "[anon |ksm ]flags: 0xHEX(...)": the span up to ")" inclusive, or 0. */
+/* "[A-Za-z_]\w*_aops" followed by a space or the line's end (5.4-5.7): its span, or 0. */
+static int aops_old_line(const char *c, const char *le, Span *aops)
+{
+    const char *q = c;
+
+    if (c >= le || is_digit(*c) || !is_word(*c))
+        return 0;
+    while (q < le && is_word(*q))
+        q++;
+    if (q - c < 6 || memcmp(q - 5, "_aops", 5) != 0 || (q < le && *q != ' '))
+        return 0;
+    aops->p = c;
+    aops->e = q;
+    return 1;
+}
+
+/* "[anon |ksm |page ]flags: 0xHEX(...)": the span up to ")" inclusive, or 0. */
 static int flags_line(const char *c, const char *le, Span *flags)
 {
     const char *q = c, *h;
 
-    if (STARTS(q, le, "anon "))
+    if (STARTS(q, le, "anon ") || STARTS(q, le, "page "))
         q += 5;
     else if (STARTS(q, le, "ksm "))
         q += 4;
@@ -564,11 +624,29 @@ static int other_dump_line(const char *c, const char *le)
 {
     return STARTS(c, le, "raw:") || STARTS(c, le, "head:") || STARTS(c, le, "memcg:")
            || STARTS(c, le, "page_type:") || STARTS(c, le, "compound_")
-           || STARTS(c, le, "invalid mapping");
+           || STARTS(c, le, "invalid mapping") || STARTS(c, le, "bad because of flags:")
+           || STARTS(c, le, "page->mem_cgroup:") || STARTS(c, le, "page does not match");
 }
 
-/* _set_flags(): anon unless the text starts with "flags", the names between "(" and the
- * closing ")" without empty ones. Consecutive dumps mostly share their flags. */
+/* A body line: 1 and the aops or flags it gives (the other is untouched), 0 if the line
+ * is not __dump_page()'s (_KNOWN). */
+static int known_line(const char *c, const char *le, Span *aops, Span *flags)
+{
+    Span sp;
+
+    if (aops_line(c, le, &sp) || aops_old_line(c, le, &sp)) {
+        *aops = sp;
+        return 1;
+    }
+    if (flags_line(c, le, &sp)) {
+        *flags = sp;
+        return 1;
+    }
+    return other_dump_line(c, le);
+}
+
+/* _set_flags(): anon for "anon "/"ksm ", the names between "(" and the closing ")"
+ * without empty ones. Consecutive dumps mostly share their flags. */
 static PyObject *flags_list(Scan *s, Span f)
 {
     if (s->last_flags_tuple == NULL || s->last_flags_len != f.e - f.p
@@ -619,23 +697,44 @@ static PyObject *reason_of(Scan *s, const char *p, const char *e)
     return s->last_reason_obj;
 }
 
+static PyObject *none_or(PyObject *o)
+{
+    if (o == NULL) {
+        Py_INCREF(Py_None);
+        return Py_None;
+    }
+    return o;
+}
+
+#define DUMP_ARGS 11
+
 /* new_dump() with the block's aops and flags; takes the pending error code. */
 static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops, Span flags)
 {
-    PyObject *args[10] = {NULL};
+    PyObject *args[DUMP_ARGS] = {NULL};
     PyObject *dump;
     int i, r = -1;
 
     args[0] = reason_of(s, rp, re_);
-    args[1] = args[0] ? int_of(h->pfn.p, h->pfn.e, 16) : NULL;
-    args[2] = args[1] ? int_of(h->ref.p, h->ref.e, 10) : NULL;
-    args[3] = args[2] ? int_of(h->map.p, h->map.e, 10) : NULL;
-    args[4] = args[3] ? str_of(h->mapping.p, h->mapping.e) : NULL;
+    if (args[0] == NULL)
+        goto out;
+    args[1] = h->pfn.p ? int_of(h->pfn.p, h->pfn.e, 16) : none_or(NULL);
+    if (args[1] == NULL)
+        goto out;
+    if (h->poisoned) {
+        args[2] = none_or(NULL);
+        args[3] = none_or(NULL);
+        args[4] = none_or(NULL);
+    } else {
+        args[2] = int_of(h->ref.p, h->ref.e, 10);
+        args[3] = args[2] ? int_of(h->map.p, h->map.e, 10) : NULL;
+        args[4] = args[3] ? str_of(h->mapping.p, h->mapping.e) : NULL;
+    }
     if (args[4] == NULL)
         goto out;
     if (flags.p != NULL) {
         args[5] = flags_list(s, flags);
-        args[7] = PyBool_FromLong(*flags.p != 'f');
+        args[7] = PyBool_FromLong(*flags.p == 'a' || *flags.p == 'k');
     } else {
         args[5] = PyList_New(0);
         args[7] = PyBool_FromLong(0);
@@ -643,8 +742,7 @@ static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops
     if (args[5] == NULL)
         goto out;
     if (aops.p == NULL) {
-        args[6] = Py_None;
-        Py_INCREF(Py_None);
+        args[6] = none_or(NULL);
     } else {
         if (s->last_aops_obj == NULL || s->last_aops_len != aops.e - aops.p
                 || memcmp(s->last_aops, aops.p, aops.e - aops.p) != 0) {
@@ -663,11 +761,14 @@ static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops
     args[9] = float_of(h->ts);
     if (args[9] == NULL)
         goto out;
+    args[10] = h->page.p ? str_of(h->page.p, h->page.e) : none_or(NULL);
+    if (args[10] == NULL)
+        goto out;
     set_pending(s, NULL);
-    dump = PyObject_Vectorcall(s->dump_factory, args, 10, NULL);
+    dump = PyObject_Vectorcall(s->dump_factory, args, DUMP_ARGS, NULL);
     r = append_new(s->dumps, dump);
 out:
-    for (i = 0; i < 10; i++)
+    for (i = 0; i < DUMP_ARGS; i++)
         Py_XDECREF(args[i]);
     return r;
 }
@@ -675,13 +776,14 @@ out:
 static int scan(Scan *s, Py_ssize_t start, Py_ssize_t end);
 
 /* dump_interleaved(): a block with lines that are not __dump_page()'s. body_start is
- * where the head line ends, body_end where the last line before the reason ends. */
+ * where the head line ends, body_end where the last line before the reason ends;
+ * oaops/oflags: what the lines right after the head that are its own say. */
 static int dump_interleaved(Scan *s, Head *outer, const char *body_start, const char *body_end,
-                            const char *rp, const char *re_)
+                            const char *rp, const char *re_, Span oaops, Span oflags)
 {
     const char *q, *c, *le, *own_start = body_start;
     Head h, inner;
-    Span ts, aops = {NULL, NULL}, flags = {NULL, NULL}, sp;
+    Span ts, aops = {NULL, NULL}, flags = {NULL, NULL};
     int found = 0;
 
     h = *outer;
@@ -696,7 +798,8 @@ static int dump_interleaved(Scan *s, Head *outer, const char *body_start, const 
         }
     }
     if (found) {
-        set_pending(s, NULL);
+        if (add_dump(s, outer, rp, rp, oaops, oflags) < 0)
+            return -1;
         if (scan(s, body_start - s->t, own_start - s->t) < 0)
             return -1;
         own_start = line_end(own_start + 1, body_end);
@@ -704,51 +807,52 @@ static int dump_interleaved(Scan *s, Head *outer, const char *body_start, const 
     for (q = own_start; q < body_end; q = le) {
         c = prefix(q + 1, body_end, &ts);
         le = line_end(c, body_end);
-        if (flags_line(c, le, &sp))
-            flags = sp;
-        else if (aops_line(c, le, &sp))
-            aops = sp;
+        known_line(c, le, &aops, &flags);
     }
     if (add_dump(s, &h, rp, re_, aops, flags) < 0)
         return -1;
     return scan(s, own_start - s->t, body_end - s->t);
 }
 
-/* At a "page:" line: a whole block to its "page dumped because:" line, else an orphan
- * head. Returns where the scan goes on (the end of the last line used), NULL on error. */
+/* At a "page:" line: a whole block to its "page dumped because:" line, else a dump
+ * without a reason of the lines right after the head that are its own. Returns where
+ * the scan goes on (the end of the last line used), NULL on error. */
 static const char *dump_block(Scan *s, const char *c, const char *le, const char *e, Span ts)
 {
     Head h;
-    Span aops = {NULL, NULL}, flags = {NULL, NULL}, sp, bts;
-    const char *q, *bc, *ble;
+    Span aops = {NULL, NULL}, flags = {NULL, NULL}, bts;
+    Span oaops = {NULL, NULL}, oflags = {NULL, NULL};
+    const char *q, *bc, *ble, *known_end = le;
     int k, foreign = 0;
 
-    if (head(c, le, &h)) {
-        h.ts = ts;
-        q = le;
-        for (k = 0; q < e; k++) {
-            bc = prefix(q + 1, e, &bts);
-            ble = line_end(bc, e);
-            if (STARTS(bc, ble, "page dumped because: ")) {
-                const char *rp = bc + sizeof("page dumped because: ") - 1;
-                int r = foreign ? dump_interleaved(s, &h, le, q, rp, ble)
-                                : add_dump(s, &h, rp, ble, aops, flags);
-                return r < 0 ? NULL : ble;
-            }
-            if (k == MAX_BODY_LINES)
-                break;
-            if (aops_line(bc, ble, &sp))
-                aops = sp;
-            else if (flags_line(bc, ble, &sp))
-                flags = sp;
-            else if (!other_dump_line(bc, ble))
-                foreign = 1;
-            q = ble;
+    if (!head(c, le, &h))
+        return le;
+    h.ts = ts;
+    q = le;
+    for (k = 0; q < e; k++) {
+        bc = prefix(q + 1, e, &bts);
+        ble = line_end(bc, e);
+        if (STARTS(bc, ble, "page dumped because: ")) {
+            const char *rp = bc + sizeof("page dumped because: ") - 1;
+            int r = foreign ? dump_interleaved(s, &h, le, q, rp, ble, oaops, oflags)
+                            : add_dump(s, &h, rp, ble, aops, flags);
+            return r < 0 ? NULL : ble;
         }
+        if (k == MAX_BODY_LINES)
+            break;
+        if (!known_line(bc, ble, &aops, &flags)) {
+            foreign = 1;
+        } else if (!foreign) {
+            oaops = aops;
+            oflags = flags;
+            known_end = ble;
+        }
+        q = ble;
     }
-    if (orphan(c, le))
-        set_pending(s, NULL);
-    return le;
+    /* no reason line: the known run only (_SCAN's obody) */
+    if (add_dump(s, &h, le, le, oaops, oflags) < 0)
+        return NULL;
+    return known_end;
 }
 
 /* ---- the other lines ---------------------------------------------------------------- */
@@ -756,22 +860,27 @@ static const char *dump_block(Scan *s, const char *c, const char *le, const char
 static int hotplug_line(Scan *s, const char *c, const char *le)
 {
     const char *q, *h, *d;
-    PyObject *pfn, *rc, *item;
+    PyObject *pfn, *rc = NULL, *item;
 
     if (STARTS(c, le, "migrating pfn ")) {
+        /* migrating pfn ([0-9a-f]+) failed(?: ret:(-?\d+))? */
         h = c + 14;
         q = skip_hex(h, le);
-        if (q == h || !STARTS(q, le, " failed ret:"))
+        if (q == h || !STARTS(q, le, " failed"))
             return 0;
-        d = q + 12;
-        if (d < le && *d == '-')
-            d++;
-        d = skip_digits(d, le);
-        if (d == q + 12 || !is_digit(d[-1]))
-            return 0;
+        if (STARTS(q + 7, le, " ret:")) {
+            d = q + 12;
+            if (d < le && *d == '-')
+                d++;
+            d = skip_digits(d, le);
+            if (d > q + 12 && is_digit(d[-1])) {
+                rc = int_of(q + 12, d, 10);
+                if (rc == NULL)
+                    return -1;
+            }
+        }
         pfn = int_of(h, q, 16);
-        rc = pfn ? int_of(q + 12, d, 10) : NULL;
-        item = rc ? Py_BuildValue("{sOsO}", "pfn", pfn, "rc", rc) : NULL;
+        item = pfn ? Py_BuildValue("{sOsO}", "pfn", pfn, "rc", rc ? rc : Py_None) : NULL;
         Py_XDECREF(pfn);
         if (item == NULL) {
             Py_XDECREF(rc);
@@ -790,10 +899,26 @@ static int hotplug_line(Scan *s, const char *c, const char *le)
     return 0;
 }
 
+/* dmesg.SPLAT_STARTS and dmesg.CMA_STARTS */
 static const char *const SPLAT_STARTS[] = {
-    "Kernel panic", "kernel BUG", "BUG: ", "Oops: ", "general protection", "WARNING: ",
-    "watchdog: BUG:", "INFO: task", "rcu: INFO", "UBSAN: ", NULL,
+    "Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "Oops: ", "Oops - ",
+    "Oops[", "Oops [", "Internal error: ", "Unable to handle kernel ", "Kernel attempted to ",
+    "general protection", "invalid opcode: ", "stack segment: ", "divide error: ",
+    "double fault: ", "kernel stack overflow", "kernel tried to execute", "WARNING: ",
+    "watchdog: ", "NMI watchdog: ", "INFO: task", "INFO: rcu_", "rcu: INFO", "UBSAN: ",
+    "Out of memory", "Memory cgroup out of memory", NULL,
 };
+static const char *const CMA_STARTS[] = {
+    "cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ", NULL,
+};
+
+static int starts_any(const char *c, const char *le, const char *const *lits)
+{
+    for (; *lits; lits++)
+        if (starts(c, le, *lits, strlen(*lits)))
+            return 1;
+    return 0;
+}
 
 static Py_ssize_t char_offset(Scan *s, const char *p)
 {
@@ -814,12 +939,11 @@ static Py_ssize_t char_offset(Scan *s, const char *p)
 
 static int other_line(Scan *s, const char *c, const char *le, Span ts)
 {
-    const char *const *sp;
     PyObject *line, *t, *item;
 
     if (STARTS(c, le, "migrating pfn ") || STARTS(c, le, "failed to isolate pfn "))
         return hotplug_line(s, c, le);
-    if (STARTS(c, le, "cma: cma_alloc: ") || STARTS(c, le, "cma: __cma_alloc: ")) {
+    if (starts_any(c, le, CMA_STARTS)) {
         line = str_of(c, le);
         t = line ? str_or_none(ts) : NULL;
         item = t ? PyTuple_Pack(2, line, t) : NULL;
@@ -829,15 +953,13 @@ static int other_line(Scan *s, const char *c, const char *le, Span ts)
     }
     if (STARTS(c, le, "memory offlining ["))
         return append_new(s->offline, str_of(c, le));
-    for (sp = SPLAT_STARTS; *sp; sp++) {
-        if (starts(c, le, *sp, strlen(*sp))) {
-            line = str_of(c, le);
-            t = line ? str_or_none(ts) : NULL;
-            item = t ? Py_BuildValue("(nOO)", char_offset(s, le), line, t) : NULL;
-            Py_XDECREF(line);
-            Py_XDECREF(t);
-            return append_new(s->splats, item);
-        }
+    if (starts_any(c, le, SPLAT_STARTS)) {
+        line = str_of(c, le);
+        t = line ? str_or_none(ts) : NULL;
+        item = t ? Py_BuildValue("(nOO)", char_offset(s, le), line, t) : NULL;
+        Py_XDECREF(line);
+        Py_XDECREF(t);
+        return append_new(s->splats, item);
     }
     return 0;
 }
@@ -929,7 +1051,421 @@ static PyObject *py_scan(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return result;
 }
 
+/* ---- normalize(): logprefix.py's normalize_regex(), compiled ---------------------- */
+
+/* The prefix forms, in logprefix.FORMS order. */
+enum { F_PRIORITY, F_KMSG, F_SYSLOG, F_ISO, F_HOSTKERNEL, F_DMESGX, F_TIME, F_DELTA,
+       F_RELATIVE, F_DMESGT, F_DMESGH, F_CALLER, F_QUOTE, F_LINENO, F_INDENT, F_GLUED,
+       F_COUNT };
+static const char *const FORM_NAMES[F_COUNT] = {
+    "priority", "kmsg", "syslog", "iso", "host-kernel", "dmesg-x", "printk-time", "delta",
+    "relative", "dmesg-T", "dmesg-H", "caller-id", "quote", "line-number", "indent", "glued",
+};
+#define MAX_STEPS 8
+
+static int is_upper(char c) { return c >= 'A' && c <= 'Z'; }
+static int is_lower(char c) { return c >= 'a' && c <= 'z'; }
+
+/* n digits exactly at p (within e) */
+static int digits_n(const char *p, const char *e, int n)
+{
+    int i;
+
+    if (e - p < n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!is_digit(p[i]))
+            return 0;
+    return 1;
+}
+
+/* "\d+\.\d+" at p: where it ends, or NULL */
+static const char *decimal(const char *p, const char *e)
+{
+    const char *q = skip_digits(p, e), *r;
+
+    if (q == p || q >= e || *q != '.')
+        return NULL;
+    r = skip_digits(q + 1, e);
+    return r > q + 1 ? r : NULL;
+}
+
+static const char *opt_space(const char *p, const char *e)
+{
+    return p < e && *p == ' ' ? p + 1 : p;
+}
+
+/* "[A-Z][a-z]{2}" */
+static int month_like(const char *p, const char *e)
+{
+    return e - p >= 3 && is_upper(p[0]) && is_lower(p[1]) && is_lower(p[2]);
+}
+
+/* "\d\d:\d\d:\d\d" */
+static int clock_at(const char *p, const char *e)
+{
+    return digits_n(p, e, 2) && e - p >= 8 && p[2] == ':' && digits_n(p + 3, e, 2)
+           && p[5] == ':' && digits_n(p + 6, e, 2);
+}
+
+static const char *const FACILITIES[] = {
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7", NULL,
+};
+static const char *const LEVELS[] = {
+    "emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", NULL,
+};
+
+/* " *:" after a word of `words` at p: where it ends, or NULL */
+static const char *word_colon(const char *p, const char *e, const char *const *words)
+{
+    for (; *words; words++) {
+        size_t n = strlen(*words);
+        const char *q;
+
+        if (!starts(p, e, *words, n))
+            continue;
+        q = p + n;
+        while (q < e && *q == ' ')
+            q++;
+        if (q < e && *q == ':')
+            return q + 1;
+    }
+    return NULL;
+}
+
+/* One _STEP at p. Returns where it ends (NULL: none) and sets *form; for a time, the
+ * span of "[ *digits.digits" in *stamp. */
+static const char *step(const char *p, const char *e, int *form, Span *stamp)
+{
+    const char *q, *r;
+
+    if (p >= e)
+        return NULL;
+    if (*p == '>') {
+        *form = F_QUOTE;
+        return opt_space(p + 1, e);
+    }
+    if (*p == '<') {
+        q = skip_digits(p + 1, e);
+        if (q > p + 1 && q - p - 1 <= 3 && q < e && *q == '>') {
+            *form = F_PRIORITY;
+            return q + 1;
+        }
+        return NULL;
+    }
+    if (is_digit(*p)) {
+        int i;
+
+        q = p;                  /* kmsg: \d+,\d+,\d+,[^;]*; */
+        for (i = 0; i < 3; i++) {
+            r = skip_digits(q, e);
+            if (r == q || r >= e || *r != ',')
+                break;
+            q = r + 1;
+        }
+        if (i == 3 && (r = memchr(q, ';', e - q)) != NULL) {
+            *form = F_KMSG;
+            return r + 1;
+        }
+        /* iso: \d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\  */
+        if (digits_n(p, e, 4) && e - p >= 19 && p[4] == '-' && digits_n(p + 5, e, 2)
+                && p[7] == '-' && digits_n(p + 8, e, 2) && (p[10] == 'T' || p[10] == ' ')
+                && clock_at(p + 11, e)) {
+            q = p + 19;
+            if (q < e && (*q == '.' || *q == ',')) {
+                r = skip_digits(q + 1, e);
+                if (r > q + 1)
+                    q = r;
+            }
+            if (q < e && *q == 'Z') {
+                q++;
+            } else if (q < e && (*q == '+' || *q == '-') && digits_n(q + 1, e, 2)) {
+                r = q + 3;
+                if (r < e && *r == ':')
+                    r++;
+                if (digits_n(r, e, 2))
+                    q = r + 2;
+            }
+            if (q < e && *q == ' ') {
+                while (q < e && *q == ' ')
+                    q++;
+                *form = F_ISO;
+                return q;
+            }
+        }
+        /* lineno: \d+ +(?=[A-Z][a-z]{2} [ \d]\d \d\d:|\[) */
+        q = skip_digits(p, e);
+        if (q < e && *q == ' ') {
+            while (q < e && *q == ' ')
+                q++;
+            if ((q < e && *q == '[')
+                    || (month_like(q, e) && e - q >= 10 && q[3] == ' '
+                        && (q[4] == ' ' || is_digit(q[4])) && is_digit(q[5]) && q[6] == ' '
+                        && digits_n(q + 7, e, 2) && q[9] == ':')) {
+                *form = F_LINENO;
+                return q;
+            }
+        }
+    } else if (*p == '[') {
+        q = p + 1;
+        while (q < e && *q == ' ')
+            q++;
+        if ((r = decimal(q, e)) != NULL) {           /* time, delta */
+            stamp->p = p;
+            stamp->e = r;
+            if (r < e && *r == '@') {                /* a vendor's "@cpu" */
+                const char *c = skip_digits(r + 1, e);
+                if (c > r + 1)
+                    r = c;
+            }
+            if (STARTS(r, e, " <")) {
+                const char *d = r + 2;
+                while (d < e && *d == ' ')
+                    d++;
+                d = decimal(d, e);
+                if (d != NULL && d < e && *d == '>' && d + 1 < e && d[1] == ']') {
+                    *form = F_DELTA;
+                    return opt_space(d + 2, e);
+                }
+            }
+            if (r < e && *r == ']') {
+                *form = F_TIME;
+                return opt_space(r + 1, e);
+            }
+            return NULL;
+        }
+        if (q < e && *q == '+') {                    /* relative */
+            r = decimal(q + 1, e);
+            if (r != NULL && r < e && *r == ']') {
+                *form = F_RELATIVE;
+                return opt_space(r + 1, e);
+            }
+            return NULL;
+        }
+        if (q == p + 1 && q < e && *q == '<') {
+            r = q + 1;
+            while (r < e && *r == ' ')
+                r++;
+            r = decimal(r, e);
+            if (r != NULL && e - r >= 2 && r[0] == '>' && r[1] == ']') {
+                *form = F_RELATIVE;
+                return opt_space(r + 2, e);
+            }
+            return NULL;
+        }
+        if (q < e && (*q == 'T' || *q == 'C')) {     /* caller id */
+            r = skip_digits(q + 1, e);
+            if (r > q + 1 && r < e && *r == ']') {
+                *form = F_CALLER;
+                return opt_space(r + 1, e);
+            }
+        }
+        q = p + 1;
+        /* dmesg -T: [Mon Nov 29 12:00:00 2026] */
+        if (month_like(q, e) && e - q >= 25 && q[3] == ' ' && month_like(q + 4, e)
+                && q[7] == ' ' && (q[8] == ' ' || is_digit(q[8])) && is_digit(q[9])
+                && q[10] == ' ' && clock_at(q + 11, e) && q[19] == ' '
+                && digits_n(q + 20, e, 4) && q[24] == ']') {
+            *form = F_DMESGT;
+            return opt_space(q + 25, e);
+        }
+        /* dmesg -H: [Nov29 12:00] */
+        if (month_like(q, e) && e - q >= 12 && digits_n(q + 3, e, 2) && q[5] == ' '
+                && digits_n(q + 6, e, 2) && q[8] == ':' && digits_n(q + 9, e, 2)
+                && q[11] == ']') {
+            *form = F_DMESGH;
+            return opt_space(q + 12, e);
+        }
+        return NULL;
+    }
+    /* syslog: [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?\  */
+    if (month_like(p, e) && e - p >= 16 && p[3] == ' ' && (p[4] == ' ' || is_digit(p[4]))
+            && is_digit(p[5]) && p[6] == ' ' && clock_at(p + 7, e)) {
+        q = p + 15;
+        if (q < e && *q == '.') {
+            r = skip_digits(q + 1, e);
+            if (r > q + 1)
+                q = r;
+        }
+        if (q < e && *q == ' ') {
+            *form = F_SYSLOG;
+            return q + 1;
+        }
+    }
+    /* dmesg -x: facility *:level *: ? */
+    if ((q = word_colon(p, e, FACILITIES)) != NULL
+            && (q = word_colon(q, e, LEVELS)) != NULL) {
+        *form = F_DMESGX;
+        return opt_space(q, e);
+    }
+    /* host kernel: (?:[\w.-]+ )?kernel: ? */
+    q = p;
+    while (q < e && (is_word(*q) || *q == '.' || *q == '-'))
+        q++;
+    if (q > p && q < e && *q == ' ' && STARTS(q + 1, e, "kernel:")) {
+        *form = F_HOSTKERNEL;
+        return opt_space(q + 8, e);
+    }
+    if (STARTS(p, e, "kernel:")) {
+        *form = F_HOSTKERNEL;
+        return opt_space(p + 7, e);
+    }
+    return NULL;
+}
+
+/* _GLUED: "\[ *\d+\.\d{6}\](?=[ \[])" from p on: where it starts, or NULL */
+static const char *glued_at(const char *p, const char *e)
+{
+    const char *b, *q, *r;
+
+    for (b = memchr(p, '[', e - p); b != NULL; b = memchr(b + 1, '[', e - b - 1)) {
+        q = b + 1;
+        while (q < e && *q == ' ')
+            q++;
+        r = skip_digits(q, e);
+        if (r == q || r >= e || *r != '.' || !digits_n(r + 1, e, 6))
+            continue;
+        r += 7;
+        if (e - r >= 2 && *r == ']' && (r[1] == ' ' || r[1] == '['))
+            return b;
+        if (b + 1 >= e)
+            break;
+    }
+    return NULL;
+}
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Out;
+
+static int out_put(Out *o, const char *p, Py_ssize_t n)
+{
+    if (o->len + n > o->cap) {
+        Py_ssize_t cap = (o->cap + n) * 2;
+        char *b = PyMem_Realloc(o->buf, cap);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->buf = b;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+    return 0;
+}
+
+/* _line(): one line [p, le) into o; *changed set when it differs from the input. */
+static int norm_line(const char *p, const char *le, Out *o, Py_ssize_t *counts, int *changed)
+{
+    const char *pos = p, *q;
+    int nfound = 0, form, glued = 0, indent = 0, plain = 1, last_plain = -1;
+    Span stamp = {NULL, NULL}, sp;
+
+    while (pos < le && (*pos == ' ' || *pos == '\t'))
+        pos++;
+    indent = pos > p;
+    while (nfound < MAX_STEPS) {
+        q = step(pos, le, &form, &sp);
+        if (q == NULL) {
+            if (nfound || glued)
+                break;
+            q = glued_at(pos, le);
+            if (q == NULL)
+                break;
+            glued = 1;
+            pos = q;
+            continue;
+        }
+        counts[form]++;
+        if ((form == F_TIME || form == F_DELTA) && stamp.p == NULL)
+            stamp = sp;
+        {
+            int rank = form == F_PRIORITY ? 0 : form == F_KMSG ? 1 : form == F_TIME ? 2 : -1;
+            if (rank <= last_plain)
+                plain = 0;
+            last_plain = rank;
+        }
+        nfound++;
+        pos = q;
+    }
+    if (nfound && indent)
+        counts[F_INDENT]++;
+    if (glued)
+        counts[F_GLUED]++;
+    if (pos == p || (!indent && !glued && plain))
+        return out_put(o, p, le - p);
+    *changed = 1;
+    if (stamp.p != NULL && (out_put(o, stamp.p, stamp.e - stamp.p) < 0
+                            || out_put(o, "] ", 2) < 0))
+        return -1;
+    return out_put(o, pos, le - pos);
+}
+
+static PyObject *py_normalize(PyObject *module, PyObject *text)
+{
+    Py_ssize_t n, counts[F_COUNT] = {0};
+    const char *t, *p, *e, *le;
+    Out o = {NULL, 0, 0};
+    int changed = 0, i;
+    PyObject *out = NULL, *dict = NULL, *result = NULL;
+
+    (void)module;
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "normalize(text: str)");
+        return NULL;
+    }
+    t = PyUnicode_AsUTF8AndSize(text, &n);
+    if (t == NULL)
+        return NULL;
+    e = t + n;
+    o.cap = n + 64;
+    o.buf = PyMem_Malloc(o.cap);
+    if (o.buf == NULL)
+        return PyErr_NoMemory();
+    for (p = t;; p = le + 1) {
+        le = line_end(p, e);
+        if (norm_line(p, le, &o, counts, &changed) < 0)
+            goto out;
+        if (le >= e)
+            break;
+        if (out_put(&o, "\n", 1) < 0)
+            goto out;
+    }
+    if (changed) {
+        out = PyUnicode_DecodeUTF8(o.buf, o.len, "strict");
+    } else {
+        out = text;
+        Py_INCREF(out);
+    }
+    dict = out ? PyDict_New() : NULL;
+    if (dict == NULL)
+        goto out;
+    for (i = 0; i < F_COUNT; i++) {
+        PyObject *v;
+        if (!counts[i])
+            continue;
+        v = PyLong_FromSsize_t(counts[i]);
+        if (v == NULL || PyDict_SetItemString(dict, FORM_NAMES[i], v) < 0) {
+            Py_XDECREF(v);
+            goto out;
+        }
+        Py_DECREF(v);
+    }
+    result = PyTuple_Pack(2, out, dict);
+out:
+    PyMem_Free(o.buf);
+    Py_XDECREF(out);
+    Py_XDECREF(dict);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"normalize", (PyCFunction)py_normalize, METH_O,
+     "normalize(text): logprefix.py's normalize_regex(), compiled."},
     {"scan", (PyCFunction)(void (*)(void))py_scan, METH_FASTCALL,
      "scan(text, dump_factory, fields): dmesg.py's line scan, compiled."},
     {NULL, NULL, 0, NULL},

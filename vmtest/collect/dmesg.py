@@ -30,11 +30,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from vmtest.collect import logprefix
+from vmtest.collect.splats import CRASH_KINDS, Splat
+from vmtest.collect.splats import events as splat_events
+
 # The instrumentation's counters per operation (kernels/patches/README.md).
 SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
                     "us")
 # Splats that mean the kernel is broken, not just noisy (`vmtest dmesg --fail-on-splat`).
-CRASH_SPLATS = ("panic", "oops", "bug", "kasan", "ubsan")
+CRASH_SPLATS = CRASH_KINDS
 
 
 def _load_native() -> tuple[ModuleType | None, str]:
@@ -60,26 +64,24 @@ SCANS = ("regex",) + (("compiled",) if _native is not None else ())
 
 _KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
-_HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed ret:(-?\d+)", re.A)
+_HOTPLUG_MIGRATE = re.compile(r"migrating pfn ([0-9a-f]+) failed(?: ret:(-?\d+))?", re.A)
 _HOTPLUG_ISOLATE = re.compile(r"failed to isolate pfn ([0-9a-f]+)", re.A)
-_CMA_FAIL = re.compile(r"cma: (?:__)?cma_alloc: (\S+): alloc failed, req-size: (\d+) pages, "
-                       r"ret: (-?\d+)")
-_OFFLINE_FAIL = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed due "
-                           r"to (.*)$")
+# mm/cma.c: "cma: cma_alloc: AREA: alloc failed, ..." (5.13+; "__cma_alloc" 6.x), without
+# an area before; "alloc_contig_range: [a, b) PFNs busy" (page_alloc.c, 4.x-5.x); CMA's
+# "number of available pages: a@b+c@d=> N free of M total pages".
+_CMA_FAIL = re.compile(r"(?:cma: )?(?:__)?cma_alloc(?:\(\))?: (?:(.+?): )?alloc failed, "
+                       r"req-size: (\d+) pages, ret: (-?\d+)", re.A)
+_CONTIG_BUSY = re.compile(r"alloc_contig_range: \[([0-9a-f]+), ([0-9a-f]+)\) PFNs busy", re.A)
+_CMA_AVAILABLE = re.compile(r"cma: (?:(\S+): )?number of available pages: ?(.*?)=> ?(\d+) free "
+                            r"of (\d+) total pages", re.A)
+# mm/memory_hotplug.c: "... failed due to REASON" (5.x+), "... failed" (4.x).
+_OFFLINE_FAIL = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed"
+                           r"(?: due to (.*))?$", re.A)
 _SUPPRESSED = re.compile(r"(\S+): (\d+) callbacks suppressed")
-_SPLATS = (
-    ("panic", re.compile(r"^Kernel panic - not syncing: (.*)")),
-    ("bug", re.compile(r"^(kernel BUG at .*)")),
-    ("bug", re.compile(r"^BUG: (?!KASAN)(.*)")),
-    ("oops", re.compile(r"^(Oops: .*)")),
-    ("oops", re.compile(r"^(general protection fault.*)")),
-    ("warning", re.compile(r"^WARNING: (?:CPU: \d+ PID: \d+ at )?(.*)")),
-    ("soft-lockup", re.compile(r"^watchdog: BUG: soft lockup - (.*)")),
-    ("hung-task", re.compile(r"^INFO: task (.*) blocked for more than .*")),
-    ("rcu-stall", re.compile(r"^rcu: INFO: (rcu_\w+ (?:self-)?detected stalls? .*)")),
-    ("kasan", re.compile(r"^BUG: KASAN: (.*)")),
-    ("ubsan", re.compile(r"^UBSAN: (.*)")),
-)
+_DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*")
+# Splat headers that do not start their line: found by their marker (str.find).
+_SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation failure: ",
+                  "page allocation stalls for ")
 
 # How the parser stays fast (scripts/bench_parser.py): one regex pass, tried only at
 # line starts ("\n" + prefix, the prefix atomic so that no alternative is tried twice),
@@ -92,80 +94,110 @@ _SPLATS = (
 _PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
 _LINE_PREFIX = re.compile(_PFX, re.A)
-# A dump_page() head: 6.1 "page:%p refcount:...", 6.12 "page: refcount:...".
-_HEAD = (r"page:(?:[0-9a-f]+)?\ ?refcount:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+)"
-         r"\ mapping:(?P<mapping>[0-9a-f]+)\ index:0x[0-9a-f]+\ pfn:(?P<pfn>0x[0-9a-f]+)[^\n]*")
+# A dump_page() head, as kernels 4.x-6.x print it: "page:%p count:..." (4.x, mapping
+# "(null)" padded), "page:%px refcount:... index:0x0" (5.4, no pfn), "page:%p refcount:...
+# pfn:0x..." (5.8-6.1), "page: refcount:..." (6.12), and "page:%p is uninitialized and
+# poisoned" (its counts are not to be trusted, so none are read).
+_PAGE = r"page:(?P<page>[0-9a-f]+|\(____ptrval____\))?\ ?"
+_HEAD = (_PAGE + r"""(?:(?:ref)?count:(?P<ref>-?\d+)\ mapcount:(?P<map>-?\d+)
+          \ mapping:\ *(?P<mapping>[0-9a-f]+|\(null\)|\(____ptrval____\))\ index:0x[0-9a-f]+
+          (?:\ pfn:(?P<pfn>0x[0-9a-f]+))?
+        | (?P<poisoned>is\ uninitialized\ and\ poisoned))[^\n]*""")
+# The lines __dump_page() prints between a head and its reason, other than aops and flags.
+_BODY_OTHER = (r"(?:raw:|head:|memcg:|page_type:|compound_|invalid\ mapping"
+               r"|bad\ because\ of\ flags:|page->mem_cgroup:|page\ does\ not\ match)")
+# The mapping's operations: "aops:NAME ..." (5.8+), "NAME_aops[ name:...]" (5.4-5.7).
+_AOPS = (r"""(?:mapping->a_ops|aops):[ \t]*(?P<aops>\S+)[^\n]*
+          | (?P<aops_old>[A-Za-z_]\w*_aops)(?=[\ \n]|\Z)[^\n]*""")
+_FLAGS = r"(?P<flags>(?:anon\ |ksm\ |page\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*"
+# A line that is surely a block's own: the lines of _AOPS, _FLAGS and _BODY_OTHER.
+_KNOWN = (r"""(?:(?:mapping->a_ops|aops):[ \t]*\S|[A-Za-z_]\w*_aops(?=[\ \n]|\Z)
+              |(?:anon\ |ksm\ |page\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\)|""" + _BODY_OTHER
+          + r")[^\n]*")
+# Lines whose start may open a splat (splats.classify() says which and whether one does).
+SPLAT_STARTS = ("Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "Oops: ",
+                "Oops - ", "Oops[", "Oops [", "Internal error: ", "Unable to handle kernel ",
+                "Kernel attempted to ", "general protection", "invalid opcode: ",
+                "stack segment: ", "divide error: ", "double fault: ",
+                "kernel stack overflow", "kernel tried to execute", "WARNING: ",
+                "watchdog: ", "NMI watchdog: ", "INFO: task", "INFO: rcu_", "rcu: INFO",
+                "UBSAN: ", "Out of memory", "Memory cgroup out of memory")
+# Lines the CMA / contiguous allocator prints (_Parser.cma_line() reads them).
+CMA_STARTS = ("cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ")
 _SCAN = re.compile(r"\n" + _PFX + r"""(?:
         vmtest-mm:\ (?:(?P<mmkv>(?:\w+\ )?(?:\w+=[^\s=]+\ )*\w+=[^\s=]+)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
       # A block's body: what the page is (aops, flags), the other lines __dump_page()
       # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
-      # 32 lines is not one.
-      | """ + _HEAD + r"""(?P<body>(?:\n""" + _PFX_NOTS + r"""(?>
-            aops:[ \t]*(?P<aops>\S+)[^\n]*
-          | (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*
-          | (?:raw:|head:|memcg:|page_type:|compound_|invalid\ mapping)[^\n]*
-          | (?P<foreign>)[^\n]*)){0,32}?)
-        \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
-      # A head whose block does not end: it still takes the pending error code.
-      | page:(?:[0-9a-f]+)?\ ?refcount:-?\d+\ mapcount:-?\d+\ (?P<orphan>)
+      # 32 lines is not one; a head without its reason line is a dump of the lines that
+      # are surely its own ("obody"), with no reason.
+      | """ + _HEAD + r"""(?:
+          (?P<body>(?:\n""" + _PFX_NOTS + r"""(?>
+              """ + _AOPS + r"""
+            | """ + _FLAGS + r"""
+            | """ + _BODY_OTHER + r"""[^\n]*
+            | (?P<foreign>)[^\n]*)){0,32}?)
+          \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
+        | (?P<obody>(?:\n""" + _PFX_NOTS + _KNOWN + r""")*))
       | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
-      | (?P<cma>cma:\ (?:__)?cma_alloc:\ [^\n]*)
+      | (?P<cma>(?:""" + "|".join(re.escape(s) for s in CMA_STARTS) + r""")[^\n]*)
       | (?P<offline>memory\ offlining\ \[[^\n]*)
-      | (?P<splat>(?:Kernel\ panic|kernel\ BUG|BUG:\ |Oops:\ |general\ protection|WARNING:\ |
-                    watchdog:\ BUG:|INFO:\ task|rcu:\ INFO|UBSAN:\ )[^\n]*)
+      | (?P<splat>(?:""" + "|".join(re.escape(s) for s in SPLAT_STARTS) + r""")[^\n]*)
     )""", re.X | re.A)
 _BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X | re.A)
+# The lines right after a head that are surely its block's (_SCAN's obody).
+_OBODY = re.compile(r"(?:\n" + _PFX_NOTS + _KNOWN + r")*", re.X | re.A)
 # The lines of a block that say what the page is.
 _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
-        (?P<flags>(?:anon\ |ksm\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))
-      | aops:[ \t]*(?P<aops>\S+))""", re.X | re.A)
-# After a splat: its stack lines, its end marker, its RIP line.
-_SPLAT_TAIL = re.compile(r"\n" + _PFX_NOTS + r"""(?:
-        (?P<stack>[ \t]*(?:\?\ )?[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)
-      | ---\[\ end(?P<end>)
-      | RIP:\ 0010:(?P<rip>[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+))""", re.X | re.A)
-# A splat's stack is read from the lines that follow it up to the next splat, and at
-# most this many lines on.
-_SPLAT_WINDOW_LINES = 200
-_SPLAT_WINDOW = re.compile(rf"(?:\n[^\n]*){{1,{_SPLAT_WINDOW_LINES}}}")
-_FIRST_LINE = re.compile(r"\n*([^\n]*)")
+        (?P<flags>(?:anon\ |ksm\ |page\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))
+      | (?:mapping->a_ops|aops):[ \t]*(?P<aops>\S+)
+      | (?P<aops_old>[A-Za-z_]\w*_aops)(?=[\ \n]|\Z))""", re.X | re.A)
 # Where int(value, 0) may succeed (and elsewhere it cannot, for kernel output).
 _NUMBER_START = frozenset("+-0123456789")
 
 
 @dataclass
 class Dump:
-    reason: str
-    pfn: int
-    refcount: int
-    mapcount: int
-    mapping: str
+    reason: str  # "" when the block's reason line was not printed or was lost
+    pfn: int | None
+    refcount: int | None  # None: "page:... is uninitialized and poisoned"
+    mapcount: int | None
+    mapping: str | None
     flags: list[str] = field(default_factory=list)
     aops: str | None = None
     anon: bool = False
     error: int | None = None  # rc from the preceding migrate_fail / migrating line
     timestamp: float | None = None
+    page: str | None = None  # the struct page's address as printed (hashed on 4.15+ %p)
 
     @property
     def kind(self) -> str:
+        """anon, shmem, file or other: what the page belonged to."""
         if self.anon:
             return "anon"
+        swapbacked = "swapbacked" in self.flags
         # aops is a symbol name with CONFIG_KALLSYMS_ALL, else a bare address.
         if self.aops is not None and not _HEX.match(self.aops):
-            return "shmem" if "shmem" in self.aops else "file"
-        if "swapbacked" in self.flags:
+            if "shmem" in self.aops or (self.aops.startswith("swap_") and swapbacked):
+                return "shmem"  # a shmem page in the swap cache: swap_aops, swapbacked
+            return "file"
+        mapping = self.mapping or ""
+        if _REAL_POINTER.match(mapping) and int(mapping[-1], 16) & 1:
+            return "anon"  # PAGE_MAPPING_ANON in an unhashed pointer (4.x, 5.x %px)
+        if swapbacked:
             return "shmem"
-        return "other" if self.mapping.strip("0") == "" else "file"
+        return "other" if mapping.strip("0") in ("", "(null)") else "file"
 
     @property
     def mapped(self) -> bool:
-        return self.mapcount > 0
+        return (self.mapcount or 0) > 0
 
     @property
-    def extra_refs(self) -> int:
+    def extra_refs(self) -> int | None:
         """References beyond the mappings: isolation, GUP, batches, I/O..."""
-        return self.refcount - max(self.mapcount, 0)
+        if self.refcount is None:
+            return None
+        return self.refcount - max(self.mapcount or 0, 0)
 
     def attribution(self) -> dict[str, Any]:
         return {"kind": self.kind, "mapped": self.mapped, "extra_refs": self.extra_refs,
@@ -176,13 +208,18 @@ class Dump:
                                                                 "uptodate", "swapbacked",
                                                                 "locked"))}
 
+    def record(self) -> dict[str, Any]:
+        """The dump as `vmtest dmesg --json` lists it."""
+        return {"type": "dump", "page": self.page,
+                "pfn": None if self.pfn is None else hex(self.pfn),
+                "refcount": self.refcount, "mapcount": self.mapcount,
+                "mapping": self.mapping, "kind": self.kind, "reason": self.reason or None,
+                "error": self.error, "flags": self.flags, "aops": self.aops,
+                "timestamp": self.timestamp}
 
-@dataclass
-class Splat:
-    kind: str
-    title: str
-    stack: list[str]
-    timestamp: float | None
+
+# A kernel pointer printed as it is (not hashed): its low bits say what a mapping is.
+_REAL_POINTER = re.compile(r"^(?:ffff[0-9a-f]{12}|c[0-9a-f]{15}|[c-f][0-9a-f]{7})$")
 
 
 @dataclass
@@ -190,15 +227,20 @@ class DmesgReport:
     summaries: list[dict[str, Any]] = field(default_factory=list)
     migrate_fails: list[dict[str, Any]] = field(default_factory=list)
     dumps: list[Dump] = field(default_factory=list)
-    hotplug_migrate_failures: list[dict[str, int]] = field(default_factory=list)
+    hotplug_migrate_failures: list[dict[str, Any]] = field(default_factory=list)
     hotplug_isolate_failures: list[int] = field(default_factory=list)
     cma_failures: list[dict[str, Any]] = field(default_factory=list)
-    offline_failures: list[dict[str, str]] = field(default_factory=list)
+    contig_busy: list[dict[str, Any]] = field(default_factory=list)
+    cma_available: list[dict[str, Any]] = field(default_factory=list)
+    offline_failures: list[dict[str, Any]] = field(default_factory=list)
     suppressed: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0  # "** N printk messages dropped **"
     splats: list[Splat] = field(default_factory=list)
     lines: int = 0
-    # A complete `dmesg` starts at "[    0.000000] Linux version": when it does not, the
-    # ring buffer wrapped and the oldest lines are gone (raise log_buf_len).
+    # Which line prefixes the log had (logprefix.FORMS), and how many lines each.
+    prefixes: dict[str, int] = field(default_factory=dict)
+    # A whole boot starts with "Linux version" / "Booting Linux" or at time 0; a log that
+    # does not is an excerpt (or a ring buffer that wrapped: raise log_buf_len).
     starts_at_boot: bool = True
 
     # -- derived -------------------------------------------------------------------
@@ -235,9 +277,41 @@ class DmesgReport:
                  "error": k[4], "state": k[5], "count": n}
                 for k, n in counter.most_common()]
 
+    def failure_counts(self) -> dict[str, Any]:
+        """The CMA / contiguous / hotplug failure lines counted per range and errno."""
+        def count(items: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+            c = Counter(tuple(i.get(k) for k in keys) for i in items)
+            return [dict(zip(keys, k, strict=True), count=n) for k, n in c.most_common()]
+
+        return {"cma": count(self.cma_failures, "area", "pages", "errno"),
+                "contig_busy": count(self.contig_busy, "start", "end"),
+                "offline": count(self.offline_failures, "start", "end", "reason"),
+                "migrate": count(self.hotplug_migrate_failures, "rc"),
+                "isolate": len(self.hotplug_isolate_failures)}
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event of the log, one record each with its identifying fields, in the
+        order of the log where it is known (splats and failure lines carry their line)."""
+        out: list[dict[str, Any]] = [s.record() for s in self.splats]
+        out += [d.record() for d in self.dumps]
+        out += [{"type": "cma-failure", **f} for f in self.cma_failures]
+        out += [{"type": "contig-busy", **f} for f in self.contig_busy]
+        out += [{"type": "cma-available", **f} for f in self.cma_available]
+        out += [{"type": "offline-failure", **f} for f in self.offline_failures]
+        out += [{"type": "migrate-failure", "pfn": hex(f["pfn"]), "errno": f["rc"]}
+                for f in self.hotplug_migrate_failures]
+        out += [{"type": "isolate-failure", "pfn": hex(p)} for p in self.hotplug_isolate_failures]
+        out += [{"type": "loss", "what": "callbacks-suppressed", "where": k, "count": n}
+                for k, n in self.suppressed.items()]
+        if self.dropped:
+            out.append({"type": "loss", "what": "messages-dropped", "count": self.dropped})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "lines": self.lines,
+            "prefixes": self.prefixes,
+            "excerpt": not self.starts_at_boot,
             "summaries": self.summaries,
             "dumps_by_reason": self.dumps_by_reason(),
             "distinct_failed_pfns": len({d.pfn for d in self.dumps}),
@@ -245,8 +319,12 @@ class DmesgReport:
             "hotplug_migrate_failures": len(self.hotplug_migrate_failures),
             "hotplug_isolate_failures": len(self.hotplug_isolate_failures),
             "cma_failures": self.cma_failures,
+            "contig_busy": self.contig_busy,
+            "cma_available": self.cma_available,
             "offline_failures": self.offline_failures,
+            "failures": self.failure_counts(),
             "loss": {"callbacks_suppressed": self.suppressed, "seq_gaps": self.seq_gaps(),
+                     "messages_dropped": self.dropped,
                      "dump_mismatch": self.dump_mismatch(),
                      "garbled_summaries": self.garbled_summaries(),
                      "ring_buffer_wrapped": not self.starts_at_boot},
@@ -270,15 +348,15 @@ class DmesgReport:
         return out
 
     def summary_dict(self) -> dict[str, Any]:
-        """to_dict() with the per-operation summary instead of every summary line: what
-        a reader of one log wants (`vmtest dmesg --json`)."""
+        """to_dict() with the per-operation summary instead of every summary line and one
+        record per event: what a reader of one log wants (`vmtest dmesg --json`)."""
         doc = self.to_dict()
         del doc["summaries"]
-        return {"ops": self.op_summary(), **doc}
+        return {"ops": self.op_summary(), **doc, "events": self.events()}
 
     def crashed(self) -> bool:
         """A splat that means the kernel is broken, not just noisy."""
-        return any(s.kind in CRASH_SPLATS for s in self.splats)
+        return any(s.crash for s in self.splats)
 
 
 def _well_formed(summary: dict[str, Any]) -> bool:
@@ -295,16 +373,6 @@ def _number(value: str) -> int | str:
         return int(value, 0)
     except ValueError:
         return value
-
-
-def _start_splat(line: str, ts: float | None) -> Splat | None:
-    for kind, pattern in _SPLATS:
-        pm = pattern.match(line)
-        if pm:
-            if kind == "bug" and line.startswith("BUG: KASAN"):
-                continue
-            return Splat(kind, pm.group(1).strip(), [], ts)
-    return None
 
 
 def _float(text: str | None) -> float | None:
@@ -335,8 +403,8 @@ def _plain_fields(line: str) -> dict[str, Any]:
 
 
 def _set_flags(dump: Dump, line: str) -> None:
-    """From __dump_page()'s "[anon |ksm ]flags: 0x...(uptodate|lru|...)"."""
-    dump.anon = line[0] != "f"
+    """From __dump_page()'s "[anon |ksm |page ]flags: 0x...(uptodate|lru|...)"."""
+    dump.anon = line.startswith(("anon", "ksm"))
     dump.flags = [f for f in line[line.index("(") + 1:-1].split("|") if f]
 
 
@@ -345,7 +413,8 @@ class _Parser:
         self.text = text
         self.report = report
         self.pending_rc: int | None = None
-        self.splats: list[tuple[int, Splat]] = []
+        # Lines that may open a splat: (where the line ends in text, line, time text).
+        self.splat_lines: list[tuple[int, str, str | None]] = []
 
     def scan(self, start: int, end: int) -> None:
         report = self.report
@@ -363,12 +432,12 @@ class _Parser:
                     self.pending_rc = rc if isinstance(rc, int) else None
             elif kind == "reason":
                 self.dump(m)
-            elif kind == "orphan":
-                self.pending_rc = None
+            elif kind == "obody":
+                self.orphan(m, m.start("obody"), m.end("obody"))
             elif kind == "hotplug":
                 line = m.group("hotplug")
                 if hm := _HOTPLUG_MIGRATE.match(line):
-                    rc = int(hm.group(2))
+                    rc = None if hm.group(2) is None else int(hm.group(2))
                     report.hotplug_migrate_failures.append({"pfn": int(hm.group(1), 16),
                                                             "rc": rc})
                     self.pending_rc = rc
@@ -379,30 +448,31 @@ class _Parser:
             elif kind == "offline":
                 self.offline_line(m.group("offline"))
             elif kind == "splat":
-                self.splat_line(m.end(), m.group("splat"), m.group("ts"))
+                self.splat_lines.append((m.end(), m.group("splat"), m.group("ts")))
 
     def cma_line(self, line: str, ts: str | None) -> None:
+        report = self.report
         if cm := _CMA_FAIL.match(line):
-            self.report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
-                                             "ret": int(cm.group(3)), "timestamp": _float(ts)})
+            report.cma_failures.append({"area": cm.group(1), "pages": int(cm.group(2)),
+                                        "errno": int(cm.group(3)), "timestamp": _float(ts)})
+        elif bm := _CONTIG_BUSY.match(line):
+            report.contig_busy.append({"start": "0x" + bm.group(1), "end": "0x" + bm.group(2),
+                                       "timestamp": _float(ts)})
+        elif am := _CMA_AVAILABLE.match(line):
+            report.cma_available.append({"area": am.group(1), "free": int(am.group(3)),
+                                         "total": int(am.group(4)), "timestamp": _float(ts)})
 
     def offline_line(self, line: str) -> None:
         if om := _OFFLINE_FAIL.match(line):
             self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                  "reason": om.group(3)})
 
-    def splat_line(self, end: int, line: str, ts: str | None) -> None:
-        """A splat's first line; `end`: where that line ends, where its stack starts."""
-        splat = _start_splat(line, _float(ts))
-        if splat is not None:
-            self.splats.append((end, splat))
-
     def scan_native(self) -> None:
         """scan() of the whole text, compiled (_dmesgscan.c); the rare lines it hands
         back are finished here."""
         assert _native is not None
         (summaries, migrate_fails, dumps, hotplug_migrate, hotplug_isolate, cma, offline,
-         splats) = _native.scan(self.text, Dump, _fields)
+         splat_lines) = _native.scan(self.text, Dump, _fields)
         report = self.report
         report.summaries = summaries
         report.migrate_fails = migrate_fails
@@ -413,8 +483,7 @@ class _Parser:
             self.cma_line(line, ts)
         for line in offline:
             self.offline_line(line)
-        for end, line, ts in splats:
-            self.splat_line(end, line, ts)
+        self.splat_lines = splat_lines
 
     def dump(self, m: re.Match[str]) -> None:
         """One dump_page() block: a page that failed, with the error code of the last
@@ -423,10 +492,24 @@ class _Parser:
             self.dump_interleaved(m)
             return
         dump = self.new_dump(m, m.group("reason"))
-        dump.aops = m.group("aops")
+        dump.aops = _aops(m)
         if (flags := m.group("flags")) is not None:
             _set_flags(dump, flags)
         self.report.dumps.append(dump)
+
+    def orphan(self, head: re.Match[str], start: int, end: int) -> None:
+        """A head whose reason line never came (not printed, or lost): a dump with no
+        reason, of the lines after the head that are surely its own (start, end)."""
+        dump = self.new_dump(head, "")
+        self.body(dump, start, end)
+        self.report.dumps.append(dump)
+
+    def body(self, dump: Dump, start: int, end: int) -> None:
+        for bm in _BODY_LINE.finditer(self.text, start, end):
+            if bm.group("flags") is not None:
+                _set_flags(dump, bm.group("flags"))
+            else:
+                dump.aops = bm.group("aops") or bm.group("aops_old")
 
     def dump_interleaved(self, m: re.Match[str]) -> None:
         """A block with lines that are not __dump_page()'s: another CPU's, or the head
@@ -436,64 +519,113 @@ class _Parser:
         head: re.Match[str] = m
         own_start = body_start
         inner = list(_BODY_HEAD.finditer(text, body_start, body_end)) \
-            if "refcount:" in m.group("body") else None
+            if "page:" in m.group("body") else None
         if inner:
             # A head whose block never ended (its last line was lost), then another: the
-            # last head is this block's. Lines before it come first (error codes).
+            # last head is this block's. The first is a dump without a reason; lines
+            # before the last come first (error codes, other heads).
+            known = _OBODY.match(text, body_start, body_end)
+            self.orphan(m, body_start, known.end() if known else body_start)
             head = inner[-1]
-            self.pending_rc = None
             self.scan(body_start, head.start())
             own_start = head.end()
         dump = self.new_dump(head, m.group("reason"))
-        for bm in _BODY_LINE.finditer(text, own_start, body_end):
-            if bm.group("aops") is not None:
-                dump.aops = bm.group("aops")
-            else:
-                _set_flags(dump, bm.group("flags"))
+        self.body(dump, own_start, body_end)
         self.report.dumps.append(dump)
         self.scan(own_start, body_end)
 
     def new_dump(self, head: re.Match[str], reason: str) -> Dump:
         """The Dump of a head line (_HEAD's groups); it takes the pending error code."""
-        dump = Dump(reason=reason.strip(), pfn=int(head.group("pfn"), 16),
-                    refcount=int(head.group("ref")), mapcount=int(head.group("map")),
-                    mapping=head.group("mapping"), error=self.pending_rc,
-                    timestamp=_float(head.group("ts")))
+        poisoned = head.group("poisoned") is not None
+        pfn = head.group("pfn")
+        page = head.group("page")
+        dump = Dump(reason=reason.strip(), pfn=None if pfn is None else int(pfn, 16),
+                    refcount=None if poisoned else int(head.group("ref")),
+                    mapcount=None if poisoned else int(head.group("map")),
+                    mapping=None if poisoned else head.group("mapping"),
+                    error=self.pending_rc, timestamp=_float(head.group("ts")),
+                    page=page)
         self.pending_rc = None
         return dump
 
-    def stacks(self) -> None:
-        """Each splat's stack: the frames after it, up to its end marker, 8 frames, the
-        next splat or the window's end. A RIP line names the first frame."""
+    def markers(self) -> None:
+        """Splat headers in mid-line (OOM, allocation failures): found by their marker,
+        merged into the splat lines in text order."""
         text = self.text
-        for i, (pos, splat) in enumerate(self.splats):
-            stop = self.splats[i + 1][0] if i + 1 < len(self.splats) else len(text)
-            window = _SPLAT_WINDOW.match(text, pos, stop)
-            for m in _SPLAT_TAIL.finditer(text, pos, window.end() if window else stop):
-                kind = m.lastgroup
-                if kind == "rip":
-                    if not splat.stack:
-                        splat.stack.append(m.group("rip"))
-                    continue
-                if kind == "end":
-                    break
-                splat.stack.append(m.group("stack").lstrip(" \t?"))
-                if len(splat.stack) >= 8:
-                    break
-            self.report.splats.append(splat)
+        found: list[tuple[int, str, str | None]] = []
+        for marker in _SPLAT_MARKERS:
+            pos = text.find(marker)
+            while pos >= 0:
+                start = text.rfind("\n", 0, pos) + 1
+                end = text.find("\n", pos)
+                end = len(text) if end < 0 else end
+                pm = _LINE_PREFIX.match(text, start)
+                body = text[pm.end() if pm else start:end]
+                found.append((end, body, pm.group("ts") if pm else None))
+                pos = text.find(marker, end)
+        if found:
+            self.splat_lines = sorted({*self.splat_lines, *found})
 
-    def suppressed(self) -> None:
-        """"%s: %d callbacks suppressed" (lib/ratelimit.c) -- found from its end."""
+    def splats(self) -> None:
         text = self.text
-        marker = " callbacks suppressed"
-        pos = text.find(marker)
-        while pos >= 0:
-            start = text.rfind("\n", 0, pos) + 1
-            pm = _LINE_PREFIX.match(text, start)
-            if pm and (sm := _SUPPRESSED.match(text, pm.end(), pos + len(marker))):
-                self.report.suppressed[sm.group(1)] = \
-                    self.report.suppressed.get(sm.group(1), 0) + int(sm.group(2))
-            pos = text.find(marker, pos + len(marker))
+        ends = [end for end, _, _ in self.splat_lines]
+        numbers = []
+        count, last = 0, 0
+        for end in ends:
+            count += text.count("\n", last, end)
+            last = end
+            numbers.append(count)
+        self.report.splats = splat_events(
+            text, [(end, line, _float(ts)) for end, line, ts in self.splat_lines], numbers)
+
+    def losses(self) -> None:
+        """"%s: %d callbacks suppressed" (lib/ratelimit.c) and "** N printk messages
+        dropped **" (printk) -- found from their end."""
+        text = self.text
+        for marker, pattern in ((" callbacks suppressed", _SUPPRESSED),
+                                (" printk messages dropped **", _DROPPED)):
+            pos = text.find(marker)
+            while pos >= 0:
+                start = text.rfind("\n", 0, pos) + 1
+                pm = _LINE_PREFIX.match(text, start)
+                if pm and (sm := pattern.match(text, pm.end(), pos + len(marker))):
+                    if pattern is _DROPPED:
+                        self.report.dropped += int(sm.group(1))
+                    else:
+                        self.report.suppressed[sm.group(1)] = \
+                            self.report.suppressed.get(sm.group(1), 0) + int(sm.group(2))
+                pos = text.find(marker, pos + len(marker))
+
+
+def _aops(m: re.Match[str]) -> str | None:
+    """The aops of a block: whichever form came last."""
+    new, old = m.group("aops"), m.group("aops_old")
+    if new is not None and old is not None:
+        return new if m.start("aops") > m.start("aops_old") else old
+    return new if new is not None else old
+
+
+_BOOT = ("Linux version", "Booting Linux")
+
+
+def _starts_at_boot(text: str) -> bool:
+    """The log's first lines hold the kernel's first message, or its first time is 0."""
+    head = text[:4096]
+    if any(mark in head for mark in _BOOT):
+        return True
+    m = re.search(r"^\[\ *(\d+\.\d+)\]", head, re.M | re.A)
+    return m is not None and float(m.group(1)) == 0.0
+
+
+def normalize(text: str, native: bool) -> tuple[str, dict[str, int]]:
+    """logprefix's normalisation, compiled where asked and built."""
+    if native and _native is not None:
+        try:
+            result: tuple[str, dict[str, int]] = _native.normalize(text)
+            return result
+        except UnicodeEncodeError:
+            pass
+    return logprefix.normalize_regex(text)
 
 
 def parse(text: str, native: bool | None = None) -> DmesgReport:
@@ -503,27 +635,29 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     regexes (False); None: compiled where it was built."""
     if native and _native is None:
         raise RuntimeError(f"the compiled dmesg scanner is missing: {NATIVE_MISSING}")
+    compiled = native is not False and _native is not None
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
     report.lines = text.count("\n") + 1
-    first = _FIRST_LINE.match(text).group(1)  # type: ignore[union-attr]  # always matches
-    report.starts_at_boot = "Linux version" in first or not first.startswith("[")
+    text, report.prefixes = normalize(text, compiled)
+    report.starts_at_boot = _starts_at_boot(text)
     parser = _Parser("\n" + text, report)
     # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
     # would walk them again and again (a third of the time).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if native is not False and _native is not None:
+        if compiled:
             try:
                 parser.scan_native()
             except UnicodeEncodeError:  # lone surrogates: no UTF-8 for the compiled scan
                 parser.scan(0, len(parser.text))
         else:
             parser.scan(0, len(parser.text))
-        parser.stacks()
-        parser.suppressed()
+        parser.markers()
+        parser.splats()
+        parser.losses()
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -1,0 +1,109 @@
+"""Kernel logs as people have them -> the one form the dmesg scan reads.
+
+A kernel line reaches a bug report behind all kinds of prefixes: printk's own time and
+caller id ("[  294.055186][T10694] "), a syslog or journal header ("Nov 29 12:00:00 host
+kernel: "), `dmesg -T/-H/-d/-x` forms, a poster's indentation, or user-space output
+glued in front of it on a serial console. `normalize()` takes each line's prefixes off
+and leaves "[<time>] <message>" (the time where the kernel printed one) or the bare
+message, and counts which prefix forms it found.
+
+Lines already in the scan's own form -- an optional "<N>" priority, an optional
+/dev/kmsg header and an optional "[   s.us]" time -- are left exactly as they are, so a
+log that needs nothing comes back as the same object.
+
+This module is the specification; _dmesgscan.c's normalize() implements it step for
+step (tests/unit/test_dmesg_native.py checks both agree).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+# The prefix forms, in the order of the report.
+FORMS = ("priority", "kmsg", "syslog", "iso", "host-kernel", "dmesg-x", "printk-time",
+         "delta", "relative", "dmesg-T", "dmesg-H", "caller-id", "quote", "line-number",
+         "indent", "glued")
+
+# One prefix at the current position. Every alternative starts with a different
+# character class or literal, so the order matters only where noted.
+_STEP = re.compile(r"""(?:
+    <(?P<priority>\d{1,3})>
+  | (?P<kmsg>\d+,\d+,\d+,[^;\n]*;)
+    # "Nov 29 12:00:00[.123456] " (BSD syslog, journalctl's short forms)
+  | (?P<syslog>[A-Z][a-z]{2}\ [\ \d]\d\ \d\d:\d\d:\d\d(?:\.\d+)?\ )
+    # "2026-11-29T12:00:00[.,]123456+01:00 " (journalctl -o short-iso, dmesg --time-format iso)
+  | (?P<iso>\d{4}-\d\d-\d\d[T\ ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\ +)
+    # a viewer's line number before a syslog date or a printk time
+  | (?P<lineno>\d+\ +)(?=[A-Z][a-z]{2}\ [\ \d]\d\ \d\d:|\[)
+  | (?P<dmesgx>(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp
+                 |local[0-7])\ *:(?:emerg|alert|crit|err|warn|notice|info|debug)\ *:\ ?)
+    # "[   12.345678]", "[   12.345678 <    0.000123>]" (dmesg -d)
+  | (?P<time>\[\ *\d+\.\d+)(?:@\d+)?(?P<delta>\ <\ *\d+\.\d+>)?\]\ ?
+    # "[  +0.083841]" (dmesg -H), "[<    0.000123>]" (dmesg --time-format delta)
+  | (?P<relative>\[(?:\ *\+\d+\.\d+|<\ *\d+\.\d+>)\]\ ?)
+  | (?P<dmesgT>\[[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [\ \d]\d\ \d\d:\d\d:\d\d\ \d{4}\]\ ?)
+  | (?P<dmesgH>\[[A-Z][a-z]{2}\d\d\ \d\d:\d\d\]\ ?)
+  | (?P<caller>\[\ *[TC]\d+\]\ ?)
+    # mail quoting ("> ", ">> ")
+  | (?P<quote>>\ ?)
+    # "myhost kernel: ", "kernel: "
+  | (?P<hostkernel>(?:[\w.-]+\ )?kernel:\ ?)
+)""", re.X | re.A)
+_NAMES = {"priority": "priority", "kmsg": "kmsg", "syslog": "syslog", "iso": "iso",
+          "dmesgx": "dmesg-x", "time": "printk-time", "delta": "delta", "relative": "relative",
+          "dmesgT": "dmesg-T", "dmesgH": "dmesg-H", "caller": "caller-id",
+          "quote": "quote", "lineno": "line-number",
+          "hostkernel": "host-kernel"}
+# A printk time after other text on the line: kernel output glued to user-space output
+# on a console. Six digits after the point and a space or caller id after it, so that
+# text in brackets is not taken for one.
+_GLUED = re.compile(r"\[\ *\d+\.\d{6}\](?=[\ \[])", re.A)
+_INDENT = re.compile(r"[ \t]+")
+# Prefix steps a line may take and still be in the scan's own form, in this order.
+_PLAIN = ("priority", "kmsg", "time")
+_MAX_STEPS = 8
+
+
+def _line(line: str, counts: Counter[str]) -> str:
+    """One line without its prefixes (see the module's doc)."""
+    im = _INDENT.match(line)
+    pos = im.end() if im else 0
+    found: list[str] = []
+    stamp: str | None = None
+    glued = False
+    while len(found) < _MAX_STEPS:
+        m = _STEP.match(line, pos)
+        if m is None:
+            if found or glued:
+                break
+            gm = _GLUED.search(line, pos)
+            if gm is None:
+                break
+            glued = True
+            pos = gm.start()
+            continue
+        kind = str(m.lastgroup)  # "delta": a dmesg -d time, whose last group is the delta
+        counts[_NAMES[kind]] += 1
+        if kind in ("time", "delta") and stamp is None:
+            stamp = m.group("time") + "]"
+        found.append(kind)
+        pos = m.end()
+    if found and im:
+        counts["indent"] += 1
+    if glued:
+        counts["glued"] += 1
+    if pos == 0 or (not im and not glued and found == [k for k in _PLAIN if k in found]):
+        return line
+    rest = line[pos:]
+    return f"{stamp} {rest}" if stamp is not None else rest
+
+
+def normalize_regex(text: str) -> tuple[str, dict[str, int]]:
+    """`text` (no "\\r") with every line's prefixes taken off, and how many lines had
+    each prefix form (FORMS order). The same object comes back when nothing changed."""
+    counts: Counter[str] = Counter()
+    lines = text.split("\n")
+    out = [_line(line, counts) for line in lines]
+    changed = any(a is not b for a, b in zip(out, lines, strict=True))
+    return ("\n".join(out) if changed else text), {k: counts[k] for k in FORMS if counts[k]}

@@ -1,0 +1,295 @@
+"""Kernel splats: which lines open one, which lines of one event belong together, and
+the frame to blame.
+
+The dmesg scan hands over every line that may open a splat (dmesg.SPLAT_STARTS, and the
+OOM and allocation-failure headers found by their markers), with where the line ends in
+the normalised text. `events()` classifies them, folds the lines of one event into one
+Splat (a page fault's "BUG: unable to handle..." and its "Oops:" line, "kernel BUG at"
+and its "invalid opcode"/"Internal error: Oops - BUG", a crash and the panic it caused,
+an OOM header and its "Out of memory: Killed process"), reads each event's stack from
+the lines after it, and picks the culprit: the faulting instruction's function where
+the event is a fault, else the first frame that is not report machinery.
+
+Forms: x86-64, arm64, arm, powerpc and MIPS kernels from 4.x to 6.x (their "RIP:",
+"IP:", "pc :", "PC is at", "NIP", "epc" lines; frames with and without addresses,
+"? " and "(unreliable)" marking guesses).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Splats that mean the kernel is broken, not just noisy (`vmtest dmesg --fail-on-splat`).
+CRASH_KINDS = ("panic", "oops", "bug", "kasan", "kfence", "kmsan", "ubsan")
+
+# (kind, pattern whose group 1 is the title, role). Roles: "fault" opens an event whose
+# Oops line follows; "oops" joins an open fault, else opens an oops; "panic" joins the
+# event that caused it; "oom-kill" joins the OOM header before it.
+_CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (kind, re.compile(pattern, re.A), role) for kind, pattern, role in (
+        ("panic", r"Kernel panic - not syncing: ?(.*)", "panic"),
+        ("bug", r"(kernel BUG at .*)", "fault"),
+        ("bug", r"(Kernel bug detected.*)", "fault"),
+        ("kasan", r"BUG: (KASAN: .*)", ""),
+        ("kfence", r"BUG: (KFENCE: .*)", ""),
+        ("kcsan", r"BUG: (KCSAN: .*)", ""),
+        ("kmsan", r"BUG: (KMSAN: .*)", ""),
+        ("soft-lockup", r"(?:(?:NMI )?watchdog: )?BUG: (soft lockup - .*)", ""),
+        ("soft-lockup", r"BUG: (workqueue lockup - .*)", ""),
+        ("hard-lockup", r"(?:NMI )?watchdog: (Watchdog detected hard LOCKUP.*)", ""),
+        ("oops", r"BUG: ((?:kernel NULL pointer dereference|unable to handle|Unable to handle"
+                 r"|Kernel NULL pointer|Kernel access|Kernel bad access|Kernel instruction"
+                 r"|Kernel data access|stack guard page).*)", "fault"),
+        ("bug", r"BUG: (.*)", ""),
+        ("oops", r"(Unable to handle kernel .*)", "fault"),
+        ("oops", r"(kernel tried to execute .*)", "fault"),
+        ("oops", r"(Kernel attempted to .*)", "fault"),
+        ("oops", r"((?:Oops|Internal error)\b.*)", "oops"),
+        ("oops", r"((?:general protection fault|invalid opcode|stack segment|divide error"
+                 r"|double fault|kernel stack overflow)\b.*)", "oops"),
+        ("warning", r"WARNING: (?:CPU: \d+ PID: \d+ at |at )(.*)", ""),
+        # lockdep's and the unwinder's reports (a "WARNING: " line that is just a
+        # message, e.g. a deprecation notice, is not a splat: see _is_report())
+        ("warning", r"WARNING: ((?:possible|suspicious|inconsistent|bad unlock|held lock"
+                    r"|lock held|nested lock|[A-Z]+IRQ-|kernel stack|stack recursion).*)", ""),
+        ("warning", r"WARNING: (.*)", "report"),
+        ("hung-task", r"INFO: (task .* blocked for more than .*)", ""),
+        ("rcu-stall", r"(?:rcu: )?INFO: (rcu_\w+ .*stall.*)", ""),
+        ("ubsan", r"UBSAN: (.*)", ""),
+        ("oom", r"(.* invoked oom-killer: .*)", "oom"),
+        ("oom", r"((?:Out of memory|Memory cgroup out of memory)\b.*)", "oom-kill"),
+        ("alloc-failure", r"(.*page allocation (?:failure|stalls for).*)", ""),
+    ))
+# A panic that a splat before it caused (Fatal exception, panic_on_warn, ...).
+_CAUSED_PANIC = re.compile(r"Fatal exception|panic_on_warn|panic_on_oops|hung_task|softlockup"
+                           r"|hard ?LOCKUP|RCU Stall|Oops|Attempted to kill init|kernel BUG"
+                           r"|KASAN|KFENCE|UBSAN|Aiee|corrupted stack end", re.I)
+# How far (lines) an Oops line may follow its fault, and a panic the splat it ends.
+_OOPS_WINDOW = 80
+_PANIC_WINDOW = 400
+# A splat's stack is read from the lines after it, up to the next event or this many.
+STACK_WINDOW = 200
+
+_FUNC = r"[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+"
+# The faulting instruction: x86 RIP/EIP/IP (kernel segments only), arm64/riscv pc/epc,
+# arm/old arm64 "PC is at", powerpc NIP, with or without the address before the symbol.
+_IP = re.compile(r"""[ \t]*(?:
+        RIP:\ (?!0033:|0023:|e033:|e02b:)(?:[0-9a-f]{4}:)?
+      | EIP:\ (?:[0-9a-f]{4}:)? | EIP\ is\ at\ | IP:\ | pc\ :\ | epc\ :\ | PC\ is\ at\ | NIP\ +)
+    (?:\[<?[0-9a-f]+>?\]\ +)*(?P<f>""" + _FUNC + ")", re.X | re.A)
+# A stack frame: "[<address>] " and powerpc's "[sp] [ip] " before, "? " (x86) or
+# " (unreliable)" (powerpc) marking a guess.
+_FRAME = re.compile(r"[ \t]*(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?(?P<f>" + _FUNC
+                    + r")(?P<u>\ \(unreliable\))?", re.A)
+_END = ("---[ end", "Kernel Offset:")
+_SEPARATOR = re.compile(r"=+$")
+_TITLE_FUNC = re.compile(r"\b(?:in|at) (?:\S+:\d+ )?([A-Za-z_]\w*)(?:\.[\w.]*)?(?:\+0x|\b)",
+                         re.A)
+
+# Functions that report, not cause: the culprit is the first frame after them.
+_MACHINERY = re.compile(r"""(?:
+    dump_stack\w* | __dump_stack | show_stack\w* | dump_backtrace\w* | show_regs | __show_regs
+  | show_trace\w* | print_stack_trace | sched_show_task | show_state_filter
+  | panic | nmi_panic | vpanic | __warn\w* | warn_slowpath\w* | warn_bogus_irq_restore
+  | report_bug | handle_bug | do_trap | do_error_trap | do_invalid_op | invalid_op | die
+  | __die\w* | oops_\w+ | exc_\w+ | asm_exc_\w+ | asm_sysvec_\w+ | sysvec_\w+ | bug_handler
+  | call_break_hook | brk_handler | do_debug_exception | el1_\w+ | el0_\w+ | do_el0_\w+
+  | do_mem_abort | do_translation_fault | do_bad_area | __do_kernel_fault | do_page_fault
+  | __do_page_fault | page_fault | page_fault_oops | do_user_addr_fault | do_kern_addr_fault
+  | kernelmode_fixup_or_oops | no_context | __bad_area\w* | bad_area\w* | bad_page_fault
+  | __bad_page_fault | program_check_exception | program_check_common\w* | handle_page_fault
+  | data_access_common\w* | do_program_check | do_bug
+  | kasan_\w+ | __kasan_\w+ | __asan_\w+ | asan_\w+ | print_address_description\w*
+  | print_report | describe_object\w* | check_memory_region\w* | check_region_inline
+  | memory_is_poisoned\w* | kfence_\w+ | __kfence_\w+ | kcsan_\w+ | __tsan_\w+ | kmsan_\w+
+  | __msan_\w+ | ubsan_\w+ | __ubsan_\w+ | ubsan_epilogue
+  | bad_page | free_page_is_bad\w* | check_free_page\w* | check_new_page\w* | __dump_page
+  | dump_page | print_bad_pte
+  | __might_sleep | __might_resched | ___might_sleep | __might_fault | __schedule_bug
+  | __cant_sleep | __cant_migrate
+  | lockdep_\w+ | __lock_acquire\w* | lock_acquire\w* | lock_release | __lock_release
+  | print_circular_bug\w* | check_noncircular | check_prev_add | check_prevs_add
+  | validate_chain | print_usage_bug | mark_lock\w* | print_deadlock_bug | check_deadlock
+  | __lockdep_\w+ | lock_is_held_type | debug_check_no_locks_freed
+  | warn_alloc\w* | __alloc_pages\w* | alloc_pages\w* | alloc_page_\w+ | __folio_alloc\w*
+  | folio_alloc\w* | __get_free_pages\w* | get_zeroed_page | out_of_memory
+  | oom_kill_process | __oom_kill_process | dump_header | __alloc_pages_slowpath\w*
+  | alloc_pages_mpol\w*
+  | rcu_dump_cpu_stacks | print_cpu_stall\w* | check_cpu_stall | rcu_sched_clock_irq
+  | nmi_cpu_backtrace\w* | nmi_trigger_cpumask_backtrace | arch_trigger_cpumask_backtrace
+  | trigger_single_cpu_backtrace | watchdog_timer_fn | watchdog_overflow_callback
+  | check_hung_uninterruptible_tasks | watchdog | check_hung_task
+)$""", re.X | re.A)
+# For a hung task, also the waiting itself: the culprit is what waits.
+_WAITING = re.compile(r"""(?:
+    __schedule | schedule\w* | io_schedule\w* | __switch_to\w* | context_switch | preempt_\w+
+  | wait_for_completion\w* | __wait_for_common | do_wait_for_common | wait_for_common\w*
+  | __mutex_lock\w* | mutex_lock\w* | __rwsem_\w+ | rwsem_down_\w+ | down_read\w*
+  | down_write\w* | __down\w* | down | down_\w+ | rt_mutex\w* | __rt_mutex\w*
+  | __wait_on_bit\w* | out_of_line_wait_on_bit\w* | bit_wait\w* | folio_wait\w*
+  | __folio_lock\w* | wait_on_page_bit\w* | __lock_page\w* | io_wait_event\w*
+  | __flush_work | flush_work | __flush_workqueue | flush_workqueue | synchronize_rcu\w*
+  | __synchronize_srcu | synchronize_srcu\w* | __wait_rcu_gp | wait_rcu_gp | percpu_\w+
+  | _raw_spin_lock\w* | _raw_read_lock\w* | _raw_write_lock\w* | queued_\w+
+  | native_queued_\w+ | do_raw_spin_lock | __pv_queued_\w+
+)$""", re.X | re.A)
+# Kinds whose culprit is where the CPU was: the faulting/stuck instruction.
+_IP_KINDS = ("oops", "soft-lockup", "hard-lockup", "rcu-stall")
+# Kinds whose title names the culprit ("KASAN: use-after-free in f+0x1/0x2").
+_TITLE_KINDS = ("kasan", "kfence", "kcsan", "kmsan")
+
+
+@dataclass
+class Splat:
+    kind: str
+    title: str
+    stack: list[str]
+    timestamp: float | None
+    culprit: str | None = None
+    line: int | None = None  # 1-based, in the log as given
+    panic: bool = False  # the event ended in a panic (its "Kernel panic" line folded in)
+    parts: list[str] = field(default_factory=list)  # the other lines folded in
+
+    @property
+    def crash(self) -> bool:
+        return self.kind in CRASH_KINDS or self.panic
+
+    def record(self) -> dict[str, object]:
+        """The event as `vmtest dmesg --json` lists it."""
+        return {"type": "splat", "kind": self.kind, "title": self.title,
+                "culprit": self.culprit, "crash": self.crash, "panic": self.panic,
+                "line": self.line, "timestamp": self.timestamp, "stack": self.stack,
+                "parts": self.parts}
+
+
+def classify(line: str) -> tuple[str, str, str] | None:
+    """(kind, title, role) of a line that may open a splat, or None."""
+    for kind, pattern, role in _CLASSES:
+        m = pattern.match(line)
+        if m:
+            return kind, m.group(1).strip(), role
+    return None
+
+
+def _function(frame: str) -> str:
+    """"f.isra.0+0x1/0x2" -> "f"."""
+    return frame.split("+", 1)[0].split(".", 1)[0]
+
+
+def _line_of(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def _previous_line(text: str, line_start: int) -> str:
+    if line_start <= 0:
+        return ""
+    return _line_of(text, line_start - 1)
+
+
+def _is_report(text: str, line_start: int) -> bool:
+    """A bare "WARNING: message" is a report (lockdep-like) only when a separator of "="
+    stands on the line before it, without its time prefix."""
+    prev = _previous_line(text, line_start)
+    prev = prev[prev.find("] ") + 2:] if prev.startswith("[") and "] " in prev else prev
+    return bool(_SEPARATOR.match(prev.strip())) and len(prev.strip()) >= 10
+
+
+@dataclass
+class _Event:
+    splat: Splat
+    start: int  # where its first line ends in the text
+    line_no: int
+    role: str
+    oops_joined: bool = False
+
+
+def events(text: str, candidates: list[tuple[int, str, float | None]],
+           line_numbers: list[int]) -> list[Splat]:
+    """The splats of `text` ("\\n" + the normalised log) from the candidate lines
+    (end of the line in text, the line without prefix, its time) in text order;
+    line_numbers[i]: the 1-based line of candidate i."""
+    out: list[_Event] = []
+    for (end, line, ts), line_no in zip(candidates, line_numbers, strict=True):
+        found = classify(line)
+        if found is None:
+            continue
+        kind, title, role = found
+        if role == "report":
+            if not _is_report(text, end - len(line)):
+                continue
+            role = ""
+        last = out[-1] if out else None
+        if last is not None:
+            gap = line_no - last.line_no
+            if role == "fault" and last.role == "fault" and not last.oops_joined \
+                    and gap <= 3:  # "kernel tried to execute..." + "BUG: unable to handle..."
+                last.splat.parts.append(line)
+                continue
+            if role == "oops" and last.role == "fault" and not last.oops_joined \
+                    and gap <= _OOPS_WINDOW:
+                last.oops_joined = True
+                last.splat.parts.append(line)
+                continue
+            if role == "panic" and not last.splat.panic and gap <= _PANIC_WINDOW \
+                    and _CAUSED_PANIC.search(title):
+                last.splat.panic = True
+                last.splat.parts.append(line)
+                continue
+            if role == "oom-kill" and last.role == "oom" and not last.oops_joined:
+                last.oops_joined = True
+                last.splat.parts.append(line)
+                continue
+        out.append(_Event(Splat(kind, title, [], ts, line=line_no), end, line_no, role))
+    for i, event in enumerate(out):
+        stop = out[i + 1].start - len(_line_of(text, out[i + 1].start - 1)) \
+            if i + 1 < len(out) else len(text)
+        _read_stack(text, event.splat, event.start, max(stop, event.start))
+    return [e.splat for e in out]
+
+
+def _read_stack(text: str, splat: Splat, start: int, stop: int) -> None:
+    """The event's stack (the faulting instruction first, then up to 8 frames) and its
+    culprit, from the lines in text[start:stop] up to an end marker or STACK_WINDOW."""
+    ips: list[str] = []
+    frames: list[tuple[str, bool]] = []
+    pos = start
+    for _ in range(STACK_WINDOW):
+        if pos >= stop:
+            break
+        nl = text.find("\n", pos + 1)
+        end = stop if nl < 0 or nl > stop else nl
+        line = text[pos + 1:end]
+        pos = end
+        if line.startswith("[") and "] " in line[:40]:
+            line = line[line.index("] ") + 2:]
+        if line.startswith(_END):
+            break
+        if m := _IP.match(line):
+            ips.append(m.group("f"))
+            continue
+        if m := _FRAME.fullmatch(line.rstrip()) or _FRAME.match(line):
+            frames.append((m.group("f"), m.group("q") is None and m.group("u") is None))
+    every = [f for f, _ in frames]
+    splat.stack = (ips[:1] + [f for f in every if not ips or f != ips[0]])[:8]
+    splat.culprit = _culprit(splat, ips, [f for f, ok in frames if ok] or every)
+
+
+def _culprit(splat: Splat, ips: list[str], frames: list[str]) -> str | None:
+    if splat.kind in _TITLE_KINDS and (m := _TITLE_FUNC.search(splat.title)):
+        return m.group(1)
+    if splat.kind == "warning" and (m := re.search(r"\b(" + _FUNC + ")", splat.title)):
+        return _function(m.group(1))
+    fault = splat.kind in _IP_KINDS or splat.title.startswith(("kernel BUG", "Kernel bug"))
+    if ips and (fault or splat.kind == "warning"):
+        return _function(ips[0])
+    for frame in frames:
+        name = _function(frame)
+        if _MACHINERY.match(name):
+            continue
+        if splat.kind == "hung-task" and _WAITING.match(name):
+            continue
+        return name
+    return _function(ips[0]) if ips else None

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from vmtest.collect import dmesg
 
-LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "logs"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+LOGS = DATA / "logs"
+PUBLIC = DATA / "dmesg-corpus"
 
 
-def corpus(target_mb: int = 64, pattern: str = "*") -> str:
-    parts = [p.read_text(errors="replace") for p in sorted(LOGS.glob(pattern))]
+def corpus(target_mb: int = 64, pattern: str = "*", folder: Path = LOGS) -> str:
+    parts = [p.read_text(errors="replace") for p in sorted(folder.glob(pattern))]
     text = "\n".join(parts)
     reps = max(1, target_mb * 2**20 // max(1, len(text)))
     return "\n".join([text] * reps)
@@ -42,7 +44,9 @@ def measure(name: str, text: str) -> None:
 
 
 def main() -> int:
-    measure("corpus (every recorded log)", corpus())
+    measure("corpus (every recorded log of vmtest's guests)", corpus())
+    # Logs people published (bug reports, mailing lists, syzbot): every prefix form.
+    measure("public corpus (tests/data/dmesg-corpus)", corpus(32, "*.log", PUBLIC))
     # The densest real case: an unpatched CMA run, where nearly every line after boot is
     # a summary, a migrate_fail or a dump_page() line.
     measure("dense (unpatched 6.1 cma-stress dmesg only)",

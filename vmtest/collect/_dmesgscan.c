@@ -96,7 +96,7 @@ static const char *skip_hex(const char *p, const char *e)
     return p;
 }
 
-/* _PFX: "<N>", a /dev/kmsg header "a,b,c,...;", a "[   s.us] " timestamp, each optional,
+/* _PFX: blanks, "<N>", a /dev/kmsg header "a,b,c,...;", a "[   s.us] " timestamp, each optional,
  * taken when it matches (the group is atomic). Returns where the line's text starts. */
 static const char *prefix(const char *p, const char *e, Span *ts)
 {
@@ -104,6 +104,8 @@ static const char *prefix(const char *p, const char *e, Span *ts)
     int i;
 
     ts->p = ts->e = NULL;
+    while (p < e && (*p == ' ' || *p == '\t'))
+        p++;
     if (p < e && *p == '<') {
         q = skip_digits(p + 1, e);
         if (q > p + 1 && q < e && *q == '>')
@@ -1117,6 +1119,20 @@ static const char *const LEVELS[] = {
     "emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", NULL,
 };
 
+/* [p, q) is one of FACILITIES (a cheap test before word_colon()) */
+static int is_facility(const char *p, const char *q)
+{
+    const char *const *w;
+    size_t n = q - p;
+
+    if (n < 3 || n > 8)
+        return 0;
+    for (w = FACILITIES; *w; w++)
+        if ((*w)[0] == *p && strlen(*w) == n && memcmp(*w, p, n) == 0)
+            return 1;
+    return 0;
+}
+
 /* " *:" after a word of `words` at p: where it ends, or NULL */
 static const char *word_colon(const char *p, const char *e, const char *const *words)
 {
@@ -1135,6 +1151,35 @@ static const char *word_colon(const char *p, const char *e, const char *const *w
     return NULL;
 }
 
+/* At a "[": a caller id "\[ *[TC]\d+\] ?" or Android's "\[\d+:[^\]]*:\d+\] ?": where it
+ * ends, or NULL. */
+static const char *bracket_id(const char *p, const char *e)
+{
+    const char *q = p + 1, *r, *rb, *c1, *c2;
+
+    while (q < e && *q == ' ')
+        q++;
+    if (q < e && (*q == 'T' || *q == 'C')) {
+        r = skip_digits(q + 1, e);
+        if (r > q + 1 && r < e && *r == ']')
+            return opt_space(r + 1, e);
+        return NULL;
+    }
+    q = p + 1;
+    rb = memchr(q, ']', e - q);
+    if (rb == NULL || q >= e || !is_digit(*q))
+        return NULL;
+    c1 = skip_digits(q, e);
+    if (c1 >= rb || *c1 != ':')
+        return NULL;
+    c2 = rb;
+    while (c2 > c1 && is_digit(c2[-1]))
+        c2--;
+    if (c2 < rb && c2 - 1 > c1 && c2[-1] == ':')
+        return opt_space(rb + 1, e);
+    return NULL;
+}
+
 /* One _STEP at p. Returns where it ends (NULL: none) and sets *form; for a time, the
  * span of "[ *digits.digits" in *stamp. */
 static const char *step(const char *p, const char *e, int *form, Span *stamp)
@@ -1143,6 +1188,16 @@ static const char *step(const char *p, const char *e, int *form, Span *stamp)
 
     if (p >= e)
         return NULL;
+    if (*p == ' ') {            /* only a caller id may come after more blanks */
+        q = p;
+        while (q < e && *q == ' ')
+            q++;
+        if (q < e && *q == '[' && (r = bracket_id(q, e)) != NULL) {
+            *form = F_CALLER;
+            return r;
+        }
+        return NULL;
+    }
     if (*p == '>') {
         *form = F_QUOTE;
         return opt_space(p + 1, e);
@@ -1255,12 +1310,9 @@ static const char *step(const char *p, const char *e, int *form, Span *stamp)
             }
             return NULL;
         }
-        if (q < e && (*q == 'T' || *q == 'C')) {     /* caller id */
-            r = skip_digits(q + 1, e);
-            if (r > q + 1 && r < e && *r == ']') {
-                *form = F_CALLER;
-                return opt_space(r + 1, e);
-            }
+        if ((r = bracket_id(p, e)) != NULL) {
+            *form = F_CALLER;
+            return r;
         }
         q = p + 1;
         /* dmesg -T: [Mon Nov 29 12:00:00 2026] */
@@ -1280,33 +1332,49 @@ static const char *step(const char *p, const char *e, int *form, Span *stamp)
         }
         return NULL;
     }
-    /* syslog: [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?\  */
-    if (month_like(p, e) && e - p >= 16 && p[3] == ' ' && (p[4] == ' ' || is_digit(p[4]))
-            && is_digit(p[5]) && p[6] == ' ' && clock_at(p + 7, e)) {
-        q = p + 15;
-        if (q < e && *q == '.') {
-            r = skip_digits(q + 1, e);
-            if (r > q + 1)
-                q = r;
-        }
+    /* syslog: [^\s\d\[<>]\S* +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?\  (a month, in any language) */
+    if (!is_space(*p) && !is_digit(*p) && *p != '[' && *p != '<' && *p != '>') {
+        q = p;
+        while (q < e && !is_space(*q))
+            q++;
         if (q < e && *q == ' ') {
-            *form = F_SYSLOG;
-            return q + 1;
+            while (q < e && *q == ' ')
+                q++;
+            r = skip_digits(q, e);
+            if (r > q && r - q <= 2 && r < e && *r == ' ' && clock_at(r + 1, e)) {
+                q = r + 9;
+                if (q < e && *q == '.') {
+                    r = skip_digits(q + 1, e);
+                    if (r > q + 1)
+                        q = r;
+                }
+                if (q < e && *q == ' ') {
+                    *form = F_SYSLOG;
+                    return q + 1;
+                }
+            }
         }
     }
-    /* dmesg -x: facility *:level *: ? */
-    if ((q = word_colon(p, e, FACILITIES)) != NULL
-            && (q = word_colon(q, e, LEVELS)) != NULL) {
-        *form = F_DMESGX;
-        return opt_space(q, e);
-    }
-    /* host kernel: (?:[\w.-]+ )?kernel: ? */
+    /* a word: a dmesg -x facility (facility *:level *: ?), or a host before " kernel:"
+     * ((?:[\w.-]+ )?kernel: ?) */
     q = p;
     while (q < e && (is_word(*q) || *q == '.' || *q == '-'))
         q++;
-    if (q > p && q < e && *q == ' ' && STARTS(q + 1, e, "kernel:")) {
-        *form = F_HOSTKERNEL;
-        return opt_space(q + 8, e);
+    if (q > p) {
+        r = q;
+        while (r < e && *r == ' ')
+            r++;
+        if (r < e && *r == ':' && is_facility(p, q)) {
+            const char *x = word_colon(p, e, FACILITIES);
+            if (x != NULL && (x = word_colon(x, e, LEVELS)) != NULL) {
+                *form = F_DMESGX;
+                return opt_space(x, e);
+            }
+        }
+        if (q < e && *q == ' ' && STARTS(q + 1, e, "kernel:")) {
+            *form = F_HOSTKERNEL;
+            return opt_space(q + 8, e);
+        }
     }
     if (STARTS(p, e, "kernel:")) {
         *form = F_HOSTKERNEL;
@@ -1358,13 +1426,16 @@ static int out_put(Out *o, const char *p, Py_ssize_t n)
     return 0;
 }
 
-/* _line(): one line [p, le) into o; *changed set when it differs from the input. */
-static int norm_line(const char *p, const char *le, Out *o, Py_ssize_t *counts, int *changed)
+/* _line(): one line [p, le). Returns 0 when it stays as it is, else 1 with the time to
+ * put in front (*stamp, p NULL for none) and where the rest starts (*rest). */
+static int norm_line(const char *p, const char *le, Py_ssize_t *counts, Span *stamp,
+                     const char **rest)
 {
     const char *pos = p, *q;
-    int nfound = 0, form, glued = 0, indent = 0, plain = 1, last_plain = -1;
-    Span stamp = {NULL, NULL}, sp;
+    int nfound = 0, form, glued = 0, indent, plain = 1, last_plain = -1, rank;
+    Span sp;
 
+    stamp->p = stamp->e = NULL;
     while (pos < le && (*pos == ' ' || *pos == '\t'))
         pos++;
     indent = pos > p;
@@ -1381,14 +1452,12 @@ static int norm_line(const char *p, const char *le, Out *o, Py_ssize_t *counts, 
             continue;
         }
         counts[form]++;
-        if ((form == F_TIME || form == F_DELTA) && stamp.p == NULL)
-            stamp = sp;
-        {
-            int rank = form == F_PRIORITY ? 0 : form == F_KMSG ? 1 : form == F_TIME ? 2 : -1;
-            if (rank <= last_plain)
-                plain = 0;
-            last_plain = rank;
-        }
+        if ((form == F_TIME || form == F_DELTA) && stamp->p == NULL)
+            *stamp = sp;
+        rank = form == F_PRIORITY ? 0 : form == F_KMSG ? 1 : form == F_TIME ? 2 : -1;
+        if (rank <= last_plain)
+            plain = 0;
+        last_plain = rank;
         nfound++;
         pos = q;
     }
@@ -1396,19 +1465,16 @@ static int norm_line(const char *p, const char *le, Out *o, Py_ssize_t *counts, 
         counts[F_INDENT]++;
     if (glued)
         counts[F_GLUED]++;
-    if (pos == p || (!indent && !glued && plain))
-        return out_put(o, p, le - p);
-    *changed = 1;
-    if (stamp.p != NULL && (out_put(o, stamp.p, stamp.e - stamp.p) < 0
-                            || out_put(o, "] ", 2) < 0))
-        return -1;
-    return out_put(o, pos, le - pos);
+    if (!glued && plain)
+        return 0;               /* nothing to take off, or only what the scan reads */
+    *rest = pos;
+    return 1;
 }
 
 static PyObject *py_normalize(PyObject *module, PyObject *text)
 {
     Py_ssize_t n, counts[F_COUNT] = {0};
-    const char *t, *p, *e, *le;
+    const char *t, *p, *e, *le, *pend;
     Out o = {NULL, 0, 0};
     int changed = 0, i;
     PyObject *out = NULL, *dict = NULL, *result = NULL;
@@ -1422,20 +1488,38 @@ static PyObject *py_normalize(PyObject *module, PyObject *text)
     if (t == NULL)
         return NULL;
     e = t + n;
-    o.cap = n + 64;
-    o.buf = PyMem_Malloc(o.cap);
-    if (o.buf == NULL)
-        return PyErr_NoMemory();
+    pend = t;
+    /* Lines that stay are copied in runs, and only once a line has changed. */
     for (p = t;; p = le + 1) {
+        Span stamp;
+        const char *rest;
+
         le = line_end(p, e);
-        if (norm_line(p, le, &o, counts, &changed) < 0)
-            goto out;
+        if (norm_line(p, le, counts, &stamp, &rest)) {
+            if (!changed) {
+                o.cap = n + 64;
+                o.buf = PyMem_Malloc(o.cap);
+                if (o.buf == NULL) {
+                    PyErr_NoMemory();
+                    goto out;
+                }
+                changed = 1;
+            }
+            if (out_put(&o, pend, p - pend) < 0)
+                goto out;
+            if (stamp.p != NULL && (out_put(&o, stamp.p, stamp.e - stamp.p) < 0
+                                    || out_put(&o, "] ", 2) < 0))
+                goto out;
+            if (out_put(&o, rest, le - rest) < 0)
+                goto out;
+            pend = le;
+        }
         if (le >= e)
             break;
-        if (out_put(&o, "\n", 1) < 0)
-            goto out;
     }
     if (changed) {
+        if (out_put(&o, pend, e - pend) < 0)
+            goto out;
         out = PyUnicode_DecodeUTF8(o.buf, o.len, "strict");
     } else {
         out = text;

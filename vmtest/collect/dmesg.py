@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import quopri
 import re
 import statistics
 from collections import Counter
@@ -90,8 +91,9 @@ _SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation failure: ",
 # Stack lines are read only after a splat; "callbacks suppressed" lines are found by
 # str.find (their marker ends the line).
 #
-# A line's prefix: "<4>", a /dev/kmsg record header, a "[    1.234567] " timestamp.
-_PFX = r"(?>(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
+# A line's prefix (after logprefix.normalize()): blanks, "<4>", a /dev/kmsg record header,
+# a "[    1.234567] " timestamp.
+_PFX = r"(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
 _LINE_PREFIX = re.compile(_PFX, re.A)
 # A dump_page() head, as kernels 4.x-6.x print it: "page:%p count:..." (4.x, mapping
@@ -182,11 +184,14 @@ class Dump:
                 return "shmem"  # a shmem page in the swap cache: swap_aops, swapbacked
             return "file"
         mapping = self.mapping or ""
+        null = mapping.strip("0") in ("", "(null)")
+        if "slab" in self.flags:
+            return "other"
         if _REAL_POINTER.match(mapping) and int(mapping[-1], 16) & 1:
             return "anon"  # PAGE_MAPPING_ANON in an unhashed pointer (4.x, 5.x %px)
-        if swapbacked:
-            return "shmem"
-        return "other" if mapping.strip("0") in ("", "(null)") else "file"
+        if swapbacked:  # shmem keeps its mapping; a freed anon page has none
+            return "anon" if null else "shmem"
+        return "other" if null else "file"
 
     @property
     def mapped(self) -> bool:
@@ -235,6 +240,9 @@ class DmesgReport:
     offline_failures: list[dict[str, Any]] = field(default_factory=list)
     suppressed: dict[str, int] = field(default_factory=dict)
     dropped: int = 0  # "** N printk messages dropped **"
+    # Each loss marker line: what ("callbacks-suppressed", "messages-dropped"), where
+    # (the rate-limited function), count.
+    loss_markers: list[dict[str, Any]] = field(default_factory=list)
     splats: list[Splat] = field(default_factory=list)
     lines: int = 0
     # Which line prefixes the log had (logprefix.FORMS), and how many lines each.
@@ -301,10 +309,7 @@ class DmesgReport:
         out += [{"type": "migrate-failure", "pfn": hex(f["pfn"]), "errno": f["rc"]}
                 for f in self.hotplug_migrate_failures]
         out += [{"type": "isolate-failure", "pfn": hex(p)} for p in self.hotplug_isolate_failures]
-        out += [{"type": "loss", "what": "callbacks-suppressed", "where": k, "count": n}
-                for k, n in self.suppressed.items()]
-        if self.dropped:
-            out.append({"type": "loss", "what": "messages-dropped", "count": self.dropped})
+        out += [{"type": "loss", **m} for m in self.loss_markers]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,6 +420,8 @@ class _Parser:
         self.pending_rc: int | None = None
         # Lines that may open a splat: (where the line ends in text, line, time text).
         self.splat_lines: list[tuple[int, str, str | None]] = []
+        # The 1-based line of the log each line of text came from, where lines were joined.
+        self.origin: list[int] | None = None
 
     def scan(self, start: int, end: int) -> None:
         report = self.report
@@ -575,6 +582,8 @@ class _Parser:
             count += text.count("\n", last, end)
             last = end
             numbers.append(count)
+        if self.origin is not None:  # lines joined by _unwrap(): the log's own numbers
+            numbers = [self.origin[n - 1] for n in numbers]
         self.report.splats = splat_events(
             text, [(end, line, _float(ts)) for end, line, ts in self.splat_lines], numbers)
 
@@ -590,10 +599,17 @@ class _Parser:
                 pm = _LINE_PREFIX.match(text, start)
                 if pm and (sm := pattern.match(text, pm.end(), pos + len(marker))):
                     if pattern is _DROPPED:
-                        self.report.dropped += int(sm.group(1))
+                        count = int(sm.group(1))
+                        self.report.dropped += count
+                        self.report.loss_markers.append(
+                            {"what": "messages-dropped", "where": None, "count": count})
                     else:
+                        count = int(sm.group(2))
                         self.report.suppressed[sm.group(1)] = \
-                            self.report.suppressed.get(sm.group(1), 0) + int(sm.group(2))
+                            self.report.suppressed.get(sm.group(1), 0) + count
+                        self.report.loss_markers.append(
+                            {"what": "callbacks-suppressed", "where": sm.group(1),
+                             "count": count})
                 pos = text.find(marker, pos + len(marker))
 
 
@@ -615,6 +631,57 @@ def _starts_at_boot(text: str) -> bool:
         return True
     m = re.search(r"^\[\ *(\d+\.\d+)\]", head, re.M | re.A)
     return m is not None and float(m.group(1)) == 0.0
+
+
+# A log pasted into a mail and stored still encoded quoted-printable ("=" soft line
+# breaks, "=3D" for "="): decoded first.
+_QP_HINT = re.compile(r"=(?:3D|20|09)")
+
+
+def _unquote(text: str) -> tuple[str, int]:
+    """The text decoded from quoted-printable where it is that, and its soft breaks."""
+    breaks = text.count("=\n")
+    if not breaks or not _QP_HINT.search(text):
+        return text, 0
+    raw = quopri.decodestring(text.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "replace"), breaks
+
+
+# A log pasted into a mail or a terminal is often wrapped at a fixed width: a kernel
+# line goes on in the next line without a prefix. Only a short text whose lines are
+# nearly all short and mostly carry a printk time is taken for one.
+_WRAP_MAX_TEXT = 1 << 20
+_WRAP_MAX_LINE = 82  # mail clients wrap at 72-80 columns
+_STAMPED = re.compile(r"\[\ *\d+\.\d+\]", re.A)
+_STANDALONE = tuple(SPLAT_STARTS) + CMA_STARTS + ("page:", "page dumped because:", "---[",
+                                                  "Call Trace", "Call trace", "<", "[")
+
+
+def _unwrap(text: str) -> tuple[str, list[int] | None]:
+    """The lines of a wrapped log joined again (see above), and for each joined line the
+    line of the log it starts on; (text, None) where the log is not wrapped."""
+    if len(text) > _WRAP_MAX_TEXT:
+        return text, None
+    lines = text.split("\n")
+    if sum(len(line) > _WRAP_MAX_LINE for line in lines) * 100 > len(lines):
+        return text, None  # more than 1 line in 100 longer than a wrapped one
+    stamped = [bool(_STAMPED.match(line)) for line in lines]
+    if sum(stamped) < max(3, len(lines) // 3):
+        return text, None
+    out: list[str] = []
+    origin: list[int] = []
+    open_line = False  # the last line out is a stamped one that may go on
+    for number, (line, has_stamp) in enumerate(zip(lines, stamped, strict=True), 1):
+        if open_line and not has_stamp and line and not line.startswith(_STANDALONE) \
+                and not _LINE_PREFIX.match(line).end() and len(out[-1]) >= 30:  # type: ignore[union-attr]
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+            continue
+        out.append(line)
+        origin.append(number)
+        open_line = has_stamp
+    if len(out) == len(lines):
+        return text, None
+    return "\n".join(out), origin
 
 
 def normalize(text: str, native: bool) -> tuple[str, dict[str, int]]:
@@ -640,9 +707,16 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     if "\r" in text:
         text = text.replace("\r", "")
     report.lines = text.count("\n") + 1
+    text, soft_breaks = _unquote(text)
     text, report.prefixes = normalize(text, compiled)
+    if soft_breaks:
+        report.prefixes["quoted-printable"] = soft_breaks
     report.starts_at_boot = _starts_at_boot(text)
+    text, origin = _unwrap(text)
+    if origin is not None:
+        report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
     parser = _Parser("\n" + text, report)
+    parser.origin = origin
     # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
     # would walk them again and again (a third of the time).
     gc_was_enabled = gc.isenabled()

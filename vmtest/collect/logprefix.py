@@ -7,9 +7,9 @@ glued in front of it on a serial console. `normalize()` takes each line's prefix
 and leaves "[<time>] <message>" (the time where the kernel printed one) or the bare
 message, and counts which prefix forms it found.
 
-Lines already in the scan's own form -- an optional "<N>" priority, an optional
-/dev/kmsg header and an optional "[   s.us]" time -- are left exactly as they are, so a
-log that needs nothing comes back as the same object.
+Lines already in the scan's own form -- leading blanks, then an optional "<N>" priority,
+an optional /dev/kmsg header and an optional "[   s.us]" time -- are left exactly as
+they are, so a log that needs nothing comes back as the same object.
 
 This module is the specification; _dmesgscan.c's normalize() implements it step for
 step (tests/unit/test_dmesg_native.py checks both agree).
@@ -30,8 +30,9 @@ FORMS = ("priority", "kmsg", "syslog", "iso", "host-kernel", "dmesg-x", "printk-
 _STEP = re.compile(r"""(?:
     <(?P<priority>\d{1,3})>
   | (?P<kmsg>\d+,\d+,\d+,[^;\n]*;)
-    # "Nov 29 12:00:00[.123456] " (BSD syslog, journalctl's short forms)
-  | (?P<syslog>[A-Z][a-z]{2}\ [\ \d]\d\ \d\d:\d\d:\d\d(?:\.\d+)?\ )
+    # "Nov 29 12:00:00[.123456] " (BSD syslog, journalctl's short forms; a month in the
+    # host's language: "heinä 04 18:52:54")
+  | (?P<syslog>[^\s\d\[<>]\S*\ +\d{1,2}\ \d\d:\d\d:\d\d(?:\.\d+)?\ )
     # "2026-11-29T12:00:00[.,]123456+01:00 " (journalctl -o short-iso, dmesg --time-format iso)
   | (?P<iso>\d{4}-\d\d-\d\d[T\ ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\ +)
     # a viewer's line number before a syslog date or a printk time
@@ -44,7 +45,9 @@ _STEP = re.compile(r"""(?:
   | (?P<relative>\[(?:\ *\+\d+\.\d+|<\ *\d+\.\d+>)\]\ ?)
   | (?P<dmesgT>\[[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [\ \d]\d\ \d\d:\d\d:\d\d\ \d{4}\]\ ?)
   | (?P<dmesgH>\[[A-Z][a-z]{2}\d\d\ \d\d:\d\d\]\ ?)
-  | (?P<caller>\[\ *[TC]\d+\]\ ?)
+    # "[T123]", "[    C1]", and Android's "[cpu:  comm:pid]", maybe after more blanks
+  | (?P<caller>\ *\[\ *[TC]\d+\]\ ?)
+  | (?P<android>\ *\[\d+:[^\]\n]*:\d+\]\ ?)
     # mail quoting ("> ", ">> ")
   | (?P<quote>>\ ?)
     # "myhost kernel: ", "kernel: "
@@ -52,7 +55,7 @@ _STEP = re.compile(r"""(?:
 )""", re.X | re.A)
 _NAMES = {"priority": "priority", "kmsg": "kmsg", "syslog": "syslog", "iso": "iso",
           "dmesgx": "dmesg-x", "time": "printk-time", "delta": "delta", "relative": "relative",
-          "dmesgT": "dmesg-T", "dmesgH": "dmesg-H", "caller": "caller-id",
+          "dmesgT": "dmesg-T", "dmesgH": "dmesg-H", "caller": "caller-id", "android": "caller-id",
           "quote": "quote", "lineno": "line-number",
           "hostkernel": "host-kernel"}
 # A printk time after other text on the line: kernel output glued to user-space output
@@ -93,8 +96,8 @@ def _line(line: str, counts: Counter[str]) -> str:
         counts["indent"] += 1
     if glued:
         counts["glued"] += 1
-    if pos == 0 or (not im and not glued and found == [k for k in _PLAIN if k in found]):
-        return line
+    if not glued and found == [k for k in _PLAIN if k in found]:
+        return line  # nothing to take off, or only what the scan reads itself
     rest = line[pos:]
     return f"{stamp} {rest}" if stamp is not None else rest
 

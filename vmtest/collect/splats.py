@@ -37,7 +37,8 @@ _CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("kmsan", r"BUG: (KMSAN: .*)", ""),
         ("soft-lockup", r"(?:(?:NMI )?watchdog: )?BUG: (soft lockup - .*)", ""),
         ("soft-lockup", r"BUG: (workqueue lockup - .*)", ""),
-        ("hard-lockup", r"(?:NMI )?watchdog: (Watchdog detected hard LOCKUP.*)", ""),
+        ("hard-lockup", r"(?:NMI )?watchdog: ((?:CPU\d+: )?Watchdog detected hard LOCKUP.*)",
+         ""),
         ("oops", r"BUG: ((?:kernel NULL pointer dereference|unable to handle|Unable to handle"
                  r"|Kernel NULL pointer|Kernel access|Kernel bad access|Kernel instruction"
                  r"|Kernel data access|stack guard page).*)", "fault"),
@@ -50,10 +51,9 @@ _CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
                  r"|double fault|kernel stack overflow)\b.*)", "oops"),
         ("warning", r"WARNING: (?:CPU: \d+ PID: \d+ at |at )(.*)", ""),
         # lockdep's and the unwinder's reports (a "WARNING: " line that is just a
-        # message, e.g. a deprecation notice, is not a splat: see _is_report())
+        # message, e.g. a deprecation notice between "=" lines, is not a splat)
         ("warning", r"WARNING: ((?:possible|suspicious|inconsistent|bad unlock|held lock"
                     r"|lock held|nested lock|[A-Z]+IRQ-|kernel stack|stack recursion).*)", ""),
-        ("warning", r"WARNING: (.*)", "report"),
         ("hung-task", r"INFO: (task .* blocked for more than .*)", ""),
         ("rcu-stall", r"(?:rcu: )?INFO: (rcu_\w+ .*stall.*)", ""),
         ("ubsan", r"UBSAN: (.*)", ""),
@@ -65,6 +65,8 @@ _CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
 _CAUSED_PANIC = re.compile(r"Fatal exception|panic_on_warn|panic_on_oops|hung_task|softlockup"
                            r"|hard ?LOCKUP|RCU Stall|Oops|Attempted to kill init|kernel BUG"
                            r"|KASAN|KFENCE|UBSAN|Aiee|corrupted stack end", re.I)
+# A fault's first line that only announces the headline after it.
+_PREFACE = re.compile(r"(?:kernel tried to execute|Kernel attempted to)")
 # How far (lines) an Oops line may follow its fault, and a panic the splat it ends.
 _OOPS_WINDOW = 80
 _PANIC_WINDOW = 400
@@ -74,16 +76,26 @@ STACK_WINDOW = 200
 _FUNC = r"[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+"
 # The faulting instruction: x86 RIP/EIP/IP (kernel segments only), arm64/riscv pc/epc,
 # arm/old arm64 "PC is at", powerpc NIP, with or without the address before the symbol.
-_IP = re.compile(r"""[ \t]*(?:
-        RIP:\ (?!0033:|0023:|e033:|e02b:)(?:[0-9a-f]{4}:)?
+_IP = (r"""(?:RIP:\ (?!0033:|0023:|e033:|e02b:)(?:[0-9a-f]{4}:)?
       | EIP:\ (?:[0-9a-f]{4}:)? | EIP\ is\ at\ | IP:\ | pc\ :\ | epc\ :\ | PC\ is\ at\ | NIP\ +)
-    (?:\[<?[0-9a-f]+>?\]\ +)*(?P<f>""" + _FUNC + ")", re.X | re.A)
+    (?:\[<?[0-9a-f]+>?\]\ +)*(?P<ip>""" + _FUNC + ")")
 # A stack frame: "[<address>] " and powerpc's "[sp] [ip] " before, "? " (x86) or
 # " (unreliable)" (powerpc) marking a guess.
-_FRAME = re.compile(r"[ \t]*(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?(?P<f>" + _FUNC
-                    + r")(?P<u>\ \(unreliable\))?", re.A)
-_END = ("---[ end", "Kernel Offset:")
-_SEPARATOR = re.compile(r"=+$")
+_FRAME = (r"(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?(?P<f>" + _FUNC
+          + r")(?P<u>\ \(unreliable\))?")
+# The lines after a splat that matter, each at a line start after the (normalised)
+# prefix: its end, a "Call Trace:" header, an interrupt context marker ("<IRQ>",
+# "</IRQ>", "<EOI>") with or without a frame after it, the faulting instruction, a frame.
+_TAIL = re.compile(r"""\n(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *\d+\.\d+\]\ ?)?)
+    (?:(?P<end>---\[\ end|Kernel\ Offset:)
+     | [ \t]*(?P<hdr>Call\ Trace:?|Call\ trace:|Backtrace:)[ \t]*(?=\n|\Z)
+     | [ \t]*(?:<(?P<ctx>/?[A-Z]+)>[ \t]*)?(?:""" + _IP + "|" + _FRAME + r""")?)""",
+                   re.X | re.A)
+# At most STACK_WINDOW lines of a splat are read, and its frames up to this many after
+# its call trace header (the culprit is among the first).
+_FRAMES_READ = 48
+# At most STACK_WINDOW lines of a splat are read.
+_WINDOW = re.compile(r"(?:\n[^\n]*){1,%d}" % STACK_WINDOW)
 _TITLE_FUNC = re.compile(r"\b(?:in|at) (?:\S+:\d+ )?([A-Za-z_]\w*)(?:\.[\w.]*)?(?:\+0x|\b)",
                          re.A)
 
@@ -103,7 +115,9 @@ _MACHINERY = re.compile(r"""(?:
   | kasan_\w+ | __kasan_\w+ | __asan_\w+ | asan_\w+ | print_address_description\w*
   | print_report | describe_object\w* | check_memory_region\w* | check_region_inline
   | memory_is_poisoned\w* | kfence_\w+ | __kfence_\w+ | kcsan_\w+ | __tsan_\w+ | kmsan_\w+
-  | __msan_\w+ | ubsan_\w+ | __ubsan_\w+ | ubsan_epilogue
+  | __msan_\w+ | ubsan_\w+ | __ubsan_\w+ | ubsan_epilogue | handle_overflow
+  | handle_null_ptr_deref | handle_misaligned_access | handle_object_size_mismatch
+  | ubsan_type_mismatch_common
   | bad_page | free_page_is_bad\w* | check_free_page\w* | check_new_page\w* | __dump_page
   | dump_page | print_bad_pte
   | __might_sleep | __might_resched | ___might_sleep | __might_fault | __schedule_bug
@@ -112,6 +126,7 @@ _MACHINERY = re.compile(r"""(?:
   | print_circular_bug\w* | check_noncircular | check_prev_add | check_prevs_add
   | validate_chain | print_usage_bug | mark_lock\w* | print_deadlock_bug | check_deadlock
   | __lockdep_\w+ | lock_is_held_type | debug_check_no_locks_freed
+  | _raw_\w+ | do_raw_\w+ | queued_\w+ | native_queued_\w+ | __pv_queued_\w+
   | warn_alloc\w* | __alloc_pages\w* | alloc_pages\w* | alloc_page_\w+ | __folio_alloc\w*
   | folio_alloc\w* | __get_free_pages\w* | get_zeroed_page | out_of_memory
   | oom_kill_process | __oom_kill_process | dump_header | __alloc_pages_slowpath\w*
@@ -133,6 +148,15 @@ _WAITING = re.compile(r"""(?:
   | __synchronize_srcu | synchronize_srcu\w* | __wait_rcu_gp | wait_rcu_gp | percpu_\w+
   | _raw_spin_lock\w* | _raw_read_lock\w* | _raw_write_lock\w* | queued_\w+
   | native_queued_\w+ | do_raw_spin_lock | __pv_queued_\w+
+)$""", re.X | re.A)
+# For an OOM or an allocation failure, also the allocators: the culprit is their caller.
+_ALLOCATING = re.compile(r"""(?:
+    alloc_slab_page | allocate_slab | new_slab\w* | ___slab_alloc\w* | __slab_alloc\w*
+  | slab_alloc\w* | kmem_cache_alloc\w* | __kmem_cache_alloc\w* | __kmalloc | __kmalloc_node
+  | __kmalloc_track_caller | __kmalloc_node_track_caller | __kmalloc_noprof
+  | __kmalloc_node_noprof | __kmalloc_cache_noprof | kmalloc_trace\w* | kmalloc_large\w*
+  | kmalloc_order\w* | __kmalloc_large\w* | alloc_pages_current | __get_free_pages
+  | __vmalloc\w* | vmalloc\w* | __alloc_pages_bulk\w* | alloc_pages_bulk\w*
 )$""", re.X | re.A)
 # Kinds whose culprit is where the CPU was: the faulting/stuck instruction.
 _IP_KINDS = ("oops", "soft-lockup", "hard-lockup", "rcu-stall")
@@ -183,20 +207,6 @@ def _line_of(text: str, pos: int) -> str:
     return text[start:end if end >= 0 else len(text)]
 
 
-def _previous_line(text: str, line_start: int) -> str:
-    if line_start <= 0:
-        return ""
-    return _line_of(text, line_start - 1)
-
-
-def _is_report(text: str, line_start: int) -> bool:
-    """A bare "WARNING: message" is a report (lockdep-like) only when a separator of "="
-    stands on the line before it, without its time prefix."""
-    prev = _previous_line(text, line_start)
-    prev = prev[prev.find("] ") + 2:] if prev.startswith("[") and "] " in prev else prev
-    return bool(_SEPARATOR.match(prev.strip())) and len(prev.strip()) >= 10
-
-
 @dataclass
 class _Event:
     splat: Splat
@@ -217,16 +227,18 @@ def events(text: str, candidates: list[tuple[int, str, float | None]],
         if found is None:
             continue
         kind, title, role = found
-        if role == "report":
-            if not _is_report(text, end - len(line)):
-                continue
-            role = ""
         last = out[-1] if out else None
         if last is not None:
             gap = line_no - last.line_no
+            if gap <= 2 and title == last.splat.title:  # the same line logged twice
+                continue
             if role == "fault" and last.role == "fault" and not last.oops_joined \
                     and gap <= 3:  # "kernel tried to execute..." + "BUG: unable to handle..."
-                last.splat.parts.append(line)
+                if _PREFACE.match(last.splat.title):  # the headline is the second line
+                    last.splat.parts.append(last.splat.title)
+                    last.splat.title = title
+                else:
+                    last.splat.parts.append(line)
                 continue
             if role == "oops" and last.role == "fault" and not last.oops_joined \
                     and gap <= _OOPS_WINDOW:
@@ -255,26 +267,31 @@ def _read_stack(text: str, splat: Splat, start: int, stop: int) -> None:
     culprit, from the lines in text[start:stop] up to an end marker or STACK_WINDOW."""
     ips: list[str] = []
     frames: list[tuple[str, bool]] = []
-    pos = start
-    for _ in range(STACK_WINDOW):
-        if pos >= stop:
+    trace_at = irq_end_at = -1  # where in frames a "Call Trace:" / the end of an IRQ was
+    window = _WINDOW.match(text, start, stop)
+    for m in _TAIL.finditer(text, start, window.end() if window else start):
+        end, hdr, ctx, ip, guess, frame, unreliable = m.groups()
+        if ctx in ("/IRQ", "EOI") and irq_end_at < 0:
+            irq_end_at = len(frames)
+        if frame is not None:
+            frames.append((frame, guess is None and unreliable is None))
+            if trace_at >= 0 and len(frames) - trace_at >= _FRAMES_READ:
+                break
+        elif ip is not None:
+            ips.append(ip)
+        elif end is not None:
             break
-        nl = text.find("\n", pos + 1)
-        end = stop if nl < 0 or nl > stop else nl
-        line = text[pos + 1:end]
-        pos = end
-        if line.startswith("[") and "] " in line[:40]:
-            line = line[line.index("] ") + 2:]
-        if line.startswith(_END):
-            break
-        if m := _IP.match(line):
-            ips.append(m.group("f"))
-            continue
-        if m := _FRAME.fullmatch(line.rstrip()) or _FRAME.match(line):
-            frames.append((m.group("f"), m.group("q") is None and m.group("u") is None))
+        elif hdr is not None and trace_at < 0:
+            trace_at = len(frames)
+    if trace_at > 0:  # frames before the trace: "Preemption disabled at:", irq stamps
+        frames = frames[trace_at:]
+        irq_end_at = max(irq_end_at - trace_at, -1)
     every = [f for f, _ in frames]
     splat.stack = (ips[:1] + [f for f in every if not ips or f != ips[0]])[:8]
-    splat.culprit = _culprit(splat, ips, [f for f, ok in frames if ok] or every)
+    if splat.kind in _IP_KINDS and not ips and irq_end_at > 0:
+        frames = frames[irq_end_at:]  # a stall seen from a timer interrupt: what it stopped
+    splat.culprit = _culprit(splat, ips, [f for f, ok in frames if ok] or
+                             [f for f, _ in frames])
 
 
 def _culprit(splat: Splat, ips: list[str], frames: list[str]) -> str | None:
@@ -290,6 +307,8 @@ def _culprit(splat: Splat, ips: list[str], frames: list[str]) -> str | None:
         if _MACHINERY.match(name):
             continue
         if splat.kind == "hung-task" and _WAITING.match(name):
+            continue
+        if splat.kind in ("oom", "alloc-failure") and _ALLOCATING.match(name):
             continue
         return name
     return _function(ips[0]) if ips else None

@@ -1473,7 +1473,7 @@ static int norm_line(const char *p, const char *le, Py_ssize_t *counts, Span *st
 
 static PyObject *py_normalize(PyObject *module, PyObject *text)
 {
-    Py_ssize_t n, counts[F_COUNT] = {0};
+    Py_ssize_t n, counts[F_COUNT] = {0}, lines = 0, soft_breaks = 0;
     const char *t, *p, *e, *le, *pend;
     Out o = {NULL, 0, 0};
     int changed = 0, i;
@@ -1495,6 +1495,9 @@ static PyObject *py_normalize(PyObject *module, PyObject *text)
         const char *rest;
 
         le = line_end(p, e);
+        lines++;
+        if (le > p && le[-1] == '=')
+            soft_breaks++;
         if (norm_line(p, le, counts, &stamp, &rest)) {
             if (!changed) {
                 o.cap = n + 64;
@@ -1539,7 +1542,13 @@ static PyObject *py_normalize(PyObject *module, PyObject *text)
         }
         Py_DECREF(v);
     }
-    result = PyTuple_Pack(2, out, dict);
+    {
+        PyObject *nl = PyLong_FromSsize_t(lines), *sb = PyLong_FromSsize_t(soft_breaks);
+        if (nl != NULL && sb != NULL)
+            result = PyTuple_Pack(4, out, dict, nl, sb);
+        Py_XDECREF(nl);
+        Py_XDECREF(sb);
+    }
 out:
     PyMem_Free(o.buf);
     Py_XDECREF(out);
@@ -1549,7 +1558,8 @@ out:
 
 static PyMethodDef methods[] = {
     {"normalize", (PyCFunction)py_normalize, METH_O,
-     "normalize(text): logprefix.py's normalize_regex(), compiled."},
+     "normalize(text) -> (text, prefix counts, lines, lines ending in '='): "
+     "logprefix.py's normalize_regex(), compiled."},
     {"scan", (PyCFunction)(void (*)(void))py_scan, METH_FASTCALL,
      "scan(text, dump_factory, fields): dmesg.py's line scan, compiled."},
     {NULL, NULL, 0, NULL},

@@ -638,13 +638,10 @@ def _starts_at_boot(text: str) -> bool:
 _QP_HINT = re.compile(r"=(?:3D|20|09)")
 
 
-def _unquote(text: str) -> tuple[str, int]:
-    """The text decoded from quoted-printable where it is that, and its soft breaks."""
-    breaks = text.count("=\n")
-    if not breaks or not _QP_HINT.search(text):
-        return text, 0
+def _unquote(text: str) -> str:
+    """The text decoded from quoted-printable (only called where it has soft breaks)."""
     raw = quopri.decodestring(text.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "replace"), breaks
+    return raw.decode("utf-8", "replace")
 
 
 # A log pasted into a mail or a terminal is often wrapped at a fixed width: a kernel
@@ -684,11 +681,12 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     return "\n".join(out), origin
 
 
-def normalize(text: str, native: bool) -> tuple[str, dict[str, int]]:
-    """logprefix's normalisation, compiled where asked and built."""
+def normalize(text: str, native: bool) -> tuple[str, dict[str, int], int, int]:
+    """logprefix's normalisation (compiled where asked and built): the text, its prefix
+    forms, its lines and how many end in "=" (quoted-printable's soft breaks)."""
     if native and _native is not None:
         try:
-            result: tuple[str, dict[str, int]] = _native.normalize(text)
+            result: tuple[str, dict[str, int], int, int] = _native.normalize(text)
             return result
         except UnicodeEncodeError:
             pass
@@ -706,11 +704,11 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
-    report.lines = text.count("\n") + 1
-    text, soft_breaks = _unquote(text)
-    text, report.prefixes = normalize(text, compiled)
-    if soft_breaks:
+    normalized, report.prefixes, report.lines, soft_breaks = normalize(text, compiled)
+    if soft_breaks and _QP_HINT.search(text):  # a mail's quoted-printable body
+        normalized, report.prefixes, _, _ = normalize(_unquote(text), compiled)
         report.prefixes["quoted-printable"] = soft_breaks
+    text = normalized
     report.starts_at_boot = _starts_at_boot(text)
     text, origin = _unwrap(text)
     if origin is not None:

@@ -102,11 +102,15 @@ def _line(line: str, counts: Counter[str]) -> str:
     return f"{stamp} {rest}" if stamp is not None else rest
 
 
-def normalize_regex(text: str) -> tuple[str, dict[str, int]]:
-    """`text` (no "\\r") with every line's prefixes taken off, and how many lines had
-    each prefix form (FORMS order). The same object comes back when nothing changed."""
+def normalize_regex(text: str) -> tuple[str, dict[str, int], int, int]:
+    """`text` (no "\\r") with every line's prefixes taken off, how many lines had each
+    prefix form (FORMS order), how many lines there are and how many end in "=" (a
+    quoted-printable soft break, maybe). The same object comes back when nothing
+    changed."""
     counts: Counter[str] = Counter()
     lines = text.split("\n")
     out = [_line(line, counts) for line in lines]
     changed = any(a is not b for a, b in zip(out, lines, strict=True))
-    return ("\n".join(out) if changed else text), {k: counts[k] for k in FORMS if counts[k]}
+    soft_breaks = text.count("=\n") + text.endswith("=")
+    return (("\n".join(out) if changed else text),
+            {k: counts[k] for k in FORMS if counts[k]}, len(lines), soft_breaks)

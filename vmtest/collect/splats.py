@@ -89,11 +89,12 @@ _FRAME = (r"(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?(?P<f>" + _FUNC
 _TAIL = re.compile(r"""\n(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *\d+\.\d+\]\ ?)?)
     (?:(?P<end>---\[\ end|Kernel\ Offset:)
      | [ \t]*(?P<hdr>Call\ Trace:?|Call\ trace:|Backtrace:)[ \t]*(?=\n|\Z)
-     | [ \t]*(?:<(?P<ctx>/?[A-Z]+)>[ \t]*)?(?:""" + _IP + "|" + _FRAME + r""")?)""",
+     | [ \t]*(?:<(?P<ctx>/?[A-Z]+)>[ \t]*)?(?:""" + _IP + "|" + _FRAME + r"""
+                                              | (?<=[A-Z]>)))""",  # a marker alone
                    re.X | re.A)
 # At most STACK_WINDOW lines of a splat are read, and its frames up to this many after
 # its call trace header (the culprit is among the first).
-_FRAMES_READ = 48
+_FRAMES_READ = 24
 # At most STACK_WINDOW lines of a splat are read.
 _WINDOW = re.compile(r"(?:\n[^\n]*){1,%d}" % STACK_WINDOW)
 _TITLE_FUNC = re.compile(r"\b(?:in|at) (?:\S+:\d+ )?([A-Za-z_]\w*)(?:\.[\w.]*)?(?:\+0x|\b)",

@@ -8,6 +8,7 @@ from vmtest import cli
 from vmtest.collect import dmesg
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
+CORPUS = LOGS.parent / "dmesg-corpus"
 
 
 def test_text_report_of_an_unpatched_cma_run(capsys):
@@ -42,8 +43,33 @@ def test_fail_on_splat_only_for_crashes(capsys):
     assert cli.main(["dmesg", "--fail-on-splat", panic]) == 1
     assert cli.main(["dmesg", "--fail-on-splat", warning]) == 0
     out = capsys.readouterr().out
-    assert "splat panic at 3.974104: sysrq triggered crash" in out
-    assert "splat warning" in out
+    assert "splat panic line 7 at 3.974104: sysrq triggered crash in sysrq_handle_crash()" in out
+    assert "splat warning line 240 at 7.086850: drivers/misc/lkdtm/bugs.c:85 " \
+        "lkdtm_WARNING+0xd/0x10 in lkdtm_WARNING()" in out
+
+
+def test_json_has_one_record_per_event(capsys):
+    """A public log (tests/data/dmesg-corpus): a 4.x OOM report in a mail, glued to
+    user-space output and wrapped at 78 columns; each OOM is one record with its fields."""
+    log = CORPUS / "lkft-5.7-i386-oom-glued-wrapped.log"
+    assert cli.main(["dmesg", "--json", str(log)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["prefixes"]["glued"] == 1 and doc["excerpt"] is True
+    ooms = [e for e in doc["events"] if e["type"] == "splat"]
+    assert [(e["kind"], e["line"], e["crash"]) for e in ooms] == [
+        ("oom", 11, False), ("oom", 177, False), ("oom", 340, False)]
+    assert ooms[2]["title"].startswith("klogd invoked oom-killer: gfp_mask=0xc2cc0(")
+    assert ooms[2]["culprit"] == "__kmalloc_reserve"
+    assert all(e["parts"][0].startswith("Out of memory: Killed process") for e in ooms[:2])
+
+
+def test_failure_lines_counted_per_range(capsys):
+    log = CORPUS / "luxonis-rae-ros-48-contig-busy-reltime.log"
+    assert cli.main(["dmesg", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "(line prefixes: relative 24); an excerpt: it does not start at boot" in out
+    assert "alloc_contig_range busy: 23 lines: [0xa5880, 0xa58bf) x6, [0xa5680, 0xa56de) x5" \
+        in out
 
 
 def test_stdin_and_lost_lines(capsys, monkeypatch):

@@ -38,6 +38,13 @@ typedef struct {
 
 static PyObject *s_op, *s_rc, *s_timestamp;    /* interned at import */
 
+/* The str of the last text seen at one place (consecutive dumps mostly repeat it). */
+typedef struct {
+    const char *p;
+    Py_ssize_t len;
+    PyObject *obj;              /* owned */
+} LastStr;
+
 typedef struct {
     const char *t;              /* UTF-8 of the text */
     Py_ssize_t n;
@@ -57,6 +64,7 @@ typedef struct {
     const char *last_aops;
     Py_ssize_t last_aops_len;
     PyObject *last_aops_obj;    /* owned */
+    LastStr last_page, last_mapping;
     Key keys[KEY_SLOTS];
 } Scan;
 
@@ -699,6 +707,21 @@ static PyObject *reason_of(Scan *s, const char *p, const char *e)
     return s->last_reason_obj;
 }
 
+/* A new reference to the str of [p, e), from the cache when it is the last one's text. */
+static PyObject *cached_str(LastStr *c, const char *p, const char *e)
+{
+    if (c->obj == NULL || c->len != e - p || memcmp(c->p, p, e - p) != 0) {
+        PyObject *o = str_of(p, e);
+        if (o == NULL)
+            return NULL;
+        Py_XSETREF(c->obj, o);
+        c->p = p;
+        c->len = e - p;
+    }
+    Py_INCREF(c->obj);
+    return c->obj;
+}
+
 static PyObject *none_or(PyObject *o)
 {
     if (o == NULL) {
@@ -730,7 +753,7 @@ static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops
     } else {
         args[2] = int_of(h->ref.p, h->ref.e, 10);
         args[3] = args[2] ? int_of(h->map.p, h->map.e, 10) : NULL;
-        args[4] = args[3] ? str_of(h->mapping.p, h->mapping.e) : NULL;
+        args[4] = args[3] ? cached_str(&s->last_mapping, h->mapping.p, h->mapping.e) : NULL;
     }
     if (args[4] == NULL)
         goto out;
@@ -763,7 +786,7 @@ static int add_dump(Scan *s, Head *h, const char *rp, const char *re_, Span aops
     args[9] = float_of(h->ts);
     if (args[9] == NULL)
         goto out;
-    args[10] = h->page.p ? str_of(h->page.p, h->page.e) : none_or(NULL);
+    args[10] = h->page.p ? cached_str(&s->last_page, h->page.p, h->page.e) : none_or(NULL);
     if (args[10] == NULL)
         goto out;
     set_pending(s, NULL);
@@ -1048,6 +1071,8 @@ static PyObject *py_scan(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_XDECREF(s.last_reason_obj);
     Py_XDECREF(s.last_flags_tuple);
     Py_XDECREF(s.last_aops_obj);
+    Py_XDECREF(s.last_page.obj);
+    Py_XDECREF(s.last_mapping.obj);
     for (int i = 0; i < KEY_SLOTS; i++)
         Py_XDECREF(s.keys[i].str);
     return result;

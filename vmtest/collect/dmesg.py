@@ -81,8 +81,7 @@ _OFFLINE_FAIL = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\
 _SUPPRESSED = re.compile(r"(\S+): (\d+) callbacks suppressed")
 _DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*")
 # Splat headers that do not start their line: found by their marker (str.find).
-_SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation failure: ",
-                  "page allocation stalls for ")
+_SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation ")  # failure: / stalls for
 
 # How the parser stays fast (scripts/bench_parser.py): one regex pass, tried only at
 # line starts ("\n" + prefix, the prefix atomic so that no alternative is tried twice),
@@ -568,7 +567,9 @@ class _Parser:
                 end = len(text) if end < 0 else end
                 pm = _LINE_PREFIX.match(text, start)
                 body = text[pm.end() if pm else start:end]
-                found.append((end, body, pm.group("ts") if pm else None))
+                if marker != "page allocation " or \
+                        text.startswith(("failure: ", "stalls for "), pos + len(marker)):
+                    found.append((end, body, pm.group("ts") if pm else None))
                 pos = text.find(marker, end)
         if found:
             self.splat_lines = sorted({*self.splat_lines, *found})

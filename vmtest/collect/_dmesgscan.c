@@ -940,9 +940,23 @@ static const char *const CMA_STARTS[] = {
 static int starts_any(const char *c, const char *le, const char *const *lits)
 {
     for (; *lits; lits++)
-        if (starts(c, le, *lits, strlen(*lits)))
+        if (**lits == *c && starts(c, le, *lits, strlen(*lits)))
             return 1;
     return 0;
+}
+
+/* The first characters of the lines other_line() takes (set at import). */
+static unsigned char OTHER_FIRST[256];
+
+static void other_first_init(void)
+{
+    const char *const *lits;
+
+    for (lits = SPLAT_STARTS; *lits; lits++)
+        OTHER_FIRST[(unsigned char)**lits] = 1;
+    for (lits = CMA_STARTS; *lits; lits++)
+        OTHER_FIRST[(unsigned char)**lits] = 1;
+    OTHER_FIRST['m'] = OTHER_FIRST['f'] = 1;    /* migrating pfn, failed to isolate, memory offlining */
 }
 
 static Py_ssize_t char_offset(Scan *s, const char *p)
@@ -966,6 +980,8 @@ static int other_line(Scan *s, const char *c, const char *le, Span ts)
 {
     PyObject *line, *t, *item;
 
+    if (!OTHER_FIRST[(unsigned char)*c])
+        return 0;
     if (STARTS(c, le, "migrating pfn ") || STARTS(c, le, "failed to isolate pfn "))
         return hotplug_line(s, c, le);
     if (starts_any(c, le, CMA_STARTS)) {
@@ -1599,6 +1615,7 @@ PyMODINIT_FUNC PyInit__dmesgscan(void)
 {
     PyObject *m;
 
+    other_first_init();
     s_op = PyUnicode_InternFromString("op");
     s_rc = PyUnicode_InternFromString("rc");
     s_timestamp = PyUnicode_InternFromString("timestamp");

@@ -96,7 +96,7 @@ _TAIL = re.compile(r"""\n(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *\d
 # its call trace header (the culprit is among the first).
 _FRAMES_READ = 24
 # At most STACK_WINDOW lines of a splat are read.
-_WINDOW = re.compile(r"(?:\n[^\n]*){1,%d}" % STACK_WINDOW)
+_WINDOW = re.compile(rf"(?:\n[^\n]*){{1,{STACK_WINDOW}}}")
 _TITLE_FUNC = re.compile(r"\b(?:in|at) (?:\S+:\d+ )?([A-Za-z_]\w*)(?:\.[\w.]*)?(?:\+0x|\b)",
                          re.A)
 

@@ -178,11 +178,57 @@ def runner(exp: Experiment, built: Built, *, accel: str,
     return run_one
 
 
+class UntilDecided:
+    """`--until-decided`: which runs are still needed. The runs of one kernel and scenario
+    stop once its primary metric is decided for every candidate variant against the
+    baseline, by the plan of vmtest/sequential.py (looks at planned run counts, alpha
+    spent over them); the rest stop at the plan's budget (the matrix's repetitions)."""
+
+    def __init__(self, exp: Experiment, plan: Any) -> None:
+        assert exp.matrix is not None
+        self.exp = exp
+        self.plan = plan
+        self.values: dict[tuple[str, str, str], list[float]] = {}
+        self.decided: dict[tuple[str, str], dict[str, Any]] = {}
+        self.started = time.monotonic()
+
+    def record(self, run: Run, doc: dict[str, Any]) -> None:
+        """A finished run: its primary metric counts where the run is whole."""
+        from vmtest import sequential
+
+        assert self.exp.matrix is not None
+        metric = self.exp.scenario(run.scenario).metrics[0]
+        value = doc.get("metrics", {}).get(metric)
+        if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
+            self.values.setdefault((run.kernel, run.scenario, run.variant), []).append(value)
+        group = (run.kernel, run.scenario)
+        if group in self.decided:
+            return
+        baseline, *candidates = self.exp.matrix.variants
+        base = self.values.get((*group, baseline), [])
+        results = {}
+        for cand in candidates:
+            vals = self.values.get((*group, cand), [])
+            runs = min(len(base), len(vals))
+            if self.plan.spend_at(runs) is None:
+                return  # not at a look: wait for the other side
+            d = sequential.decide(base[:runs], vals[:runs], self.plan, runs)
+            if not d.decided:
+                return
+            results[cand] = {"runs": runs, "p_value": d.p_value, "spend": d.spend}
+        self.decided[group] = {"metric": metric, "variants": results,
+                               "after_s": round(time.monotonic() - self.started, 1)}
+
+    def needed(self, run: Run) -> bool:
+        return (run.kernel, run.scenario) not in self.decided
+
+
 def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
             progress: Callable[[Run, dict[str, Any], int, int], None] | None = None,
             stop: threading.Event | None = None,
             on_interrupt: Callable[[], object] | None = None,
-            stagger_s: float = 0.0) -> list[dict[str, Any]]:
+            stagger_s: float = 0.0,
+            until: UntilDecided | None = None) -> list[dict[str, Any]]:
     """Run what is not done yet, `jobs` at a time; returns the new documents.
 
     On Ctrl-C, `on_interrupt` runs *before* the pool waits for its threads (it stops the
@@ -191,6 +237,10 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
     the CPU-hungry phases, and VMs that start together starve each other.
     """
     store.reconcile(runs)
+    if until is not None:  # what a resumed matrix holds counts towards its decisions
+        for run in runs:
+            if store.done(run) and (doc := store.document(run)) is not None:
+                until.record(run, doc)
     todo = [r for r in runs if not store.done(r)]
     finished: list[dict[str, Any]] = []
     stop = stop or threading.Event()
@@ -201,6 +251,9 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
         try:
             while queue or pending:
                 while queue and len(pending) < jobs and not stop.is_set():
+                    if until is not None and not until.needed(queue[0]):
+                        queue.pop(0)  # its question is decided: not run
+                        continue
                     wait_s = last_start + stagger_s - time.monotonic()
                     if wait_s > 0 and stop.wait(wait_s):
                         break
@@ -215,6 +268,8 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
                     doc = future.result()
                     store.record(run, doc)
                     finished.append(doc)
+                    if until is not None:
+                        until.record(run, doc)
                     if progress:
                         progress(run, doc, len(finished), len(todo))
         except BaseException:

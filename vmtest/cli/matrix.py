@@ -39,6 +39,14 @@ def add_parser(sub: Sub) -> None:
                    help="experiment YAML (default: configs/lru-migration.yaml)")
     p.add_argument("--profile", help="scenario profile (default: the config's, e.g. seed)")
     p.add_argument("--repetitions", type=int, help="override matrix.repetitions")
+    p.add_argument("--until-decided", action="store_true",
+                   help="add repetitions only until every primary metric is decided at "
+                        "--alpha (a sequential test: vmtest/sequential.py), at most "
+                        "--max-repetitions")
+    p.add_argument("--alpha", type=float, default=0.01,
+                   help="error rate for --until-decided (default: %(default)s)")
+    p.add_argument("--max-repetitions", type=int, default=16, metavar="N",
+                   help="run budget a variant for --until-decided (default: %(default)s)")
     p.add_argument("--results", help="results directory (default: results/<config>-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted matrix")
     p.add_argument("--force", action="store_true",
@@ -140,7 +148,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     jobs = matrix.auto_jobs() if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
     stagger_s = matrix.stagger_for(jobs) if args.stagger == "auto" \
         else _number(args.stagger, "--stagger", float)
-    every = matrix.select(matrix.expand(exp, profile=profile, repetitions=args.repetitions),
+    until = None
+    reps = args.repetitions
+    if args.until_decided:
+        from vmtest import sequential
+
+        if args.shard:
+            raise ConfigError("--until-decided decides on all runs of a comparison: it "
+                              "cannot run one shard", hint="drop --shard, or --until-decided")
+        until = matrix.UntilDecided(exp, sequential.plan(args.alpha, args.max_repetitions))
+        reps = args.max_repetitions
+        print(f"matrix: until decided: {until.plan.describe()}", file=sys.stderr)
+    every = matrix.select(matrix.expand(exp, profile=profile, repetitions=reps),
                           exp, scenarios=args.scenario)
     runs = matrix.shard(every, args.shard)
     if not runs:
@@ -170,7 +189,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                                                   run_timeout_s=args.run_timeout),
                        jobs=jobs, progress=progress.run_done, stop=stop,
                        on_interrupt=lambda: machine.kill_live(reason="interrupt"),
-                       stagger_s=stagger_s)
+                       stagger_s=stagger_s, until=until)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (vmtest.errors.Terminated)
         stop.set()
         progress.stop()
@@ -180,6 +199,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.stop()
+    if until is not None:
+        for (kname, scenario), d in sorted(until.decided.items()):
+            for variant, r in d["variants"].items():
+                print(f"matrix: {kname} {scenario}: {d['metric']} decided for {variant} after "
+                      f"{r['runs']} + {r['runs']} runs (p = {r['p_value']:.2g} <= "
+                      f"{r['spend']:.2g}, {d['after_s']:.0f} s after the first run started)",
+                      file=sys.stderr)
+        open_groups = sorted({(r.kernel, r.scenario) for r in runs} - set(until.decided))
+        for kname, scenario in open_groups:
+            print(f"matrix: {kname} {scenario}: undecided after the budget of "
+                  f"{args.max_repetitions} runs a variant", file=sys.stderr)
     return _render(exp, store, results, profile, summary=not args.shard)
 
 

@@ -126,6 +126,10 @@ class Store:
         # retries them.
         return doc is not None and doc.get("verdict") not in document.NOT_RESULTS
 
+    def document(self, run: Run) -> dict[str, Any] | None:
+        """A run's stored result document, None when there is none (or it is torn)."""
+        return document.read(self.run_dir(run) / "result.json")
+
     def prepare(self, run: Run) -> Path:
         path = self.run_dir(run)
         shutil.rmtree(path, ignore_errors=True)  # leftovers of a run that did not finish

@@ -55,6 +55,9 @@ class CmaStress(Scenario):
         "seed": {"count": 500, "period_s": 5.0},
         # CI: the same load, 30 allocations half a second apart.
         "quick": {"count": 30, "period_s": 0.5, "warmup_s": 3.0},
+        # Between them, for `vmtest matrix --until-decided`: three times quick's
+        # allocations, so that an unpatched run rarely shows no failed migration at all.
+        "verdict": {"count": 90, "period_s": 0.5, "warmup_s": 3.0},
     }
 
     @classmethod

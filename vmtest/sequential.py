@@ -1,0 +1,123 @@
+"""One decision rule for "run until decided": the matrix's `--until-decided` and the
+bisection's steps both keep adding runs until a question is decided at the asked error
+rate, or a run budget is spent.
+
+The rule is a group-sequential test with its looks planned in advance and the error rate
+spent over them (Bonferroni spending): at look k, after n_k runs a side, the exact
+Mann-Whitney test of compare.py decides "the two differ" when p <= spend_k, and the
+spends add up to alpha. Whatever the dependence between the looks, the chance that any
+look decides wrongly when the two do not differ is at most the sum of the spends
+(the union bound): the family-wise error rate is <= alpha. Stopping the first time a
+plain p < alpha would not be valid (with 10 looks it errs up to ~10 x alpha);
+scripts/sequential_sim.py shows the realised rate on the recorded run distributions.
+
+The spend is put where a decision is possible: half of alpha at the first look -- the
+fewest runs a side at which complete separation can reach it -- and the other half in
+equal parts at the later looks, every `step` runs up to the budget. With alpha = 0.01
+that is 6 + 6 runs for a clear difference (p = 0.0022 <= 0.005), then looks at 8, 10, ...
+
+There is no "decided: no difference" outcome: a budget spent without a decision is
+"undecided", never "the same" (compare.py's verdicts say the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vmtest.compare import mann_whitney_u, min_p_value
+from vmtest.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Plan:
+    alpha: float
+    looks: tuple[int, ...]  # runs a side at each look, increasing
+    spend: tuple[float, ...]  # the error rate spent at each look; sums to alpha
+
+    def spend_at(self, runs: int) -> float | None:
+        """The spend of the look at `runs` runs a side, None where no look is planned."""
+        for n, s in zip(self.looks, self.spend, strict=True):
+            if n == runs:
+                return s
+        return None
+
+    def describe(self) -> str:
+        looks = ", ".join(f"{n} ({s:.2g})" for n, s in zip(self.looks, self.spend, strict=True))
+        return f"alpha {self.alpha:g} spent over looks at {looks} runs a side"
+
+
+def plan(alpha: float = 0.01, max_runs: int = 16, step: int = 2,
+         other_side: int | None = None) -> Plan:
+    """Looks from the first run count where complete separation can reach half of alpha
+    (against `other_side` runs on the other side when that is fixed, as a bisection's
+    endpoints are), then every `step` runs up to max_runs."""
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha {alpha} is not between 0 and 1")
+    first = None
+    for n in range(2, max_runs + 1):
+        if min_p_value(n, other_side or n) <= alpha / 2:
+            first = n
+            break
+    if first is None:
+        raise ConfigError(f"{max_runs} runs a side can never decide at alpha {alpha:g}",
+                          hint="raise the run budget (--max-repetitions) or alpha")
+    later = list(range(first + step, max_runs + 1, step))
+    if max_runs > first and (not later or later[-1] != max_runs):
+        later.append(max_runs)
+    if not later:
+        return Plan(alpha, (first,), (alpha,))
+    rest = alpha / 2 / len(later)
+    return Plan(alpha, (first, *later), (alpha / 2, *([rest] * len(later))))
+
+
+@dataclass(frozen=True)
+class Decision:
+    decided: bool
+    p_value: float
+    spend: float | None  # the look's spend; None: not a look
+    direction: int  # +1 candidate higher, -1 lower, 0 equal medians
+
+
+def decide(baseline: Sequence[float], candidate: Sequence[float], p: Plan,
+           runs: int | None = None) -> Decision:
+    """At a look (`runs`: the look's run count, default the smaller sample's): do the
+    two differ?"""
+    spend = p.spend_at(runs if runs is not None else min(len(baseline), len(candidate)))
+    _, pv = mann_whitney_u(list(baseline), list(candidate))
+    direction = _direction(baseline, candidate)
+    decided = spend is not None and pv == pv and pv <= spend and direction != 0
+    return Decision(decided, pv, spend, direction)
+
+
+def _direction(a: Sequence[float], b: Sequence[float]) -> int:
+    """+1 when b tends higher than a (more pairs b > a than b < a), -1 lower, 0 neither."""
+    wins = sum((y > x) - (y < x) for x in a for y in b)
+    return (wins > 0) - (wins < 0)
+
+
+@dataclass(frozen=True)
+class Classification:
+    like: str | None  # "good", "bad", or None (not yet, or neither at the budget)
+    p_good: float  # the commit's runs against the good endpoint's
+    p_bad: float
+    runs: int
+
+
+def classify(commit: Sequence[float], good: Sequence[float], bad: Sequence[float],
+             p: Plan) -> Classification:
+    """A bisection step at a look: the commit is like-bad when its runs differ from the
+    good endpoint's in the bad endpoint's direction, like-good when they differ from the
+    bad endpoint's in the good's direction. Each test spends the plan's alpha."""
+    towards_bad = _direction(good, bad)
+    g = decide(good, commit, p, len(commit)) if len(commit) in p.looks else None
+    b = decide(bad, commit, p, len(commit)) if len(commit) in p.looks else None
+    _, p_good = mann_whitney_u(list(good), list(commit))
+    _, p_bad = mann_whitney_u(list(bad), list(commit))
+    like = None
+    if g is not None and b is not None:
+        is_bad = g.decided and g.direction == towards_bad
+        is_good = b.decided and b.direction == -towards_bad
+        if is_bad != is_good:
+            like = "bad" if is_bad else "good"
+    return Classification(like, p_good, p_bad, len(commit))

@@ -91,10 +91,37 @@ def available_mib() -> int:
         return 4096
 
 
-def auto_jobs(memory_mib_per_vm: int = 1536) -> int:
-    """Parallel VMs: one per core, bounded by host memory."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, available_mib() // memory_mib_per_vm))
+class AutoJobs:
+    """`--jobs auto`: as many VMs as what they really use allows. It starts at one VM per
+    core; every finished run says what its VM cost (the QEMU process's CPU time over the
+    run's wall time, `qemu_cpu_s` / `qemu_wall_s`), and the parallelism becomes as many
+    VMs as keep the cores TARGET_BUSY busy at the median of those duties -- a seed-profile
+    VM, idle ~85 % of its run, lets ~6 share a core -- bounded by host memory (`limit`)."""
+
+    TARGET_BUSY = 0.9
+
+    def __init__(self, limit: int, cores: int | None = None) -> None:
+        self.cores = cores or os.cpu_count() or 1
+        self.limit = max(1, limit)
+        self.duties: list[float] = []
+        self.current = min(self.cores, self.limit)
+
+    def record(self, doc: dict[str, Any]) -> None:
+        timings = doc.get("timings", {})
+        cpu, wall = timings.get("qemu_cpu_s"), timings.get("qemu_wall_s")
+        if isinstance(cpu, (int, float)) and isinstance(wall, (int, float)) and wall > 0:
+            self.duties.append(max(cpu / wall, 0.01))
+            duty = sorted(self.duties)[len(self.duties) // 2]
+            self.current = max(1, min(self.limit, int(self.cores * self.TARGET_BUSY / duty)))
+
+    def __call__(self) -> int:
+        return self.current
+
+
+def memory_limit(guest_mib: int, available: int | None = None) -> int:
+    """How many guests of guest_mib fit in the host's available memory."""
+    return max(1, (available if available is not None else available_mib())
+               // (guest_mib + QEMU_OVERHEAD_MIB))
 
 
 # What a guest costs the host beyond its RAM (QEMU itself, TCG's translation cache).
@@ -223,18 +250,20 @@ class UntilDecided:
         return (run.kernel, run.scenario) not in self.decided
 
 
-def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
+def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int | AutoJobs,
             progress: Callable[[Run, dict[str, Any], int, int], None] | None = None,
             stop: threading.Event | None = None,
             on_interrupt: Callable[[], object] | None = None,
-            stagger_s: float = 0.0,
+            stagger_s: float | None = 0.0,
             until: UntilDecided | None = None) -> list[dict[str, Any]]:
     """Run what is not done yet, `jobs` at a time; returns the new documents.
 
     On Ctrl-C, `on_interrupt` runs *before* the pool waits for its threads (it stops the
     VMs, so they return at once); the runs cut short leave no result and are re-run
     by a resume. `stagger_s` spaces the starts of runs: boots and the scenarios' fills are
-    the CPU-hungry phases, and VMs that start together starve each other.
+    the CPU-hungry phases, and VMs that start together starve each other (None: as
+    stagger_for() says for the VMs running at the time). `jobs` may be an AutoJobs,
+    which the finished runs resize; `until` leaves out the runs of decided comparisons.
     """
     store.reconcile(runs)
     if until is not None:  # what a resumed matrix holds counts towards its decisions
@@ -244,17 +273,22 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
     todo = [r for r in runs if not store.done(r)]
     finished: list[dict[str, Any]] = []
     stop = stop or threading.Event()
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vmtest-run") as pool:
+    auto = jobs if isinstance(jobs, AutoJobs) else None
+    workers = jobs.limit if isinstance(jobs, AutoJobs) else jobs
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmtest-run") as pool:
         pending: dict[Future[dict[str, Any]], Run] = {}
         queue = list(todo)
         last_start = float("-inf")
         try:
             while queue or pending:
-                while queue and len(pending) < jobs and not stop.is_set():
+                while queue and len(pending) < (auto() if auto else workers) \
+                        and not stop.is_set():
                     if until is not None and not until.needed(queue[0]):
                         queue.pop(0)  # its question is decided: not run
                         continue
-                    wait_s = last_start + stagger_s - time.monotonic()
+                    gap = stagger_s if stagger_s is not None else \
+                        stagger_for(len(pending) + 1, auto.cores if auto else None)
+                    wait_s = last_start + gap - time.monotonic()
                     if wait_s > 0 and stop.wait(wait_s):
                         break
                     run = queue.pop(0)
@@ -270,6 +304,8 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int,
                     finished.append(doc)
                     if until is not None:
                         until.record(run, doc)
+                    if auto is not None:
+                        auto.record(doc)
                     if progress:
                         progress(run, doc, len(finished), len(todo))
         except BaseException:

@@ -101,6 +101,9 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
             outcome = scenario.run(vm, out_dir)
             vm.check()
             clock_end = _guest_uptime(vm)
+            if (cpu := vm.cpu_seconds()) is not None:
+                doc["timings"]["qemu_cpu_s"] = round(cpu, 2)
+                doc["timings"]["qemu_wall_s"] = round(time.monotonic() - started, 2)
         doc.update({k: v for k, v in outcome.items() if k not in ("timings", "artifacts")})
         doc["timings"].update(outcome.get("timings", {}))
         doc["artifacts"].update(outcome.get("artifacts", {}))

@@ -258,3 +258,65 @@ def test_report_warns_when_compared_runs_come_from_different_machines(exp):
     assert "**Warning: the compared runs differ in host: a (2 runs), b (2 runs)." in md
     same = [_doc("unpatched", "cma-stress", 1), _doc("patched", "cma-stress", 1)]
     assert compare.build(exp, same)["sections"][0]["mixed_conditions"] == {}
+
+
+def test_auto_jobs_follow_what_the_vms_used():
+    jobs = matrix.AutoJobs(limit=10, cores=2)
+    assert jobs() == 2  # one per core until a run says what a VM costs
+    jobs.record({"timings": {"qemu_cpu_s": 30.0, "qemu_wall_s": 200.0}})  # 15 % of a core
+    assert jobs() == 10  # 2 * 0.9 / 0.15 = 12, bounded by memory
+    for _ in range(3):  # busy VMs (TCG fills): back to one per core
+        jobs.record({"timings": {"qemu_cpu_s": 95.0, "qemu_wall_s": 100.0}})
+    assert jobs() == 1
+    jobs.record({"timings": {}})  # a run without the figures changes nothing
+    assert jobs() == 1
+
+
+def test_execute_widens_to_auto_jobs_as_runs_finish(exp, tmp_path):
+    import threading
+
+    store, runs = _claimed(exp, tmp_path)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def idle_run(run, run_dir):
+        import time
+
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        doc = _doc(run.variant, run.scenario, 1.0) | {
+            "timings": {"qemu_cpu_s": 1.0, "qemu_wall_s": 20.0}}
+        (run_dir / "result.json").write_text(json.dumps(doc))
+        return doc
+
+    jobs = matrix.AutoJobs(limit=len(runs), cores=1)
+    matrix.execute(runs, store, idle_run, jobs=jobs, stagger_s=0.0)
+    assert jobs() == len(runs) and most[0] > 1  # started at 1, widened on the duty
+
+
+def test_until_decided_skips_the_runs_of_a_decided_comparison(exp, tmp_path):
+    from vmtest import sequential
+
+    store = Store(tmp_path / "res")
+    store.claim(exp, "quick", force=False)
+    runs = matrix.select(matrix.expand(exp, profile="quick", repetitions=10), exp,
+                         scenarios=["cma-stress"])
+    metric = exp.scenario("cma-stress").metrics[0]
+    calls = []
+
+    def separated(run, run_dir):
+        calls.append(run.key)
+        value = 200 + run.repetition if run.variant == exp.matrix.variants[0] else 0
+        doc = _doc(run.variant, run.scenario, 1.0) | {"metrics": {metric: value}}
+        (run_dir / "result.json").write_text(json.dumps(doc))
+        return doc
+
+    until = matrix.UntilDecided(exp, sequential.plan(0.01, 10))
+    matrix.execute(runs, store, separated, jobs=1, until=until)
+    kernels = len(exp.matrix.kernels)
+    assert len(calls) == 6 * 2 * kernels  # decided at the first look, 6 + 6 runs
+    assert all(d["variants"] for d in until.decided.values())

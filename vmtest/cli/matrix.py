@@ -51,8 +51,10 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted matrix")
     p.add_argument("--force", action="store_true",
                    help="accept a results directory made by another config/profile")
-    p.add_argument("--jobs", default="auto", help="parallel VMs (default: auto = cores, "
-                                                  "bounded by memory)")
+    p.add_argument("--jobs", default="auto",
+                   help="parallel VMs (default: auto = one per core to start with, then as "
+                        "many as keep the cores busy at what the finished runs' VMs used, "
+                        "bounded by memory)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (see vmtest merge)")
     p.add_argument("--stagger", default="auto", metavar="S",
                    help="seconds between the starts of parallel runs (default: auto = 0 "
@@ -145,9 +147,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if exp.matrix is None:
         raise ConfigError(f"{cfg_path}: no matrix: section")
     profile = args.profile or exp.matrix.profile
-    jobs = matrix.auto_jobs() if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
-    stagger_s = matrix.stagger_for(jobs) if args.stagger == "auto" \
-        else _number(args.stagger, "--stagger", float)
+    fixed_jobs = None if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
     until = None
     reps = args.repetitions
     if args.until_decided:
@@ -166,7 +166,19 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         raise ConfigError(f"shard {args.shard} of {cfg_path} has no runs")
     guest_mib = max(exp.scenario(name).make(profile).params.memory_mib
                     for name in {r.scenario for r in runs})
-    matrix.check_memory(jobs, guest_mib, runs=len(runs))
+    jobs: int | matrix.AutoJobs
+    if fixed_jobs is None:  # sized by what the VMs really use, as they finish
+        jobs = matrix.AutoJobs(min(matrix.memory_limit(guest_mib), len(runs)))
+        jobs_text = f"{jobs.current} in parallel to start with (--jobs auto: up to " \
+                    f"{jobs.limit} as the runs show what a VM uses)"
+        stagger_s: float | None = None if args.stagger == "auto" else \
+            _number(args.stagger, "--stagger", float)
+    else:
+        jobs = fixed_jobs
+        matrix.check_memory(fixed_jobs, guest_mib, runs=len(runs))
+        jobs_text = f"{fixed_jobs} in parallel"
+        stagger_s = matrix.stagger_for(fixed_jobs) if args.stagger == "auto" \
+            else _number(args.stagger, "--stagger", float)
     from vmtest.results.store import Store
 
     results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")
@@ -177,7 +189,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                           hint="--resume to continue it, or choose another --results")
     store.claim(exp, profile, force=args.force, expected=every)
     print(f"matrix: {len(runs)} runs ({sum(1 for r in runs if store.done(r))} already done), "
-          f"{jobs} in parallel, results in {results}", file=sys.stderr)
+          f"{jobs_text}, results in {results}", file=sys.stderr)
 
     from vmtest.qemu import machine
 

@@ -148,6 +148,9 @@ class FakeMachine(Lifecycle):
         self._cursor = _Cursor(self.transcript, end)
         self.shares_mounted: list[Any] = []
 
+    def cpu_seconds(self) -> float | None:
+        return None  # no QEMU: nothing measured
+
     def launch(self) -> None:
         if self._launch_error is not None:
             raise self._launch_error

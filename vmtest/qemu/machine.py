@@ -14,6 +14,7 @@ import ctypes
 import enum
 import importlib
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -426,6 +427,20 @@ class Machine(Lifecycle):
         return list(self.qmp_ok("query-memory-devices"))
 
     # -- shutdown ------------------------------------------------------------------
+    def cpu_seconds(self) -> float | None:
+        """CPU time QEMU has used so far (user + system, all its threads), None when it
+        is gone or /proc cannot say: what a guest of this scenario really costs the
+        host (`vmtest matrix --jobs auto` sizes the parallelism by it)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            stat = Path(f"/proc/{proc.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def shutdown(self, *, graceful: bool = True) -> None:
         """Escalate until QEMU is gone: poweroff, QMP quit, SIGTERM, SIGKILL."""
         if self.state is State.STOPPED:

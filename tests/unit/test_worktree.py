@@ -85,3 +85,32 @@ def test_broken_patch_names_patch_and_hunk_and_recovers(tmp_path, pristine):
     # the tree is usable for another series afterwards
     tree = kbuild._prepare_worktree(pristine, work, _spec(pristine, good), log)
     assert (tree / "mm" / "a.c").read_text() == "one\nTWO\nthree\n"
+
+
+FUZZY = """\
+--- a/mm/a.c
++++ b/mm/a.c
+@@ -1,3 +1,3 @@
+ ONE
+-two
++TWO
+ three
+"""
+
+
+def test_a_patch_that_needs_fuzz_does_not_apply(tmp_path, pristine):
+    """GNU patch's default would apply this hunk with fuzz 1 (its first context line
+    does not match): vmtest applies exactly or says it does not apply."""
+    patch = tmp_path / "fuzzy.patch"
+    patch.write_text(FUZZY)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(PatchError) as exc:
+        kbuild._prepare_worktree(pristine, work, _spec(pristine, patch), tmp_path / "log")
+    assert "Hunk #1 FAILED" in (exc.value.log_tail or "")
+    assert "without fuzz" in (exc.value.hint or "")
+    # an offset is no fuzz: the same hunk two lines further down applies
+    (pristine / "mm" / "a.c").write_text("x\ny\none\ntwo\nthree\n")
+    patch.write_text(A_PATCH)
+    tree = kbuild._prepare_worktree(pristine, work, _spec(pristine, patch), tmp_path / "log")
+    assert (tree / "mm" / "a.c").read_text() == "x\ny\none\nTWO\nthree\n"

@@ -207,9 +207,11 @@ def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Pat
                                               "files": sorted(touched | set(state["files"]))}))
             out.write(f"$ patch -p1 -i {patch}\n")
             out.flush()
+            # --fuzz=0: a hunk applies where its context matches exactly (at an offset, as
+            # git apply does), or not at all -- never silently somewhere else.
             proc = subprocess.run(["patch", "-p1", "--forward", "--no-backup-if-mismatch",
-                                   "-r", "-", "-i", str(patch)], cwd=tree, capture_output=True,
-                                  text=True, check=False)
+                                   "--fuzz=0", "-r", "-", "-i", str(patch)], cwd=tree,
+                                  capture_output=True, text=True, check=False)
             out.write(proc.stdout + proc.stderr)
             if proc.returncode != 0:
                 failed = [ln for ln in proc.stdout.splitlines() if "FAILED" in ln
@@ -219,7 +221,8 @@ def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Pat
                     f"(variant {spec.variant})",
                     log_tail="\n".join(failed or proc.stdout.splitlines()[-10:]),
                     log_path=log_file,
-                    hint="rebase the patch onto this base, or drop it from the variant's series")
+                    hint="rebase the patch onto this base (vmtest applies patches exactly, "
+                         "without fuzz), or drop it from the variant's series")
     state_file.write_text(json.dumps({"series": wanted, "files": sorted(touched)}))
     return tree
 

@@ -1,11 +1,18 @@
 """Bisection: `git bisect run` drives build -> run -> judge on a local kernel tree.
 
-`vmtest bisect --tree T --good G --bad B --scenario S --metric M --threshold X` starts
-`git bisect` in T and runs `vmtest bisect-step` at every step. A step builds the checked
-out commit (plus an optional patch series, e.g. instrumentation), runs the scenario and
-judges the metric: <= threshold is good (exit 0), above is bad (1); a commit that does
-not build, a patch that does not apply or a failure of the machinery is skipped (125);
-a kernel crash or hang is bad (1). Every step leaves its result document.
+`vmtest bisect --tree T --good G --bad B --scenario S --metric M` first measures both
+endpoints -- runs of each, interleaved, until the sequential rule of
+vmtest/sequential.py decides they differ at --alpha -- and refuses to start when they do
+not (with the figures). Then it starts `git bisect` in T and runs `vmtest bisect-step`
+at every step: the step builds the checked-out commit (plus an optional patch series,
+e.g. instrumentation), runs the scenario again and again and classifies the commit as
+like-good (exit 0) or like-bad (1) against the endpoints' runs, by the same rule; a
+commit that does not build, a patch that does not apply, a failure of the machinery or
+a commit like neither endpoint within the run budget is skipped (125). A kernel crash
+or hang is bad only with --crash-is bad. With --threshold the old rule is kept: one run,
+good when the metric is <= the threshold. `--term-old/--term-new` name the states for
+git (e.g. broken/fixed: the commit that fixed something). Every step leaves its result
+documents and a line in bisect-log.jsonl.
 """
 
 from __future__ import annotations
@@ -13,16 +20,90 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths, run, scenarios
+from vmtest import paths, run, scenarios, sequential
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, build_kernel
 from vmtest.kernel.source import LocalTree
 
 GOOD, BAD, SKIP = 0, 1, 125
+ENDPOINTS = "endpoints.json"
+# A run's verdicts that are the kernel's doing (a crash or hang), not the machinery's.
+KERNEL_FAILURES = ("kernel-crash", "hang", "timeout")
+
+
+def metric_of(doc: dict[str, Any], metric: str) -> float | None:
+    value = doc.get("metrics", {}).get(metric)
+    if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
+                      run_bad: Callable[[int], dict[str, Any]], metric: str,
+                      plan: sequential.Plan) -> dict[str, Any]:
+    """Runs of good and bad, interleaved, until the plan decides they differ or its
+    budget is spent: {"good": [...], "bad": [...], "decided": bool, "p_value": p}."""
+    good: list[float] = []
+    bad: list[float] = []
+    decision = None
+    attempts = 0  # per side: every run its own directory
+    while min(len(good), len(bad)) < plan.looks[-1] and attempts < 3 * plan.looks[-1]:
+        for values, run_one in ((good, run_good), (bad, run_bad)):
+            if len(values) < plan.looks[-1]:
+                value = metric_of(run_one(attempts), metric)
+                if value is not None:
+                    values.append(value)
+        attempts += 1
+        n = min(len(good), len(bad))
+        if n in plan.looks and len(good) == len(bad):
+            decision = sequential.decide(good, bad, plan, n)
+            if decision.decided:
+                break
+    p_value = decision.p_value if decision else float("nan")
+    return {"good": good, "bad": bad, "decided": bool(decision and decision.decided),
+            "p_value": p_value, "plan": plan.describe()}
+
+
+def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
+                    endpoints: dict[str, Any], plan: sequential.Plan,
+                    crash_is: str) -> tuple[int, str, list[float]]:
+    """A step: runs of the commit until they are like one endpoint's (exit code, why,
+    the values)."""
+    values: list[float] = []
+    retried = False
+    attempt = 0  # every run its own directory: a failed one's evidence stays
+    while len(values) < plan.looks[-1]:
+        doc = run_one(attempt)
+        attempt += 1
+        verdict = doc.get("verdict")
+        if verdict in KERNEL_FAILURES:
+            if crash_is == "bad":
+                return BAD, f"bad: {verdict} (--crash-is bad)", values
+            return SKIP, f"skip: {verdict} (--crash-is skip)", values
+        value = metric_of(doc, metric)
+        if value is None:
+            if retried:  # the machinery failed twice on this commit
+                return SKIP, f"skip: {verdict}: {_first_line(doc.get('error'))}", values
+            retried = True
+            continue
+        values.append(value)
+        c = sequential.classify(values, endpoints["good"], endpoints["bad"], plan)
+        if c.like is not None:
+            code = GOOD if c.like == "good" else BAD
+            return code, (f"{c.like}: {metric} {values} like the {c.like} endpoint's "
+                          f"(p against good {c.p_good:.2g}, against bad {c.p_bad:.2g})"), values
+    return SKIP, (f"skip: {metric} {values} like neither endpoint within {len(values)} "
+                  f"runs"), values
+
+
+def _first_line(text: Any) -> str:
+    return str(text or "").strip().splitlines()[0] if text else ""
 
 
 def judge(doc: dict[str, Any], metric: str, threshold: float) -> tuple[int, str]:
@@ -39,25 +120,105 @@ def judge(doc: dict[str, Any], metric: str, threshold: float) -> tuple[int, str]
     return BAD, f"bad: {metric}={value} > {threshold}"
 
 
-def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float,
-         patches: list[Path], fragments: list[str], accel: str, log_dir: Path) -> int:
-    source = LocalTree(tree)
-    commit = source.identity().split(":", 1)[1][:12]
+def _build(tree: Path, ref: str | None, patches: list[Path], fragments: list[str]) -> Any:
+    source = LocalTree(tree, ref)
     spec = BuildSpec(source=source, fragments=tuple(kconfig.load_fragment(f) for f in fragments),
                      patches=tuple(patches), variant="bisect", base=f"bisect-{tree.name}")
+    return build_kernel(spec)
+
+
+def _runner(built: Any, scenario: str, profile: str, accel: str,
+            out: Path) -> Callable[[int], dict[str, Any]]:
+    def run_one(i: int) -> dict[str, Any]:
+        return run.run_scenario(built, scenarios.make(scenario, profile),
+                                out / f"r{i:02d}", accel=accel)
+    return run_one
+
+
+def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float | None,
+         patches: list[Path], fragments: list[str], accel: str, log_dir: Path, *,
+         crash_is: str = "skip") -> int:
+    source = LocalTree(tree)
+    commit = source.identity().split(":", 1)[1][:12]
     out = log_dir / commit
+    started = time.monotonic()
     try:
-        built = build_kernel(spec)
+        built = _build(tree, None, patches, fragments)
     except VmtestError as exc:  # build or patch failure: this commit cannot be judged
-        print(f"vmtest bisect: {commit}: skip: {exc}", file=sys.stderr)
+        why = f"skip: {exc.render()}"
+        print(f"vmtest bisect: {commit}: {why}", file=sys.stderr)
+        _log(log_dir, {"commit": commit, "exit": SKIP, "why": why})
         return SKIP
-    doc = run.run_scenario(built, scenarios.make(scenario, profile), out, accel=accel)
-    code, why = judge(doc, metric, threshold)
-    print(f"vmtest bisect: {commit}: {why} ({out / 'result.json'})", file=sys.stderr)
-    with (log_dir / "bisect-log.jsonl").open("a") as log:
-        log.write(json.dumps({"commit": commit, "exit": code, "why": why,
-                              "result": str(out / "result.json")}) + "\n")
+    build_s = time.monotonic() - started
+    run_one = _runner(built, scenario, profile, accel, out)
+    if threshold is not None:
+        doc = run_one(0)
+        code, why = judge(doc, metric, threshold)
+        values: list[float] = [v for v in [metric_of(doc, metric)] if v is not None]
+    else:
+        endpoints = read_endpoints(log_dir)
+        plan = step_plan(endpoints)
+        code, why, values = classify_commit(run_one, metric, endpoints, plan, crash_is)
+    runs_s = time.monotonic() - started - build_s
+    print(f"vmtest bisect: {commit}: {why} (build {build_s:.0f} s, runs {runs_s:.0f} s; "
+          f"{out})", file=sys.stderr)
+    _log(log_dir, {"commit": commit, "exit": code, "why": why, "values": values,
+                   "build_s": round(build_s, 1), "runs_s": round(runs_s, 1),
+                   "results": str(out)})
     return code
+
+
+def _log(log_dir: Path, entry: dict[str, Any]) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "bisect-log.jsonl").open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def step_plan(endpoints: dict[str, Any]) -> sequential.Plan:
+    """A step's plan: the endpoints' alpha and budget, against their fixed runs."""
+    return sequential.plan(endpoints["alpha"], endpoints["max_runs"],
+                           other_side=min(len(endpoints["good"]), len(endpoints["bad"])))
+
+
+def read_endpoints(log_dir: Path) -> dict[str, Any]:
+    path = log_dir / ENDPOINTS
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no endpoint measurements in {path}",
+                          hint="vmtest bisect measures them before the first step") from exc
+
+
+def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: str,
+                       metric: str, patches: list[Path], fragments: list[str], accel: str,
+                       log_dir: Path, alpha: float, max_runs: int) -> dict[str, Any]:
+    """Build both endpoints (from git, the checkout untouched) and run them until they
+    are decided apart; a ConfigError with the figures when they are not."""
+    plan = sequential.plan(alpha, max_runs)
+    started = time.monotonic()
+    built_good = _build(tree, good, patches, fragments)
+    built_bad = _build(tree, bad, patches, fragments)
+    result = measure_endpoints(
+        _runner(built_good, scenario, profile, accel, log_dir / "good" / good[:12]),
+        _runner(built_bad, scenario, profile, accel, log_dir / "bad" / bad[:12]),
+        metric, plan)
+    result |= {"alpha": alpha, "max_runs": max_runs, "metric": metric,
+               "good_commit": good, "bad_commit": bad,
+               "wall_s": round(time.monotonic() - started, 1)}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / ENDPOINTS).write_text(json.dumps(result, indent=1) + "\n")
+    g, b = result["good"], result["bad"]
+    print(f"vmtest bisect: endpoints: good {good[:12]} {metric} {g}, bad {bad[:12]} {b}: "
+          + ("separated" if result["decided"] else "NOT separated")
+          + f" (p = {result['p_value']:.2g}; {plan.describe()})", file=sys.stderr)
+    if not result["decided"]:
+        raise ConfigError(
+            f"the endpoints are not separated on {metric}: good {g} vs bad {b} "
+            f"(p = {result['p_value']:.2g} after {min(len(g), len(b))} runs each)",
+            hint="raise --max-runs, use a profile that shows more (e.g. verdict), another "
+                 "--metric, or check that --bad really shows the problem")
+    return result
 
 
 def check_endpoints(tree: Path, good: str, bad: str) -> tuple[str, str]:
@@ -78,11 +239,22 @@ def check_endpoints(tree: Path, good: str, bad: str) -> tuple[str, str]:
     return good_sha, bad_sha
 
 
-def start(tree: Path, good: str, bad: str, step_args: list[str]) -> int:
+def start(tree: Path, good: str, bad: str, step_args: list[str], *,
+          measure: Callable[[str, str], object] | None = None,
+          terms: tuple[str, str] | None = None) -> int:
+    """`measure(good, bad)`: the endpoints' measurement, before git is touched;
+    `terms`: git bisect's --term-old/--term-new."""
     good, bad = check_endpoints(tree, good, bad)
+    if LocalTree(tree).dirty_digest():
+        print(f"vmtest bisect: {tree} has uncommitted changes or untracked files: git "
+              "carries them into every step's checkout, and they are built with it",
+              file=sys.stderr)
+    if measure is not None:
+        measure(good, bad)
     git = ["git", "-C", str(tree)]
-    started = subprocess.run([*git, "bisect", "start", bad, good], capture_output=True,
-                             text=True, check=False)
+    term_args = ["--term-old", terms[0], "--term-new", terms[1]] if terms else []
+    started = subprocess.run([*git, "bisect", "start", *term_args, bad, good],
+                             capture_output=True, text=True, check=False)
     if started.returncode != 0:
         raise ConfigError(f"git bisect start failed: {started.stderr.strip()}",
                           hint="a bisection already under way? `git -C TREE bisect reset`")

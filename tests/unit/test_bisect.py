@@ -79,3 +79,65 @@ def test_a_step_that_fails_in_vmtest_is_skip_never_bad(history, monkeypatch, cap
     assert cli.main(["bisect-step", "--tree", str(history), "--scenario", "cma-stress",
                      "--metric", "m", "--threshold", "1"]) == 125
     assert "bad input" in capsys.readouterr().err
+
+
+# -- the sequential rule: endpoints measured first, each step classified by its runs --
+
+from vmtest import sequential  # noqa: E402
+
+UNPATCHED = [245, 245, 105, 210, 175, 140, 35, 70]  # shaped like seed-profile dumps
+
+
+def _docs(values, verdict="ok"):
+    """run_one(i) for a commit whose runs give these metric values in turn."""
+    def run_one(i):
+        v = values[i % len(values)]
+        if v is None:
+            return {"verdict": "infrastructure", "error": "QEMU died\nmore"}
+        if isinstance(v, str):
+            return {"verdict": v}
+        return {"verdict": verdict, "metrics": {"m": v}}
+    return run_one
+
+
+def test_endpoints_separated_and_not():
+    plan = sequential.plan(0.01, 8)
+    ok = bisect.measure_endpoints(_docs([0]), _docs(UNPATCHED), "m", plan)
+    assert ok["decided"] and len(ok["good"]) == len(ok["bad"]) == plan.looks[0]
+    same = bisect.measure_endpoints(_docs([0, 35, 0, 70]), _docs([35, 0, 70, 0]), "m", plan)
+    assert not same["decided"] and len(same["good"]) == 8  # the whole budget, then refused
+
+
+def test_a_step_is_classified_by_its_runs_against_the_endpoints():
+    endpoints = {"good": [0.0] * 6, "bad": [float(v) for v in UNPATCHED[:6]],
+                 "alpha": 0.01, "max_runs": 8}
+    plan = bisect.step_plan(endpoints)
+    code, why, values = bisect.classify_commit(_docs(UNPATCHED), "m", endpoints, plan, "skip")
+    assert code == bisect.BAD and "like the bad endpoint's" in why
+    assert len(values) == plan.looks[0]  # decided at the first look
+    code, _, _ = bisect.classify_commit(_docs([0]), "m", endpoints, plan, "skip")
+    assert code == bisect.GOOD
+    # like neither within the budget: skipped, never guessed
+    code, why, values = bisect.classify_commit(_docs([0, 245, 35, 0, 175, 0, 0, 140]), "m",
+                                               endpoints, plan, "skip")
+    assert code == bisect.SKIP and "like neither" in why and len(values) == 8
+
+
+def test_crash_is_bad_only_when_asked_and_machinery_failures_retried_once():
+    endpoints = {"good": [0.0] * 6, "bad": [245.0] * 6, "alpha": 0.01, "max_runs": 8}
+    plan = bisect.step_plan(endpoints)
+    crash = _docs(["kernel-crash"])
+    assert bisect.classify_commit(crash, "m", endpoints, plan, "skip")[0] == bisect.SKIP
+    assert bisect.classify_commit(crash, "m", endpoints, plan, "bad")[0] == bisect.BAD
+    # one infrastructure failure is retried, the step goes on
+    code, _, values = bisect.classify_commit(_docs([None, 245, 245, 245, 245, 245]), "m",
+                                             endpoints, plan, "skip")
+    assert code == bisect.BAD
+    # two are a skip naming the failure
+    code, why, _ = bisect.classify_commit(_docs([None]), "m", endpoints, plan, "skip")
+    assert code == bisect.SKIP and "QEMU died" in why
+
+
+def test_terms_go_together(history):
+    assert cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
+                     "--scenario", "cma-stress", "--metric", "m", "--term-old", "broken"]) == 2

@@ -6,14 +6,19 @@ import argparse
 from pathlib import Path
 
 from vmtest.cli.common import Sub, add_accel_arg
+from vmtest.errors import ConfigError
 from vmtest.kernel import kconfig
 
 
 def add_parser(sub: Sub) -> None:
     p = sub.add_parser("bisect", help="git bisect a kernel tree on a scenario metric")
     _common(p)
-    p.add_argument("--good", required=True)
-    p.add_argument("--bad", required=True)
+    p.add_argument("--good", required=True, help="a commit without the change (--term-old)")
+    p.add_argument("--bad", required=True, help="a commit with it (--term-new)")
+    p.add_argument("--term-old", metavar="TERM",
+                   help="git's name for the --good state (e.g. broken, to find a fix)")
+    p.add_argument("--term-new", metavar="TERM",
+                   help="git's name for the --bad state (e.g. fixed)")
     p.set_defaults(func=cmd_bisect)
     p = sub.add_parser("bisect-step", help="one bisection step (called by git bisect run): "
                                            "exit 0 good, 1 bad, 125 skip")
@@ -29,8 +34,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick")
     p.add_argument("--metric", required=True, help="result metric to judge, e.g. "
                                                    "fail_to_migrate_dumps")
-    p.add_argument("--threshold", required=True, type=float,
-                   help="good when metric <= threshold")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="the old rule: one run a commit, good when metric <= threshold "
+                        "(default: measure the endpoints and classify each commit by runs "
+                        "until decided)")
+    p.add_argument("--alpha", type=float, default=0.01,
+                   help="error rate of each decision (default: %(default)s)")
+    p.add_argument("--max-runs", type=int, default=8, metavar="N",
+                   help="run budget for each endpoint and each step (default: %(default)s)")
+    p.add_argument("--crash-is", choices=("skip", "bad"), default="skip",
+                   help="a kernel crash or hang is bad only when that is the question "
+                        "(default: %(default)s)")
     p.add_argument("--patch", action="append", dest="patches", type=Path, default=[],
                    help="patch applied at every step (e.g. instrumentation); repeatable")
     p.add_argument("--fragment", action="append", dest="fragments", default=None)
@@ -41,15 +55,32 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_bisect(args: argparse.Namespace) -> int:
     from vmtest import bisect
 
+    if (args.term_old is None) != (args.term_new is None):
+        raise ConfigError("--term-old and --term-new go together",
+                          hint="e.g. --term-old broken --term-new fixed")
     step_args = ["--scenario", args.scenario, "--profile", args.profile, "--metric",
-                 args.metric, "--threshold", str(args.threshold), "--accel", args.accel]
-    for patch in args.patches:
-        step_args += ["--patch", str(patch.resolve())]
+                 args.metric, "--accel", args.accel, "--crash-is", args.crash_is,
+                 "--alpha", str(args.alpha), "--max-runs", str(args.max_runs)]
+    if args.threshold is not None:
+        step_args += ["--threshold", str(args.threshold)]
+    patches = [p.resolve() for p in args.patches]
+    for patch in patches:
+        step_args += ["--patch", str(patch)]
+    fragments = list(args.fragments or kconfig.DEFAULT_FRAGMENTS)
     for frag in args.fragments or ():
         step_args += ["--fragment", frag]
-    if args.log_dir:
-        step_args += ["--log-dir", str(args.log_dir.resolve())]
-    return bisect.start(args.tree.resolve(), args.good, args.bad, step_args)
+    log_dir = args.log_dir.resolve() if args.log_dir else bisect.default_log_dir()
+    step_args += ["--log-dir", str(log_dir)]
+    tree = args.tree.resolve()
+
+    def measure(good: str, bad: str) -> object:
+        return bisect.endpoints_measured(tree, good, bad, args.scenario, args.profile,
+                                         args.metric, patches, fragments, args.accel,
+                                         log_dir, args.alpha, args.max_runs)
+
+    terms = (args.term_old, args.term_new) if args.term_old else None
+    return bisect.start(tree, args.good, args.bad, step_args,
+                        measure=None if args.threshold is not None else measure, terms=terms)
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
@@ -58,4 +89,4 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     return bisect.step(args.tree.resolve(), args.scenario, args.profile, args.metric,
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,
-                       args.log_dir or bisect.default_log_dir())
+                       args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError, VmtestError
@@ -205,49 +205,13 @@ def runner(exp: Experiment, built: Built, *, accel: str,
     return run_one
 
 
-class UntilDecided:
-    """`--until-decided`: which runs are still needed. The runs of one kernel and scenario
-    stop once its primary metric is decided for every candidate variant against the
-    baseline, by the plan of vmtest/sequential.py (looks at planned run counts, alpha
-    spent over them); the rest stop at the plan's budget (the matrix's repetitions)."""
+class Until(Protocol):
+    """What execute() asks of `until` (sequential.UntilDecided): whether a run is still
+    needed, and each finished run."""
 
-    def __init__(self, exp: Experiment, plan: Any) -> None:
-        assert exp.matrix is not None
-        self.exp = exp
-        self.plan = plan
-        self.values: dict[tuple[str, str, str], list[float]] = {}
-        self.decided: dict[tuple[str, str], dict[str, Any]] = {}
-        self.started = time.monotonic()
+    def needed(self, run: Run) -> bool: ...
 
-    def record(self, run: Run, doc: dict[str, Any]) -> None:
-        """A finished run: its primary metric counts where the run is whole."""
-        from vmtest import sequential
-
-        assert self.exp.matrix is not None
-        metric = self.exp.scenario(run.scenario).metrics[0]
-        value = doc.get("metrics", {}).get(metric)
-        if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
-            self.values.setdefault((run.kernel, run.scenario, run.variant), []).append(value)
-        group = (run.kernel, run.scenario)
-        if group in self.decided:
-            return
-        baseline, *candidates = self.exp.matrix.variants
-        base = self.values.get((*group, baseline), [])
-        results = {}
-        for cand in candidates:
-            vals = self.values.get((*group, cand), [])
-            runs = min(len(base), len(vals))
-            if self.plan.spend_at(runs) is None:
-                return  # not at a look: wait for the other side
-            d = sequential.decide(base[:runs], vals[:runs], self.plan, runs)
-            if not d.decided:
-                return
-            results[cand] = {"runs": runs, "p_value": d.p_value, "spend": d.spend}
-        self.decided[group] = {"metric": metric, "variants": results,
-                               "after_s": round(time.monotonic() - self.started, 1)}
-
-    def needed(self, run: Run) -> bool:
-        return (run.kernel, run.scenario) not in self.decided
+    def record(self, run: Run, doc: dict[str, Any]) -> None: ...
 
 
 def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int | AutoJobs,
@@ -255,7 +219,7 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int | AutoJob
             stop: threading.Event | None = None,
             on_interrupt: Callable[[], object] | None = None,
             stagger_s: float | None = 0.0,
-            until: UntilDecided | None = None) -> list[dict[str, Any]]:
+            until: Until | None = None) -> list[dict[str, Any]]:
     """Run what is not done yet, `jobs` at a time; returns the new documents.
 
     On Ctrl-C, `on_interrupt` runs *before* the pool waits for its threads (it stops the

@@ -22,11 +22,15 @@ There is no "decided: no difference" outcome: a budget spent without a decision 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vmtest.compare import mann_whitney_u, min_p_value
+from vmtest.config import Experiment
 from vmtest.errors import ConfigError
+from vmtest.results.store import Run
 
 
 @dataclass(frozen=True)
@@ -121,3 +125,46 @@ def classify(commit: Sequence[float], good: Sequence[float], bad: Sequence[float
         if is_bad != is_good:
             like = "bad" if is_bad else "good"
     return Classification(like, p_good, p_bad, len(commit))
+
+
+class UntilDecided:
+    """`--until-decided`: which runs are still needed. The runs of one kernel and scenario
+    stop once its primary metric is decided for every candidate variant against the
+    baseline, by the plan of vmtest/sequential.py (looks at planned run counts, alpha
+    spent over them); the rest stop at the plan's budget (the matrix's repetitions)."""
+
+    def __init__(self, exp: Experiment, plan: Any) -> None:
+        assert exp.matrix is not None
+        self.exp = exp
+        self.plan = plan
+        self.values: dict[tuple[str, str, str], list[float]] = {}
+        self.decided: dict[tuple[str, str], dict[str, Any]] = {}
+        self.started = time.monotonic()
+
+    def record(self, run: Run, doc: dict[str, Any]) -> None:
+        """A finished run: its primary metric counts where the run is whole."""
+        assert self.exp.matrix is not None
+        metric = self.exp.scenario(run.scenario).metrics[0]
+        value = doc.get("metrics", {}).get(metric)
+        if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
+            self.values.setdefault((run.kernel, run.scenario, run.variant), []).append(value)
+        group = (run.kernel, run.scenario)
+        if group in self.decided:
+            return
+        baseline, *candidates = self.exp.matrix.variants
+        base = self.values.get((*group, baseline), [])
+        results = {}
+        for cand in candidates:
+            vals = self.values.get((*group, cand), [])
+            runs = min(len(base), len(vals))
+            if self.plan.spend_at(runs) is None:
+                return  # not at a look: wait for the other side
+            d = decide(base[:runs], vals[:runs], self.plan, runs)
+            if not d.decided:
+                return
+            results[cand] = {"runs": runs, "p_value": d.p_value, "spend": d.spend}
+        self.decided[group] = {"metric": metric, "variants": results,
+                               "after_s": round(time.monotonic() - self.started, 1)}
+
+    def needed(self, run: Run) -> bool:
+        return (run.kernel, run.scenario) not in self.decided

@@ -21,7 +21,7 @@ STAGES = [
     ("results", ("vmtest.results",)),
     ("run", ("vmtest.run",)),
     ("matrix", ("vmtest.matrix",)),
-    ("compare", ("vmtest.compare",)),
+    ("compare", ("vmtest.compare", "vmtest.sequential")),
     ("report", ("vmtest.report",)),
     ("tools", ("vmtest.bisect", "vmtest.doctor")),
     ("cli", ("vmtest.cli", "vmtest.pytest_plugin")),

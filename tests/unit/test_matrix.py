@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from vmtest import compare, config, matrix, report
+from vmtest import compare, config, matrix, report, sequential
 from vmtest.errors import ConfigError
 from vmtest.results.store import Store
 
@@ -299,7 +299,7 @@ def test_execute_widens_to_auto_jobs_as_runs_finish(exp, tmp_path):
 
 
 def test_until_decided_skips_the_runs_of_a_decided_comparison(exp, tmp_path):
-    from vmtest import sequential
+
 
     store = Store(tmp_path / "res")
     store.claim(exp, "quick", force=False)
@@ -315,7 +315,7 @@ def test_until_decided_skips_the_runs_of_a_decided_comparison(exp, tmp_path):
         (run_dir / "result.json").write_text(json.dumps(doc))
         return doc
 
-    until = matrix.UntilDecided(exp, sequential.plan(0.01, 10))
+    until = sequential.UntilDecided(exp, sequential.plan(0.01, 10))
     matrix.execute(runs, store, separated, jobs=1, until=until)
     kernels = len(exp.matrix.kernels)
     assert len(calls) == 6 * 2 * kernels  # decided at the first look, 6 + 6 runs

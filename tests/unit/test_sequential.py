@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vmtest import config, matrix, sequential
+from vmtest import config, sequential
 from vmtest.compare import mann_whitney_u, min_p_value
 from vmtest.errors import ConfigError
 from vmtest.results.store import Run
@@ -91,7 +91,7 @@ def config_path() -> Path:
 def test_until_decided_stops_a_decided_comparison():
     exp = config.load(str(config_path()))
     assert exp.matrix is not None
-    until = matrix.UntilDecided(exp, sequential.plan(0.01, 10))
+    until = sequential.UntilDecided(exp, sequential.plan(0.01, 10))
     scenario = "cma-stress"
     metric = exp.scenario(scenario).metrics[0]
     base, cand = exp.matrix.variants[0], exp.matrix.variants[1]
@@ -107,7 +107,7 @@ def test_until_decided_stops_a_decided_comparison():
     # another scenario of the matrix goes on
     assert until.needed(Run(kernel, base, "hotplug-offline", 6, "quick"))
     # a crashed run does not count towards a look
-    other = matrix.UntilDecided(exp, sequential.plan(0.01, 10))
+    other = sequential.UntilDecided(exp, sequential.plan(0.01, 10))
     for rep in range(6):
         other.record(Run(kernel, base, scenario, rep, "quick"),
                      {"verdict": "crash", "metrics": {metric: 245}})

@@ -156,7 +156,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if args.shard:
             raise ConfigError("--until-decided decides on all runs of a comparison: it "
                               "cannot run one shard", hint="drop --shard, or --until-decided")
-        until = matrix.UntilDecided(exp, sequential.plan(args.alpha, args.max_repetitions))
+        until = sequential.UntilDecided(exp, sequential.plan(args.alpha, args.max_repetitions))
         reps = args.max_repetitions
         print(f"matrix: until decided: {until.plan.describe()}", file=sys.stderr)
     every = matrix.select(matrix.expand(exp, profile=profile, repetitions=reps),

@@ -96,7 +96,8 @@ class AutoJobs:
     core; every finished run says what its VM cost (the QEMU process's CPU time over the
     run's wall time, `qemu_cpu_s` / `qemu_wall_s`), and the parallelism becomes as many
     VMs as keep the cores TARGET_BUSY busy at the median of those duties -- a seed-profile
-    VM, idle ~85 % of its run, lets ~6 share a core -- bounded by host memory (`limit`)."""
+    VM, idle ~85 % of its run, lets ~6 share a core -- bounded by host memory (`limit`),
+    never fewer than one per core."""
 
     TARGET_BUSY = 0.9
 
@@ -112,7 +113,9 @@ class AutoJobs:
         if isinstance(cpu, (int, float)) and isinstance(wall, (int, float)) and wall > 0:
             self.duties.append(max(cpu / wall, 0.01))
             duty = sorted(self.duties)[len(self.duties) // 2]
-            self.current = max(1, min(self.limit, int(self.cores * self.TARGET_BUSY / duty)))
+            wanted = int(self.cores * self.TARGET_BUSY / duty)
+            # never fewer than one per core: a busy VM (TCG) takes one core at most
+            self.current = max(min(self.cores, self.limit), min(self.limit, wanted))
 
     def __call__(self) -> int:
         return self.current

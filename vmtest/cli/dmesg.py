@@ -66,8 +66,6 @@ def render(name: str, report: dmesg.DmesgReport, top: int) -> str:
             if f"{key}_median" in e:
                 parts.append(f"{label} median {e[f'{key}_median']:g}")
         lines.append(f"  op={op}: " + ", ".join(parts))
-    if not doc["ops"]:
-        lines.append("  no instrumentation summaries (kernels/patches: vmtest-mm lines)")
     for splat in report.splats:
         where = f" line {splat.line}" if splat.line is not None else ""
         where += f" at {splat.timestamp:.6f}" if splat.timestamp is not None else ""

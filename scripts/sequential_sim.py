@@ -109,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-runs", type=int, default=16)
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--save", type=Path, metavar="FILE",
+                    help="also write the runs read as a JSON file (tests/data/runs/)")
+    ap.add_argument("--source", help="with --save: where the runs come from (provenance)")
     args = ap.parse_args(argv)
     base, cand, source = load(args.runs, args.metric)
+    if args.save:
+        args.save.write_text(json.dumps({"source": args.source or source, "baseline": base,
+                                         "candidate": cand}, indent=1) + "\n")
     plan = sequential.plan(args.alpha, args.max_runs)
     print(f"runs: {source}\n  baseline ({len(base)}): {base}\n  candidate ({len(cand)}): "
           f"{cand}\nplan: {plan.describe()}; {args.trials} trials each")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths, run, scenarios, sequential
+from vmtest import paths, procs, run, scenarios, sequential
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, build_kernel
@@ -141,13 +141,18 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
     source = LocalTree(tree)
     commit = source.identity().split(":", 1)[1][:12]
     out = log_dir / commit
+    done = finished_step(log_dir, commit)
+    if done is not None:  # --resume: this commit was judged before the interruption
+        print(f"vmtest bisect: {commit}: {done['why']} (from the earlier steps, not run "
+              "again)", file=sys.stderr)
+        return int(done["exit"])
     started = time.monotonic()
     try:
         built = _build(tree, None, patches, fragments)
     except VmtestError as exc:  # build or patch failure: this commit cannot be judged
         why = f"skip: {exc.render()}"
         print(f"vmtest bisect: {commit}: {why}", file=sys.stderr)
-        _log(log_dir, {"commit": commit, "exit": SKIP, "why": why})
+        _log(log_dir, {"commit": commit, "exit": SKIP, "why": why, "final": True})
         return SKIP
     build_s = time.monotonic() - started
     run_one = _runner(built, scenario, profile, accel, out)
@@ -162,10 +167,34 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
     runs_s = time.monotonic() - started - build_s
     print(f"vmtest bisect: {commit}: {why} (build {build_s:.0f} s, runs {runs_s:.0f} s; "
           f"{out})", file=sys.stderr)
+    # A classification is final (a resume reuses it); a skip of the machinery is not.
+    final = code != SKIP or "like neither" in why
     _log(log_dir, {"commit": commit, "exit": code, "why": why, "values": values,
                    "build_s": round(build_s, 1), "runs_s": round(runs_s, 1),
-                   "results": str(out)})
+                   "results": str(out), "final": final})
     return code
+
+
+def step_log(log_dir: Path) -> list[dict[str, Any]]:
+    path = log_dir / "bisect-log.jsonl"
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line of a killed step
+    return entries
+
+
+def finished_step(log_dir: Path, commit: str) -> dict[str, Any] | None:
+    """The last final judgement of commit in this bisection's log, None if there is none."""
+    found = None
+    for entry in step_log(log_dir):
+        if entry.get("commit") == commit and entry.get("final"):
+            found = entry
+    return found
 
 
 def _log(log_dir: Path, entry: dict[str, Any]) -> None:
@@ -196,6 +225,17 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
     """Build both endpoints (from git, the checkout untouched) and run them until they
     are decided apart; a ConfigError with the figures when they are not."""
     plan = sequential.plan(alpha, max_runs)
+    try:
+        earlier = read_endpoints(log_dir)
+    except ConfigError:
+        earlier = None
+    wanted = {"good_commit": good, "bad_commit": bad, "metric": metric, "alpha": alpha,
+              "max_runs": max_runs, "scenario": scenario, "profile": profile}
+    if earlier is not None and all(earlier.get(k) == v for k, v in wanted.items()) \
+            and earlier.get("decided"):
+        print(f"vmtest bisect: endpoints: measured before (good {earlier['good']}, bad "
+              f"{earlier['bad']}), not run again", file=sys.stderr)
+        return earlier
     started = time.monotonic()
     built_good = _build(tree, good, patches, fragments)
     built_bad = _build(tree, bad, patches, fragments)
@@ -203,9 +243,7 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
         _runner(built_good, scenario, profile, accel, log_dir / "good" / good[:12]),
         _runner(built_bad, scenario, profile, accel, log_dir / "bad" / bad[:12]),
         metric, plan)
-    result |= {"alpha": alpha, "max_runs": max_runs, "metric": metric,
-               "good_commit": good, "bad_commit": bad,
-               "wall_s": round(time.monotonic() - started, 1)}
+    result |= wanted | {"wall_s": round(time.monotonic() - started, 1)}
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / ENDPOINTS).write_text(json.dumps(result, indent=1) + "\n")
     g, b = result["good"], result["bad"]
@@ -241,7 +279,7 @@ def check_endpoints(tree: Path, good: str, bad: str) -> tuple[str, str]:
 
 def start(tree: Path, good: str, bad: str, step_args: list[str], *,
           measure: Callable[[str, str], object] | None = None,
-          terms: tuple[str, str] | None = None) -> int:
+          terms: tuple[str, str] | None = None, log_dir: Path | None = None) -> int:
     """`measure(good, bad)`: the endpoints' measurement, before git is touched;
     `terms`: git bisect's --term-old/--term-new."""
     good, bad = check_endpoints(tree, good, bad)
@@ -258,14 +296,76 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
     if started.returncode != 0:
         raise ConfigError(f"git bisect start failed: {started.stderr.strip()}",
                           hint="a bisection already under way? `git -C TREE bisect reset`")
+    started_at = time.monotonic()
     try:
-        proc = subprocess.run([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
-                               "bisect-step", "--tree", str(tree), *step_args], check=False)
-        subprocess.run([*git, "bisect", "log"], check=False)
+        # In a session of its own: an interruption stops git, the step and its VM.
+        proc = procs.run_group([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
+                                "bisect-step", "--tree", str(tree), *step_args])
+        found = subprocess.run([*git, "rev-parse", "--verify", "--quiet",
+                                f"refs/bisect/{terms[1] if terms else 'bad'}"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if log_dir is not None and proc.returncode == 0 and found:
+            write_report(tree, log_dir, found, terms or ("good", "bad"),
+                         time.monotonic() - started_at)
         return proc.returncode
+    except KeyboardInterrupt:
+        print(f"\nvmtest bisect: interrupted; the tree goes back to where it was (git bisect "
+              f"reset). Finished steps are kept{f' in {log_dir}' if log_dir else ''}: the "
+              "same command with --resume continues without running them again.",
+              file=sys.stderr)
+        raise
     finally:
-        subprocess.run([*git, "bisect", "reset"], check=False)
+        subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
 
 
-def default_log_dir() -> Path:
-    return paths.cache_dir("bisect")
+def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
+                 wall_s: float) -> Path:
+    """report.md and report.json in log_dir: the first new-term commit with its subject,
+    the endpoints' runs and every step's evidence, the time spent."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    steps = step_log(log_dir)
+    try:
+        endpoints: dict[str, Any] | None = read_endpoints(log_dir)
+    except ConfigError:
+        endpoints = None
+    doc = {"first": first, "subject": git("log", "-1", "--format=%s", first),
+           "terms": list(terms), "steps": steps, "endpoints": endpoints,
+           "wall_s": round(wall_s, 1),
+           "build_s": round(sum(s.get("build_s", 0) for s in steps), 1),
+           "runs_s": round(sum(s.get("runs_s", 0) for s in steps), 1)}
+    (log_dir / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [f"# vmtest bisect: first {terms[1]} commit", "",
+             f"**{first[:12]} {doc['subject']}**", "",
+             f"{len(steps)} steps, {doc['wall_s']:.0f} s in all (builds {doc['build_s']:.0f} s, "
+             f"runs {doc['runs_s']:.0f} s)", ""]
+    if endpoints:
+        lines += [f"Endpoints ({endpoints.get('metric')}): {terms[0]} {endpoints['good']}, "
+                  f"{terms[1]} {endpoints['bad']} (p = {endpoints['p_value']:.2g})", ""]
+    lines += ["| commit | subject | decision | values | build s | runs s |",
+              "|---|---|---|---|---|---|"]
+    for s in steps:
+        subject = git("log", "-1", "--format=%s", s.get("commit", ""))
+        lines.append(f"| {s.get('commit')} | {subject} | {s.get('why')} | "
+                     f"{s.get('values', '')} | {s.get('build_s', '')} | {s.get('runs_s', '')} |")
+    path = log_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"vmtest bisect: first {terms[1]} commit {first[:12]} {doc['subject']}; "
+          f"report: {path}", file=sys.stderr)
+    return path
+
+
+def default_log_dir(key: str = "") -> Path:
+    """Where a bisection keeps its runs, endpoints and step log: one folder a bisection
+    (tree, endpoints, scenario, profile, metric), so that --resume finds it."""
+    return paths.cache_dir("bisect") / key if key else paths.cache_dir("bisect")
+
+
+def check_log_dir(log_dir: Path, resume: bool) -> None:
+    """A log dir holding another bisection's steps is refused unless resuming."""
+    if not resume and (step_log(log_dir) or (log_dir / ENDPOINTS).exists()):
+        raise ConfigError(f"{log_dir} holds a bisection already",
+                          hint="--resume continues it (finished steps are not run again); "
+                               "or give another --log-dir")

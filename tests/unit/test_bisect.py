@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from vmtest import bisect, cli
@@ -141,3 +143,39 @@ def test_crash_is_bad_only_when_asked_and_machinery_failures_retried_once():
 def test_terms_go_together(history):
     assert cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
                      "--scenario", "cma-stress", "--metric", "m", "--term-old", "broken"]) == 2
+
+
+def test_resume_reuses_a_finished_step_and_refuses_a_used_log_dir(history, tmp_path,
+                                                                 monkeypatch):
+    log_dir = tmp_path / "log"
+    head = _git(history, "rev-parse", "HEAD").strip()[:12]
+    bisect._log(log_dir, {"commit": head, "exit": bisect.BAD, "why": "bad: like bad",
+                          "final": True})
+
+    def no_build(*a, **k):
+        raise AssertionError("a finished step is not built again")
+
+    monkeypatch.setattr(bisect, "_build", no_build)
+    assert bisect.step(history, "cma-stress", "quick", "m", None, [], [], "tcg",
+                       log_dir) == bisect.BAD
+    with pytest.raises(ConfigError, match="holds a bisection already"):
+        bisect.check_log_dir(log_dir, resume=False)
+    bisect.check_log_dir(log_dir, resume=True)
+    # a skip of the machinery is not final: a resume runs that commit again
+    bisect._log(log_dir, {"commit": "abc", "exit": bisect.SKIP, "why": "skip: hang",
+                          "final": False})
+    assert bisect.finished_step(log_dir, "abc") is None
+
+
+def test_report_names_the_first_bad_commit_and_every_step(history, tmp_path):
+    log_dir = tmp_path / "log"
+    first = _git(history, "rev-parse", "HEAD~1").strip()
+    bisect._log(log_dir, {"commit": first[:12], "exit": bisect.BAD, "why": "bad: like bad",
+                          "values": [245.0, 210.0], "build_s": 20.0, "runs_s": 100.0,
+                          "final": True})
+    path = bisect.write_report(history, log_dir, first, ("good", "bad"), 150.0)
+    text = path.read_text()
+    assert f"**{first[:12]} B**" in text and "builds 20 s, runs 100 s" in text
+    assert "| bad: like bad | [245.0, 210.0] |" in text
+    doc = json.loads((log_dir / "report.json").read_text())
+    assert doc["subject"] == "B" and doc["wall_s"] == 150.0

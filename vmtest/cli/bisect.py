@@ -19,6 +19,9 @@ def add_parser(sub: Sub) -> None:
                    help="git's name for the --good state (e.g. broken, to find a fix)")
     p.add_argument("--term-new", metavar="TERM",
                    help="git's name for the --bad state (e.g. fixed)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted bisection: its measured endpoints and "
+                        "finished steps are not run again")
     p.set_defaults(func=cmd_bisect)
     p = sub.add_parser("bisect-step", help="one bisection step (called by git bisect run): "
                                            "exit 0 good, 1 bad, 125 skip")
@@ -69,9 +72,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     fragments = list(args.fragments or kconfig.DEFAULT_FRAGMENTS)
     for frag in args.fragments or ():
         step_args += ["--fragment", frag]
-    log_dir = args.log_dir.resolve() if args.log_dir else bisect.default_log_dir()
-    step_args += ["--log-dir", str(log_dir)]
     tree = args.tree.resolve()
+    key = "-".join([tree.name, args.good, args.bad, args.scenario, args.profile,
+                    args.metric]).replace("/", "_")
+    log_dir = args.log_dir.resolve() if args.log_dir else bisect.default_log_dir(key)
+    bisect.check_log_dir(log_dir, args.resume)
+    step_args += ["--log-dir", str(log_dir)]
 
     def measure(good: str, bad: str) -> object:
         return bisect.endpoints_measured(tree, good, bad, args.scenario, args.profile,
@@ -80,7 +86,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
     terms = (args.term_old, args.term_new) if args.term_old else None
     return bisect.start(tree, args.good, args.bad, step_args,
-                        measure=None if args.threshold is not None else measure, terms=terms)
+                        measure=None if args.threshold is not None else measure, terms=terms,
+                        log_dir=log_dir)
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""A git kernel history with a known answer, for `vmtest bisect` (its tests and bench).
+
+From Debian's linux-source-6.1 (or 6.12) it makes a repository in OUT:
+
+  base     the tarball as Debian ships it (its top-level .gitignore, which ignores
+           everything but debian/, is left out: it would hide the kernel from git)
+  1        vmtest's instrumentation (kernels/patches/SERIES/vmtest-instrumentation.patch)
+  2..N     noise: one-line comments in mm/ and drivers/ files that change nothing measured,
+           and, at a position the seed chooses, the planted change:
+             --direction regression: the revert of d479960e44f2 (the metric goes up:
+               the first bad commit)
+             --direction fix: the history starts reverted (commit 1) and the planted
+               commit applies d479960e44f2 again (the commit that fixed it)
+           with --break-build, two commits before it a planted build failure and its
+           fix right after (bisect must skip it)
+
+Tags: `old` (commit 1: vmtest bisect's --good) and `new` (HEAD: its --bad; with
+--direction fix, --term-old broken --term-new fixed). The answer is written to
+OUT/.git/vmtest-history.json ({"planted": SHA, "subject": ..., "position": K, ...}).
+
+    python3 scripts/make-history.py OUT [--series 6.1] [--commits 16] [--seed 1]
+        [--direction regression|fix] [--break-build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PATCHES = ROOT / "vmtest" / "kernels" / "patches"
+REVERT = "revert-d479960e44f2-lru-cache-disable.patch"
+# Files compiled into every vmtest kernel: noise lands in them (a comment changes no
+# object code but does change the tree, as real unrelated commits do).
+NOISE_FILES = ["mm/vmstat.c", "mm/page_alloc.c", "mm/swap.c", "mm/migrate.c",
+               "mm/compaction.c", "mm/memory_hotplug.c", "drivers/base/core.c",
+               "drivers/char/mem.c", "drivers/tty/serial/8250/8250_core.c",
+               "drivers/block/loop.c"]
+BREAK_FILE = "mm/vmstat.c"
+
+
+def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), "-c", "user.name=vmtest history",
+                           "-c", "user.email=vmtest@localhost", *args], input=stdin,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"make-history: git {' '.join(args[:3])} failed: "
+                 f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace")
+
+
+def commit(repo: Path, subject: str, date: int) -> str:
+    git(repo, "add", "-A")
+    env_date = f"{date} +0000"
+    proc = subprocess.run(["git", "-C", str(repo), "-c", "user.name=vmtest history",
+                           "-c", "user.email=vmtest@localhost", "commit", "-q", "-m", subject],
+                          env={"GIT_AUTHOR_DATE": env_date, "GIT_COMMITTER_DATE": env_date,
+                               "PATH": "/usr/bin:/bin"}, capture_output=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"make-history: commit {subject!r} failed: {proc.stderr.decode().strip()}")
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def apply(repo: Path, patch: Path, reverse: bool = False) -> None:
+    args = ["patch", "-p1", "--fuzz=0", "--no-backup-if-mismatch", "-i", str(patch)]
+    if reverse:
+        args.insert(1, "-R")
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"make-history: {patch.name} does not apply: {proc.stdout.strip()}")
+
+
+def extract(series: str, out: Path) -> None:
+    tarball = Path(f"/usr/src/linux-source-{series}.tar.xz")
+    if not tarball.exists():
+        sys.exit(f"make-history: {tarball} is missing; apt-get install linux-source-{series}")
+    with tarfile.open(tarball) as tar:
+        top = tar.next()
+        prefix = top.name.split("/")[0] + "/" if top else ""
+        members = []
+        for m in tar.getmembers():
+            if m.name.startswith(prefix) and m.name != prefix.rstrip("/"):
+                m.name = m.name[len(prefix):]
+                members.append(m)
+        tar.extractall(out, members=members, filter="data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--series", default="6.1", choices=("6.1", "6.12"))
+    ap.add_argument("--commits", type=int, default=16, help="commits after the base")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--direction", choices=("regression", "fix"), default="regression")
+    ap.add_argument("--break-build", action="store_true")
+    args = ap.parse_args(argv)
+    if args.commits < 6:
+        sys.exit("make-history: --commits must be at least 6")
+    out = args.out.resolve()
+    if out.exists():
+        sys.exit(f"make-history: {out} exists; give a new folder")
+    rng = random.Random(args.seed)
+    out.mkdir(parents=True)
+    extract(args.series, out)
+    (out / ".gitignore").unlink(missing_ok=True)  # Debian's: everything but debian/
+    git(out, "init", "-q", "-b", "main")
+    date = 1_700_000_000
+    base = commit(out, f"linux-source-{args.series} as Debian ships it", date)
+    instrumentation = PATCHES / args.series / "vmtest-instrumentation.patch"
+    revert = PATCHES / args.series / REVERT
+    apply(out, instrumentation)
+    if args.direction == "fix":
+        apply(out, revert)  # the old state is the broken one
+        old = commit(out, "mm: vmtest instrumentation; d479960e44f2 reverted", date + 60)
+    else:
+        old = commit(out, "mm: vmtest instrumentation", date + 60)
+    # positions 2..commits: the planted change somewhere in the middle third or so
+    position = rng.randint(3, args.commits - 2)
+    broken_at = position - 2 if args.break_build else None
+    planted = None
+    for k in range(2, args.commits + 1):
+        date += 3600
+        if k == position:
+            if args.direction == "regression":
+                apply(out, revert)
+                subject = 'Revert "mm: disable LRU pagevec during the migration temporarily"'
+            else:
+                apply(out, revert, reverse=True)
+                subject = "mm: disable LRU pagevec during the migration temporarily"
+            planted = commit(out, subject, date)
+            continue
+        if broken_at is not None and k == broken_at:
+            path = out / BREAK_FILE
+            path.write_text(path.read_text() + "\n#error vmtest planted build failure\n")
+            commit(out, "mm/vmstat: planted build failure", date)
+            continue
+        if broken_at is not None and k == broken_at + 1:
+            path = out / BREAK_FILE
+            path.write_text(path.read_text().replace(
+                "\n#error vmtest planted build failure\n", ""))
+            commit(out, "mm/vmstat: fix the planted build failure", date)
+            continue
+        name = rng.choice(NOISE_FILES)
+        path = out / name
+        path.write_text(path.read_text() + f"/* vmtest history noise {k} */\n")
+        area = name.split("/")[0]
+        commit(out, f"{area}: noise {k} ({name}, a comment)", date)
+    assert planted is not None
+    git(out, "tag", "old", old)
+    git(out, "tag", "new", "HEAD")
+    answer = {"series": args.series, "seed": args.seed, "direction": args.direction,
+              "commits": args.commits, "base": base, "old": old,
+              "new": git(out, "rev-parse", "HEAD").strip(), "planted": planted,
+              "position": position, "subject": git(out, "log", "-1", "--format=%s",
+                                                   planted).strip(),
+              "build_failure_at": broken_at}
+    (out / ".git" / "vmtest-history.json").write_text(json.dumps(answer, indent=1) + "\n")
+    print(json.dumps(answer))
+    shutil.rmtree(out / ".git" / "hooks", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif("compiled" not in dmesg.SCANS,
                                 reason=f"no compiled dmesg scanner: {dmesg.NATIVE_MISSING}")
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-# vmtest's own guests' logs, and the public ones of tests/data/dmesg-corpus
-RECORDED = sorted(p for d in ("logs", "dmesg-corpus") for p in (DATA / d).iterdir()
+# vmtest's own guests' logs, and the public ones of tests/data/dmesg-corpus and -heldout
+RECORDED = sorted(p for d in ("logs", "dmesg-corpus", "dmesg-heldout")
+                  for p in (DATA / d).iterdir()
                   if p.suffix in (".dmesg", ".log"))
 
 # Lines at the edges of the patterns: numbers int() reads and does not, key=value lines

@@ -622,7 +622,9 @@ def _aops(m: re.Match[str]) -> str | None:
     return new if new is not None else old
 
 
-_BOOT = ("Linux version", "Booting Linux")
+# The kernel's first messages (x86 and most: "Linux version"; arm64 before it: "Booting
+# Linux on physical CPU"; a boot loader's "Booting Linux via ..." is not one).
+_BOOT = ("Linux version ", "Booting Linux on physical CPU")
 
 
 def _starts_at_boot(text: str) -> bool:
@@ -706,7 +708,10 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     if "\r" in text:
         text = text.replace("\r", "")
     normalized, report.prefixes, report.lines, soft_breaks = normalize(text, compiled)
-    if soft_breaks and _QP_HINT.search(text):  # a mail's quoted-printable body
+    # A mail's quoted-printable body: encoded characters, or many lines cut with "="
+    # (kernel lines end so rarely).
+    if soft_breaks and (_QP_HINT.search(text) or
+                        (soft_breaks >= 3 and soft_breaks * 20 >= report.lines)):
         normalized, report.prefixes, _, _ = normalize(_unquote(text), compiled)
         report.prefixes["quoted-printable"] = soft_breaks
     text = normalized

@@ -73,7 +73,9 @@ _PANIC_WINDOW = 400
 # A splat's stack is read from the lines after it, up to the next event or this many.
 STACK_WINDOW = 200
 
-_FUNC = r"[A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+"
+# A frame's function: "f+0x1c/0x40", or as scripts/decode_stacktrace.sh prints it,
+# "f (kernel/futex/core.c:661".
+_FUNC = r"[A-Za-z_][\w.]*(?:\+0x[0-9a-f]+/0x[0-9a-f]+|(?=\ \([\w./-]+:\d+))"
 # The faulting instruction: x86 RIP/EIP/IP (kernel segments only), arm64/riscv pc/epc,
 # arm/old arm64 "PC is at", powerpc NIP, with or without the address before the symbol.
 _IP = (r"""(?:RIP:\ (?!0033:|0023:|e033:|e02b:)(?:[0-9a-f]{4}:)?

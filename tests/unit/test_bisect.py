@@ -1,4 +1,5 @@
 import json
+import subprocess
 
 import pytest
 
@@ -179,3 +180,27 @@ def test_report_names_the_first_bad_commit_and_every_step(history, tmp_path):
     assert "| bad: like bad | [245.0, 210.0] |" in text
     doc = json.loads((log_dir / "report.json").read_text())
     assert doc["subject"] == "B" and doc["wall_s"] == 150.0
+
+
+@pytest.mark.fault("bisect: endpoints that do not differ on the metric",
+                   verdict="(no bisection)", exit="2",
+                   message="vmtest: error: the endpoints are not separated on M: good [...] "
+                           "vs bad [...] (p = P after N runs each) fix: raise --max-runs, ...",
+                   kept="the endpoints' runs and endpoints.json in the log dir; the tree: "
+                        "no bisection started")
+def test_endpoints_not_separated_stop_before_the_first_step(history, tmp_path, monkeypatch,
+                                                             capsys):
+    monkeypatch.setattr(bisect, "_build", lambda *a, **k: object())
+    monkeypatch.setattr(bisect, "_runner",
+                        lambda built, *a: _docs([0, 35, 70, 0] if "good" in str(a[-1])
+                                                else [35, 0, 0, 70]))
+    code = cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
+                     "--scenario", "cma-stress", "--metric", "m", "--max-runs", "8",
+                     "--log-dir", str(tmp_path / "log")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the endpoints are not separated on m" in err and "raise --max-runs" in err
+    assert json.loads((tmp_path / "log" / "endpoints.json").read_text())["decided"] is False
+    status = subprocess.run(["git", "-C", str(history), "bisect", "log"],
+                            capture_output=True, text=True, check=False)
+    assert status.returncode != 0  # no bisection under way

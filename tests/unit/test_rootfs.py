@@ -154,3 +154,38 @@ def test_stale_images_of_a_name_are_pruned_when_a_new_one_is_built(tmp_path, mon
     image = rootfs._cached_image("layer", [rootfs.file_data("/x", b"1")])
     assert image.exists() and recent.exists() and other.exists()  # not stale / not its name
     assert not old.exists()
+
+
+def test_images_built_at_once_by_threads_of_one_process(tmp_path, monkeypatch):
+    """A matrix's parallel runs miss the image cache together: each thread writes its own
+    temporary file (one per process was shared, and a rename failed: CI, session 7)."""
+    import threading
+
+    from vmtest.guest import rootfs
+
+    monkeypatch.setenv("VMTEST_CACHE", str(tmp_path / "cache"))
+    entries = [rootfs.file_data("/init", b"#!/bin/sh\n" * 20000, 0o755)]
+    real = rootfs.write_cpio
+    barrier = threading.Barrier(4)
+
+    def slow_write(items, path):  # all four threads inside the write at the same time
+        barrier.wait(timeout=10)
+        real(items, path)
+
+    monkeypatch.setattr(rootfs, "write_cpio", slow_write)
+    errors: list[BaseException] = []
+    images: list[object] = []
+
+    def build():
+        try:
+            images.append(rootfs._cached_image("base", entries))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(images)) == 1
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -294,7 +295,8 @@ def _cached_image(name: str, entries: list[Entry]) -> Path:
     digest = manifest_digest(entries)
     image = paths.cache_dir("initramfs") / f"{name}-{digest[:16]}.cpio"
     if not image.exists():
-        tmp = image.with_suffix(f".{os.getpid()}.tmp")
+        # One name per process and thread: the runs of a matrix build it at once.
+        tmp = image.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         write_cpio(entries, tmp)
         tmp.rename(image)
         log.info("built initramfs %s (%d entries, %.1f MiB)", image, len(entries),

@@ -7,6 +7,9 @@ from vmtest.channel.keys import KeyPair
 
 
 def test_authorized_key_roundtrips_through_paramiko():
+    # paramiko is the SSH client (the venv of setup-host.sh has it); the rest of the unit
+    # tier does not need it to import
+    pytest.importorskip("paramiko")
     pair = KeyPair.generate()
     kind, blob, comment = pair.authorized_key().split()
     assert kind == "ssh-ed25519" and comment == "vmtest"

@@ -14,25 +14,31 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
-
-import paramiko
+from typing import IO, TYPE_CHECKING
 
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
 from vmtest.errors import ChannelError, CommandTimeout
+
+if TYPE_CHECKING:  # imported where a connection is made (keys.py says why)
+    import paramiko
 
 log = logging.getLogger(__name__)
 
 GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
-    """Never auto-accept: the only key we know is the one we put in the guest."""
+def _pinned_host_key() -> paramiko.MissingHostKeyPolicy:
+    """A policy that never auto-accepts: the only key we know is the one we put in the
+    guest."""
+    import paramiko
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
-        raise paramiko.BadHostKeyException(hostname, key, key)
+    class PinnedHostKey(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                             key: paramiko.PKey) -> None:
+            raise paramiko.BadHostKeyException(hostname, key, key)
+
+    return PinnedHostKey()
 
 
 def _feed(chan: paramiko.Channel, fd: int) -> None:
@@ -79,6 +85,8 @@ class SSHChannel:
         `alive` is called between attempts and raises if the guest died meanwhile (or
         the caller gave up); `retry_s` is the pause after a failed attempt.
         """
+        import paramiko
+
         last: Exception | None = None
         attempts = 0
         while True:
@@ -93,7 +101,7 @@ class SSHChannel:
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[127.0.0.1]:{port}", "ssh-ed25519",
                                        host_key.paramiko_public())
-            client.set_missing_host_key_policy(_PinnedHostKey())
+            client.set_missing_host_key_policy(_pinned_host_key())
             client.set_log_channel(PARAMIKO_LOG)
             sock: socket.socket | None = None
             try:
@@ -138,6 +146,8 @@ class SSHChannel:
         a file descriptor whose data, to its end, is the command's standard input (none:
         the command reads end of file at once).
         """
+        import paramiko
+
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise ChannelError("SSH transport to the guest is closed")
@@ -240,6 +250,8 @@ class SSHChannel:
 
     def fire(self, command: str) -> None:
         """Start a command and do not wait (poweroff)."""
+        import paramiko
+
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             return

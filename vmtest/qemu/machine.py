@@ -66,8 +66,8 @@ class State(enum.Enum):
 def _import_ssh_meanwhile() -> None:
     """Import the SSH client (paramiko, ~0.1 s) in the background while the guest boots,
     instead of before QEMU starts: off the critical path of a short `vmtest run`."""
-    if "vmtest.channel.ssh" not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=("vmtest.channel.ssh",),
+    if "paramiko" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("paramiko",),
                          name="vmtest-import-ssh", daemon=True).start()
 
 

@@ -32,14 +32,12 @@ from types import ModuleType
 from typing import Any
 
 from vmtest.collect import logprefix
-from vmtest.collect.splats import CRASH_KINDS, Splat
+from vmtest.collect.splats import Splat
 from vmtest.collect.splats import events as splat_events
 
 # The instrumentation's counters per operation (kernels/patches/README.md).
 SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
                     "us")
-# Splats that mean the kernel is broken, not just noisy (`vmtest dmesg --fail-on-splat`).
-CRASH_SPLATS = CRASH_KINDS
 
 
 def _load_native() -> tuple[ModuleType | None, str]:

@@ -204,19 +204,13 @@ def _function(frame: str) -> str:
     return frame.split("+", 1)[0].split(".", 1)[0]
 
 
-def _line_of(text: str, pos: int) -> str:
-    start = text.rfind("\n", 0, pos) + 1
-    end = text.find("\n", pos)
-    return text[start:end if end >= 0 else len(text)]
-
-
 @dataclass
 class _Event:
     splat: Splat
     start: int  # where its first line ends in the text
     line_no: int
     role: str
-    oops_joined: bool = False
+    joined: bool = False  # its Oops line (a fault) or its kill (an OOM) is folded in
 
 
 def events(text: str, candidates: list[tuple[int, str, float | None]],
@@ -235,7 +229,7 @@ def events(text: str, candidates: list[tuple[int, str, float | None]],
             gap = line_no - last.line_no
             if gap <= 2 and title == last.splat.title:  # the same line logged twice
                 continue
-            if role == "fault" and last.role == "fault" and not last.oops_joined \
+            if role == "fault" and last.role == "fault" and not last.joined \
                     and gap <= 3:  # "kernel tried to execute..." + "BUG: unable to handle..."
                 if _PREFACE.match(last.splat.title):  # the headline is the second line
                     last.splat.parts.append(last.splat.title)
@@ -243,9 +237,9 @@ def events(text: str, candidates: list[tuple[int, str, float | None]],
                 else:
                     last.splat.parts.append(line)
                 continue
-            if role == "oops" and last.role == "fault" and not last.oops_joined \
+            if role == "oops" and last.role == "fault" and not last.joined \
                     and gap <= _OOPS_WINDOW:
-                last.oops_joined = True
+                last.joined = True
                 last.splat.parts.append(line)
                 continue
             if role == "panic" and not last.splat.panic and gap <= _PANIC_WINDOW \
@@ -253,14 +247,14 @@ def events(text: str, candidates: list[tuple[int, str, float | None]],
                 last.splat.panic = True
                 last.splat.parts.append(line)
                 continue
-            if role == "oom-kill" and last.role == "oom" and not last.oops_joined:
-                last.oops_joined = True
+            if role == "oom-kill" and last.role == "oom" and not last.joined:
+                last.joined = True
                 last.splat.parts.append(line)
                 continue
         out.append(_Event(Splat(kind, title, [], ts, line=line_no), end, line_no, role))
     for i, event in enumerate(out):
-        stop = out[i + 1].start - len(_line_of(text, out[i + 1].start - 1)) \
-            if i + 1 < len(out) else len(text)
+        # up to where the next event's first line starts
+        stop = text.rfind("\n", 0, out[i + 1].start) if i + 1 < len(out) else len(text)
         _read_stack(text, event.splat, event.start, max(stop, event.start))
     return [e.splat for e in out]
 

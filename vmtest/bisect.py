@@ -17,11 +17,14 @@ documents and a line in bisect-log.jsonl.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, build_kernel
 from vmtest.kernel.source import LocalTree
+from vmtest.qemu import machine
 
 GOOD, BAD, SKIP = 0, 1, 125
 ENDPOINTS = "endpoints.json"
@@ -44,25 +48,54 @@ def metric_of(doc: dict[str, Any], metric: str) -> float | None:
     return None
 
 
+def run_batch(calls: list[Callable[[], dict[str, Any]]], jobs: int) -> list[dict[str, Any]]:
+    """Every call (a run: boot, scenario, result), `jobs` at a time; the documents in
+    the calls' order. An interruption stops the VMs of the runs under way at once."""
+    if jobs <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vmtest-bisect") as pool:
+        futures = [pool.submit(call) for call in calls]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            machine.kill_live(reason="interrupt")
+            raise
+
+
+def _next_look(plan: sequential.Plan, runs: int) -> int:
+    return next((n for n in plan.looks if n > runs), plan.looks[-1])
+
+
 def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
                       run_bad: Callable[[int], dict[str, Any]], metric: str,
-                      plan: sequential.Plan) -> dict[str, Any]:
-    """Runs of good and bad, interleaved, until the plan decides they differ or its
-    budget is spent: {"good": [...], "bad": [...], "decided": bool, "p_value": p}."""
+                      plan: sequential.Plan, jobs: int = 1) -> dict[str, Any]:
+    """Runs of good and bad, interleaved (`jobs` at a time), up to each look of the plan,
+    until it decides they differ or its budget is spent:
+    {"good": [...], "bad": [...], "decided": bool, "p_value": p}."""
     good: list[float] = []
     bad: list[float] = []
     decision = None
-    attempts = 0  # per side: every run its own directory
-    while min(len(good), len(bad)) < plan.looks[-1] and attempts < 3 * plan.looks[-1]:
-        for values, run_one in ((good, run_good), (bad, run_bad)):
-            if len(values) < plan.looks[-1]:
-                value = metric_of(run_one(attempts), metric)
-                if value is not None:
-                    values.append(value)
-        attempts += 1
+    attempts = {"good": 0, "bad": 0}  # every run its own directory
+    while min(len(good), len(bad)) < plan.looks[-1] \
+            and max(attempts.values()) < 3 * plan.looks[-1]:
+        look = _next_look(plan, min(len(good), len(bad)))
+        calls, sides = [], []
+        for i in range(look):  # interleaved: good and bad see the same host
+            for name, values, run_one in (("good", good, run_good), ("bad", bad, run_bad)):
+                if len(values) + i < look:
+                    calls.append(functools.partial(run_one, attempts[name] + i))
+                    sides.append(values)
+        for name, values in (("good", good), ("bad", bad)):
+            attempts[name] += max(0, look - len(values))
+        for values, doc in zip(sides, run_batch(calls, jobs), strict=True):
+            value = metric_of(doc, metric)
+            if value is not None:
+                values.append(value)
         n = min(len(good), len(bad))
-        if n in plan.looks and len(good) == len(bad):
-            decision = sequential.decide(good, bad, plan, n)
+        if n in plan.looks:
+            decision = sequential.decide(good[:n], bad[:n], plan, n)
             if decision.decided:
                 break
     p_value = decision.p_value if decision else float("nan")
@@ -72,27 +105,30 @@ def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
 
 def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
                     endpoints: dict[str, Any], plan: sequential.Plan,
-                    crash_is: str) -> tuple[int, str, list[float]]:
-    """A step: runs of the commit until they are like one endpoint's (exit code, why,
-    the values)."""
+                    crash_is: str, jobs: int = 1) -> tuple[int, str, list[float]]:
+    """A step: runs of the commit (`jobs` at a time, up to each look of the plan) until
+    they are like one endpoint's (exit code, why, the values)."""
     values: list[float] = []
     retried = False
     attempt = 0  # every run its own directory: a failed one's evidence stays
     while len(values) < plan.looks[-1]:
-        doc = run_one(attempt)
-        attempt += 1
-        verdict = doc.get("verdict")
-        if verdict in KERNEL_FAILURES:
-            if crash_is == "bad":
-                return BAD, f"bad: {verdict} (--crash-is bad)", values
-            return SKIP, f"skip: {verdict} (--crash-is skip)", values
-        value = metric_of(doc, metric)
-        if value is None:
-            if retried:  # the machinery failed twice on this commit
-                return SKIP, f"skip: {verdict}: {_first_line(doc.get('error'))}", values
-            retried = True
-            continue
-        values.append(value)
+        wanted = _next_look(plan, len(values)) - len(values)
+        docs = run_batch([functools.partial(run_one, attempt + i) for i in range(wanted)],
+                         jobs)
+        attempt += wanted
+        for doc in docs:
+            verdict = doc.get("verdict")
+            if verdict in KERNEL_FAILURES:
+                if crash_is == "bad":
+                    return BAD, f"bad: {verdict} (--crash-is bad)", values
+                return SKIP, f"skip: {verdict} (--crash-is skip)", values
+            value = metric_of(doc, metric)
+            if value is None:
+                if retried:  # the machinery failed twice on this commit
+                    return SKIP, f"skip: {verdict}: {_first_line(doc.get('error'))}", values
+                retried = True
+                continue
+            values.append(value)
         c = sequential.classify(values, endpoints["good"], endpoints["bad"], plan)
         if c.like is not None:
             code = GOOD if c.like == "good" else BAD
@@ -135,9 +171,28 @@ def _runner(built: Any, scenario: str, profile: str, accel: str,
     return run_one
 
 
+def jobs_for(value: str, scenario: str, profile: str) -> int:
+    """--jobs: a number, or auto -- one VM per core, as many as the host's memory holds
+    (a step's runs are busy VMs; the seed profile's idle ones may ask for more)."""
+    from vmtest import matrix
+
+    guest_mib = scenarios.make(scenario, profile).params.memory_mib
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, matrix.memory_limit(guest_mib)))
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise ConfigError(f"--jobs {value!r} is not a positive number", hint="e.g. --jobs 2, "
+                          "or --jobs auto (one VM per core)")
+    matrix.check_memory(jobs, guest_mib)
+    return jobs
+
+
 def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float | None,
          patches: list[Path], fragments: list[str], accel: str, log_dir: Path, *,
-         crash_is: str = "skip") -> int:
+         crash_is: str = "skip", jobs: int = 1) -> int:
     source = LocalTree(tree)
     commit = source.identity().split(":", 1)[1][:12]
     out = log_dir / commit
@@ -163,7 +218,7 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
     else:
         endpoints = read_endpoints(log_dir)
         plan = step_plan(endpoints)
-        code, why, values = classify_commit(run_one, metric, endpoints, plan, crash_is)
+        code, why, values = classify_commit(run_one, metric, endpoints, plan, crash_is, jobs)
     runs_s = time.monotonic() - started - build_s
     print(f"vmtest bisect: {commit}: {why} (build {build_s:.0f} s, runs {runs_s:.0f} s; "
           f"{out})", file=sys.stderr)
@@ -221,7 +276,8 @@ def read_endpoints(log_dir: Path) -> dict[str, Any]:
 
 def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: str,
                        metric: str, patches: list[Path], fragments: list[str], accel: str,
-                       log_dir: Path, alpha: float, max_runs: int) -> dict[str, Any]:
+                       log_dir: Path, alpha: float, max_runs: int,
+                       jobs: int = 1) -> dict[str, Any]:
     """Build both endpoints (from git, the checkout untouched) and run them until they
     are decided apart; a ConfigError with the figures when they are not."""
     plan = sequential.plan(alpha, max_runs)
@@ -242,7 +298,7 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
     result = measure_endpoints(
         _runner(built_good, scenario, profile, accel, log_dir / "good" / good[:12]),
         _runner(built_bad, scenario, profile, accel, log_dir / "bad" / bad[:12]),
-        metric, plan)
+        metric, plan, jobs)
     result |= wanted | {"wall_s": round(time.monotonic() - started, 1)}
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / ENDPOINTS).write_text(json.dumps(result, indent=1) + "\n")

@@ -141,6 +141,43 @@ def test_crash_is_bad_only_when_asked_and_machinery_failures_retried_once():
     assert code == bisect.SKIP and "QEMU died" in why
 
 
+def test_runs_at_once_decide_as_one_at_a_time_and_use_each_run_directory_once():
+    import threading
+    import time
+
+    endpoints = {"good": [0.0] * 6, "bad": [float(v) for v in UNPATCHED[:6]],
+                 "alpha": 0.01, "max_runs": 8}
+    plan = bisect.step_plan(endpoints)
+    for values in (UNPATCHED, [0], [None, 245, 245, 245, 245, 245], ["kernel-crash"],
+                   [0, 245, 35, 0, 175, 0, 0, 140]):
+        serial = bisect.classify_commit(_docs(values), "m", endpoints, plan, "skip")
+        seen: list[int] = []
+        active = [0, 0]  # now, most at once
+        lock = threading.Lock()
+        run_one = _docs(values)
+
+        def counted(i, seen=seen, active=active, lock=lock, run_one=run_one):
+            with lock:
+                seen.append(i)
+                active[0] += 1
+                active[1] = max(active)
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+            return run_one(i)
+        assert bisect.classify_commit(counted, "m", endpoints, plan, "skip", jobs=2) \
+            == serial
+        assert len(seen) == len(set(seen)) and active[1] == 2
+    seen_good: list[int] = []
+
+    def good(i):
+        seen_good.append(i)
+        return {"verdict": "ok", "metrics": {"m": 0}} if i != 1 else {"verdict": "infrastructure"}
+    ok = bisect.measure_endpoints(good, _docs(UNPATCHED), "m", sequential.plan(0.01, 8), jobs=2)
+    assert ok["decided"] and len(ok["good"]) == len(ok["bad"]) == 6
+    assert sorted(seen_good) == list(range(7))  # the failed run 1 made up by run 6
+
+
 def test_terms_go_together(history):
     assert cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
                      "--scenario", "cma-stress", "--metric", "m", "--term-old", "broken"]) == 2

@@ -48,6 +48,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crash-is", choices=("skip", "bad"), default="skip",
                    help="a kernel crash or hang is bad only when that is the question "
                         "(default: %(default)s)")
+    p.add_argument("--jobs", default="auto", metavar="N|auto",
+                   help="runs at once, of the endpoints and of each step (default: "
+                        "%(default)s, one VM per core as memory allows)")
     p.add_argument("--patch", action="append", dest="patches", type=Path, default=[],
                    help="patch applied at every step (e.g. instrumentation); repeatable")
     p.add_argument("--fragment", action="append", dest="fragments", default=None)
@@ -63,7 +66,9 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                           hint="e.g. --term-old broken --term-new fixed")
     step_args = ["--scenario", args.scenario, "--profile", args.profile, "--metric",
                  args.metric, "--accel", args.accel, "--crash-is", args.crash_is,
-                 "--alpha", str(args.alpha), "--max-runs", str(args.max_runs)]
+                 "--alpha", str(args.alpha), "--max-runs", str(args.max_runs),
+                 "--jobs", args.jobs]
+    jobs = bisect.jobs_for(args.jobs, args.scenario, args.profile)
     if args.threshold is not None:
         step_args += ["--threshold", str(args.threshold)]
     patches = [p.resolve() for p in args.patches]
@@ -82,7 +87,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     def measure(good: str, bad: str) -> object:
         return bisect.endpoints_measured(tree, good, bad, args.scenario, args.profile,
                                          args.metric, patches, fragments, args.accel,
-                                         log_dir, args.alpha, args.max_runs)
+                                         log_dir, args.alpha, args.max_runs, jobs)
 
     terms = (args.term_old, args.term_new) if args.term_old else None
     return bisect.start(tree, args.good, args.bad, step_args,
@@ -96,4 +101,5 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     return bisect.step(args.tree.resolve(), args.scenario, args.profile, args.metric,
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,
-                       args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is)
+                       args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is,
+                       jobs=bisect.jobs_for(args.jobs, args.scenario, args.profile))

@@ -259,9 +259,11 @@ def _log(log_dir: Path, entry: dict[str, Any]) -> None:
 
 
 def step_plan(endpoints: dict[str, Any]) -> sequential.Plan:
-    """A step's plan: the endpoints' alpha and budget, against their fixed runs."""
+    """A step's plan: the endpoints' alpha and budget, against their fixed runs, by
+    one-sided tests (the endpoints fix the direction)."""
     return sequential.plan(endpoints["alpha"], endpoints["max_runs"],
-                           other_side=min(len(endpoints["good"]), len(endpoints["bad"])))
+                           other_side=min(len(endpoints["good"]), len(endpoints["bad"])),
+                           one_sided=True)
 
 
 def read_endpoints(log_dir: Path) -> dict[str, Any]:

@@ -46,8 +46,10 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(U of a, two-sided p-value)."""
+def mann_whitney_u(a: Sequence[float], b: Sequence[float],
+                   towards: int = 0) -> tuple[float, float]:
+    """(U of a, p-value): two-sided (towards=0), or one-sided against "b tends higher
+    than a" (towards=+1) or "lower" (-1), for a direction fixed before b was seen."""
     n1, n2 = len(a), len(b)
     if n1 == 0 or n2 == 0:
         return float("nan"), float("nan")
@@ -58,19 +60,26 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     mean_u = n1 * n2 / 2
     if len(set(pooled)) == 1:
         return u1, 1.0
+    # b higher is U of a lower: the deviation that counts, signed so that larger is
+    # more extreme (its absolute value for two-sided)
+    sign = -towards
     if n1 + n2 <= EXACT_MAX_RUNS:
         # Exact: how many ways of choosing which ranks belong to `a` are as extreme.
         doubled = tuple(sorted(int(2 * r) for r in ranks))
-        observed2 = round(2 * abs(u1 - mean_u))
-        extreme, total = _exact_tail(doubled, n1, n1 * n2, observed2)
+        observed2 = round(2 * (u1 - mean_u))
+        extreme, total = _exact_tail(doubled, n1, n1 * n2, observed2, sign)
         return u1, extreme / total
     ties = _tie_term(pooled)
     n = n1 + n2
     sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))))
     if sigma == 0:
         return u1, 1.0
-    z = (abs(u1 - mean_u) - 0.5) / sigma
-    return u1, math.erfc(max(z, 0) / math.sqrt(2))
+    if towards == 0:
+        z = (abs(u1 - mean_u) - 0.5) / sigma
+        return u1, math.erfc(max(z, 0) / math.sqrt(2))
+    z = (sign * (u1 - mean_u) - 0.5) / sigma
+    return u1, min(1.0, 0.5 * math.erfc(z / math.sqrt(2)))
+
 
 
 @functools.lru_cache(maxsize=8192)
@@ -91,15 +100,19 @@ def _subset_sums(doubled: tuple[int, ...], n1: int) -> tuple[int, ...]:
 
 
 def _exact_tail(doubled: tuple[int, ...], n1: int, mean2: int,
-                observed2: int) -> tuple[int, int]:
-    """(arrangements with |U - mean| >= observed, all arrangements), doubled units."""
+                observed2: int, sign: int = 0) -> tuple[int, int]:
+    """(arrangements as extreme as the observed deviation of U from its mean, all
+    arrangements), doubled units: |deviation| >= |observed| (sign 0), or
+    sign * deviation >= sign * observed (one-sided)."""
     counts = _subset_sums(doubled, n1)
     offset = n1 * (n1 + 1)  # 2 * n1(n1+1)/2
     extreme = total = 0
     for s2, c in enumerate(counts):
         if c:
             total += c
-            if abs(s2 - offset - mean2) >= observed2:
+            deviation = s2 - offset - mean2
+            if (abs(deviation) >= abs(observed2) if sign == 0
+                    else sign * deviation >= sign * observed2):
                 extreme += c
     return extreme, total
 
@@ -174,10 +187,10 @@ def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], 
     return Comparison(metric, b, c, _ratio(b.median, c.median), p, verdict)
 
 
-def min_p_value(n1: int, n2: int) -> float:
+def min_p_value(n1: int, n2: int, one_sided: bool = False) -> float:
     """The smallest p the test can give with n1 + n2 runs (complete separation)."""
     return mann_whitney_u([float(i) for i in range(n1)],
-                          [float(i) for i in range(n1, n1 + n2)])[1]
+                          [float(i) for i in range(n1, n1 + n2)], int(one_sided))[1]
 
 
 def _ratio(num: float, den: float) -> float:

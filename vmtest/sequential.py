@@ -52,15 +52,16 @@ class Plan:
 
 
 def plan(alpha: float = 0.01, max_runs: int = 16, step: int = 2,
-         other_side: int | None = None) -> Plan:
+         other_side: int | None = None, one_sided: bool = False) -> Plan:
     """Looks from the first run count where complete separation can reach half of alpha
     (against `other_side` runs on the other side when that is fixed, as a bisection's
-    endpoints are), then every `step` runs up to max_runs."""
+    endpoints are; by a one-sided test for a bisection step), then every `step` runs up
+    to max_runs."""
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha {alpha} is not between 0 and 1")
     first = None
     for n in range(2, max_runs + 1):
-        if min_p_value(n, other_side or n) <= alpha / 2:
+        if min_p_value(n, other_side or n, one_sided) <= alpha / 2:
             first = n
             break
     if first is None:
@@ -110,18 +111,19 @@ class Classification:
 
 def classify(commit: Sequence[float], good: Sequence[float], bad: Sequence[float],
              p: Plan) -> Classification:
-    """A bisection step at a look: the commit is like-bad when its runs differ from the
-    good endpoint's in the bad endpoint's direction, like-good when they differ from the
-    bad endpoint's in the good's direction. Each test spends the plan's alpha."""
+    """A bisection step at a look: the commit is like-bad when its runs are shifted from
+    the good endpoint's towards the bad's, like-good when they are shifted from the bad
+    endpoint's towards the good's. The endpoints, decided apart before the first step,
+    fix the direction, so each question is one-sided: a commit like good is called bad
+    only when the one-sided test errs, at most the plan's alpha over all its looks."""
     towards_bad = _direction(good, bad)
-    g = decide(good, commit, p, len(commit)) if len(commit) in p.looks else None
-    b = decide(bad, commit, p, len(commit)) if len(commit) in p.looks else None
-    _, p_good = mann_whitney_u(list(good), list(commit))
-    _, p_bad = mann_whitney_u(list(bad), list(commit))
+    _, p_good = mann_whitney_u(list(good), list(commit), towards_bad)
+    _, p_bad = mann_whitney_u(list(bad), list(commit), -towards_bad)
     like = None
-    if g is not None and b is not None:
-        is_bad = g.decided and g.direction == towards_bad
-        is_good = b.decided and b.direction == -towards_bad
+    spend = p.spend_at(len(commit))
+    if spend is not None and towards_bad != 0:
+        is_bad = p_good <= spend
+        is_good = p_bad <= spend
         if is_bad != is_good:
             like = "bad" if is_bad else "good"
     return Classification(like, p_good, p_bad, len(commit))

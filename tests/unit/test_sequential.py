@@ -54,6 +54,31 @@ def test_bisect_step_classification_against_fixed_endpoints():
     assert sequential.classify([210, 175, 140], good, bad, p).like is None  # not a look
 
 
+def test_one_sided_p_is_half_the_two_sided_for_a_clear_shift_and_one_for_the_other_way():
+    low, high = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0]
+    two = mann_whitney_u(low, high)[1]
+    assert mann_whitney_u(low, high, +1)[1] == pytest.approx(two / 2)
+    assert mann_whitney_u(low, high, -1)[1] == 1.0
+    assert min_p_value(4, 6, one_sided=True) == pytest.approx(min_p_value(4, 6) / 2)
+    # large samples (normal approximation): the same relation
+    big_low = [float(i) for i in range(40)]
+    big_high = [i + 12.5 for i in range(40)]
+    assert mann_whitney_u(big_low, big_high, +1)[1] == \
+        pytest.approx(mann_whitney_u(big_low, big_high)[1] / 2, rel=1e-6)
+    assert mann_whitney_u(big_low, big_high, -1)[1] > 0.99
+
+
+def test_a_step_by_one_sided_tests_decides_a_run_earlier():
+    good, bad = [0.0] * 6, [245, 245, 105, 210, 175, 140]
+    two = sequential.plan(0.01, 8, other_side=6)
+    one = sequential.plan(0.01, 8, other_side=6, one_sided=True)
+    assert (two.looks[0], one.looks[0]) == (5, 4)
+    assert sequential.classify([210, 175, 140, 245], good, bad, one).like == "bad"
+    assert sequential.classify([0, 0, 0, 0], good, bad, one).like == "good"
+    # a shift away from bad (below good) is not "like bad", whatever its p
+    assert sequential.classify([-5, -5, -5, -5], good, bad, one).like != "bad"
+
+
 def _recorded() -> list[tuple[str, list[float], list[float]]]:
     out = []
     for path in sorted(RUNS.glob("*.json")):
@@ -80,6 +105,34 @@ def test_error_rate_holds_on_recorded_runs(name, base, cand):
         naive_wrong += any(mann_whitney_u(b[:n], c[:n])[1] < 0.05 for n in range(2, 13))
     assert wrong / 800 <= 0.05 + 0.023  # 3 sigma of 800 draws at 0.05
     assert naive_wrong >= wrong
+
+
+@pytest.mark.parametrize("name,base,cand", _recorded(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_a_step_misclassifies_at_most_alpha_on_recorded_runs(name, base, cand):
+    """Endpoints drawn from the two recorded distributions and decided apart first (as
+    vmtest bisect does); then commits drawn like the good endpoint must be called bad,
+    and commits like the bad one good, at most about alpha of the time (0.05 here)."""
+    alpha, budget = 0.05, 8
+    rng = random.Random(name + "step")
+    endpoints_plan = sequential.plan(alpha, budget)
+    wrong = trials = 0
+    while trials < 600:
+        good = [rng.choice(cand) for _ in range(budget)]
+        bad = [rng.choice(base) for _ in range(budget)]
+        n = next((n for n in endpoints_plan.looks
+                  if sequential.decide(good[:n], bad[:n], endpoints_plan, n).decided), None)
+        if n is None:
+            continue  # not separated: vmtest bisect refuses to start
+        good, bad = good[:n], bad[:n]
+        step = sequential.plan(alpha, budget, other_side=n, one_sided=True)
+        for truth, source in (("good", cand), ("bad", base)):
+            runs = [rng.choice(source) for _ in range(budget)]
+            likes = [sequential.classify(runs[:k], good, bad, step).like for k in step.looks]
+            first = next((like for like in likes if like is not None), None)
+            wrong += first is not None and first != truth
+            trials += 1
+    assert wrong / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
 
 def config_path() -> Path:

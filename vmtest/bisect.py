@@ -81,7 +81,8 @@ def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
     while min(len(good), len(bad)) < plan.looks[-1] \
             and max(attempts.values()) < 3 * plan.looks[-1]:
         look = _next_look(plan, min(len(good), len(bad)))
-        calls, sides = [], []
+        calls: list[Callable[[], dict[str, Any]]] = []
+        sides: list[list[float]] = []
         for i in range(look):  # interleaved: good and bad see the same host
             for name, values, run_one in (("good", good, run_good), ("bad", bad, run_bad)):
                 if len(values) + i < look:

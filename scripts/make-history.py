@@ -20,7 +20,13 @@ Tags: `old` (commit 1: vmtest bisect's --good) and `new` (HEAD: its --bad; with
 OUT/.git/vmtest-history.json ({"planted": SHA, "subject": ..., "position": K, ...}).
 
     python3 scripts/make-history.py OUT [--series 6.1] [--commits 16] [--seed 1]
-        [--direction regression|fix] [--break-build]
+        [--direction regression|fix] [--break-build] [--position K]
+
+The same arguments make the same commits (fixed dates and author): the SHAs depend only
+on them and on the linux-source package's version. With --reuse, an OUT that holds the
+history of the same arguments and package (clean, at its tip; a bisection left under way
+is reset) is kept and its answer printed; another history made by this script is
+replaced; anything else is refused.
 """
 
 from __future__ import annotations
@@ -92,6 +98,32 @@ def extract(series: str, out: Path) -> None:
         tar.extractall(out, members=members, filter="data")
 
 
+def package_version(series: str) -> str:
+    return subprocess.run(["dpkg-query", "-W", "-f=${Version}", f"linux-source-{series}"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+
+
+def reusable(out: Path, wanted: dict[str, object]) -> dict[str, object] | None:
+    """OUT's answer if it is the history of `wanted`, clean and at its tip."""
+    try:
+        answer: dict[str, object] = json.loads((out / ".git" / "vmtest-history.json")
+                                               .read_text())
+    except (OSError, ValueError):
+        return None
+    if answer.get("arguments") != wanted:
+        return None
+    # a bisection cut short (a crashed test, a killed bench) leaves it mid-bisect
+    subprocess.run(["git", "-C", str(out), "bisect", "reset"], capture_output=True,
+                   check=False)
+    status = subprocess.run(["git", "-C", str(out), "status", "--porcelain"],
+                            capture_output=True, text=True, check=False)
+    head = subprocess.run(["git", "-C", str(out), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    if status.returncode != 0 or status.stdout or head != answer.get("new"):
+        return None
+    return answer
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
@@ -100,12 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--direction", choices=("regression", "fix"), default="regression")
     ap.add_argument("--break-build", action="store_true")
+    ap.add_argument("--position", type=int, default=None,
+                    help="the planted commit's number (default: chosen by the seed)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep OUT if it holds this very history (see above)")
     args = ap.parse_args(argv)
     if args.commits < 6:
         sys.exit("make-history: --commits must be at least 6")
+    lowest = 4 if args.break_build else 3  # room for the build failure and its fix
+    if args.position is not None and not lowest <= args.position <= args.commits:
+        sys.exit(f"make-history: --position must be in {lowest}..{args.commits}")
     out = args.out.resolve()
+    wanted = {k: v for k, v in vars(args).items() if k not in ("out", "reuse")}
+    wanted["package"] = package_version(args.series)
+    if args.reuse and out.exists():
+        found = reusable(out, wanted)
+        if found is not None:
+            print(json.dumps(found))
+            return 0
+        if (out / ".git" / "vmtest-history.json").exists():  # one of ours, another history
+            shutil.rmtree(out)
     if out.exists():
-        sys.exit(f"make-history: {out} exists; give a new folder")
+        sys.exit(f"make-history: {out} exists; give a new folder (or --reuse)")
     rng = random.Random(args.seed)
     out.mkdir(parents=True)
     extract(args.series, out)
@@ -122,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         old = commit(out, "mm: vmtest instrumentation", date + 60)
     # positions 2..commits: the planted change somewhere in the middle third or so
-    position = rng.randint(3, args.commits - 2)
+    position = args.position or rng.randint(lowest, args.commits - 2)
     broken_at = position - 2 if args.break_build else None
     planted = None
     for k in range(2, args.commits + 1):
@@ -160,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               "new": git(out, "rev-parse", "HEAD").strip(), "planted": planted,
               "position": position, "subject": git(out, "log", "-1", "--format=%s",
                                                    planted).strip(),
-              "build_failure_at": broken_at}
+              "build_failure_at": broken_at, "arguments": wanted}
     (out / ".git" / "vmtest-history.json").write_text(json.dumps(answer, indent=1) + "\n")
     print(json.dumps(answer))
     shutil.rmtree(out / ".git" / "hooks", ignore_errors=True)

@@ -72,15 +72,20 @@ def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
                       run_bad: Callable[[int], dict[str, Any]], metric: str,
                       plan: sequential.Plan, jobs: int = 1) -> dict[str, Any]:
     """Runs of good and bad, interleaved (`jobs` at a time), up to each look of the plan,
-    until it decides they differ or its budget is spent:
-    {"good": [...], "bad": [...], "decided": bool, "p_value": p}."""
+    until it decides they differ or its budget is spent; once decided, on to the budget
+    without testing again: every step is compared with these runs, and a step of a noisy
+    metric (most runs of a bad kernel fail, some show nothing) decides only against as
+    many runs as it may use itself (docs/statistics.md). {"good": [...], "bad": [...],
+    "decided": bool, "p_value": p, "decided_at": runs a side}."""
     good: list[float] = []
     bad: list[float] = []
     decision = None
+    decided_at = None
     attempts = {"good": 0, "bad": 0}  # every run its own directory
-    while min(len(good), len(bad)) < plan.looks[-1] \
-            and max(attempts.values()) < 3 * plan.looks[-1]:
-        look = _next_look(plan, min(len(good), len(bad)))
+    budget = plan.looks[-1]
+    while min(len(good), len(bad)) < budget and max(attempts.values()) < 3 * budget:
+        have = min(len(good), len(bad))
+        look = budget if decided_at is not None else _next_look(plan, have)
         calls: list[Callable[[], dict[str, Any]]] = []
         sides: list[list[float]] = []
         for i in range(look):  # interleaved: good and bad see the same host
@@ -95,13 +100,14 @@ def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
             if value is not None:
                 values.append(value)
         n = min(len(good), len(bad))
-        if n in plan.looks:
+        if decided_at is None and n in plan.looks:
             decision = sequential.decide(good[:n], bad[:n], plan, n)
             if decision.decided:
-                break
+                decided_at = n
+    n = min(len(good), len(bad))
     p_value = decision.p_value if decision else float("nan")
-    return {"good": good, "bad": bad, "decided": bool(decision and decision.decided),
-            "p_value": p_value, "plan": plan.describe()}
+    return {"good": good[:n], "bad": bad[:n], "decided": decided_at is not None,
+            "p_value": p_value, "decided_at": decided_at, "plan": plan.describe()}
 
 
 def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
@@ -307,7 +313,8 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
     (log_dir / ENDPOINTS).write_text(json.dumps(result, indent=1) + "\n")
     g, b = result["good"], result["bad"]
     print(f"vmtest bisect: endpoints: good {good[:12]} {metric} {g}, bad {bad[:12]} {b}: "
-          + ("separated" if result["decided"] else "NOT separated")
+          + (f"separated after {result['decided_at']} runs a side, measured on to "
+             f"{len(g)} as the steps' reference" if result["decided"] else "NOT separated")
           + f" (p = {result['p_value']:.2g}; {plan.describe()})", file=sys.stderr)
     if not result["decided"]:
         raise ConfigError(
@@ -411,7 +418,7 @@ def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
                      f"{s.get('values', '')} | {s.get('build_s', '')} | {s.get('runs_s', '')} |")
     path = log_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    print(f"vmtest bisect: first {terms[1]} commit {first[:12]} {doc['subject']}; "
+    print(f"\nvmtest bisect: first {terms[1]} commit {first[:12]} {doc['subject']}; "
           f"report: {path}", file=sys.stderr)
     return path
 

@@ -106,7 +106,9 @@ def _docs(values, verdict="ok"):
 def test_endpoints_separated_and_not():
     plan = sequential.plan(0.01, 8)
     ok = bisect.measure_endpoints(_docs([0]), _docs(UNPATCHED), "m", plan)
-    assert ok["decided"] and len(ok["good"]) == len(ok["bad"]) == plan.looks[0]
+    # decided at the first look, then measured on to the budget: the steps' reference
+    assert ok["decided"] and ok["decided_at"] == plan.looks[0]
+    assert len(ok["good"]) == len(ok["bad"]) == plan.looks[-1]
     same = bisect.measure_endpoints(_docs([0, 35, 0, 70]), _docs([35, 0, 70, 0]), "m", plan)
     assert not same["decided"] and len(same["good"]) == 8  # the whole budget, then refused
 
@@ -174,8 +176,8 @@ def test_runs_at_once_decide_as_one_at_a_time_and_use_each_run_directory_once():
         seen_good.append(i)
         return {"verdict": "ok", "metrics": {"m": 0}} if i != 1 else {"verdict": "infrastructure"}
     ok = bisect.measure_endpoints(good, _docs(UNPATCHED), "m", sequential.plan(0.01, 8), jobs=2)
-    assert ok["decided"] and len(ok["good"]) == len(ok["bad"]) == 6
-    assert sorted(seen_good) == list(range(7))  # the failed run 1 made up by run 6
+    assert ok["decided"] and len(ok["good"]) == len(ok["bad"]) == 8
+    assert sorted(seen_good) == list(range(9))  # the failed run 1 made up by run 8
 
 
 def test_terms_go_together(history):

@@ -43,8 +43,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "until decided)")
     p.add_argument("--alpha", type=float, default=0.01,
                    help="error rate of each decision (default: %(default)s)")
-    p.add_argument("--max-runs", type=int, default=8, metavar="N",
-                   help="run budget for each endpoint and each step (default: %(default)s)")
+    p.add_argument("--max-runs", type=int, default=16, metavar="N",
+                   help="run budget of each step; the endpoints, once separated, are measured "
+                        "on to it as the steps' reference (default: %(default)s)")
     p.add_argument("--crash-is", choices=("skip", "bad"), default="skip",
                    help="a kernel crash or hang is bad only when that is the question "
                         "(default: %(default)s)")

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel.build import BuiltKernel, build_kernel
+from vmtest.qemu import machine
 from vmtest.results import document
 from vmtest.results.store import Run, Store
 
@@ -94,17 +95,23 @@ def available_mib() -> int:
 class AutoJobs:
     """`--jobs auto`: as many VMs as what they really use allows. It starts at one VM per
     core; every finished run says what its VM cost (the QEMU process's CPU time over the
-    run's wall time, `qemu_cpu_s` / `qemu_wall_s`), and the parallelism becomes as many
-    VMs as keep the cores TARGET_BUSY busy at the median of those duties -- a seed-profile
-    VM, idle ~85 % of its run, lets ~6 share a core -- bounded by host memory (`limit`),
-    never fewer than one per core."""
+    run's wall time, `qemu_cpu_s` / `qemu_wall_s`), and so does every VM still running
+    once it is past its boot (`sample()`: its CPU time since it was first seen, over
+    that time -- a seed run takes 40 minutes, too long to wait for). The parallelism
+    becomes as many VMs as keep the cores TARGET_BUSY busy at the median of those
+    duties -- a seed-profile VM, idle ~85 % of its run, lets ~6 share a core -- bounded
+    by host memory (`limit`), never fewer than one per core."""
 
     TARGET_BUSY = 0.9
+    SAMPLE_S = 15.0  # how often execute() samples the live VMs
+    SETTLE_S = 90.0  # a live VM's duty counts once it has been watched this long
 
     def __init__(self, limit: int, cores: int | None = None) -> None:
         self.cores = cores or os.cpu_count() or 1
         self.limit = max(1, limit)
         self.duties: list[float] = []
+        self.live: dict[int, float] = {}  # id(machine) -> its duty so far
+        self._first_seen: dict[int, tuple[float, float]] = {}  # id -> (time, cpu s)
         self.current = min(self.cores, self.limit)
 
     def record(self, doc: dict[str, Any]) -> None:
@@ -112,10 +119,37 @@ class AutoJobs:
         cpu, wall = timings.get("qemu_cpu_s"), timings.get("qemu_wall_s")
         if isinstance(cpu, (int, float)) and isinstance(wall, (int, float)) and wall > 0:
             self.duties.append(max(cpu / wall, 0.01))
-            duty = sorted(self.duties)[len(self.duties) // 2]
-            wanted = int(self.cores * self.TARGET_BUSY / duty)
-            # never fewer than one per core: a busy VM (TCG) takes one core at most
-            self.current = max(min(self.cores, self.limit), min(self.limit, wanted))
+            self._resize()
+
+    def sample(self, machines: Iterable[Any], now: float | None = None) -> None:
+        """The duty of each live VM (anything with cpu_seconds()) since it was first
+        seen, once it has been watched SETTLE_S: the boot, busier than the run, is
+        mostly behind it by then."""
+        now = time.monotonic() if now is None else now
+        seen = set()
+        for vm in machines:
+            cpu = vm.cpu_seconds()
+            if cpu is None:
+                continue
+            key = id(vm)
+            seen.add(key)
+            first = self._first_seen.setdefault(key, (now, cpu))
+            if now - first[0] >= self.SETTLE_S:
+                self.live[key] = max((cpu - first[1]) / (now - first[0]), 0.01)
+        for key in set(self.live) - seen:  # ended: its run's record() has its figure
+            del self.live[key]
+        for key in set(self._first_seen) - seen:
+            del self._first_seen[key]
+        self._resize()
+
+    def _resize(self) -> None:
+        duties = sorted(self.duties + list(self.live.values()))
+        if not duties:
+            return
+        duty = duties[len(duties) // 2]
+        wanted = int(self.cores * self.TARGET_BUSY / duty)
+        # never fewer than one per core: a busy VM (TCG) takes one core at most
+        self.current = max(min(self.cores, self.limit), min(self.limit, wanted))
 
     def __call__(self) -> int:
         return self.current
@@ -263,7 +297,12 @@ def execute(runs: list[Run], store: Store, run_fn: RunFn, *, jobs: int | AutoJob
                     pending[pool.submit(run_fn, run, store.prepare(run))] = run
                 if not pending:
                     break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # --jobs auto: the live VMs are sampled while they run (a seed run is
+                # 40 minutes); each wake may start more runs
+                done, _ = wait(pending, timeout=auto.SAMPLE_S if auto else None,
+                               return_when=FIRST_COMPLETED)
+                if auto is not None:
+                    auto.sample(machine.live_machines())
                 for future in done:
                     run = pending.pop(future)
                     doc = future.result()

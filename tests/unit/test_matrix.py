@@ -272,6 +272,38 @@ def test_auto_jobs_follow_what_the_vms_used():
     assert jobs() == 2
 
 
+class _LiveVM:
+    """A running VM as AutoJobs.sample() sees it: QEMU's CPU seconds so far."""
+
+    def __init__(self, duty: float) -> None:
+        self.duty, self.now = duty, 0.0
+
+    def cpu_seconds(self) -> float:
+        return self.duty * self.now
+
+
+def test_auto_jobs_widen_on_live_vms_before_any_run_ends():
+    jobs = matrix.AutoJobs(limit=10, cores=2)
+    vms = [_LiveVM(0.15), _LiveVM(0.15)]
+    for now in (0.0, 30.0, 60.0):  # not yet watched SETTLE_S: no change
+        for vm in vms:
+            vm.now = 20.0 + now
+        jobs.sample(vms, now=now)
+        assert jobs() == 2
+    for vm in vms:
+        vm.now = 20.0 + jobs.SETTLE_S
+    jobs.sample(vms, now=jobs.SETTLE_S)
+    assert jobs() == 10  # 15 % of a core each: 2 * 0.9 / 0.15 = 12, bounded by memory
+    jobs.sample([], now=200.0)  # they ended: their live figures go, nothing is left
+    assert jobs.live == {} and jobs() == 10  # (the last size stays until a figure comes)
+    busy = [_LiveVM(0.95), _LiveVM(0.95), _LiveVM(0.95)]
+    for t in (300.0, 300.0 + jobs.SETTLE_S):
+        for vm in busy:
+            vm.now = t
+        jobs.sample(busy, now=t)
+    assert jobs() == 2  # busy VMs: one per core
+
+
 def test_execute_widens_to_auto_jobs_as_runs_finish(exp, tmp_path):
     import threading
 

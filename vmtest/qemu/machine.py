@@ -80,6 +80,12 @@ _LIVE: set[Machine] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+def live_machines() -> list[Machine]:
+    """The machines of this process that are running now."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
 def kill_live(run_dir: Path | None = None, reason: str = "interrupt") -> int:
     """Stop every live machine (or those of one run dir) at once: Ctrl-C, run timeouts.
 

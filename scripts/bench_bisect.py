@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-bisect"),
                     help="the bisections' log folders (default: ./bench-bisect)")
     args = ap.parse_args()
+    # SIGTERM as Ctrl-C: the running bisection is stopped, not left behind
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bar = math.ceil(math.log2(args.commits - 1)) + 2  # N: the commits after old
     rows = []
     for seed in args.seeds:
@@ -68,7 +71,13 @@ def main() -> int:
         print(f"== seed {seed}: {args.direction}, planted at commit {info['position']} of "
               f"{args.commits} ({info['planted'][:12]})", flush=True)
         started = time.monotonic()
-        proc = subprocess.run(argv, check=False)
+        proc = subprocess.Popen(argv)
+        try:
+            proc.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: the bisection resets its tree and stops
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
         wall = time.monotonic() - started
         report_path = log_dir / "report.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
@@ -80,6 +89,10 @@ def main() -> int:
                "endpoints_s": endpoints.get("wall_s"),
                "build_s": report.get("build_s"), "runs_s": report.get("runs_s")}
         rows.append(row)
+        if proc.returncode in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+            print(f"bench_bisect: seed {seed}'s bisection was interrupted: stopping",
+                  file=sys.stderr)
+            break
         print(f"== seed {seed}: {'FOUND' if found else 'NOT found'} "
               f"({report.get('first', '-')[:12]}), exit {proc.returncode}, {len(steps)} steps "
               f"(bar {bar}), endpoints {row['endpoint_runs']} runs a side in "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -178,23 +177,17 @@ def _runner(built: Any, scenario: str, profile: str, accel: str,
     return run_one
 
 
-def jobs_for(value: str, scenario: str, profile: str) -> int:
-    """--jobs: a number, or auto -- one VM per core, as many as the host's memory holds
-    (a step's runs are busy VMs; the seed profile's idle ones may ask for more)."""
+def jobs_for(fixed: int | None, scenario: str, profile: str) -> int:
+    """Runs at once: `fixed` (--jobs N, checked against host memory), or for --jobs auto
+    (None) where matrix.AutoJobs starts -- one VM per core, as memory allows (a step's
+    runs are too few and too short to learn a VM's duty from)."""
     from vmtest import matrix
 
     guest_mib = scenarios.make(scenario, profile).params.memory_mib
-    if value == "auto":
-        return max(1, min(os.cpu_count() or 1, matrix.memory_limit(guest_mib)))
-    try:
-        jobs = int(value)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise ConfigError(f"--jobs {value!r} is not a positive number", hint="e.g. --jobs 2, "
-                          "or --jobs auto (one VM per core)")
-    matrix.check_memory(jobs, guest_mib)
-    return jobs
+    if fixed is None:
+        return matrix.AutoJobs(matrix.memory_limit(guest_mib))()
+    matrix.check_memory(fixed, guest_mib)
+    return fixed
 
 
 def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vmtest.cli.common import Sub, add_accel_arg
+from vmtest.cli.common import Sub, add_accel_arg, number
 from vmtest.errors import ConfigError
 from vmtest.kernel import kconfig
 
@@ -69,7 +69,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                  args.metric, "--accel", args.accel, "--crash-is", args.crash_is,
                  "--alpha", str(args.alpha), "--max-runs", str(args.max_runs),
                  "--jobs", args.jobs]
-    jobs = bisect.jobs_for(args.jobs, args.scenario, args.profile)
+    jobs = bisect.jobs_for(_jobs(args), args.scenario, args.profile)
     if args.threshold is not None:
         step_args += ["--threshold", str(args.threshold)]
     patches = [p.resolve() for p in args.patches]
@@ -103,4 +103,9 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,
                        args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is,
-                       jobs=bisect.jobs_for(args.jobs, args.scenario, args.profile))
+                       jobs=bisect.jobs_for(_jobs(args), args.scenario, args.profile))
+
+
+def _jobs(args: argparse.Namespace) -> int | None:
+    """--jobs: None for auto, else the number."""
+    return None if args.jobs == "auto" else int(number(args.jobs, "--jobs", int))

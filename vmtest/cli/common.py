@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmtest import paths
 from vmtest.errors import ConfigError
@@ -83,3 +83,16 @@ def one_spec(args: argparse.Namespace) -> kbuild.BuildSpec:
         raise ConfigError(f"{args.config} defines {len(specs)} builds; pick one",
                           hint="add --base NAME and --variant NAME")
     return specs[0]
+
+
+def number(text: str, option: str, kind: type[int] | type[float]) -> Any:
+    """--OPTION's value of `kind` (ints from 1, floats from 0): ConfigError else."""
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not {what}",
+                          hint=f"{option} auto, or {what}") from None
+    if value < 0 or (kind is int and value < 1):
+        raise ConfigError(f"{option} {text!r} is out of range")
+    return value

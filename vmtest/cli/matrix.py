@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmtest import paths
-from vmtest.cli.common import Sub, add_accel_arg
+from vmtest.cli.common import Sub, add_accel_arg, number
 from vmtest.errors import (
     EXIT_FAIL,
     EXIT_INFRA,
@@ -78,18 +78,6 @@ def add_parser(sub: Sub) -> None:
     p.set_defaults(func=cmd_merge)
 
 
-def _number(text: str, option: str, kind: type[int] | type[float]) -> Any:
-    what = "a whole number" if kind is int else "a number"
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not {what}",
-                          hint=f"{option} auto, or {what}") from None
-    if value < 0 or (kind is int and value < 1):
-        raise ConfigError(f"{option} {text!r} is out of range")
-    return value
-
-
 class Progress:
     """One line per finished run (CI, pipes), or a rich progress bar on a terminal."""
 
@@ -147,7 +135,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if exp.matrix is None:
         raise ConfigError(f"{cfg_path}: no matrix: section")
     profile = args.profile or exp.matrix.profile
-    fixed_jobs = None if args.jobs == "auto" else _number(args.jobs, "--jobs", int)
+    fixed_jobs = None if args.jobs == "auto" else number(args.jobs, "--jobs", int)
     until = None
     reps = args.repetitions
     if args.until_decided:
@@ -172,13 +160,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         jobs_text = f"{jobs.current} in parallel to start with (--jobs auto: up to " \
                     f"{jobs.limit} as the runs show what a VM uses)"
         stagger_s: float | None = None if args.stagger == "auto" else \
-            _number(args.stagger, "--stagger", float)
+            number(args.stagger, "--stagger", float)
     else:
         jobs = fixed_jobs
         matrix.check_memory(fixed_jobs, guest_mib, runs=len(runs))
         jobs_text = f"{fixed_jobs} in parallel"
         stagger_s = matrix.stagger_for(fixed_jobs) if args.stagger == "auto" \
-            else _number(args.stagger, "--stagger", float)
+            else number(args.stagger, "--stagger", float)
     from vmtest.results.store import Store
 
     results = Path(args.results or Path("results") / f"{Path(cfg_path).stem}-{profile}")

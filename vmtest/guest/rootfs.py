@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmtest import paths
+from vmtest import hostcmd, paths
 from vmtest.errors import ConfigError, MissingRequirement
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,10 @@ def shared_libraries(*binaries: Path) -> list[str]:
     """The libraries the binaries load, the loader included ("not a dynamic executable":
     nothing), and what glibc loads at run time without ldd knowing: libgcc_s, without
     which pthread_cancel() aborts ("libgcc_s.so.1 must be installed")."""
-    proc = subprocess.run(["ldd", *map(str, binaries)], capture_output=True, text=True,
-                          check=False)
-    libs = parse_ldd(proc.stdout)
+    # what ldd answers changes with the binaries and with the loader's cache (ldconfig
+    # rewrites it whenever a library package is installed)
+    _, out = hostcmd.output(["ldd", *map(str, binaries)], [*binaries, Path("/etc/ld.so.cache")])
+    libs = parse_ldd(out)
     for lib in list(libs):
         if Path(lib).name == "libc.so.6":
             gcc_s = Path(lib).parent / "libgcc_s.so.1"
@@ -151,8 +152,8 @@ def stressor_binaries() -> list[Path]:
 
 
 def busybox_applets(busybox: Path) -> list[str]:
-    out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True)
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    _, out = hostcmd.output([str(busybox), "--list-full"], check=True)
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 # Programs shipped as optional layers: stress-ng and its libraries are 25 MiB, which

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmtest import paths, procs
+from vmtest import hostcmd, paths, procs
 from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
@@ -89,10 +89,10 @@ def spec_for_source(source: str, *, fragments: tuple[str | Path, ...] = (),
 
 def compiler_version() -> str:
     try:
-        out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True)
+        _, out = hostcmd.output(["gcc", "--version"], check=True)
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
         raise MissingRequirement("gcc not found", hint="apt-get install build-essential") from exc
-    return out.stdout.splitlines()[0]
+    return out.splitlines()[0]
 
 
 def cache_key(spec: BuildSpec, source_identity: str, compiler: str) -> str:

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths
+from vmtest import hostcmd, paths
 from vmtest.errors import ConfigError, InfraError, MissingRequirement
 
 log = logging.getLogger(__name__)
 
 DEBIAN_SERIES = ("6.1", "6.12")
+DPKG_STATUS = Path("/var/lib/dpkg/status")  # dpkg rewrites it on every install
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,17 @@ class DebianSource:
 
     def package_version(self) -> str:
         try:
-            out = subprocess.run(
-                ["dpkg-query", "-W", "-f=${Version}", self.package],
-                capture_output=True, text=True, check=False, timeout=30,
-            )
+            status, version = hostcmd.output(["dpkg-query", "-W", "-f=${Version}", self.package],
+                                             [DPKG_STATUS])
         except FileNotFoundError as exc:
             raise MissingRequirement("dpkg-query not found: a Debian source needs a Debian host",
                                      hint="use a local tree: --tree PATH") from exc
-        if out.returncode != 0 or not out.stdout.strip() or not self.tarball.exists():
+        if status != 0 or not version.strip() or not self.tarball.exists():
             raise MissingRequirement(
                 f"kernel source package {self.package} is not installed ({self.tarball} missing)",
                 hint=f"apt-get install {self.package}",
             )
-        return out.stdout.strip()
+        return version.strip()
 
     def identity(self) -> str:
         return f"debian:{self.package}={self.package_version()}"

@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmtest import paths
+from vmtest import hostcmd, paths
 from vmtest.deadline import Clock, utc_now
 from vmtest.errors import MissingRequirement
 
@@ -80,8 +79,7 @@ def watch_boot(read: Callable[[float], bytes], clock: Clock, deadline_s: float,
 def host_fingerprint() -> str:
     """What the verdict depends on: host kernel, CPU model, QEMU version."""
     try:
-        qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                              text=True, check=False).stdout.split("\n")[0]
+        qemu = hostcmd.output(["qemu-system-x86_64", "--version"])[1].split("\n")[0]
     except FileNotFoundError:
         qemu = "none"
     cpu = ""

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest, snapshot, tracefs
 from vmtest.errors import ConfigError, InfraError
 from vmtest.guest import load
@@ -150,6 +149,10 @@ class CmaStress(Scenario):
         (pure: recorded guest output in, metrics out)."""
         p: CmaStressParams = self.params
         allocs = [m for m in (_ALLOC_LINE.match(x) for x in alloc_text.splitlines()) if m]
+        # imported here: its ~100 patterns compile at import, which every `vmtest run`
+        # would pay before QEMU starts when the config names this scenario
+        from vmtest.collect import dmesg as dmesg_parser
+
         report = dmesg_parser.parse(dmesg_text)
         trace = tracefs.parse_trace(trace_text)
         ops = report.ops("alloc_contig_range")

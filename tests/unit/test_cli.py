@@ -164,3 +164,24 @@ def test_parsing_loads_no_ssh_qmp_yaml_or_build_stage():
 def test_fetch_with_console_is_refused_before_booting(capsys):
     assert cli.main(["run", "--console", "--fetch", "/root/x", "--", "true"]) == 125
     assert "--fetch needs SSH" in capsys.readouterr().err
+
+
+def test_the_command_table_names_every_subcommand_and_run_loads_only_its_own(capsys):
+    import subprocess
+    import sys
+
+    _, commands = cli.build_parser()
+    assert sorted(commands) == sorted(cli.COMMANDS)
+    assert cli.named_command(["-v", "run", "--", "matrix"]) == "run"
+    assert cli.named_command(["--", "run"]) is None
+    assert cli.named_command(["nosuch"]) is None
+    code = ("import sys; from vmtest import cli; p, c = cli.build_parser(['run', '--', 'true']);"
+            " print(sorted(c), sorted(m for m in sys.modules if m.startswith('vmtest.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "['run'] ['vmtest.cli.common', 'vmtest.cli.run']"
+    # an unknown command still gets argparse's list of them all
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["nosuch"])
+    assert exited.value.code == 2
+    assert "choose from 'matrix', 'report', 'merge'" in capsys.readouterr().err

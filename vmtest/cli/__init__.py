@@ -27,18 +27,39 @@ from vmtest.errors import (
     VmtestError,
 )
 
+# Each subcommand and the module that defines it (in `vmtest --help`'s order).
+COMMANDS = {"matrix": "matrix", "report": "matrix", "merge": "matrix", "dmesg": "dmesg",
+            "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "build": "build",
+            "run": "run"}
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The parser and, by name, the parser of each subcommand."""
-    from vmtest.cli import bisect, build, dmesg, doctor, matrix, run
 
+def named_command(argv: list[str]) -> str | None:
+    """The subcommand argv names (the first word that is not an option: the top level's
+    options take no value), or None."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: list[str] | None = None
+                 ) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and, by name, the parser of each subcommand. Given the argv to parse,
+    only the named subcommand's module is loaded (all of them otherwise: help, errors):
+    `vmtest run` does not pay for the imports of bisect and matrix before QEMU starts."""
+    import importlib
+
+    named = named_command(argv) if argv is not None else None
+    modules = [COMMANDS[named]] if named else list(dict.fromkeys(COMMANDS.values()))
     parser = argparse.ArgumentParser(
         prog="vmtest", description="QEMU-based full-system tests for Linux memory management.")
     parser.add_argument("--version", action="version", version=f"vmtest {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for command in (matrix, dmesg, bisect, doctor, build, run):
-        command.add_parser(sub)
+    for module in modules:
+        importlib.import_module(f"vmtest.cli.{module}").add_parser(sub)
     return parser, dict(sub.choices)
 
 
@@ -91,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser, commands = build_parser()
+    parser, commands = build_parser(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # argparse would blame the top level: name the subcommand and its usage
         commands[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")

@@ -101,11 +101,25 @@ def _kernel_image(args: argparse.Namespace) -> Path:
                               hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "
                                    "directory printed by `vmtest build`")
         return path
-    if uses_config(args) and not args.variant:
+    config = uses_config(args)
+    if config and not args.variant:
         args.variant = "patched"  # the built-in default: the kernel as shipped
+    from vmtest.kernel import resolved
+
+    # The kernel named the same way last time, when nothing it was made from has changed:
+    # no YAML, catalog or build stage loaded before QEMU starts (kernel/resolved.py).
+    key = resolved.question("run", args.config if config else None, args.base, args.variant,
+                            args.source, args.patches, args.fragments)
+    image = resolved.lookup(key)
+    if image is not None:
+        return image
     from vmtest.kernel import build as kbuild
 
-    return kbuild.build(one_spec(args)).image
+    spec = one_spec(args)
+    stamps = resolved.snapshot(spec, Path(args.config) if config else None)
+    image = kbuild.build(spec).image
+    resolved.remember(key, stamps, image)
+    return image
 
 
 def copies(specs: list[str]) -> tuple[tuple[Path, str], ...]:

@@ -48,3 +48,50 @@ def run_group(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any
     if check and proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+class SafePoints:
+    """SIGINT and SIGTERM raised only where the code says (`check()`), not mid-call.
+
+    paramiko's BufferedPipe takes its lock as `acquire(); try: ...` -- an exception from
+    a signal handler (Ctrl-C, or the CLI's SIGTERM handler) between the two leaves the
+    lock held, and the channel's close() then waits for it forever: `vmtest run -- CMD`
+    hung on SIGTERM mid-command with QEMU alive. Within `with SafePoints() as points:`
+    the signals are recorded; `points.check()` (between library calls) and the end of
+    the block raise the first one through the handler that was installed. Only in the
+    main thread (the only one Python runs handlers in), and only where a Python handler
+    is installed (SIG_DFL and SIG_IGN keep their meaning)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self._saved: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.pending.append(signum)
+
+    def __enter__(self) -> SafePoints:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    self._saved[sig] = handler
+                    signal.signal(sig, self._record)
+        return self
+
+    def check(self) -> None:
+        if self.pending:
+            signum = self.pending.pop(0)
+            self._saved[signum](signum, None)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        if self.pending:  # the interruption wins over an error on its way out
+            signum = self.pending.pop(0)
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                handler(signum, None)

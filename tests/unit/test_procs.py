@@ -54,3 +54,61 @@ def test_result_and_check(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (3, "hi\n")
     with pytest.raises(subprocess.CalledProcessError):
         procs.run_group(["false"], check=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raising(signum, frame):
+    raise _Stop(signum)
+
+
+def test_safe_points_hold_a_signal_until_check_then_raise_it_through_the_handler():
+    import os
+    import signal
+
+    from vmtest.procs import SafePoints
+
+    before = signal.signal(signal.SIGTERM, _raising)
+    try:
+        with pytest.raises(_Stop):
+            with SafePoints() as points:
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached = True  # a handler that raised would have left before this
+                points.check()
+                pytest.fail("check() did not raise the recorded signal")
+        assert reached
+        assert signal.getsignal(signal.SIGTERM) is _raising  # restored
+        # Recorded after the last check: raised on the way out, the error it met chained.
+        with pytest.raises(_Stop) as raised:
+            with SafePoints():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ValueError("the block's own error")
+        assert isinstance(raised.value.__context__, ValueError)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_safe_points_leave_default_handlers_and_other_threads_alone():
+    import signal
+    import threading
+
+    from vmtest.procs import SafePoints
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with SafePoints():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        seen = []
+
+        def worker():
+            with SafePoints() as points:
+                seen.append(points._saved)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen == [{}]
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from vmtest import procs
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
 from vmtest.errors import ChannelError, CommandTimeout
@@ -151,57 +153,59 @@ class SSHChannel:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise ChannelError("SSH transport to the guest is closed")
-        try:
-            chan = transport.open_session(timeout=10)
-            chan.settimeout(0.0)
-            chan.exec_command(f"export PATH={GUEST_PATH}; cd /root; {command}")
-        except (EOFError, OSError, paramiko.SSHException):
-            # The connection dropped before the command started (QEMU killed, guest
-            # gone): the machine's check says why, else it is a lost connection.
-            self._lost(command, watch)
-            raise  # pragma: no cover - _lost always raises
-        if stdin is None:
-            chan.shutdown_write()
-        else:
-            _feed(chan, stdin)
-        deadline = Deadline(timeout_s) if timeout_s else None
-        try:
-            while True:
-                progressed = False
-                if chan.recv_ready():
-                    data = chan.recv(65536)
-                    if stdout is not None:
-                        stdout.write(data)
-                        stdout.flush()
-                    progressed = True
-                if chan.recv_stderr_ready():
-                    data = chan.recv_stderr(65536)
-                    if stderr is not None:
-                        stderr.write(data)
-                        stderr.flush()
-                    progressed = True
-                if chan.exit_status_ready() and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
-                    status = chan.recv_exit_status()
-                    if status == -1 and not transport.is_active():
-                        # Closed with the connection, no status: the guest went away
-                        # (a panic reboots it, QEMU exits). Let `watch` say why.
-                        self._lost(command, watch)
-                    return status
-                if deadline is not None and deadline.expired:
-                    raise CommandTimeout(f"guest command did not finish within {timeout_s} s: "
-                                         f"{command}")
-                if watch is not None:
-                    watch()
-                if not transport.is_active():
-                    raise ChannelError("SSH connection to the guest was lost mid-command")
-                if not progressed:
-                    # Wake on data or the channel's close (paramiko sets the channel's
-                    # pipe for both), not after a fixed sleep: a short command's
-                    # latency is its own, not the poll period's.
-                    select.select([chan], [], [], 0.01)
-        finally:
-            chan.close()
+        # Ctrl-C and SIGTERM take effect at points.check() (procs.SafePoints), never
+        # inside paramiko, whose channel would then hang in close().
+        with procs.SafePoints() as points:
+            try:
+                chan = transport.open_session(timeout=10)
+                chan.settimeout(0.0)
+                chan.exec_command(f"export PATH={GUEST_PATH}; cd /root; {command}")
+            except (EOFError, OSError, paramiko.SSHException):
+                # The connection dropped before the command started (QEMU killed, guest
+                # gone): the machine's check says why, else it is a lost connection.
+                self._lost(command, watch)
+                raise  # pragma: no cover - _lost always raises
+            if stdin is None:
+                chan.shutdown_write()
+            else:
+                _feed(chan, stdin)
+            deadline = Deadline(timeout_s) if timeout_s else None
+            with contextlib.closing(chan):
+                while True:
+                    points.check()  # Ctrl-C / SIGTERM here, never inside paramiko
+                    progressed = False
+                    if chan.recv_ready():
+                        data = chan.recv(65536)
+                        if stdout is not None:
+                            stdout.write(data)
+                            stdout.flush()
+                        progressed = True
+                    if chan.recv_stderr_ready():
+                        data = chan.recv_stderr(65536)
+                        if stderr is not None:
+                            stderr.write(data)
+                            stderr.flush()
+                        progressed = True
+                    if chan.exit_status_ready() and not chan.recv_ready() \
+                            and not chan.recv_stderr_ready():
+                        status = chan.recv_exit_status()
+                        if status == -1 and not transport.is_active():
+                            # Closed with the connection, no status: the guest went away
+                            # (a panic reboots it, QEMU exits). Let `watch` say why.
+                            self._lost(command, watch)
+                        return status
+                    if deadline is not None and deadline.expired:
+                        raise CommandTimeout(f"guest command did not finish within {timeout_s} s: "
+                                             f"{command}")
+                    if watch is not None:
+                        watch()
+                    if not transport.is_active():
+                        raise ChannelError("SSH connection to the guest was lost mid-command")
+                    if not progressed:
+                        # Wake on data or the channel's close (paramiko sets the channel's
+                        # pipe for both), not after a fixed sleep: a short command's
+                        # latency is its own, not the poll period's.
+                        select.select([chan], [], [], 0.01)
 
     @staticmethod
     def _lost(command: str, watch: Callable[[], None] | None, grace_s: float = 3.0) -> None:

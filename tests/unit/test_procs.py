@@ -64,6 +64,11 @@ def _raising(signum, frame):
     raise _Stop(signum)
 
 
+@pytest.mark.fault("SIGTERM or Ctrl-C while paramiko holds a channel's lock (mid-command)",
+                   verdict="interrupted", exit="143 / 130",
+                   message="vmtest: terminated (SIGTERM) / interrupted",
+                   kept="the run directory; QEMU stopped (it used to hang in the channel's "
+                   "close)")
 def test_safe_points_hold_a_signal_until_check_then_raise_it_through_the_handler():
     import os
     import signal

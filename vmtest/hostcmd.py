@@ -23,6 +23,7 @@ from pathlib import Path
 from vmtest import paths
 from vmtest.errors import MissingRequirement
 
+KEEP = 256  # answers remembered, the most recently made
 _LOCK = threading.Lock()  # the matrix resolves kernels from several threads
 
 
@@ -73,7 +74,10 @@ def output(argv: list[str], depends: Iterable[Path] = (), *, timeout_s: float = 
     # next call run it again rather than trust an answer about the old file
     with _LOCK:
         data = _load(store)
+        data.pop(key, None)  # re-inserted last: the dict's order is the order of use
         data[key] = {"stamps": stamps, "stdout": proc.stdout}
+        for old in list(data)[:-KEEP]:
+            del data[old]
         try:
             paths.cache_dir()
             paths.write_atomic(store, json.dumps(data, indent=1, sort_keys=True) + "\n")

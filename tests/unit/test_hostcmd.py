@@ -79,3 +79,14 @@ def test_a_broken_store_is_ignored(counter: tuple[Path, Path]) -> None:
     (Path(os.environ["VMTEST_CACHE"]) / "hostcmd.json").write_text("{not json")
     assert hostcmd.output(["answer"], [data]) == (0, "v1\n")
     assert _runs(runs) == 2
+
+
+def test_the_store_keeps_the_most_recent_answers(counter: tuple[Path, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    runs, data = counter
+    monkeypatch.setattr(hostcmd, "KEEP", 2)
+    for word in ("a", "b", "c"):
+        hostcmd.output(["answer", word], [data])
+    hostcmd.output(["answer", "c"], [data])
+    hostcmd.output(["answer", "a"], [data])  # pushed out by b and c: runs again
+    assert _runs(runs) == 4

@@ -89,3 +89,14 @@ def test_a_broken_store_is_a_miss(made: tuple[BuildSpec, Path, Path, Path]) -> N
     for text in ("{broken", json.dumps({key: {"stamps": 3}}), json.dumps([1])):
         store.write_text(text)
         assert resolved.lookup(key) is None
+
+
+def test_the_store_keeps_the_most_recent_answers(made: tuple[BuildSpec, Path, Path, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, config, image, _ = made
+    monkeypatch.setattr(resolved, "KEEP", 3)
+    stamps = resolved.snapshot(spec, config)
+    for n in range(5):
+        resolved.remember(resolved.question("run", n), stamps, image)
+    assert [resolved.lookup(resolved.question("run", n)) for n in range(5)] == [
+        None, None, image, image, image]

@@ -24,6 +24,8 @@ from vmtest.errors import MissingRequirement
 if TYPE_CHECKING:
     from vmtest.kernel.build import BuildSpec
 
+KEEP = 64  # answers remembered, the most recently made
+
 # vmtest's code between a config and a cache key: an edit in a checkout resolves anew.
 CODE = ("config.py", "kernel/build.py", "kernel/kconfig.py", "kernel/source.py",
         "kernel/images.py", "cli/common.py", "kernel/resolved.py")
@@ -88,7 +90,10 @@ def remember(key: str, stamps: list[list[object]] | None, image: Path) -> None:
     if stamps is None:
         return
     data = _load()
+    data.pop(key, None)  # re-inserted last: the dict's order is the order of use
     data[key] = {"image": str(image), "stamps": stamps}
+    for old in list(data)[:-KEEP]:  # one entry per folder and options: bounded
+        del data[old]
     try:
         paths.cache_dir()
         paths.write_atomic(_store(), json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -9,6 +9,7 @@ does not hold yet, `jobs` VMs at a time, each under a watchdog.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -97,10 +98,12 @@ class AutoJobs:
     core; every finished run says what its VM cost (the QEMU process's CPU time over the
     run's wall time, `qemu_cpu_s` / `qemu_wall_s`), and so does every VM still running
     once it is past its boot (`sample()`: its CPU time since it was first seen, over
-    that time -- a seed run takes 40 minutes, too long to wait for). The parallelism
-    becomes as many VMs as keep the cores TARGET_BUSY busy at the median of those
-    duties -- a seed-profile VM, idle ~85 % of its run, lets ~6 share a core -- bounded
-    by host memory (`limit`), never fewer than one per core."""
+    that time -- a seed run takes 40 minutes, too long to wait for). While VMs run, the
+    parallelism is what they use plus as many more as the cores' spare (to TARGET_BUSY)
+    holds at their median duty -- a seed-profile VM, idle ~85 % of its run, lets ~6
+    share a core; before any has settled, as many as keep the cores TARGET_BUSY busy at
+    the finished runs' median. Bounded by host memory (`limit`), never fewer than one
+    per core."""
 
     TARGET_BUSY = 0.9
     SAMPLE_S = 15.0  # how often execute() samples the live VMs
@@ -143,11 +146,23 @@ class AutoJobs:
         self._resize()
 
     def _resize(self) -> None:
-        duties = sorted(self.duties + list(self.live.values()))
-        if not duties:
+        live = sorted(self.live.values())
+        if live:
+            # What runs now is what the host carries: as many more start as the cores'
+            # spare holds at the median cost of what runs now; a VM not yet watched
+            # SETTLE_S (booting, filling) costs a core. The finished runs are left out:
+            # another scenario's (a hotplug run's busy minutes) say nothing about these,
+            # and a median over both kept 4 seed runs waiting 40 minutes for a slot
+            # beside 8 VMs at 16 % of a core.
+            duty = live[len(live) // 2]
+            booting = len(self._first_seen) - len(live)
+            spare = self.cores * self.TARGET_BUSY - sum(live) - booting
+            wanted = len(self._first_seen) + math.floor(spare / duty)
+        elif self.duties:
+            duties = sorted(self.duties)
+            wanted = int(self.cores * self.TARGET_BUSY / duties[len(duties) // 2])
+        else:
             return
-        duty = duties[len(duties) // 2]
-        wanted = int(self.cores * self.TARGET_BUSY / duty)
         # never fewer than one per core: a busy VM (TCG) takes one core at most
         self.current = max(min(self.cores, self.limit), min(self.limit, wanted))
 

@@ -352,3 +352,33 @@ def test_until_decided_skips_the_runs_of_a_decided_comparison(exp, tmp_path):
     kernels = len(exp.matrix.kernels)
     assert len(calls) == 6 * 2 * kernels  # decided at the first look, 6 + 6 runs
     assert all(d["variants"] for d in until.decided.values())
+
+
+def test_auto_jobs_size_by_the_vms_running_now_not_another_scenarios_finished_runs():
+    """The seed matrix of 2026-12-07: 8 hotplug-offline runs had finished (busy VMs, 70 %
+    of a core) and 8 cma-stress seed VMs ran at 16 % each; a median over both kept the
+    4 runs left waiting for a slot for 40 minutes."""
+    jobs = matrix.AutoJobs(limit=18, cores=2)
+    for _ in range(8):
+        jobs.record({"timings": {"qemu_cpu_s": 70.0, "qemu_wall_s": 100.0}})
+    assert jobs() == 2
+
+    def at(t, vms):  # every VM's CPU time at host time t (each started at its own t0)
+        for vm in vms:
+            vm.now = t - vm.t0
+        jobs.sample(vms, now=t)
+
+    vms = [_LiveVM(0.16) for _ in range(8)]
+    for vm in vms:
+        vm.t0 = -10.0
+    at(0.0, vms)
+    at(jobs.SETTLE_S, vms)
+    # 8 x 0.16 = 1.28 of the 1.8 cores' budget: 0.52 spare, 3 more at 0.16 each
+    assert jobs() == 11
+    booting = [_LiveVM(0.16), _LiveVM(0.16)]
+    for vm in booting:
+        vm.t0 = jobs.SETTLE_S
+    at(jobs.SETTLE_S + 1, [*vms, *booting])
+    assert jobs() <= 10  # 10 running, 2 not yet settled (a core each): no new start
+    at(2 * jobs.SETTLE_S + 1, [*vms, *booting])
+    assert jobs() == 11  # settled at 16 %: 10 x 0.16 = 1.6, room for one more

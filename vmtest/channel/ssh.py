@@ -174,18 +174,14 @@ class SSHChannel:
                 while True:
                     points.check()  # Ctrl-C / SIGTERM here, never inside paramiko
                     progressed = False
-                    if chan.recv_ready():
-                        data = chan.recv(65536)
-                        if stdout is not None:
-                            stdout.write(data)
-                            stdout.flush()
-                        progressed = True
-                    if chan.recv_stderr_ready():
-                        data = chan.recv_stderr(65536)
-                        if stderr is not None:
-                            stderr.write(data)
-                            stderr.flush()
-                        progressed = True
+                    for ready, recv, out in ((chan.recv_ready, chan.recv, stdout),
+                                             (chan.recv_stderr_ready, chan.recv_stderr, stderr)):
+                        if ready():
+                            data = recv(65536)
+                            if out is not None:
+                                out.write(data)
+                                out.flush()
+                            progressed = True
                     if chan.exit_status_ready() and not chan.recv_ready() \
                             and not chan.recv_stderr_ready():
                         status = chan.recv_exit_status()

@@ -84,7 +84,7 @@ def test_a_broken_store_is_ignored(counter: tuple[Path, Path]) -> None:
 def test_the_store_keeps_the_most_recent_answers(counter: tuple[Path, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     runs, data = counter
-    monkeypatch.setattr(hostcmd, "KEEP", 2)
+    monkeypatch.setattr(hostcmd.STORE, "keep", 2)
     for word in ("a", "b", "c"):
         hostcmd.output(["answer", word], [data])
     hostcmd.output(["answer", "c"], [data])

@@ -85,7 +85,7 @@ def test_a_broken_store_is_a_miss(made: tuple[BuildSpec, Path, Path, Path]) -> N
     spec, config, image, _ = made
     key = resolved.question("run", config)
     resolved.remember(key, resolved.snapshot(spec, config), image)
-    store = resolved._store()
+    store = resolved.STORE.path
     for text in ("{broken", json.dumps({key: {"stamps": 3}}), json.dumps([1])):
         store.write_text(text)
         assert resolved.lookup(key) is None
@@ -94,7 +94,7 @@ def test_a_broken_store_is_a_miss(made: tuple[BuildSpec, Path, Path, Path]) -> N
 def test_the_store_keeps_the_most_recent_answers(made: tuple[BuildSpec, Path, Path, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     spec, config, image, _ = made
-    monkeypatch.setattr(resolved, "KEEP", 3)
+    monkeypatch.setattr(resolved.STORE, "keep", 3)
     stamps = resolved.snapshot(spec, config)
     for n in range(5):
         resolved.remember(resolved.question("run", n), stamps, image)

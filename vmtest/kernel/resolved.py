@@ -18,29 +18,17 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmtest import hostcmd, paths
-from vmtest.errors import MissingRequirement
+from vmtest import hostcmd
 
 if TYPE_CHECKING:
     from vmtest.kernel.build import BuildSpec
-
-KEEP = 64  # answers remembered, the most recently made
 
 # vmtest's code between a config and a cache key: an edit in a checkout resolves anew.
 CODE = ("config.py", "kernel/build.py", "kernel/kconfig.py", "kernel/source.py",
         "kernel/images.py", "cli/common.py", "kernel/resolved.py")
 
 
-def _store() -> Path:
-    return paths.cache_root() / "resolved.json"
-
-
-def _load() -> dict[str, dict[str, object]]:
-    try:
-        data = json.loads(_store().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+STORE = hostcmd.StampedStore("resolved.json", keep=64)
 
 
 def question(*words: object) -> str:
@@ -51,13 +39,9 @@ def question(*words: object) -> str:
 
 def lookup(key: str) -> Path | None:
     """The image remembered for the question, if nothing it depends on changed."""
-    entry = _load().get(key)
-    stamps = entry.get("stamps") if isinstance(entry, dict) else None
-    if not isinstance(entry, dict) or not isinstance(stamps, list):
+    entry = STORE.get(key)
+    if entry is None:
         return None
-    for name, stamp in stamps:
-        if hostcmd.stamp(Path(name)) != stamp:
-            return None
     image = Path(str(entry.get("image")))
     return image if image.is_file() and (image.parent / "meta.json").is_file() else None
 
@@ -83,19 +67,9 @@ def snapshot(spec: BuildSpec, config: Path | None) -> list[list[object]] | None:
     """The stamps of what the spec was made from, taken before the build (which may take
     minutes: a file edited meanwhile must not be remembered as built)."""
     files = depends_on(spec, config)
-    return None if files is None else [[str(f), hostcmd.stamp(f)] for f in files]
+    return None if files is None else hostcmd.stamps(files)
 
 
 def remember(key: str, stamps: list[list[object]] | None, image: Path) -> None:
-    if stamps is None:
-        return
-    data = _load()
-    data.pop(key, None)  # re-inserted last: the dict's order is the order of use
-    data[key] = {"image": str(image), "stamps": stamps}
-    for old in list(data)[:-KEEP]:  # one entry per folder and options: bounded
-        del data[old]
-    try:
-        paths.cache_dir()
-        paths.write_atomic(_store(), json.dumps(data, indent=1, sort_keys=True) + "\n")
-    except (OSError, MissingRequirement):
-        pass  # only the next run's time depends on it
+    if stamps is not None:
+        STORE.put(key, stamps, image=str(image))

@@ -44,18 +44,27 @@ def floor_initramfs(out: Path) -> Path:
     return out
 
 
-def floor_run(kernel: Path, initrd: Path, accel: str, log: Path) -> float:
-    """QEMU with vmtest's argv until the guest's init powers it off."""
-    spec = MachineSpec(kernel=kernel, initrd=initrd, accel=accel, firmware=boot.firmware())
+def floor_run(kernel: Path, initrd: Path, accel: str, log: Path, *, network: bool = True,
+              ports: tuple[str, ...] = ()) -> float:
+    """QEMU with vmtest's argv until the guest's init powers it off. `network` and
+    `ports`: the devices of the run it stands beside (`vmtest run -- CMD` starts its
+    guest without a NIC and with its command's virtio-serial ports)."""
+    spec = MachineSpec(kernel=kernel, initrd=initrd, accel=accel, firmware=boot.firmware(),
+                       network=network, ports=ports)
     qmp, qmp_remote = socket.socketpair()
     con, con_remote = socket.socketpair()
+    port_pairs = {name: socket.socketpair() for name in ports}
     argv = build_argv(spec, qmp_fd=qmp_remote.fileno(), console_fd=con_remote.fileno(),
-                      console_log=log)
+                      console_log=log,
+                      port_fds={name: pair[1].fileno() for name, pair in port_pairs.items()})
     started = time.monotonic()
-    proc = subprocess.Popen(argv, pass_fds=(qmp_remote.fileno(), con_remote.fileno()),
+    proc = subprocess.Popen(argv, pass_fds=(qmp_remote.fileno(), con_remote.fileno(),
+                                            *(pair[1].fileno() for pair in port_pairs.values())),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     qmp_remote.close()
     con_remote.close()
+    for _, remote in port_pairs.values():
+        remote.close()
     con.setblocking(False)
     try:
         while proc.poll() is None:  # drain the console (a full socket would stall it)
@@ -70,6 +79,8 @@ def floor_run(kernel: Path, initrd: Path, accel: str, log: Path) -> float:
         proc.wait()
         qmp.close()
         con.close()
+        for local, _ in port_pairs.values():
+            local.close()
 
 
 def vmtest_run(kernel_dir: str | None, accel: str, out: str, share: bool) -> float:
@@ -98,21 +109,29 @@ def main() -> int:
     # first import); with PYTHONDONTWRITEBYTECODE set, as on some CI hosts, every run
     # would compile ~50 modules first (~80 ms). Compile once, as an install does.
     compileall.compile_dir(str(Path(vmtest.__file__).parent), quiet=1)
+    # The floor the ratios are taken against has the devices of the measured runs
+    # (no NIC; virtio-serial ports for the command's stdin, stdout and stderr: the
+    # benchmark's stdin is /dev/null, not a terminal); the second one those of a guest
+    # vmtest talks SSH to (`vmtest run --ssh`, the plugin, scenarios), for reference.
     series: dict[str, list[float]] = {"floor (busybox init, poweroff)": [],
+                                      "floor, SSH guest's devices (NIC)": [],
                                       "vmtest run --no-share -- true": [],
                                       "vmtest run -- true (cwd shared)": []}
     names = list(series)
+    kinds = len(names)
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
         initrd = floor_initramfs(Path(tmp) / "floor.cpio")
         measure = [
-            lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor{i}.log"),
+            lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor{i}.log",
+                                network=False, ports=("stdin", "stdout", "stderr")),
+            lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor-nic{i}.log"),
             lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/a{i}", False),
             lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/b{i}", True)]
-        for how in measure[1:]:  # unmeasured: what a user's first run fills (caches)
+        for how in measure[2:]:  # unmeasured: what a user's first run fills (caches)
             how(-1)
         for i in range(args.runs):
             # the order turns each round: no kind always follows the same one
-            for k in (i % 3, (i + 1) % 3, (i + 2) % 3):
+            for k in ((i + j) % kinds for j in range(kinds)):
                 series[names[k]].append(measure[k](i))
             print(f"run {i}: " + ", ".join(f"{v[-1]:.2f} s" for v in series.values()),
                   flush=True)

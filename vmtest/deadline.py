@@ -3,7 +3,6 @@ one timestamp format of result documents, build metadata and verdicts."""
 
 from __future__ import annotations
 
-import calendar
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ def file_stamp() -> str:
 
 def utc_epoch(stamp: object) -> float | None:
     """Seconds since the epoch of a utc_now() stamp; None if it is not one."""
+    import calendar  # with datetime, ~3 ms of every command that never reads a stamp
+
     try:
         return float(calendar.timegm(time.strptime(str(stamp), UTC_FORMAT)))
     except ValueError:

@@ -40,22 +40,46 @@ def test_build_is_cached(default_spec, kernel):
     assert proc.returncode == 0 and "cache hit in" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_uname_over_ssh_and_exit_status(kernel, tmp_path):
-    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "a"),
-                   "--", "uname", "-r")
+@pytest.mark.parametrize("channel", [[], ["--ssh"]], ids=["ports", "ssh"])
+def test_uname_and_exit_status(kernel, tmp_path, channel):
+    """`vmtest run -- CMD` on the init's virtio-serial ports (the default) and over SSH:
+    the same output, streams and exit status."""
+    proc = _vmtest("run", *channel, "--kernel", str(kernel.directory), "--output",
+                   str(tmp_path / "a"), "--", "uname", "-r")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == kernel.release
     assert kernel.release.endswith("-vmtest-patched")
     assert "console log:" in proc.stderr
 
-    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "b"),
-                   "--", "false")
+    proc = _vmtest("run", *channel, "--kernel", str(kernel.directory), "--output",
+                   str(tmp_path / "b"), "--", "false")
     assert proc.returncode == 1, proc.stderr
 
-    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path / "c"),
-                   "--", "echo out; echo err >&2; exit 7")
-    assert (proc.returncode, proc.stdout) == (7, "out\n")
+    proc = _vmtest("run", *channel, "--kernel", str(kernel.directory), "--output",
+                   str(tmp_path / "c"), "--", "echo out; echo err >&2; printf tail; exit 7")
+    assert (proc.returncode, proc.stdout) == (7, "out\ntail")
     assert proc.stderr.splitlines().count("err") == 1
+    # Only the SSH guest has a network (and an sshd on it).
+    proc = _vmtest("run", *channel, "--kernel", str(kernel.directory), "--output",
+                   str(tmp_path / "d"), "--", "ls /sys/class/net; pidof dropbear || true")
+    assert proc.returncode == 0, proc.stderr
+    assert ("eth0" in proc.stdout.split()) == bool(channel)
+
+
+@pytest.mark.fault("a guest kernel without CONFIG_VIRTIO_CONSOLE, CMD on the ports",
+                   verdict="infrastructure", exit="125",
+                   message="vmtest: error: the guest found no virtio-serial ports for the "
+                           "command ... fix: ... or pass --ssh", kept="console.log")
+def test_a_guest_without_the_ports_says_so(kernel, tmp_path):
+    """A kernel without the virtio console driver (this one with its initcall blacklisted):
+    one clear error naming the option and --ssh, not a hang."""
+    proc = _vmtest("run", "--kernel", str(kernel.directory), "--output", str(tmp_path),
+                   "--append", "initcall_blacklist=virtio_console_init", "--", "echo never")
+    assert proc.returncode == 125, proc.stderr
+    assert "vmtest: error: the guest found no virtio-serial ports" in proc.stderr
+    assert "CONFIG_VIRTIO_CONSOLE" in proc.stderr and "--ssh" in proc.stderr
+    assert "never" not in proc.stdout and "Traceback" not in proc.stderr
+    assert (tmp_path / "console.log").exists()
 
 
 def test_identity_in_proc_version(kernel, boot_opts, run_dir):

@@ -94,8 +94,9 @@ def test_qemu_killed_mid_run(kernel, tmp_path, descendants):
                    exit="125", message="vmtest: error: SSH connection to the guest was lost "
                    "mid-command: ...", kept="console.log")
 def test_sshd_killed_in_the_guest(kernel, tmp_path):
-    proc = _run("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
-                "--output", str(tmp_path / "run"), "--", "killall dropbear; sleep 10")
+    proc = _run("run", "--ssh", "--kernel", str(kernel.directory), "--accel", ACCEL,
+                "--no-share", "--output", str(tmp_path / "run"), "--",
+                "killall dropbear; sleep 10")
     assert proc.returncode == 125, proc.stderr
     assert "SSH connection to the guest was lost mid-command" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -106,8 +107,8 @@ def test_sshd_killed_in_the_guest(kernel, tmp_path):
                    kept="console.log")
 def test_guest_network_down(kernel, tmp_path):
     started = time.monotonic()
-    proc = _run("run", "--kernel", str(kernel.directory), "--accel", ACCEL, "--no-share",
-                "--timeout", "8", "--output", str(tmp_path / "run"), "--",
+    proc = _run("run", "--ssh", "--kernel", str(kernel.directory), "--accel", ACCEL,
+                "--no-share", "--timeout", "8", "--output", str(tmp_path / "run"), "--",
                 "ip link set eth0 down; sleep 60")
     assert proc.returncode == 124, proc.stderr
     assert "did not finish within 8.0 s" in proc.stderr

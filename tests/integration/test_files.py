@@ -65,6 +65,17 @@ def test_copy_in_fetch_out_and_stdin(kernel, tmp_path):
     assert "fetched: " in proc.stderr.decode()
 
 
+def test_stdin_to_stdout_on_the_ports_is_byte_identical(kernel, tmp_path):
+    """The default channel (the init's virtio-serial ports): binary stdin through CMD to
+    stdout unchanged, stderr apart, the end of stdin seen."""
+    data = os.urandom(1 << 20)
+    proc = _vmtest(kernel, "--no-share", "--output", str(tmp_path / "run"), "--",
+                   "cat; echo done >&2", cwd=tmp_path, stdin=data)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == data
+    assert proc.stderr.decode().splitlines().count("done") == 1
+
+
 @pytest.mark.fault("--fetch of a path the guest does not have", verdict="infrastructure",
                    exit="125", message="vmtest: error: fetching P from the guest failed: ...",
                    kept="CMD's output (already streamed)")

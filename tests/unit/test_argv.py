@@ -19,9 +19,12 @@ def _spec(**kw):
     # A comma in a path must not end the value and add options of its own.
     ("tcg-shares", _spec(shares=(Share(Path("/home/u/src,readonly=off"), 0),
                                  Share(Path("/srv/out"), 1, writable=True)))),
+    # `vmtest run -- CMD`: no NIC, the command's streams on virtio-serial ports.
+    ("tcg-ports", _spec(network=False, ports=("stdin", "stdout", "stderr"))),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
-    argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"))
+    argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"),
+                      port_fds={name: 5 + i for i, name in enumerate(spec.ports)})
     golden = data_dir / "golden" / f"argv-{name}.json"
     if update_golden:
         golden.write_text(json.dumps(argv, indent=1) + "\n")

@@ -140,3 +140,52 @@ def test_stale_boot_folders_of_dead_vmtests_are_swept(tmp_path, monkeypatch):
         (folder / "initrd.cpio").write_bytes(b"keys")
     boot_mod.sweep_stale_tmp()
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_a_command_on_the_ports_boots_without_keys_or_network(tmp_path, store):
+    """`vmtest run -- CMD`: no sshd to start, so no keys; no NIC; the command's ports."""
+    from vmtest.channel.ports import Command
+
+    made, given = [], {}
+
+    def factory(spec, run_dir, **kw):
+        made.append(kw)
+        return FakeMachine(spec, run_dir, **kw)
+
+    def initramfs(tmp, host_key, client_key, *rest, command=None):
+        given.update(keys=(host_key, client_key), command=command)
+        return _no_initramfs(tmp)
+
+    command = Command.new("uname -r", stdin=True)
+    opts = boot.BootOptions(accel="tcg", boot_timeout_s=5, command=command)
+    with boot.boot(Path("/k/vmlinux"), opts, tmp_path / "run", store, machine_class=factory,
+                   make_initramfs=initramfs) as vm:
+        assert vm.command == command
+        assert not vm.spec.network and vm.spec.ports == ("stdin", "stdout", "stderr")
+    assert given == {"keys": (None, None), "command": command}
+    assert made == [{"client_key": None, "host_key": None}]
+    # Without a command: keys, a NIC, no ports.
+    with _boot(tmp_path, store, FakeMachine, "tcg") as vm:
+        assert vm.spec.network and vm.spec.ports == ()
+
+
+def test_the_run_archive_holds_the_command_and_no_keys(tmp_path, monkeypatch):
+    from vmtest.channel import ports
+    from vmtest.guest import rootfs
+    from vmtest.qemu.argv import Share
+
+    overlays = []
+    monkeypatch.setattr(rootfs, "base_image", lambda: tmp_path / "base.cpio")
+    monkeypatch.setattr(rootfs, "assemble",
+                        lambda base, overlay, out, layers=(): overlays.append(overlay) or out)
+    share = Share(Path("/home/u/work"), 0, required=False)
+    command = ports.Command.new("./mytest", workdir_tag=share.tag)
+    boot.initramfs(tmp_path, None, None, (), shares=(share,), command=command)
+    files = {e.path: e.data for e in overlays[0] if getattr(e, "data", None) is not None}
+    assert files[ports.COMMAND_PATH] == b"./mytest\n"
+    assert files[ports.NONCE_PATH] == command.nonce.encode() + b"\n"
+    assert not any("dropbear" in path or ".ssh" in path for path in files)
+    # The current folder's share, once mounted, is where the command runs.
+    script = files[boot.MOUNTS_SCRIPT].decode()
+    assert "say MOUNTED vmtest0; workdir=/home/u/work; fi" in script
+    assert "workdir" not in boot.mounts_script((share,)).decode()

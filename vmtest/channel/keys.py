@@ -8,10 +8,9 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 if TYPE_CHECKING:  # paramiko is imported when a key is used, not to make one: it costs
     import paramiko  # ~0.1 s, which the CLI spends while the guest boots (machine.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def _ssh_string(data: bytes) -> bytes:
@@ -24,6 +23,9 @@ class KeyPair:
 
     @classmethod
     def generate(cls) -> KeyPair:
+        # cryptography (~10 ms) only where a key is made: a command on the ports has none
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @property

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vmtest import procs
+from vmtest.channel import GUEST_PATH, let_watch_name_it
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
 from vmtest.errors import ChannelError, CommandTimeout
@@ -26,9 +27,6 @@ if TYPE_CHECKING:  # imported where a connection is made (keys.py says why)
     import paramiko
 
 log = logging.getLogger(__name__)
-
-GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 def _pinned_host_key() -> paramiko.MissingHostKeyPolicy:
     """A policy that never auto-accepts: the only key we know is the one we put in the
@@ -205,13 +203,9 @@ class SSHChannel:
 
     @staticmethod
     def _lost(command: str, watch: Callable[[], None] | None, grace_s: float = 3.0) -> None:
-        """The connection dropped mid-command: give `watch` (the machine's crash and
-        exit check, whose console lags the socket) a moment to name the cause, else
-        raise ChannelError."""
-        deadline = Deadline(grace_s)
-        while watch is not None and not deadline.expired:
-            watch()
-            time.sleep(0.05)
+        """The connection dropped mid-command: the machine's watch names the cause, else
+        ChannelError."""
+        let_watch_name_it(watch, grace_s)
         raise ChannelError(f"SSH connection to the guest was lost mid-command: {command}",
                            hint="the console log shows what the guest did")
 

@@ -7,8 +7,10 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from vmtest.channel import GUEST_PATH
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
@@ -32,7 +34,11 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="limit for CMD itself")
     p.add_argument("--console", action="store_true",
-                   help="run CMD on the serial console instead of SSH")
+                   help="run CMD on the serial console (its output mixed with the kernel's)")
+    p.add_argument("--ssh", action="store_true",
+                   help="run CMD over SSH, with the guest's network up (the default runs it "
+                        "from the guest's init on virtio-serial ports: no sshd, no network; "
+                        "--fetch implies --ssh)")
     p.add_argument("--output", metavar="DIR", help="where logs go (default: a new run dir)")
     p.add_argument("--qemu-arg", action="append", metavar="ARG", help="extra QEMU argument")
     p.add_argument("--append", action="append", metavar="WORD",
@@ -175,21 +181,34 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
         programs=programs, copies=copied, shares=shared)
+    direct = not args.console and not args.ssh and not args.fetch
+    # ssh semantics: the words are joined with spaces and run by the guest's shell.
+    line = " ".join(command)
+    if direct:
+        from vmtest.channel.ports import Command
+
+        # The init runs it on the ports (channel/ports.py) in the shared current folder
+        # once it is mounted (else in /root), as it would run on the host.
+        cwd = next((s for s in shared if s.host == Path.cwd().resolve()), None)
+        opts = replace(opts, command=Command.new(
+            f"export PATH={GUEST_PATH}; {line}", stdin=_stdin() is not None,
+            workdir_tag=cwd.tag if cwd else None))
     run_dir = Path(args.output) if args.output else boot.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     print(f"console log: {run_dir / 'console.log'}", file=sys.stderr)
-    # ssh semantics: the words are joined with spaces and run by the guest's shell.
-    line = " ".join(command)
     with boot.boot(kernel, opts, run_dir) as vm:
         ready = time.monotonic() - started
-        if args.console:
+        if direct:
+            status = vm.run_command(stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                                    stdin=_stdin(), timeout_s=args.timeout)
+        elif args.console:
             status, output = vm.console_exec(line, timeout_s=args.timeout or 3600)
             sys.stdout.write(output)
         else:
             ssh = vm.ssh(timeout_s=max(5.0, args.boot_timeout - ready))
-            workdir = next((s.guest for s in vm.shares_mounted if s.host == Path.cwd().resolve()),
-                           None)
+            workdir = next((s.guest for s in vm.shares_mounted
+                            if s.host == Path.cwd().resolve()), None)
             if workdir:  # CMD runs in the shared current folder, as it would on the host
                 line = f"cd {shlex.quote(workdir)} || exit {EXIT_CMD_VMTEST}; {line}"
             status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,7 @@ def host_fingerprint() -> str:
                 break
     except OSError:
         pass
-    text = f"{platform.release()}|{cpu}|{qemu}"
+    text = f"{os.uname().release}|{cpu}|{qemu}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

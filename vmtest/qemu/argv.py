@@ -70,6 +70,10 @@ class Share:
                f"{self.tag} {shlex.quote(self.guest)}"
 
 
+# The guest sees each as /sys/class/virtio-ports/vportNpM/name = vmtest.NAME.
+PORT_NAMES = ("stdin", "stdout", "stderr")
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     kernel: Path
@@ -91,6 +95,9 @@ class MachineSpec:
     loglevel: int = 4
     firmware: str | None = None  # -bios (e.g. qboot); None: QEMU's default SeaBIOS
     shares: tuple[Share, ...] = ()
+    # The command's standard streams as virtio-serial ports (channel/ports.py), for a
+    # `vmtest run -- CMD` that needs no SSH: names from ports.NAMES.
+    ports: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.accel not in ("kvm", "tcg"):
@@ -103,6 +110,9 @@ class MachineSpec:
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
+        for name in self.ports:
+            if name not in PORT_NAMES:
+                raise ConfigError(f"unknown command port {name!r}")
         for share in self.shares:
             if not share.host.is_absolute():
                 raise ConfigError(f"share {share.host} is not an absolute path")
@@ -152,9 +162,10 @@ def kernel_cmdline(spec: MachineSpec) -> str:
     return " ".join(words)
 
 
-def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
-               console_log: Path) -> list[str]:
-    """The full argv. QMP and the serial console travel over inherited socket fds."""
+def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: Path,
+               port_fds: dict[str, int] | None = None) -> list[str]:
+    """The full argv. QMP, the serial console and the command ports (spec.ports, one fd
+    each in port_fds) travel over inherited socket fds."""
     spec.validate()
     argv = [
         spec.binary,
@@ -188,6 +199,13 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int,
         argv += ["-fsdev", f"local,id=fs{share.index},path={qemu_opt(str(share.host))},"
                            f"security_model=none{'' if share.writable else ',readonly=on'}",
                  "-device", f"virtio-9p-pci,fsdev=fs{share.index},mount_tag={share.tag}"]
+    if spec.ports:
+        fds = port_fds or {}
+        argv += ["-device", "virtio-serial-pci,id=ports"]
+        for name in spec.ports:
+            argv += ["-chardev", f"socket,id=port-{name},fd={fds[name]}",
+                     "-device", f"virtserialport,bus=ports.0,chardev=port-{name},"
+                                f"name=vmtest.{name}"]
     if spec.firmware:
         argv += ["-bios", spec.firmware]
     argv += list(spec.qemu_extra)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import paths
+from vmtest.channel import ports
 from vmtest.channel.keys import KeyPair
+from vmtest.channel.ports import Command
 from vmtest.deadline import file_stamp
 from vmtest.errors import InfraError, MissingRequirement
 from vmtest.guest import rootfs
@@ -48,6 +51,9 @@ class BootOptions:
     copies: tuple[tuple[Path, str], ...] = ()
     shares: tuple[Share, ...] = ()  # host folders the guest mounts (virtio-9p)
     layers: tuple[Path, ...] = ()  # prebuilt archives (rootfs.tree_layer) after the base
+    # A command the init runs on virtio-serial ports (channel/ports.py) instead of SSH:
+    # such a guest has no sshd, no keys and no network; Machine.run_command relays it.
+    command: Command | None = None
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -78,23 +84,35 @@ def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
 MOUNTS_SCRIPT = "/etc/vmtest/mounts"
 
 
-def mounts_script(shares: tuple[Share, ...]) -> bytes:
-    """Shell for the init: say NO9P without 9p, else MOUNTED TAG per share mounted."""
+def mounts_script(shares: tuple[Share, ...], workdir_tag: str | None = None) -> bytes:
+    """Shell for the init: say NO9P without 9p, else MOUNTED TAG per share mounted; the
+    share tagged `workdir_tag`, once mounted, is where the run's command runs
+    (init.sh's $workdir)."""
     lines = ["grep -qw 9p /proc/filesystems || { say NO9P; return 0; }"]
-    lines += [f"if {s.mount_command()} 2>/dev/null; then say MOUNTED {s.tag}; fi"
+    lines += [f"if {s.mount_command()} 2>/dev/null; then say MOUNTED {s.tag}"
+              + (f"; workdir={shlex.quote(s.guest)}" if s.tag == workdir_tag else "") + "; fi"
               for s in shares]
     return ("\n".join(lines) + "\n").encode()
 
 
-def initramfs(tmp: Path, host_key: KeyPair, client_key: KeyPair, programs: tuple[str, ...],
-              copies: tuple[tuple[Path, str], ...] = (), layers: tuple[Path, ...] = (),
-              shares: tuple[Share, ...] = ()) -> Path:
+def initramfs(tmp: Path, host_key: KeyPair | None, client_key: KeyPair | None,
+              programs: tuple[str, ...], copies: tuple[tuple[Path, str], ...] = (),
+              layers: tuple[Path, ...] = (), shares: tuple[Share, ...] = (),
+              command: Command | None = None) -> Path:
     """The cached base image + optional program layers + prebuilt layers (a kselftest
-    install) + this run's keys, copies and the script that mounts its shares."""
-    overlay = rootfs.run_overlay(host_key.dropbear_private(), client_key.authorized_key())
+    install) + this run's keys (none for a command on the ports), copies, the script
+    that mounts its shares and its command."""
+    overlay = rootfs.run_overlay(host_key.dropbear_private(), client_key.authorized_key()) \
+        if host_key is not None and client_key is not None else []
+    if shares or command:
+        overlay.append(rootfs.directory("/etc/vmtest"))
     if shares:
-        overlay += [rootfs.directory("/etc/vmtest"),
-                    rootfs.file_data(MOUNTS_SCRIPT, mounts_script(shares), 0o644)]
+        overlay.append(rootfs.file_data(
+            MOUNTS_SCRIPT, mounts_script(shares, command.workdir_tag if command else None),
+            0o644))
+    if command:
+        overlay += [rootfs.file_data(ports.COMMAND_PATH, command.line.encode() + b"\n", 0o600),
+                    rootfs.file_data(ports.NONCE_PATH, command.nonce.encode() + b"\n", 0o600)]
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
     return rootfs.assemble(rootfs.base_image(), overlay, tmp / "initrd.cpio",
@@ -111,7 +129,8 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
          make_initramfs: Callable[..., Path] = initramfs) -> Iterator[Machine]:
     """A booted, ready guest (SSH not yet connected); always shut down on exit."""
     store = store or accel_mod.VerdictStore()
-    client_key, host_key = KeyPair.generate(), KeyPair.generate()
+    command = opts.command
+    client_key, host_key = (None, None) if command else (KeyPair.generate(), KeyPair.generate())
     # The run's initramfs holds its private keys: in a folder of this process's own,
     # removed once the guest has unpacked it (READY), and on every way out. What a
     # SIGKILL leaves before READY, the next boot removes (sweep_stale_tmp).
@@ -119,12 +138,14 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     try:
         initrd = make_initramfs(tmp, host_key, client_key, opts.programs, opts.copies,
-                                opts.layers, opts.shares)
+                                opts.layers, opts.shares,
+                                **({"command": command} if command else {}))
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
-                           shares=opts.shares)
+                           shares=opts.shares, network=command is None,
+                           ports=command.ports if command else ())
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:
@@ -143,6 +164,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
             machine = machine_class(replace(spec, accel=choice.accel if not choice.probe
                                             else "tcg"),
                                     run_dir, client_key=client_key, host_key=host_key)
+        machine.command = command
         with machine:  # launches it unless the probe already did
             machine.wait_ready(opts.boot_timeout_s)
             shutil.rmtree(tmp, ignore_errors=True)  # the guest has its files and keys

@@ -147,6 +147,7 @@ class FakeMachine(Lifecycle):
         self._exits = exits
         self._cursor = _Cursor(self.transcript, end)
         self.shares_mounted: list[Any] = []
+        self.command: Any = None  # boot() sets it (a command on the ports)
 
     def cpu_seconds(self) -> float | None:
         return None  # no QEMU: nothing measured

@@ -25,11 +25,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
-import pexpect
-
-from vmtest.channel.console import Console, ConsoleExpect, find_crash
+from vmtest.channel import ports
+from vmtest.channel.console import Console, find_crash
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
 from vmtest.errors import (
@@ -46,6 +45,7 @@ from vmtest.qemu import symbols
 if TYPE_CHECKING:
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
+    from vmtest.channel.ports import Command
     from vmtest.channel.ssh import SSHChannel
 from vmtest.qemu.argv import MachineSpec, Share, build_argv
 
@@ -146,6 +146,8 @@ class Machine(Lifecycle):
         self._dimms: list[str] = []
         self.aborted = ""  # why vmtest killed the VM: "interrupt" | "timeout"
         self.shares_mounted: list[Share] = []  # boot() mounts the spec's shares
+        self.command: Command | None = None  # what the init runs on the ports (boot())
+        self._ports: dict[str, socket.socket] = {}  # our ends of spec.ports
         # (helper thread, its result, its stop flag) of the SSH connection made while
         # the init finishes (wait_ready)
         self._early: tuple[threading.Thread | None, dict[str, Any], threading.Event] | None \
@@ -170,8 +172,13 @@ class Machine(Lifecycle):
         con_local, con_remote = socket.socketpair()
         self._stack.callback(qmp_local.close)
         self._stack.callback(con_local.close)
+        remote: dict[str, socket.socket] = {}
+        for name in self.spec.ports:
+            self._ports[name], remote[name] = socket.socketpair()
+            self._stack.callback(self._ports[name].close)
         self.argv = build_argv(self.spec, qmp_fd=qmp_remote.fileno(),
-                               console_fd=con_remote.fileno(), console_log=self.console_log)
+                               console_fd=con_remote.fileno(), console_log=self.console_log,
+                               port_fds={name: sock.fileno() for name, sock in remote.items()})
         (self.run_dir / "qemu.argv").write_text(shlex.join(self.argv) + "\n")
         log.debug("launching: %s", shlex.join(self.argv))
         qemu_log = self.qemu_log.open("wb")
@@ -179,15 +186,19 @@ class Machine(Lifecycle):
         try:
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
-                pass_fds=(qmp_remote.fileno(), con_remote.fileno()),
+                pass_fds=(qmp_remote.fileno(), con_remote.fileno(),
+                          *(sock.fileno() for sock in remote.values())),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
                 start_new_session=True)  # Ctrl-C reaches us, and we shut QEMU down in order
         finally:
             qmp_remote.close()
             con_remote.close()
+            for sock in remote.values():
+                sock.close()
         self._launched_at = time.monotonic()
         self.state = State.LAUNCHED
-        _import_ssh_meanwhile()
+        if self.client_key is not None:
+            _import_ssh_meanwhile()
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._console = Console(con_local)
@@ -394,10 +405,31 @@ class Machine(Lifecycle):
                                        alive=self.check)
         return self._ssh
 
+    def run_command(self, *, stdout: IO[bytes] | None = None, stderr: IO[bytes] | None = None,
+                    stdin: int | None = None, timeout_s: float | None = None) -> int:
+        """The command the init runs on the ports (boot()'s `command`): its output
+        streamed, `stdin` (a file descriptor, to its end) as its input; its exit status."""
+        if self.command is None or not self._ports:
+            raise ChannelError("this machine was launched without a command on its ports")
+
+        def watch() -> None:
+            self.check()
+            if b"VMTEST-NOPORTS" in self.console.snapshot():
+                raise ChannelError("the guest found no virtio-serial ports for the command "
+                                   "(a kernel without CONFIG_VIRTIO_CONSOLE)",
+                                   hint="build it with vmtest's fragments "
+                                        "(kernels/fragments/qemu-guest.config), or pass --ssh",
+                                   log_path=self.console_log)
+
+        return ports.relay(self._ports, self.command, stdout=stdout, stderr=stderr,
+                           stdin=stdin, timeout_s=timeout_s, watch=watch)
+
     def console_exec(self, command: str, timeout_s: float = 60) -> tuple[int, str]:
         """Run a command on the console shell (no network needed)."""
         nonce = f"{time.monotonic_ns():x}"
-        session: ConsoleExpect = self.console.expect()
+        import pexpect
+
+        session = self.console.expect()
         session.sendline(f"{command}; echo VMTEST-EXIT-{nonce}:$?")
         deadline = Deadline(timeout_s)
         pattern = f"VMTEST-EXIT-{nonce}:(\\d+)".encode()

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Boot benchmark, measured beside its floor in the same run, interleaved:
 
-- floor: the same kernel under the same QEMU command line (vmtest's argv), started with a
-  busybox initramfs whose init powers off at once -- what booting costs before vmtest
-  does anything;
+- floor: the same kernel under the same QEMU command line (vmtest's argv, with the
+  devices of the runs it stands beside: no NIC, the command's virtio-serial ports),
+  started with a busybox initramfs whose init powers off at once -- what booting costs
+  before vmtest does anything; and, for reference, the floor with the devices of a guest
+  vmtest talks SSH to (a NIC, no ports);
 - `vmtest run --no-share -- true` and `vmtest run -- true` (the current folder shared over
   virtio-9p, the default), as a user types them (the default kernel found as `vmtest run`
   finds it; --kernel names one instead): process start to exit.
 
-The three kinds take turns in a rotating order, after one unmeasured run of each vmtest
+The four kinds take turns in a rotating order, after one unmeasured run of each vmtest
 kind (the caches a user's first run fills).
 
-Prints min/median/max of each and the medians' ratios to the floor (issue 12's bars:
-<= 1.3x without a share, <= 1.4x with one)."""
+Prints min/median/max of each and the medians' ratios to the first floor (issue 12's
+bars: <= 1.3x without a share, <= 1.4x with one)."""
 
 from __future__ import annotations
 

@@ -141,3 +141,41 @@ def test_commands_and_their_ports():
     a, b = Command.new("x"), Command.new("x", stdin=True, workdir_tag="vmtest0")
     assert a.nonce != b.nonce and len(a.nonce) == 32
     assert a.ports == ("stdout", "stderr") and b.ports == ("stdin", "stdout", "stderr")
+
+
+def test_only_what_could_start_the_marker_is_held_back():
+    from vmtest.channel.ports import _Stream
+
+    marker = b"0123456789abcdef"
+    out = io.BytesIO()
+    stream = _Stream(marker, out, True)
+    stream.feed(b"waiting for the device...\n")  # a line then silence: shown at once
+    assert out.getvalue() == b"waiting for the device...\n"
+    stream.feed(b"x" + marker[:5])
+    assert out.getvalue().endswith(b"\nx") and stream.pending == marker[:5]
+    stream.feed(b"!")  # not the marker after all
+    assert out.getvalue().endswith(b"x" + marker[:5] + b"!") and stream.pending == b""
+
+
+def test_held_back_bytes_are_not_lost_when_the_run_ends_without_a_marker(pairs):
+    local, remote = pairs
+    cmd = Command.new("sleep 60")
+    _guest(remote, [("stdout", b"last words " + cmd.nonce.encode()[:3])])
+    out = io.BytesIO()
+    with pytest.raises(CommandTimeout):
+        relay(local, cmd, stdout=out, timeout_s=0.5, poll_s=0.05)
+    assert out.getvalue() == b"last words " + cmd.nonce.encode()[:3]
+
+
+def test_the_guest_is_watched_at_most_every_poll_however_fast_output_comes(pairs):
+    local, remote = pairs
+    cmd = Command.new("yes")
+    chunks = [("stdout", b"y\n" * 100)] * 300
+    _guest(remote, [*chunks, ("stdout", cmd.nonce.encode() + b" 0\n"),
+                    ("stderr", cmd.nonce.encode() + b"\n")])
+    calls = []
+    started = time.monotonic()
+    relay(local, cmd, stdout=io.BytesIO(), watch=lambda: calls.append(1), poll_s=0.05,
+          timeout_s=20)
+    elapsed = time.monotonic() - started
+    assert len(calls) <= elapsed / 0.05 + 2

@@ -1,12 +1,14 @@
 """A command's standard streams over virtio-serial ports: `vmtest run -- CMD` without SSH.
 
 The run's command goes into its initramfs (COMMAND_PATH) with a random per-run nonce
-(NONCE_PATH). The guest's init (guest/init.sh) runs it once it is ready, with stdin,
-stdout and stderr on the virtio-serial ports vmtest.stdin, vmtest.stdout and
-vmtest.stderr (QEMU's ends are socket pairs whose other ends vmtest holds), and when it
-ends writes "NONCE STATUS\\n" on stdout and "NONCE\\n" on stderr, through the same open
-ports: each stream's marker comes after everything the command wrote to it. relay()
-copies the streams out, and the host's stdin in, until both markers came.
+(NONCE_PATH). The guest's init (guest/init.sh) runs it once it is ready, in SSH's
+environment, with its stdin, stdout and stderr relayed through pipes from and to the
+virtio-serial ports vmtest.stdin, vmtest.stdout and vmtest.stderr (QEMU's ends are
+socket pairs whose other ends vmtest holds; a port opens only once, so the command must
+not hold the port itself, or /dev/stdout would not open). When it ends, the init writes
+"NONCE STATUS\n" on stdout and "NONCE\n" on stderr through the same open ports: each
+stream's marker comes after everything the command wrote to it. relay() copies the
+streams out, and the host's stdin in, until both markers came.
 
 Why not SSH for this: under TCG, dropbear takes ~0.16 s to start (dynamic linking) and
 its handshake ~0.2 s (curve25519 and ed25519 in portable C) -- more than a third of a
@@ -21,11 +23,13 @@ socket makes QEMU close the port, and the guest reads end of file after the data
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
@@ -85,10 +89,25 @@ class _Stream:
             rest, self.pending = self.pending[at + len(self.marker):], b""
             self._finish(rest)
             return
-        keep = len(self.marker) - 1
-        if len(self.pending) > keep:
-            self._write(self.pending[:-keep])
-            self.pending = self.pending[-keep:]
+        keep = self._marker_start(self.pending)
+        self._write(self.pending[:len(self.pending) - keep])
+        self.pending = self.pending[len(self.pending) - keep:]
+
+    def _marker_start(self, data: bytes) -> int:
+        """How many bytes at data's end could begin the marker (almost always none: a
+        line waiting for the next one is not held back)."""
+        for size in range(min(len(data), len(self.marker) - 1), 0, -1):
+            if data.endswith(self.marker[:size]):
+                return size
+        return 0
+
+    def flush(self) -> None:
+        """The run ends without the marker (timeout, crash): what was held back is
+        output too."""
+        if not self.marked:
+            with contextlib.suppress(OSError):  # an error on its way out wins
+                self._write(self.pending)
+            self.pending = b""
 
     def _finish(self, rest: bytes) -> None:
         """After the marker: stderr is done; stdout waits for " STATUS\\n"."""
@@ -125,25 +144,33 @@ def relay(socks: dict[str, socket.socket], command: Command, *,
     marker = command.nonce.encode()
     streams = {"stdout": _Stream(marker, stdout, True), "stderr": _Stream(marker, stderr, False)}
     deadline = Deadline(timeout_s) if timeout_s else None
+    watched = 0.0
     with selectors.DefaultSelector() as sel:
         for name, stream in streams.items():
             sel.register(socks[name], selectors.EVENT_READ, stream)
         if "stdin" in socks:
             _feed(socks["stdin"], stdin)
-        while not all(s.done for s in streams.values()):
-            for key, _ in sel.select(poll_s):
-                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                if not data:  # QEMU closed its end: it is going away
-                    sel.unregister(key.fileobj)
-                    let_watch_name_it(watch)
-                    raise ChannelError("the guest's command ports closed mid-command",
-                                       hint="the console log shows what the guest did")
-                key.data.feed(data)
-            if deadline is not None and deadline.expired:
-                raise CommandTimeout(f"guest command did not finish within {timeout_s} s: "
-                                     f"{command.line}")
-            if watch is not None and not all(s.done for s in streams.values()):
-                watch()
+        try:
+            while not all(s.done for s in streams.values()):
+                for key, _ in sel.select(poll_s):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:  # QEMU closed its end: it is going away
+                        sel.unregister(key.fileobj)
+                        let_watch_name_it(watch)
+                        raise ChannelError("the guest's command ports closed mid-command",
+                                           hint="the console log shows what the guest did")
+                    key.data.feed(data)
+                if deadline is not None and deadline.expired:
+                    raise CommandTimeout(f"guest command did not finish within {timeout_s} s: "
+                                         f"{command.line}")
+                # the guest's health, at most every poll_s however fast output comes
+                if watch is not None and time.monotonic() - watched >= poll_s:
+                    watched = time.monotonic()
+                    watch()
+        except BaseException:
+            for stream in streams.values():
+                stream.flush()
+            raise
     status = streams["stdout"].status
     assert status is not None
     return status

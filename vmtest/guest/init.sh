@@ -67,25 +67,49 @@ stty -echo 2>/dev/null
 read -r release < /proc/sys/kernel/osrelease
 say "READY $release"
 
-# The run's command on virtio-serial ports, when the host gave one (channel/ports.py):
-# its streams end with the run's nonce, stdout's followed by its exit status, written
-# through the same open ports (fd 3 and 4) so that they come after everything the
-# command wrote. (Redirections on a function call: a failed open must not end PID 1.)
-run_on_ports() {
+# The run's command on virtio-serial ports, when the host gave one (channel/ports.py).
+# Pipes (fifos) stand between the command and the ports, as over SSH: a port opens only
+# once, so /dev/stdout or /dev/stderr (a reopen through /proc/self/fd) must not be the
+# port itself. Its streams end with the run's nonce, stdout's followed by its exit
+# status, written through the same open ports (fd 3 and 4) once the relays have passed
+# on everything. The environment is SSH's (dropbear's), not PID 1's. (Redirections on a
+# function call: a failed open must not end PID 1.)
+run_on_ports() {  # $1: the stdin port, or /dev/null
     read -r nonce < /etc/vmtest/nonce
     rm -f /etc/vmtest/nonce
-    # In the current folder's share if mounted, else /root; 124: vmtest's own failure.
-    status=124
-    if cd "${workdir:-/root}" 2>&4; then
-        HOME=/root USER=root LOGNAME=root SHELL=/bin/sh sh /etc/vmtest/command \
-            <"$1" >&3 2>&4 3>&- 4>&-
+    # In the current folder's share if mounted, else /root; 125: vmtest's own failure.
+    status=125
+    if cd "${workdir:-/root}" 2>&4 && mkfifo /run/vmtest-out /run/vmtest-err; then
+        cat /run/vmtest-out >&3 3>&- 4>&- &
+        relay_out=$!
+        cat /run/vmtest-err >&4 3>&- 4>&- &
+        relay_err=$!
+        # stdin through an anonymous pipe (a fifo reopened as /dev/stdin once its writer
+        # has gone would block), its relay started in the background so that the
+        # pipeline waits for the command only.
+        rm -f /run/vmtest-in.pid
+        { [ "$1" = /dev/null ] || { cat "$1" 3>&- 4>&- & echo $! >/run/vmtest-in.pid; }; } |
+            env -i PATH="$PATH" HOME=/root USER=root LOGNAME=root SHELL=/bin/sh \
+                sh /etc/vmtest/command >/run/vmtest-out 2>/run/vmtest-err 3>&- 4>&-
         status=$?
+        # The relays end with the command's output, unless something it left running
+        # in the background holds it open: then after a second, as SSH would not wait.
+        (sleep 1; kill "$relay_out" "$relay_err") 2>/dev/null &
+        watchdog=$!
+        wait "$relay_out" "$relay_err"
+        kill "$watchdog" 2>/dev/null
+        # stdin the command left unread: its relay waits on the port for nothing now
+        read -r relay_in 2>/dev/null </run/vmtest-in.pid && kill "$relay_in" 2>/dev/null
+        rm -f /run/vmtest-out /run/vmtest-err /run/vmtest-in.pid
     fi
     printf '%s %d\n' "$nonce" "$status" >&3
     printf '%s\n' "$nonce" >&4
     cd /
 }
-if [ -f /etc/vmtest/command ]; then
+# The ports by name. Their names come with a control message the driver handles in a
+# work queue (under KVM QEMU answers from its own thread): a port without its name yet
+# is waited for, briefly; no ports at all is a kernel without the driver.
+find_ports() {
     in=/dev/null out= err=
     for port in /sys/class/virtio-ports/*; do
         [ -r "$port/name" ] || continue
@@ -95,6 +119,13 @@ if [ -f /etc/vmtest/command ]; then
             vmtest.stdout) out=/dev/${port##*/};;
             vmtest.stderr) err=/dev/${port##*/};;
         esac
+    done
+    [ -n "$out" ] && [ -n "$err" ]
+}
+if [ -f /etc/vmtest/command ]; then
+    n=0
+    until find_ports || [ ! -d /sys/class/virtio-ports ] || [ $n -ge 40 ]; do
+        sleep 0.05; n=$((n + 1))
     done
     if [ -z "$out" ] || [ -z "$err" ] || ! run_on_ports "$in" 3>"$out" 4>"$err"; then
         say "NOPORTS"

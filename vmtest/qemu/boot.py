@@ -88,7 +88,11 @@ def mounts_script(shares: tuple[Share, ...], workdir_tag: str | None = None) -> 
     """Shell for the init: say NO9P without 9p, else MOUNTED TAG per share mounted; the
     share tagged `workdir_tag`, once mounted, is where the run's command runs
     (init.sh's $workdir)."""
-    lines = ["grep -qw 9p /proc/filesystems || { say NO9P; return 0; }"]
+    # 9p in /proc/filesystems ("nodev<TAB>9p"), read by shell builtins: a grep would be
+    # a fork and, this early under TCG, ~10 ms of first-time translation of its code.
+    lines = ["has9p=", "while read -r a b; do [ \"$a$b\" = nodev9p ] && has9p=1; done "
+             "< /proc/filesystems",
+             "[ -n \"$has9p\" ] || { say NO9P; return 0; }"]
     lines += [f"if {s.mount_command()} 2>/dev/null; then say MOUNTED {s.tag}"
               + (f"; workdir={shlex.quote(s.guest)}" if s.tag == workdir_tag else "") + "; fi"
               for s in shares]

@@ -148,6 +148,8 @@ class Machine(Lifecycle):
         self.shares_mounted: list[Share] = []  # boot() mounts the spec's shares
         self.command: Command | None = None  # what the init runs on the ports (boot())
         self._ports: dict[str, socket.socket] = {}  # our ends of spec.ports
+        self._command_relayed = False
+        self._ready_offset = 0  # console bytes up to READY
         # (helper thread, its result, its stop flag) of the SSH connection made while
         # the init finishes (wait_ready)
         self._early: tuple[threading.Thread | None, dict[str, Any], threading.Event] | None \
@@ -176,6 +178,7 @@ class Machine(Lifecycle):
         for name in self.spec.ports:
             self._ports[name], remote[name] = socket.socketpair()
             self._stack.callback(self._ports[name].close)
+            self._stack.callback(remote[name].close)  # closed after Popen; this if not
         self.argv = build_argv(self.spec, qmp_fd=qmp_remote.fileno(),
                                console_fd=con_remote.fileno(), console_log=self.console_log,
                                port_fds={name: sock.fileno() for name, sock in remote.items()})
@@ -277,6 +280,7 @@ class Machine(Lifecycle):
                 self._connect_early(deadline)
             m = READY_RE.search(seen)
             if m:
+                self._ready_offset = offset - len(seen) + m.end()
                 self.release = m.group(1).decode(errors="replace").strip()
                 self.boot_s = time.monotonic() - self._launched_at
                 self.state = State.READY
@@ -411,10 +415,17 @@ class Machine(Lifecycle):
         streamed, `stdin` (a file descriptor, to its end) as its input; its exit status."""
         if self.command is None or not self._ports:
             raise ChannelError("this machine was launched without a command on its ports")
+        if self._command_relayed:
+            raise ChannelError("the command on the ports runs once per boot")
+        self._command_relayed = True
+        said_from = self._ready_offset  # the init says NOPORTS after READY
 
         def watch() -> None:
+            nonlocal said_from
             self.check()
-            if b"VMTEST-NOPORTS" in self.console.snapshot():
+            said = self.console.wait_data(said_from, 0)
+            said_from += max(0, len(said) - len(b"VMTEST-NOPORTS"))
+            if b"VMTEST-NOPORTS" in said:
                 raise ChannelError("the guest found no virtio-serial ports for the command "
                                    "(a kernel without CONFIG_VIRTIO_CONSOLE)",
                                    hint="build it with vmtest's fragments "

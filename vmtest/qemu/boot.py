@@ -89,7 +89,7 @@ def mounts_script(shares: tuple[Share, ...], workdir_tag: str | None = None) -> 
     share tagged `workdir_tag`, once mounted, is where the run's command runs
     (init.sh's $workdir)."""
     # 9p in /proc/filesystems ("nodev<TAB>9p"), read by shell builtins: a grep would be
-    # a fork and, this early under TCG, ~10 ms of first-time translation of its code.
+    # a fork and, this early under TCG, the first run (translation) of its code.
     lines = ["has9p=", "while read -r a b; do [ \"$a$b\" = nodev9p ] && has9p=1; done "
              "< /proc/filesystems",
              "[ -n \"$has9p\" ] || { say NO9P; return 0; }"]

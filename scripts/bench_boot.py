@@ -31,6 +31,7 @@ from pathlib import Path
 
 import vmtest
 from vmtest import config
+from vmtest.channel.ports import PORT_NAMES
 from vmtest.guest import rootfs
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot
@@ -125,7 +126,7 @@ def main() -> int:
         initrd = floor_initramfs(Path(tmp) / "floor.cpio")
         measure = [
             lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor{i}.log",
-                                network=False, ports=("stdin", "stdout", "stderr")),
+                                network=False, ports=PORT_NAMES),
             lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor-nic{i}.log"),
             lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/a{i}", False),
             lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/b{i}", True)]

@@ -152,8 +152,8 @@ def test_a_command_on_the_ports_boots_without_keys_or_network(tmp_path, store):
         made.append(kw)
         return FakeMachine(spec, run_dir, **kw)
 
-    def initramfs(tmp, host_key, client_key, *rest, command=None):
-        given.update(keys=(host_key, client_key), command=command)
+    def initramfs(tmp, host_key, client_key, *rest):
+        given.update(keys=(host_key, client_key), command=rest[-1])
         return _no_initramfs(tmp)
 
     command = Command.new("uname -r", stdin=True)

@@ -40,6 +40,8 @@ from vmtest.errors import ChannelError, CommandTimeout
 
 COMMAND_PATH = "/etc/vmtest/command"
 NONCE_PATH = "/etc/vmtest/nonce"
+# The guest sees each as /sys/class/virtio-ports/vportNpM/name = vmtest.NAME.
+PORT_NAMES = ("stdin", "stdout", "stderr")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Command:
 
     @property
     def ports(self) -> tuple[str, ...]:
-        return ("stdin", "stdout", "stderr") if self.stdin else ("stdout", "stderr")
+        return PORT_NAMES if self.stdin else PORT_NAMES[1:]
 
 
 class _Stream:

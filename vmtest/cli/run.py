@@ -184,6 +184,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
     direct = not args.console and not args.ssh and not args.fetch
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
+    stdin = _stdin()
     if direct:
         from vmtest.channel.ports import Command
 
@@ -191,7 +192,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         # once it is mounted (else in /root), as it would run on the host.
         cwd = next((s for s in shared if s.host == Path.cwd().resolve()), None)
         opts = replace(opts, command=Command.new(
-            f"export PATH={GUEST_PATH}; {line}", stdin=_stdin() is not None,
+            f"export PATH={GUEST_PATH}; {line}", stdin=stdin is not None,
             workdir_tag=cwd.tag if cwd else None))
     run_dir = Path(args.output) if args.output else boot.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         ready = time.monotonic() - started
         if direct:
             status = vm.run_command(stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                                    stdin=_stdin(), timeout_s=args.timeout)
+                                    stdin=stdin, timeout_s=args.timeout)
         elif args.console:
             status, output = vm.console_exec(line, timeout_s=args.timeout or 3600)
             sys.stdout.write(output)
@@ -212,7 +213,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
             if workdir:  # CMD runs in the shared current folder, as it would on the host
                 line = f"cd {shlex.quote(workdir)} || exit {EXIT_CMD_VMTEST}; {line}"
             status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                             timeout_s=args.timeout, watch=vm.check, stdin=_stdin())
+                             timeout_s=args.timeout, watch=vm.check, stdin=stdin)
             for guest_path in args.fetch:
                 for path in ssh.fetch(guest_path, run_dir / "fetched"):
                     print(f"fetched: {path}", file=sys.stderr)

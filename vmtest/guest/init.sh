@@ -68,7 +68,7 @@ read -r release < /proc/sys/kernel/osrelease
 say "READY $release"
 
 # The run's command on virtio-serial ports, when the host gave one (channel/ports.py).
-# Pipes (fifos) stand between the command and the ports, as over SSH: a port opens only
+# Pipes stand between the command and the ports, as over SSH: a port opens only
 # once, so /dev/stdout or /dev/stderr (a reopen through /proc/self/fd) must not be the
 # port itself. Its streams end with the run's nonce, stdout's followed by its exit
 # status, written through the same open ports (fd 3 and 4) once the relays have passed

@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtest.channel.ports import PORT_NAMES
 from vmtest.errors import ConfigError
 
 _SIZE = re.compile(r"^(\d+)([KMGT]?)(?:i?B)?$", re.IGNORECASE)
@@ -70,10 +71,6 @@ class Share:
                f"{self.tag} {shlex.quote(self.guest)}"
 
 
-# The guest sees each as /sys/class/virtio-ports/vportNpM/name = vmtest.NAME.
-PORT_NAMES = ("stdin", "stdout", "stderr")
-
-
 @dataclass(frozen=True)
 class MachineSpec:
     kernel: Path
@@ -96,7 +93,7 @@ class MachineSpec:
     firmware: str | None = None  # -bios (e.g. qboot); None: QEMU's default SeaBIOS
     shares: tuple[Share, ...] = ()
     # The command's standard streams as virtio-serial ports (channel/ports.py), for a
-    # `vmtest run -- CMD` that needs no SSH: names from ports.NAMES.
+    # `vmtest run -- CMD` that needs no SSH: names from ports.PORT_NAMES.
     ports: tuple[str, ...] = ()
 
     def validate(self) -> None:

@@ -142,8 +142,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     try:
         initrd = make_initramfs(tmp, host_key, client_key, opts.programs, opts.copies,
-                                opts.layers, opts.shares,
-                                **({"command": command} if command else {}))
+                                opts.layers, opts.shares, command)
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,

@@ -280,7 +280,7 @@ class Machine(Lifecycle):
                 self._connect_early(deadline)
             m = READY_RE.search(seen)
             if m:
-                self._ready_offset = offset - len(seen) + m.end()
+                self._ready_offset = m.end()  # `seen` is the console from its start
                 self.release = m.group(1).decode(errors="replace").strip()
                 self.boot_s = time.monotonic() - self._launched_at
                 self.state = State.READY

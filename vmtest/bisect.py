@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +34,35 @@ from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, build_kernel
 from vmtest.kernel.source import LocalTree
+from vmtest.outcome import Judgement
 from vmtest.qemu import machine
+from vmtest.results.document import Result
 
-GOOD, BAD, SKIP = 0, 1, 125
+GOOD, BAD, SKIP = Judgement.GOOD, Judgement.BAD, Judgement.SKIP
 ENDPOINTS = "endpoints.json"
-# A run's verdicts that are the kernel's doing (a crash or hang), not the machinery's.
-KERNEL_FAILURES = ("kernel-crash", "hang", "timeout")
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]  # where progress lines go: the CLI prints them
+
+
+def _log_say(text: str) -> None:
+    log.info("%s", text)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A step's judgement of a commit with why and on what runs. `final`: a
+    classification, which a resume reuses; a skip because the machinery failed is not
+    (it is tried again)."""
+
+    judgement: Judgement
+    why: str
+    values: tuple[float, ...] = ()
+    final: bool = True
 
 
 def metric_of(doc: dict[str, Any], metric: str) -> float | None:
-    value = doc.get("metrics", {}).get(metric)
-    if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
-        return float(value)
-    return None
+    return Result(doc).value(metric)
 
 
 def run_batch(calls: list[Callable[[], dict[str, Any]]], jobs: int) -> list[dict[str, Any]]:
@@ -111,9 +129,9 @@ def measure_endpoints(run_good: Callable[[int], dict[str, Any]],
 
 def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
                     endpoints: dict[str, Any], plan: sequential.Plan,
-                    crash_is: str, jobs: int = 1) -> tuple[int, str, list[float]]:
+                    crash_is: str, jobs: int = 1) -> Decision:
     """A step: runs of the commit (`jobs` at a time, up to each look of the plan) until
-    they are like one endpoint's (exit code, why, the values)."""
+    they are like one endpoint's."""
     values: list[float] = []
     retried = False
     attempt = 0  # every run its own directory: a failed one's evidence stays
@@ -123,43 +141,45 @@ def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
                          jobs)
         attempt += wanted
         for doc in docs:
-            verdict = doc.get("verdict")
-            if verdict in KERNEL_FAILURES:
+            result = Result(doc)
+            verdict = result.verdict
+            if verdict.is_kernel_failure:
                 if crash_is == "bad":
-                    return BAD, f"bad: {verdict} (--crash-is bad)", values
-                return SKIP, f"skip: {verdict} (--crash-is skip)", values
-            value = metric_of(doc, metric)
+                    return Decision(BAD, f"bad: {verdict} (--crash-is bad)", tuple(values))
+                return Decision(SKIP, f"skip: {verdict} (--crash-is skip)", tuple(values),
+                                final=False)
+            value = result.value(metric)
             if value is None:
-                if retried:  # the machinery failed twice on this commit
-                    return SKIP, f"skip: {verdict}: {_first_line(doc.get('error'))}", values
+                if retried:  # the machinery failed twice on this commit: not final
+                    return Decision(SKIP, f"skip: {verdict}: {result.error_line}",
+                                    tuple(values), final=False)
                 retried = True
                 continue
             values.append(value)
         c = sequential.classify(values, endpoints["good"], endpoints["bad"], plan)
         if c.like is not None:
-            code = GOOD if c.like == "good" else BAD
-            return code, (f"{c.like}: {metric} {values} like the {c.like} endpoint's "
-                          f"(p against good {c.p_good:.2g}, against bad {c.p_bad:.2g})"), values
-    return SKIP, (f"skip: {metric} {values} like neither endpoint within {len(values)} "
-                  f"runs"), values
+            return Decision(GOOD if c.like == "good" else BAD,
+                            f"{c.like}: {metric} {values} like the {c.like} endpoint's "
+                            f"(p against good {c.p_good:.2g}, against bad {c.p_bad:.2g})",
+                            tuple(values))
+    return Decision(SKIP, f"skip: {metric} {values} like neither endpoint within "
+                          f"{len(values)} runs", tuple(values))
 
 
-def _first_line(text: Any) -> str:
-    return str(text or "").strip().splitlines()[0] if text else ""
-
-
-def judge(doc: dict[str, Any], metric: str, threshold: float) -> tuple[int, str]:
-    verdict = doc.get("verdict")
-    if verdict == "infrastructure":
-        return SKIP, f"skip: {doc.get('error', '').splitlines()[0] if doc.get('error') else ''}"
-    if verdict != "ok":
-        return BAD, f"bad: {verdict}"
-    value = doc.get("metrics", {}).get(metric)
-    if not isinstance(value, (int, float)):
-        return SKIP, f"skip: metric {metric!r} missing from the result"
+def judge(doc: dict[str, Any], metric: str, threshold: float) -> Decision:
+    """The old rule: one run, good when the metric is <= threshold."""
+    result = Result(doc)
+    verdict = result.verdict
+    if not verdict.is_result:
+        return Decision(SKIP, f"skip: {result.error_line}", final=False)
+    if verdict.is_kernel_failure:
+        return Decision(BAD, f"bad: {verdict}")
+    value = result.value(metric)
+    if value is None:
+        return Decision(SKIP, f"skip: metric {metric!r} missing from the result", final=False)
     if value <= threshold:
-        return GOOD, f"good: {metric}={value} <= {threshold}"
-    return BAD, f"bad: {metric}={value} > {threshold}"
+        return Decision(GOOD, f"good: {metric}={value:g} <= {threshold}", (value,))
+    return Decision(BAD, f"bad: {metric}={value:g} > {threshold}", (value,))
 
 
 def _build(tree: Path, ref: str | None, patches: list[Path], fragments: list[str]) -> Any:
@@ -192,42 +212,37 @@ def jobs_for(fixed: int | None, scenario: str, profile: str) -> int:
 
 def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float | None,
          patches: list[Path], fragments: list[str], accel: str, log_dir: Path, *,
-         crash_is: str = "skip", jobs: int = 1) -> int:
+         crash_is: str = "skip", jobs: int = 1, say: Say = _log_say) -> Judgement:
     source = LocalTree(tree)
     commit = source.identity().split(":", 1)[1][:12]
     out = log_dir / commit
     done = finished_step(log_dir, commit)
     if done is not None:  # --resume: this commit was judged before the interruption
-        print(f"vmtest bisect: {commit}: {done['why']} (from the earlier steps, not run "
-              "again)", file=sys.stderr)
-        return int(done["exit"])
+        say(f"vmtest bisect: {commit}: {done['why']} (from the earlier steps, not run again)")
+        return Judgement(int(done["exit"]))
     started = time.monotonic()
     try:
         built = _build(tree, None, patches, fragments)
     except VmtestError as exc:  # build or patch failure: this commit cannot be judged
         why = f"skip: {exc.render()}"
-        print(f"vmtest bisect: {commit}: {why}", file=sys.stderr)
+        say(f"vmtest bisect: {commit}: {why}")
         _log(log_dir, {"commit": commit, "exit": SKIP, "why": why, "final": True})
         return SKIP
     build_s = time.monotonic() - started
     run_one = _runner(built, scenario, profile, accel, out)
     if threshold is not None:
-        doc = run_one(0)
-        code, why = judge(doc, metric, threshold)
-        values: list[float] = [v for v in [metric_of(doc, metric)] if v is not None]
+        decision = judge(run_one(0), metric, threshold)
     else:
         endpoints = read_endpoints(log_dir)
         plan = step_plan(endpoints)
-        code, why, values = classify_commit(run_one, metric, endpoints, plan, crash_is, jobs)
+        decision = classify_commit(run_one, metric, endpoints, plan, crash_is, jobs)
     runs_s = time.monotonic() - started - build_s
-    print(f"vmtest bisect: {commit}: {why} (build {build_s:.0f} s, runs {runs_s:.0f} s; "
-          f"{out})", file=sys.stderr)
-    # A classification is final (a resume reuses it); a skip of the machinery is not.
-    final = code != SKIP or "like neither" in why
-    _log(log_dir, {"commit": commit, "exit": code, "why": why, "values": values,
-                   "build_s": round(build_s, 1), "runs_s": round(runs_s, 1),
-                   "results": str(out), "final": final})
-    return code
+    say(f"vmtest bisect: {commit}: {decision.why} (build {build_s:.0f} s, runs "
+        f"{runs_s:.0f} s; {out})")
+    _log(log_dir, {"commit": commit, "exit": decision.judgement, "why": decision.why,
+                   "values": list(decision.values), "build_s": round(build_s, 1),
+                   "runs_s": round(runs_s, 1), "results": str(out), "final": decision.final})
+    return decision.judgement
 
 
 def step_log(log_dir: Path) -> list[dict[str, Any]]:
@@ -279,7 +294,7 @@ def read_endpoints(log_dir: Path) -> dict[str, Any]:
 def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: str,
                        metric: str, patches: list[Path], fragments: list[str], accel: str,
                        log_dir: Path, alpha: float, max_runs: int,
-                       jobs: int = 1) -> dict[str, Any]:
+                       jobs: int = 1, say: Say = _log_say) -> dict[str, Any]:
     """Build both endpoints (from git, the checkout untouched) and run them until they
     are decided apart; a ConfigError with the figures when they are not."""
     plan = sequential.plan(alpha, max_runs)
@@ -291,8 +306,8 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
               "max_runs": max_runs, "scenario": scenario, "profile": profile}
     if earlier is not None and all(earlier.get(k) == v for k, v in wanted.items()) \
             and earlier.get("decided"):
-        print(f"vmtest bisect: endpoints: measured before (good {earlier['good']}, bad "
-              f"{earlier['bad']}), not run again", file=sys.stderr)
+        say(f"vmtest bisect: endpoints: measured before (good {earlier['good']}, bad "
+            f"{earlier['bad']}), not run again")
         return earlier
     started = time.monotonic()
     built_good = _build(tree, good, patches, fragments)
@@ -305,10 +320,10 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / ENDPOINTS).write_text(json.dumps(result, indent=1) + "\n")
     g, b = result["good"], result["bad"]
-    print(f"vmtest bisect: endpoints: good {good[:12]} {metric} {g}, bad {bad[:12]} {b}: "
-          + (f"separated after {result['decided_at']} runs a side, measured on to "
-             f"{len(g)} as the steps' reference" if result["decided"] else "NOT separated")
-          + f" (p = {result['p_value']:.2g}; {plan.describe()})", file=sys.stderr)
+    say(f"vmtest bisect: endpoints: good {good[:12]} {metric} {g}, bad {bad[:12]} {b}: "
+        + (f"separated after {result['decided_at']} runs a side, measured on to "
+           f"{len(g)} as the steps' reference" if result["decided"] else "NOT separated")
+        + f" (p = {result['p_value']:.2g}; {plan.describe()})")
     if not result["decided"]:
         raise ConfigError(
             f"the endpoints are not separated on {metric}: good {g} vs bad {b} "
@@ -338,14 +353,14 @@ def check_endpoints(tree: Path, good: str, bad: str) -> tuple[str, str]:
 
 def start(tree: Path, good: str, bad: str, step_args: list[str], *,
           measure: Callable[[str, str], object] | None = None,
-          terms: tuple[str, str] | None = None, log_dir: Path | None = None) -> int:
+          terms: tuple[str, str] | None = None, log_dir: Path | None = None,
+          say: Say = _log_say) -> int:
     """`measure(good, bad)`: the endpoints' measurement, before git is touched;
     `terms`: git bisect's --term-old/--term-new."""
     good, bad = check_endpoints(tree, good, bad)
     if LocalTree(tree).dirty_digest():
-        print(f"vmtest bisect: {tree} has uncommitted changes or untracked files: git "
-              "carries them into every step's checkout, and they are built with it",
-              file=sys.stderr)
+        say(f"vmtest bisect: {tree} has uncommitted changes or untracked files: git "
+            "carries them into every step's checkout, and they are built with it")
     if measure is not None:
         measure(good, bad)
     git = ["git", "-C", str(tree)]
@@ -364,21 +379,22 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
                                 f"refs/bisect/{terms[1] if terms else 'bad'}"],
                                capture_output=True, text=True, check=False).stdout.strip()
         if log_dir is not None and proc.returncode == 0 and found:
-            write_report(tree, log_dir, found, terms or ("good", "bad"),
-                         time.monotonic() - started_at)
+            path, subject = write_report(tree, log_dir, found, terms or ("good", "bad"),
+                                         time.monotonic() - started_at)
+            say(f"\nvmtest bisect: first {(terms or ('good', 'bad'))[1]} commit {found[:12]} "
+                f"{subject}; report: {path}")
         return proc.returncode
     except KeyboardInterrupt:
-        print(f"\nvmtest bisect: interrupted; the tree goes back to where it was (git bisect "
-              f"reset). Finished steps are kept{f' in {log_dir}' if log_dir else ''}: the "
-              "same command with --resume continues without running them again.",
-              file=sys.stderr)
+        say(f"\nvmtest bisect: interrupted; the tree goes back to where it was (git bisect "
+            f"reset). Finished steps are kept{f' in {log_dir}' if log_dir else ''}: the "
+            "same command with --resume continues without running them again.")
         raise
     finally:
         subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
 
 
 def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
-                 wall_s: float) -> Path:
+                 wall_s: float) -> tuple[Path, str]:
     """report.md and report.json in log_dir: the first new-term commit with its subject,
     the endpoints' runs and every step's evidence, the time spent."""
     def git(*args: str) -> str:
@@ -411,9 +427,7 @@ def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
                      f"{s.get('values', '')} | {s.get('build_s', '')} | {s.get('runs_s', '')} |")
     path = log_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    print(f"\nvmtest bisect: first {terms[1]} commit {first[:12]} {doc['subject']}; "
-          f"report: {path}", file=sys.stderr)
-    return path
+    return path, str(doc["subject"])
 
 
 def default_log_dir(key: str = "") -> Path:

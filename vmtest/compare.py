@@ -26,7 +26,8 @@ from typing import Any
 from vmtest import scenarios
 from vmtest.config import Experiment
 from vmtest.deadline import utc_epoch
-from vmtest.results.document import NOT_RESULTS
+from vmtest.outcome import Change, RunVerdict
+from vmtest.results.document import Result
 
 # Runs in all up to which the exact permutation distribution is counted.
 EXACT_MAX_RUNS = 60
@@ -163,9 +164,7 @@ class Comparison:
     candidate: Summary  # e.g. patched
     ratio: float  # baseline median / candidate median
     p_value: float
-    # improved | regressed | no significant change | undecided (too few runs to reach
-    # alpha whatever they show) | insufficient data (fewer than 2 runs a side)
-    verdict: str
+    verdict: Change
 
 
 def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], *,
@@ -173,17 +172,17 @@ def compare(metric: str, baseline: Sequence[float], candidate: Sequence[float], 
     b, c = summarize(baseline), summarize(candidate)
     if b.n < 2 or c.n < 2:
         return Comparison(metric, b, c, _ratio(b.median, c.median), float("nan"),
-                          "insufficient data")
+                          Change.INSUFFICIENT)
     _, p = mann_whitney_u(list(b.values), list(c.values))
     if p >= alpha and min_p_value(b.n, c.n) >= alpha:
         # Even complete separation could not reach alpha with so few runs: that is no
         # evidence of "no change", only of too few runs.
-        verdict = "undecided"
+        verdict = Change.UNDECIDED
     elif p >= alpha or b.median == c.median:
-        verdict = "no significant change"
+        verdict = Change.NO_CHANGE
     else:
         better = c.median < b.median if lower_is_better else c.median > b.median
-        verdict = "improved" if better else "regressed"
+        verdict = Change.IMPROVED if better else Change.REGRESSED
     return Comparison(metric, b, c, _ratio(b.median, c.median), p, verdict)
 
 
@@ -247,18 +246,19 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                                       (variant, _build_keys(cand_docs))) if len(keys) > 1},
                 })
     crashes = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
-                "error": d.get("error", "")[:500]}
-               for d in docs if d.get("verdict") not in ("ok", *NOT_RESULTS)]
-    infra = [{"run": d.get("run_id"), "identity": _ident(d), "error": d.get("error", "")[:500]}
-             for d in docs if d.get("verdict") == "infrastructure"]
+                "error": Result(d).error[:500]}
+               for d in docs if Result(d).verdict.is_kernel_failure]
+    infra = [{"run": d.get("run_id"), "identity": _ident(d), "error": Result(d).error[:500]}
+             for d in docs if Result(d).verdict is RunVerdict.INFRASTRUCTURE]
     regressions = [f"{s['kernel']}/{s['scenario']}/{c['metric']}"
-                   for s in sections for c in s["comparisons"] if c["verdict"] == "regressed"]
+                   for s in sections for c in s["comparisons"]
+                   if c["verdict"] == Change.REGRESSED]
     regressions += [f"{s['kernel']}/{s['scenario']}/{d['test']}: passes on {s['baseline']}, "
                     f"not on {s['candidate']}"
                     for s in sections for d in s["test_differences"] if d["regressed"]]
     run_list = [{"run": d.get("run_id"), "identity": _ident(d), "verdict": d.get("verdict"),
                  "seconds": (d.get("timings") or {}).get("total_s"),
-                 "error": _first_line(str(d.get("error") or ""))}
+                 "error": Result(d).error_line}
                 for d in sorted(docs, key=lambda d: (_ident(d), str(d.get("run_id"))))]
     result: dict[str, Any] = {
         "config": str(exp.path), "profile": profile or exp.matrix.profile,
@@ -269,8 +269,14 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
     return result
 
 
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text else ""
+def exit_code(data: dict[str, Any]) -> int:
+    """A comparison's exit code: 1 for a regression or a kernel failure in any run, else 3
+    when the machinery failed a run, else 0."""
+    if data["regressions"] or data["crashes"]:
+        return RunVerdict.FAILURE.exit_code
+    if data["infrastructure_failures"]:
+        return RunVerdict.INFRASTRUCTURE.exit_code
+    return RunVerdict.OK.exit_code
 
 
 def _ident(doc: dict[str, Any]) -> str:
@@ -279,14 +285,7 @@ def _ident(doc: dict[str, Any]) -> str:
 
 
 def _values(docs: list[dict[str, Any]], metric: str) -> list[float]:
-    out = []
-    for d in docs:
-        if d.get("verdict") != "ok":
-            continue
-        value = d.get("metrics", {}).get(metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out.append(float(value))
-    return out
+    return [v for v in (Result(d).value(metric) for d in docs) if v is not None]
 
 
 def _verdicts(docs: list[dict[str, Any]]) -> dict[str, int]:
@@ -333,7 +332,7 @@ def mixed_conditions(docs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     for what, get in fields.items():
         counts: dict[str, int] = defaultdict(int)
         for d in docs:
-            if d.get("verdict") == "ok" and get(d):
+            if Result(d).verdict is RunVerdict.OK and get(d):
                 counts[str(get(d))] += 1
         if len(counts) > 1:
             out[what] = dict(sorted(counts.items()))
@@ -348,7 +347,7 @@ def test_differences(base: list[dict[str, Any]],
     def outcomes(docs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         seen: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for d in docs:
-            if d.get("verdict") != "ok":
+            if Result(d).verdict is not RunVerdict.OK:
                 continue
             for test, info in (d.get("tests") or {}).items():
                 seen[test][str(info.get("status"))] += 1
@@ -371,7 +370,7 @@ def _build_keys(docs: list[dict[str, Any]]) -> list[str]:
     """The kernel builds a variant's runs used: more than one means the results mix
     kernels (a fragment or patch changed between a run and a resume)."""
     return sorted({str(d.get("identity", {}).get("build_key")) for d in docs
-                   if d.get("verdict") == "ok"})
+                   if Result(d).verdict is RunVerdict.OK})
 
 
 def time_to_verdict(base: list[dict[str, Any]], cand: list[dict[str, Any]], metric: str,
@@ -384,10 +383,10 @@ def time_to_verdict(base: list[dict[str, Any]], cand: list[dict[str, Any]], metr
     events = []
     for side, docs in (("base", base), ("cand", cand)):
         for d in docs:
-            value = d.get("metrics", {}).get(metric)
+            value = Result(d).value(metric)
             end = utc_epoch(d.get("finished_at"))
-            if d.get("verdict") == "ok" and isinstance(value, (int, float)) and end is not None:
-                events.append((end, utc_epoch(d.get("started_at")) or end, side, float(value)))
+            if value is not None and end is not None:
+                events.append((end, utc_epoch(d.get("started_at")) or end, side, value))
     events.sort()
     if not events:
         return {"reached": False, "runs": 0, "p_value": None, "alpha": alpha}
@@ -417,6 +416,6 @@ def _timeline(docs: list[dict[str, Any]]) -> list[float]:
     """Per-operation dumps of the first successful run (allocation order)."""
     for d in docs:
         ops = d.get("operations")
-        if d.get("verdict") == "ok" and ops:
+        if Result(d).verdict is RunVerdict.OK and ops:
             return [float(o.get("dumps", 0)) for o in ops]
     return []

@@ -84,22 +84,14 @@ class GuestFailure(VmtestError):
 
     exit_code = EXIT_FAIL
 
-    verdict = "failure"
-
 
 class KernelCrash(GuestFailure):
     """The guest kernel panicked or oopsed."""
-
-    verdict = "kernel-crash"
 
 
 class GuestHang(GuestFailure):
     """The guest stopped making progress before a deadline."""
 
-    verdict = "hang"
-
 
 class CommandTimeout(GuestFailure):
     """The guest command did not finish within its timeout."""
-
-    verdict = "timeout"

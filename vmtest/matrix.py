@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel.build import BuiltKernel, build_kernel
+from vmtest.outcome import RunVerdict
 from vmtest.qemu import machine
 from vmtest.results import document
 from vmtest.results.store import Run, Store
@@ -223,7 +224,7 @@ def build_failed_document(run: Run, exp: Experiment, error: VmtestError,
                        patches=[p.name for p in variant.series], scenario=run.scenario,
                        profile=run.profile, parameters=dict(exp.scenario(run.scenario).params),
                        accel="none")
-    document.fail(doc, "infrastructure", f"kernel build failed: {error.render()}")
+    document.fail(doc, RunVerdict.INFRASTRUCTURE, f"kernel build failed: {error.render()}")
     document.write(doc, out_dir / "result.json")
     return doc
 

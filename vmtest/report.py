@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import paths
+from vmtest.outcome import Change, RunVerdict
+from vmtest.results.document import first_line
 
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
 
@@ -35,10 +37,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text else ""
 
 
 def kselftest_table(doc: dict[str, Any]) -> str:
@@ -85,7 +83,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"[{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}] | {_fmt(k['median'])} "
                 f"[{_fmt(k['ci_low'])}, {_fmt(k['ci_high'])}] | {_fmt(c['ratio'])} | "
                 f"{_fmt(c['p_value'])} | {c['verdict']} |")
-        undecided = [c for c in s["comparisons"] if c["verdict"] == "undecided"]
+        undecided = [c for c in s["comparisons"] if c["verdict"] == Change.UNDECIDED]
         if undecided:
             n = f"{undecided[0]['baseline']['n']}+{undecided[0]['candidate']['n']}"
             lines += ["", f"Undecided: {n} runs cannot reach significance whatever they show "
@@ -123,12 +121,12 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("")
     if data["crashes"]:
         lines += ["## Kernel crashes and hangs", ""]
-        lines += [f"- {c['identity']}: {c['verdict']}: {_first_line(c['error'])}"
+        lines += [f"- {c['identity']}: {c['verdict']}: {first_line(c['error'])}"
                   for c in data["crashes"]]
         lines.append("")
     if data["infrastructure_failures"]:
         lines += ["## Infrastructure failures (not results; `--resume` retries them)", ""]
-        lines += [f"- {c['identity']}: {_first_line(c['error'])}"
+        lines += [f"- {c['identity']}: {first_line(c['error'])}"
                   for c in data["infrastructure_failures"]]
     return "\n".join(lines) + "\n"
 
@@ -197,11 +195,12 @@ def junit(data: dict[str, Any]) -> str:
         for c in s["comparisons"]:
             name = f"{s['kernel']}.{s['scenario']}.{c['metric']}"
             body = ""
-            if c["verdict"] == "regressed":
+            change = Change(c["verdict"])
+            if change.junit == "failure":
                 body = (f"<failure message={quoteattr('significant regression')}>"
                         f"{escape(s['headline'])}</failure>")
-            elif c["verdict"] in ("insufficient data", "undecided"):  # not a pass
-                body = (f"<skipped message={quoteattr(c['verdict'])}>n = "
+            elif change.junit == "skipped":  # not a pass
+                body = (f"<skipped message={quoteattr(change)}>n = "
                         f"{c['baseline']['n']} + {c['candidate']['n']} runs with a value: too "
                         "few to decide</skipped>")
             cases.append(f"<testcase classname={quoteattr('vmtest.compare')} "
@@ -218,15 +217,11 @@ def junit(data: dict[str, Any]) -> str:
     # failure is an error (not the kernel's), an interrupted run is skipped.
     errors = {c["run"]: c["error"] for c in data["crashes"]}
     for run in data.get("run_list", []):
-        verdict = str(run["verdict"])
+        verdict = RunVerdict.of(run["verdict"])
         why = escape(errors.get(run["run"], run.get("error", "")))
-        body = ""
-        if verdict == "infrastructure":
-            body = f"<error message={quoteattr(verdict)}>{why}</error>"
-        elif verdict == "interrupted":
-            body = f"<skipped message={quoteattr(verdict)}>{why}</skipped>"
-        elif verdict != "ok":
-            body = f"<failure message={quoteattr(verdict)}>{why}</failure>"
+        element = verdict.junit
+        body = "" if element is None else \
+            f"<{element} message={quoteattr(verdict)}>{why}</{element}>"
         seconds = run.get("seconds")
         time_attr = f" time={quoteattr(f'{seconds:.3f}')}" if isinstance(seconds, (int, float)) \
             else ""

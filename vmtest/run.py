@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vmtest.errors import GuestFailure, VmtestError
+from vmtest.errors import VmtestError
 from vmtest.kernel.build import BuiltKernel
+from vmtest.outcome import RunVerdict
 from vmtest.qemu import boot as boot_mod
 from vmtest.qemu.machine import Machine
 from vmtest.results import document
@@ -60,16 +61,15 @@ def clock_problem(ratio: float | None) -> str | None:
             "`vmtest matrix --resume` runs it again")
 
 
-def verdict_for(exc: BaseException) -> tuple[str, str]:
+def verdict_for(exc: BaseException) -> tuple[RunVerdict, str]:
     """(verdict, error) of a run that ended with exc: the kernel's fault (its verdict:
     kernel-crash, hang, timeout) or the machinery's (infrastructure)."""
-    if isinstance(exc, GuestFailure):
-        return exc.verdict, exc.render()
+    verdict = RunVerdict.for_exception(exc)
     if isinstance(exc, VmtestError):
-        return "infrastructure", exc.render()
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", "interrupted (SIGINT) before the run finished"
-    return "infrastructure", f"vmtest failed: {type(exc).__name__}: {exc}"
+        return verdict, exc.render()
+    if verdict is RunVerdict.INTERRUPTED:
+        return verdict, "interrupted (SIGINT) before the run finished"
+    return verdict, f"vmtest failed: {type(exc).__name__}: {exc}"
 
 
 def new_document(kernel: BuiltKernel, scenario: Scenario, accel: str) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
         doc["timings"]["guest_clock_ratio"] = ratio
         problem = clock_problem(ratio)
         if problem:
-            document.fail(doc, "infrastructure", problem)
+            document.fail(doc, RunVerdict.INFRASTRUCTURE, problem)
     except KeyboardInterrupt as exc:
         document.fail(doc, *verdict_for(exc))
         raise  # not a measurement: `--resume` runs it again

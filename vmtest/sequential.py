@@ -30,6 +30,7 @@ from typing import Any
 from vmtest.compare import mann_whitney_u, min_p_value
 from vmtest.config import Experiment
 from vmtest.errors import ConfigError
+from vmtest.results.document import Result
 from vmtest.results.store import Run
 
 
@@ -147,8 +148,8 @@ class UntilDecided:
         """A finished run: its primary metric counts where the run is whole."""
         assert self.exp.matrix is not None
         metric = self.exp.scenario(run.scenario).metrics[0]
-        value = doc.get("metrics", {}).get(metric)
-        if doc.get("verdict") == "ok" and isinstance(value, (int, float)):
+        value = Result(doc).value(metric)
+        if value is not None:
             self.values.setdefault((run.kernel, run.scenario, run.variant), []).append(value)
         group = (run.kernel, run.scenario)
         if group in self.decided:

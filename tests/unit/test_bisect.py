@@ -16,7 +16,10 @@ from vmtest.errors import ConfigError
     ({"verdict": "ok", "metrics": {}}, bisect.SKIP),
 ])
 def test_judge(doc, code):
-    assert bisect.judge(doc, "m", 10)[0] == code
+    decision = bisect.judge(doc, "m", 10)
+    assert decision.judgement == code
+    # a skip because the machinery failed is tried again on --resume; a judgement is kept
+    assert decision.final == (code != bisect.SKIP)
 
 
 def _git(tree, *args):
@@ -117,30 +120,33 @@ def test_a_step_is_classified_by_its_runs_against_the_endpoints():
     endpoints = {"good": [0.0] * 6, "bad": [float(v) for v in UNPATCHED[:6]],
                  "alpha": 0.01, "max_runs": 8}
     plan = bisect.step_plan(endpoints)
-    code, why, values = bisect.classify_commit(_docs(UNPATCHED), "m", endpoints, plan, "skip")
-    assert code == bisect.BAD and "like the bad endpoint's" in why
-    assert len(values) == plan.looks[0]  # decided at the first look
-    code, _, _ = bisect.classify_commit(_docs([0]), "m", endpoints, plan, "skip")
-    assert code == bisect.GOOD
-    # like neither within the budget: skipped, never guessed
-    code, why, values = bisect.classify_commit(_docs([0, 245, 35, 0, 175, 0, 0, 140]), "m",
-                                               endpoints, plan, "skip")
-    assert code == bisect.SKIP and "like neither" in why and len(values) == 8
+    d = bisect.classify_commit(_docs(UNPATCHED), "m", endpoints, plan, "skip")
+    assert d.judgement == bisect.BAD and "like the bad endpoint's" in d.why and d.final
+    assert len(d.values) == plan.looks[0]  # decided at the first look
+    assert bisect.classify_commit(_docs([0]), "m", endpoints, plan, "skip").judgement \
+        == bisect.GOOD
+    # like neither within the budget: skipped, never guessed -- and final (a resume
+    # does not measure it again)
+    d = bisect.classify_commit(_docs([0, 245, 35, 0, 175, 0, 0, 140]), "m", endpoints, plan,
+                               "skip")
+    assert d.judgement == bisect.SKIP and "like neither" in d.why and len(d.values) == 8
+    assert d.final
 
 
 def test_crash_is_bad_only_when_asked_and_machinery_failures_retried_once():
     endpoints = {"good": [0.0] * 6, "bad": [245.0] * 6, "alpha": 0.01, "max_runs": 8}
     plan = bisect.step_plan(endpoints)
     crash = _docs(["kernel-crash"])
-    assert bisect.classify_commit(crash, "m", endpoints, plan, "skip")[0] == bisect.SKIP
-    assert bisect.classify_commit(crash, "m", endpoints, plan, "bad")[0] == bisect.BAD
+    skipped = bisect.classify_commit(crash, "m", endpoints, plan, "skip")
+    assert skipped.judgement == bisect.SKIP and not skipped.final
+    assert bisect.classify_commit(crash, "m", endpoints, plan, "bad").judgement == bisect.BAD
     # one infrastructure failure is retried, the step goes on
-    code, _, values = bisect.classify_commit(_docs([None, 245, 245, 245, 245, 245]), "m",
-                                             endpoints, plan, "skip")
-    assert code == bisect.BAD
-    # two are a skip naming the failure
-    code, why, _ = bisect.classify_commit(_docs([None]), "m", endpoints, plan, "skip")
-    assert code == bisect.SKIP and "QEMU died" in why
+    d = bisect.classify_commit(_docs([None, 245, 245, 245, 245, 245]), "m", endpoints, plan,
+                               "skip")
+    assert d.judgement == bisect.BAD
+    # two are a skip naming the failure, not final
+    d = bisect.classify_commit(_docs([None]), "m", endpoints, plan, "skip")
+    assert d.judgement == bisect.SKIP and "QEMU died" in d.why and not d.final
 
 
 def test_runs_at_once_decide_as_one_at_a_time_and_use_each_run_directory_once():
@@ -213,7 +219,8 @@ def test_report_names_the_first_bad_commit_and_every_step(history, tmp_path):
     bisect._log(log_dir, {"commit": first[:12], "exit": bisect.BAD, "why": "bad: like bad",
                           "values": [245.0, 210.0], "build_s": 20.0, "runs_s": 100.0,
                           "final": True})
-    path = bisect.write_report(history, log_dir, first, ("good", "bad"), 150.0)
+    path, subject = bisect.write_report(history, log_dir, first, ("good", "bad"), 150.0)
+    assert subject == "B"
     text = path.read_text()
     assert f"**{first[:12]} B**" in text and "builds 20 s, runs 100 s" in text
     assert "| bad: like bad | [245.0, 210.0] |" in text

@@ -131,8 +131,10 @@ def _main(argv: list[str] | None) -> int:
     try:
         return int(args.func(args))
     except VmtestError as exc:
-        verdict = getattr(exc, "verdict", None)
-        prefix = f"vmtest: {verdict}: " if verdict else "vmtest: error: "
+        from vmtest.outcome import RunVerdict
+
+        verdict = RunVerdict.for_exception(exc)
+        prefix = f"vmtest: {verdict}: " if verdict.is_kernel_failure else "vmtest: error: "
         print(prefix + exc.render(), file=sys.stderr)
         if failure_status is not None:
             return failure_status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vmtest.cli.common import Sub, add_accel_arg, number
@@ -88,12 +89,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     def measure(good: str, bad: str) -> object:
         return bisect.endpoints_measured(tree, good, bad, args.scenario, args.profile,
                                          args.metric, patches, fragments, args.accel,
-                                         log_dir, args.alpha, args.max_runs, jobs)
+                                         log_dir, args.alpha, args.max_runs, jobs, say=_say)
 
     terms = (args.term_old, args.term_new) if args.term_old else None
     return bisect.start(tree, args.good, args.bad, step_args,
                         measure=None if args.threshold is not None else measure, terms=terms,
-                        log_dir=log_dir)
+                        log_dir=log_dir, say=_say)
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
@@ -103,7 +104,12 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,
                        args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is,
-                       jobs=bisect.jobs_for(_jobs(args), args.scenario, args.profile))
+                       jobs=bisect.jobs_for(_jobs(args), args.scenario, args.profile),
+                       say=_say).exit_code
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _jobs(args: argparse.Namespace) -> int | None:

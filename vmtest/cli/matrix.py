@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 from vmtest import paths
 from vmtest.cli.common import Sub, add_accel_arg, number
 from vmtest.errors import (
-    EXIT_FAIL,
-    EXIT_INFRA,
     EXIT_OK,
     ConfigError,
     VmtestError,
@@ -220,11 +218,7 @@ def _render(exp: Experiment, store: Store, results: Path, profile: str, *,
     data = compare.build(exp, store.documents(), profile)
     print(report.write(results, data, summary=summary))
     print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
-    if data["regressions"] or data["crashes"]:
-        return EXIT_FAIL
-    if data["infrastructure_failures"]:
-        return EXIT_INFRA
-    return EXIT_OK
+    return compare.exit_code(data)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vmtest.channel import GUEST_PATH
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
-from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
+from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
 
 log = logging.getLogger("vmtest")
@@ -289,10 +289,13 @@ def _scenario_run(args: argparse.Namespace) -> int:
         if not isinstance(value, dict):
             print(f"  {key}: {value}")
     print(f"result: {out / 'result.json'}")
-    if doc["verdict"] == "ok":
-        return EXIT_OK
-    print(doc.get("error", ""), file=sys.stderr)
-    return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL
+    from vmtest.outcome import RunVerdict
+    from vmtest.results.document import Result
+
+    result = Result(doc)
+    if result.verdict is not RunVerdict.OK:
+        print(result.error, file=sys.stderr)
+    return result.verdict.exit_code
 
 
 def _kselftest_run(args: argparse.Namespace) -> int:
@@ -323,9 +326,14 @@ def _kselftest_run(args: argparse.Namespace) -> int:
                            boot_timeout_s=args.boot_timeout)
     print(report.kselftest_table(doc))
     print(f"result: {out / 'result.json'}")
-    if doc["verdict"] != "ok":
-        print(doc.get("error", ""), file=sys.stderr)
-        return EXIT_INFRA if doc["verdict"] == "infrastructure" else EXIT_FAIL
-    metrics = doc.get("metrics", {})
+    from vmtest.outcome import RunVerdict
+    from vmtest.results.document import Result
+
+
+    result = Result(doc)
+    if result.verdict is not RunVerdict.OK:
+        print(result.error, file=sys.stderr)
+        return result.verdict.exit_code
+    metrics = result.metrics
     failed = sum(metrics.get(f"tests_{k}", 0) for k in ("fail", "timeout", "missing"))
     return EXIT_FAIL if failed else EXIT_OK

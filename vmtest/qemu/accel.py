@@ -127,6 +127,8 @@ class AccelChoice:
     accel: str
     probe: bool
     note: str
+    # KVM opens but was found not to boot guests here: a fallback worth one warning.
+    kvm_broken: bool = False
 
 
 def choose(requested: str, store: VerdictStore, host: str | None = None,
@@ -154,4 +156,4 @@ def choose(requested: str, store: VerdictStore, host: str | None = None,
                                       "probes again")
     return AccelChoice("tcg", False,
                        f"KVM opens but does not boot guests on this host ({verdict.get('reason')}, "
-                       f"remembered in {store.path}); using TCG")
+                       f"remembered in {store.path}); using TCG", kvm_broken=True)

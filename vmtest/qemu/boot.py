@@ -151,7 +151,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
                            ports=command.ports if command else ())
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
-        if choice.accel == "tcg" and opts.accel == "auto" and "does not boot" in choice.note:
+        if choice.kvm_broken and opts.accel == "auto":
             _warn_once(choice.note)
         machine = None
         if choice.probe:

@@ -16,6 +16,7 @@ from typing import Any
 
 from vmtest import paths
 from vmtest.deadline import utc_now
+from vmtest.outcome import RunVerdict
 
 SCHEMA = "vmtest-run/1"
 
@@ -26,10 +27,7 @@ REQUIRED: dict[str, type] = {
 IDENTITY: dict[str, type] = {"base": str, "variant": str, "kernel_release": str, "build_key": str,
             "patches": list, "scenario": str, "profile": str, "parameters": dict, "seed": int,
             "accel": str}
-VERDICTS = ("ok", "kernel-crash", "hang", "timeout", "infrastructure", "failure",
-            "interrupted")
-# Verdicts that are not measurements: a resume runs these again, reports skip them.
-NOT_RESULTS = ("infrastructure", "interrupted")
+VERDICTS = tuple(RunVerdict)
 
 
 def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: str,
@@ -40,7 +38,7 @@ def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: 
     return {
         "schema": SCHEMA,
         "run_id": uuid.uuid4().hex[:12],
-        "verdict": "ok",
+        "verdict": RunVerdict.OK,
         "identity": {
             "base": base, "variant": variant, "kernel_release": kernel_release,
             "build_key": build_key[:24], "patches": list(patches), "scenario": scenario,
@@ -53,7 +51,7 @@ def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: 
     }
 
 
-def fail(doc: dict[str, Any], verdict: str, error: str) -> dict[str, Any]:
+def fail(doc: dict[str, Any], verdict: RunVerdict, error: str) -> dict[str, Any]:
     """Mark the document as not ok; what was measured stays."""
     doc["verdict"] = verdict
     doc["error"] = error
@@ -71,7 +69,8 @@ def validate(doc: dict[str, Any]) -> list[str]:
     if doc.get("schema") != SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
     if doc.get("verdict") not in VERDICTS:
-        problems.append(f"verdict {doc.get('verdict')!r} not in {VERDICTS}")
+        problems.append(f"verdict {doc.get('verdict')!r} not in "
+                        f"{tuple(str(v) for v in VERDICTS)}")
     identity = doc.get("identity", {})
     if isinstance(identity, dict):
         for key, kind in IDENTITY.items():
@@ -80,6 +79,51 @@ def validate(doc: dict[str, Any]) -> list[str]:
             elif not isinstance(identity[key], kind):
                 problems.append(f"identity.{key} is {type(identity[key]).__name__}")
     return problems
+
+
+class Result:
+    """A run's document, typed where the upper stages decide on it (compare, sequential,
+    bisect, the store, the CLI): its verdict as a `RunVerdict`, its metrics' values by the
+    one rule of what counts as a measured value. The document itself stays the data."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    @property
+    def verdict(self) -> RunVerdict:
+        return RunVerdict.of(self.data.get("verdict"))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        metrics = self.data.get("metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+    @property
+    def error(self) -> str:
+        return str(self.data.get("error") or "")
+
+    @property
+    def error_line(self) -> str:
+        """The error's first line, "" when there is none."""
+        return first_line(self.error)
+
+    def value(self, metric: str) -> float | None:
+        """The metric's value when the run is a measurement that has it: a number (not a
+        bool) of a run whose verdict is ok; None otherwise."""
+        value = self.metrics.get(metric)
+        if self.verdict is RunVerdict.OK and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            return float(value)
+        return None
+
+
+def first_line(text: object) -> str:
+    """The first non-empty line of a message ("" for none)."""
+    for line in str(text or "").strip().splitlines():
+        return line
+    return ""
 
 
 def cpu_model() -> str:

@@ -124,7 +124,7 @@ class Store:
         doc = document.read(self.run_dir(run) / "result.json")
         # Infrastructure failures and interrupted runs are not results: a resume
         # retries them.
-        return doc is not None and doc.get("verdict") not in document.NOT_RESULTS
+        return doc is not None and document.Result(doc).verdict.is_result
 
     def document(self, run: Run) -> dict[str, Any] | None:
         """A run's stored result document, None when there is none (or it is torn)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vmtest import config, paths, run, scenarios
 from vmtest.channel import ports
+from vmtest.channel.command import ChannelKind
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot
 
@@ -98,7 +99,7 @@ def main() -> int:
         for i in range(args.runs):
             opts = boot.BootOptions(accel=args.accel, command=ports.Command.new("true"))
             with boot.boot(image, opts, work / f"ports{i}") as vm:
-                assert vm.run_command(timeout_s=60) == 0
+                assert vm.commands(ChannelKind.PORTS).run("true", timeout_s=60) == 0
         show("API: boot + `true` on the ports", before, snapshot(), args.runs,
              time.monotonic() - started)
 

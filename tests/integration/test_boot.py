@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from vmtest.channel.command import ChannelKind
 from vmtest.channel.keys import KeyPair
 from vmtest.channel.ssh import SSHChannel
 from vmtest.deadline import Deadline
@@ -197,10 +199,12 @@ def test_command_timeout(kernel, tmp_path):
 
 
 def test_console_exec_channel(kernel, boot_opts, run_dir):
+    out = io.BytesIO()
     with boot(kernel.image, boot_opts, run_dir) as vm:
-        status, output = vm.console_exec("echo hello; cat /proc/sys/kernel/osrelease; false")
+        status = vm.commands(ChannelKind.CONSOLE).run(
+            "echo hello; cat /proc/sys/kernel/osrelease; false", stdout=out)
     assert status == 1
-    assert output.splitlines()[:2] == ["hello", kernel.release]
+    assert out.getvalue().decode().splitlines()[:2] == ["hello", kernel.release]
 
 
 @pytest.mark.fault("something else answers on the SSH port (wrong host key)",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vmtest.channel import GUEST_PATH
 from vmtest.errors import InfraError, MissingRequirement
 from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine
@@ -182,7 +183,7 @@ def test_the_run_archive_holds_the_command_and_no_keys(tmp_path, monkeypatch):
     command = ports.Command.new("./mytest", workdir_tag=share.tag)
     boot.initramfs(tmp_path, None, None, (), shares=(share,), command=command)
     files = {e.path: e.data for e in overlays[0] if getattr(e, "data", None) is not None}
-    assert files[ports.COMMAND_PATH] == b"./mytest\n"
+    assert files[ports.COMMAND_PATH] == f"export PATH={GUEST_PATH}; ./mytest\n".encode()
     assert files[ports.NONCE_PATH] == command.nonce.encode() + b"\n"
     assert not any("dropbear" in path or ".ssh" in path for path in files)
     # The current folder's share, once mounted, is where the command runs.

@@ -6,11 +6,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "vmtest"
 
-# Lowest first. A module belongs to the first entry that is a prefix of its name.
+# Lowest first. A module belongs to the entry with the longest prefix of its name
+# (a prefix is a whole module or package name; the package itself only as itself).
 STAGES = [
-    ("foundation", ("vmtest", "vmtest.errors", "vmtest.paths", "vmtest.deadline", "vmtest.procs")),
+    ("foundation", ("vmtest.__init__", "vmtest.errors", "vmtest.paths", "vmtest.deadline",
+                    "vmtest.procs", "vmtest.hostcmd", "vmtest.outcome")),
     ("kernel", ("vmtest.kernel",)),
     ("guest", ("vmtest.guest",)),
     ("channel", ("vmtest.channel",)),
@@ -29,6 +33,8 @@ STAGES = [
 
 
 def stage_of(module: str) -> int:
+    if module == "vmtest":
+        module = "vmtest.__init__"
     best = -1, -1
     for rank, (_, prefixes) in enumerate(STAGES):
         for prefix in prefixes:
@@ -76,6 +82,50 @@ def test_the_stage_table_covers_every_module_and_the_checker_can_fail():
         stage_of(module_name(path))
     assert stage_of("vmtest.cli.run") > stage_of("vmtest.run") > stage_of("vmtest.qemu.boot")
     assert "vmtest.run" in imports(PACKAGE / "matrix.py")
+    # no catch-all: a module of no named stage is found
+    with pytest.raises(AssertionError, match="belongs to no stage"):
+        stage_of("vmtest.newmodule")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of a module graph (its strongly connected components of more
+    than one module, or a module importing itself), by Tarjan's algorithm."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in graph:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph[node]:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    graph = {module_name(p): imports(p) - {module_name(p)} for p in PACKAGE.rglob("*.py")}
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_architecture_doc_names_every_stage_package():

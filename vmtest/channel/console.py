@@ -14,11 +14,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vmtest.channel.console_expect import ConsoleExpect
-
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +101,6 @@ class Console:
 
     def write(self, data: bytes) -> None:
         self._sock.sendall(data)
-
-    def expect(self) -> ConsoleExpect:
-        """A pexpect session reading from the current end of the console output."""
-        from vmtest.channel.console_expect import ConsoleExpect  # pexpect: when used
-
-        return ConsoleExpect(self, start=len(self.snapshot()))
 
     def close(self) -> None:
         try:

@@ -32,11 +32,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
-from vmtest.channel import let_watch_name_it
+from vmtest.channel import GUEST_PATH, let_watch_name_it
 from vmtest.deadline import Deadline
 from vmtest.errors import ChannelError, CommandTimeout
+from vmtest.guest import words
 
 COMMAND_PATH = "/etc/vmtest/command"
 NONCE_PATH = "/etc/vmtest/nonce"
@@ -58,6 +60,11 @@ class Command:
     @classmethod
     def new(cls, line: str, stdin: bool = False, workdir_tag: str | None = None) -> Command:
         return cls(line, secrets.token_hex(16), stdin, workdir_tag)
+
+    @property
+    def script(self) -> str:
+        """What the init runs: the line with the PATH every channel gives a command."""
+        return f"export PATH={GUEST_PATH}; {self.line}\n"
 
     @property
     def ports(self) -> tuple[str, ...]:
@@ -194,3 +201,47 @@ def _feed(sock: socket.socket, source: int | None) -> None:
         pump()
     else:
         threading.Thread(target=pump, name="vmtest-stdin", daemon=True).start()
+
+
+class PortsChannel:
+    """The command given at boot (`Command`), run by the init on the ports: a
+    CommandChannel for that one command, once per boot. `said` reads the console from
+    READY on (the init says NOPORTS there when the kernel has no ports); `watch` is the
+    machine's crash and exit check."""
+
+    def __init__(self, socks: dict[str, socket.socket], command: Command,
+                 said: Callable[[int], bytes], watch: Callable[[], None],
+                 console_log: Path | None = None) -> None:
+        self._socks = socks
+        self.command = command
+        self._said = said
+        self._watch = watch
+        self._console_log = console_log
+        self._used = False
+
+    def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+        if command != self.command.line:
+            raise ChannelError("the ports run the command given at boot, not another",
+                               hint="boot with BootOptions(command=Command.new(LINE)), or "
+                                    "run further commands over SSH")
+        if self._used:
+            raise ChannelError("the command on the ports runs once per boot")
+        self._used = True
+        said_from = 0
+        word = words.said(words.NOPORTS)
+
+        def watch() -> None:
+            nonlocal said_from
+            self._watch()
+            said = self._said(said_from)
+            said_from += max(0, len(said) - len(word))
+            if word in said:
+                raise ChannelError("the guest found no virtio-serial ports for the command "
+                                   "(a kernel without CONFIG_VIRTIO_CONSOLE)",
+                                   hint="build it with vmtest's fragments "
+                                        "(kernels/fragments/qemu-guest.config), or pass --ssh",
+                                   log_path=self._console_log)
+
+        return relay(self._socks, self.command, stdout=stdout, stderr=stderr, stdin=stdin,
+                     timeout_s=timeout_s, watch=watch)

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vmtest.channel import GUEST_PATH
+from vmtest.channel.command import ChannelKind
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
@@ -181,42 +181,35 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
         programs=programs, copies=copied, shares=shared)
-    direct = not args.console and not args.ssh and not args.fetch
+    kind = channel_kind(args)
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
-    stdin = _stdin()
-    if direct:
+    stdin = _stdin() if kind is not ChannelKind.CONSOLE else None
+    if kind is ChannelKind.PORTS:
         from vmtest.channel.ports import Command
 
         # The init runs it on the ports (channel/ports.py) in the shared current folder
         # once it is mounted (else in /root), as it would run on the host.
         cwd = next((s for s in shared if s.host == Path.cwd().resolve()), None)
-        opts = replace(opts, command=Command.new(
-            f"export PATH={GUEST_PATH}; {line}", stdin=stdin is not None,
-            workdir_tag=cwd.tag if cwd else None))
+        opts = replace(opts, command=Command.new(line, stdin=stdin is not None,
+                                                 workdir_tag=cwd.tag if cwd else None))
     run_dir = Path(args.output) if args.output else boot.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     print(f"console log: {run_dir / 'console.log'}", file=sys.stderr)
     with boot.boot(kernel, opts, run_dir) as vm:
         ready = time.monotonic() - started
-        if direct:
-            status = vm.run_command(stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                                    stdin=stdin, timeout_s=args.timeout)
-        elif args.console:
-            status, output = vm.console_exec(line, timeout_s=args.timeout or 3600)
-            sys.stdout.write(output)
-        else:
-            ssh = vm.ssh(timeout_s=max(5.0, args.boot_timeout - ready))
+        channel = vm.commands(kind, timeout_s=max(5.0, args.boot_timeout - ready))
+        if kind is ChannelKind.SSH:
             workdir = next((s.guest for s in vm.shares_mounted
                             if s.host == Path.cwd().resolve()), None)
             if workdir:  # CMD runs in the shared current folder, as it would on the host
                 line = f"cd {shlex.quote(workdir)} || exit {EXIT_CMD_VMTEST}; {line}"
-            status = ssh.run(line, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                             timeout_s=args.timeout, watch=vm.check, stdin=stdin)
-            for guest_path in args.fetch:
-                for path in ssh.fetch(guest_path, run_dir / "fetched"):
-                    print(f"fetched: {path}", file=sys.stderr)
+        status = channel.run(line, stdin=stdin, stdout=sys.stdout.buffer,
+                             stderr=sys.stderr.buffer, timeout_s=args.timeout)
+        for guest_path in args.fetch:
+            for path in vm.ssh().fetch(guest_path, run_dir / "fetched"):
+                print(f"fetched: {path}", file=sys.stderr)
         vm.check()
         # Nothing in the guest is needed any more (shares write through, fetches are
         # done): stop QEMU at once rather than power the guest off (~40 ms under TCG).
@@ -227,6 +220,14 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         print(f"vmtest-timings ready_s={ready:.3f} total_s={total:.3f} accel={vm.spec.accel}",
               file=sys.stderr)
     return status
+
+
+def channel_kind(args: argparse.Namespace) -> ChannelKind:
+    """Where CMD runs: the console with --console, SSH with --ssh or --fetch (which
+    copies over SSH), else the ports (no sshd, keys or network)."""
+    if args.console:
+        return ChannelKind.CONSOLE
+    return ChannelKind.SSH if args.ssh or args.fetch else ChannelKind.PORTS
 
 
 def _stdin() -> int | None:

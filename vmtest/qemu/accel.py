@@ -20,6 +20,7 @@ from pathlib import Path
 from vmtest import hostcmd, paths
 from vmtest.deadline import Clock, utc_now
 from vmtest.errors import MissingRequirement
+from vmtest.guest import words
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ ACCELS = ("auto", "kvm", "tcg")
 # yet bounds the cost of a broken KVM to one short wait per host.
 PROBE_DEADLINE_S = 10.0
 # The guest init's first line; reaching it means the kernel booted.
-BOOTED_MARKER = b"VMTEST-INIT"
+BOOTED_MARKER = words.said(words.INIT)
 
 
 def kvm_openable(dev: str = "/dev/kvm") -> tuple[bool, str]:

@@ -26,7 +26,7 @@ from vmtest.channel.keys import KeyPair
 from vmtest.channel.ports import Command
 from vmtest.deadline import file_stamp
 from vmtest.errors import InfraError, MissingRequirement
-from vmtest.guest import rootfs
+from vmtest.guest import rootfs, words
 from vmtest.qemu import accel as accel_mod
 from vmtest.qemu.argv import MachineSpec, Share
 from vmtest.qemu.machine import Machine
@@ -92,8 +92,8 @@ def mounts_script(shares: tuple[Share, ...], workdir_tag: str | None = None) -> 
     # a fork and, this early under TCG, the first run (translation) of its code.
     lines = ["has9p=", "while read -r a b; do [ \"$a$b\" = nodev9p ] && has9p=1; done "
              "< /proc/filesystems",
-             "[ -n \"$has9p\" ] || { say NO9P; return 0; }"]
-    lines += [f"if {s.mount_command()} 2>/dev/null; then say MOUNTED {s.tag}"
+             f"[ -n \"$has9p\" ] || {{ say {words.NO9P}; return 0; }}"]
+    lines += [f"if {s.mount_command()} 2>/dev/null; then say {words.MOUNTED} {s.tag}"
               + (f"; workdir={shlex.quote(s.guest)}" if s.tag == workdir_tag else "") + "; fi"
               for s in shares]
     return ("\n".join(lines) + "\n").encode()
@@ -115,7 +115,7 @@ def initramfs(tmp: Path, host_key: KeyPair | None, client_key: KeyPair | None,
             MOUNTS_SCRIPT, mounts_script(shares, command.workdir_tag if command else None),
             0o644))
     if command:
-        overlay += [rootfs.file_data(ports.COMMAND_PATH, command.line.encode() + b"\n", 0o600),
+        overlay += [rootfs.file_data(ports.COMMAND_PATH, command.script.encode(), 0o600),
                     rootfs.file_data(ports.NONCE_PATH, command.nonce.encode() + b"\n", 0o600)]
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
@@ -205,11 +205,11 @@ def mounted_shares(console: bytes, shares: tuple[Share, ...]) -> list[Share]:
     """The shares the init reported mounted (MOUNTED TAG on the console). A share the
     user asked for that is not mounted is an error; the default share of the current
     folder is left out with a warning (a kernel built without 9p still runs commands)."""
-    said = {line.strip() for line in console.decode(errors="replace").splitlines()
-            if line.startswith("VMTEST-")}
-    mounted = [s for s in shares if f"VMTEST-MOUNTED {s.tag}" in said]
+    said = {line.strip().encode() for line in console.decode(errors="replace").splitlines()
+            if line.startswith(words.PREFIX)}
+    mounted = [s for s in shares if words.said(words.MOUNTED, s.tag) in said]
     why = ("the guest kernel has no 9p file system (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS: "
-           "kernels/fragments/qemu-guest.config)") if "VMTEST-NO9P" in said \
+           "kernels/fragments/qemu-guest.config)") if words.said(words.NO9P) in said \
         else "mount -t 9p failed in the guest"
     for share in shares:
         if share in mounted:

@@ -16,15 +16,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vmtest import errors
+from vmtest.channel.command import ChannelKind, CommandChannel, WatchedSSH
 from vmtest.channel.ssh import SSHChannel
 from vmtest.errors import ChannelError, InfraError, VmtestError
+from vmtest.guest import words
 from vmtest.qemu.argv import MachineSpec
 from vmtest.qemu.machine import Lifecycle, Machine, State
+
+# What a guest's console shows once the init is ready.
+READY_CONSOLE = words.said(words.INIT) + b"\n" + words.said(words.READY, "6.1.0-fake") + b"\n"
 
 
 def _text(data: bytes) -> str:
@@ -55,6 +62,12 @@ class Transcript:
         return cls(lines[0]["header"], lines[1:])
 
 
+# vmtest's errors a recorded command may have ended with, by name.
+_ERRORS: dict[str, type[VmtestError]] = {
+    name: kind for name, kind in vars(errors).items()
+    if isinstance(kind, type) and issubclass(kind, VmtestError)}
+
+
 class ReplayError(AssertionError):
     """The code under test asked the fake guest something the recording did not."""
 
@@ -72,8 +85,9 @@ class _Cursor:
             raise ReplayError(f"the recording ends before {kind} {what!r}")
         step = self.steps[self.pos]
         if step.get(kind) != what:
+            asked = {k: v for k, v in step.items() if k in ("ssh", "qmp", "ports", "console")}
             raise ReplayError(f"step {self.pos}: expected {kind} {what!r}, the recording has "
-                              f"{ {k: v for k, v in step.items() if k in ('ssh', 'qmp')} }")
+                              f"{asked}")
         self.pos += 1
         return step
 
@@ -101,6 +115,59 @@ class FakeSSH(SSHChannel):
 
     def close(self) -> None:
         pass
+
+
+class FakeCommands:
+    """A ports or console channel answering the command it is given with the recorded
+    status, stdout and stderr (the step `{kind: command, ...}`); stdin, when given, is
+    read to its end, as the real channels do."""
+
+    def __init__(self, cursor: _Cursor, kind: str, watch: Callable[[], None]) -> None:
+        self._cursor = cursor
+        self._kind = kind
+        self._watch = watch
+
+    def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+        step = self._cursor.next(self._kind, command)
+        if stdin is not None:
+            while os.read(stdin, 65536):
+                pass
+        self._watch()
+        if stdout is not None:
+            stdout.write(_bytes(step.get("out", "")))
+        if stderr is not None:
+            stderr.write(_bytes(step.get("err", "")))
+        if "raise" in step:  # the recorded run ended with vmtest's error
+            raise _ERRORS[step["raise"]](step.get("message", ""))
+        return int(step["status"])
+
+
+class _RecordingCommands:
+    def __init__(self, inner: CommandChannel, kind: str, transcript: Transcript) -> None:
+        self._inner = inner
+        self._kind = kind
+        self._transcript = transcript
+
+    def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+        out, err = io.BytesIO(), io.BytesIO()
+        step: dict[str, Any] = {self._kind: command}
+        try:
+            status = self._inner.run(command, stdin=stdin, stdout=out, stderr=err,
+                                     timeout_s=timeout_s)
+            step["status"] = status
+        except VmtestError as exc:
+            step |= {"raise": type(exc).__name__, "message": str(exc)}
+            raise
+        finally:
+            step |= {"out": _text(out.getvalue()), "err": _text(err.getvalue())}
+            self._transcript.steps.append(step)
+            if stdout is not None:
+                stdout.write(out.getvalue())
+            if stderr is not None:
+                stderr.write(err.getvalue())
+        return status
 
 
 class FakeConsole:
@@ -131,7 +198,7 @@ class FakeMachine(Lifecycle):
 
     def __init__(self, spec: MachineSpec, run_dir: Path, *, client_key: Any = None,
                  host_key: Any = None, transcript: Transcript | None = None,
-                 console: bytes = b"VMTEST-INIT\nVMTEST-READY 6.1.0-fake\n",
+                 console: bytes = READY_CONSOLE,
                  launch_error: InfraError | None = None, exits: bool = False,
                  end: VmtestError | None = None) -> None:
         self.spec = spec
@@ -179,6 +246,14 @@ class FakeMachine(Lifecycle):
         if self.state is not State.READY:
             raise ChannelError("the fake guest is not ready")
         return FakeSSH(self._cursor)
+
+    def commands(self, kind: ChannelKind = ChannelKind.SSH,
+                 timeout_s: float = 30) -> CommandChannel:
+        if kind is ChannelKind.SSH:
+            return WatchedSSH(self.ssh(timeout_s), self.check)
+        if kind is ChannelKind.PORTS and self.command is None:
+            raise ChannelError("this machine was launched without a command on its ports")
+        return FakeCommands(self._cursor, str(kind), self.check)
 
     def _qmp_step(self, what: str, args: list[Any]) -> Any:
         step = self._cursor.next("qmp", what)
@@ -245,6 +320,13 @@ class RecordingMachine(Machine):
 
     def ssh(self, timeout_s: float = 30) -> SSHChannel:
         return _RecordingSSH(super().ssh(timeout_s), self.transcript)
+
+    def commands(self, kind: ChannelKind = ChannelKind.SSH,
+                 timeout_s: float = 30) -> CommandChannel:
+        if kind is ChannelKind.SSH:  # ssh() records
+            return super().commands(kind, timeout_s)
+        return _RecordingCommands(super().commands(kind, timeout_s), str(kind),
+                                  self.transcript)
 
     def hotplug_dimm(self, size_mib: int, dimm_id: str | None = None) -> str:
         result = super().hotplug_dimm(size_mib, dimm_id)

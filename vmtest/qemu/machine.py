@@ -25,9 +25,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from vmtest.channel import ports
+from vmtest.channel.command import ChannelKind, CommandChannel, WatchedSSH
 from vmtest.channel.console import Console, find_crash
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
@@ -40,6 +41,7 @@ from vmtest.errors import (
     MissingRequirement,
     VmtestError,
 )
+from vmtest.guest import words
 from vmtest.qemu import symbols
 
 if TYPE_CHECKING:
@@ -47,11 +49,11 @@ if TYPE_CHECKING:
 
     from vmtest.channel.ports import Command
     from vmtest.channel.ssh import SSHChannel
+    from vmtest.channel.ssh_early import EarlySSH
 from vmtest.qemu.argv import MachineSpec, Share, build_argv
 
 log = logging.getLogger(__name__)
 
-READY_RE = re.compile(rb"VMTEST-READY ([^\r\n]+)\r?\n")
 PR_SET_PDEATHSIG = 1
 
 
@@ -148,12 +150,10 @@ class Machine(Lifecycle):
         self.shares_mounted: list[Share] = []  # boot() mounts the spec's shares
         self.command: Command | None = None  # what the init runs on the ports (boot())
         self._ports: dict[str, socket.socket] = {}  # our ends of spec.ports
-        self._command_relayed = False
+        self._ports_channel: ports.PortsChannel | None = None
         self._ready_offset = 0  # console bytes up to READY
-        # (helper thread, its result, its stop flag) of the SSH connection made while
-        # the init finishes (wait_ready)
-        self._early: tuple[threading.Thread | None, dict[str, Any], threading.Event] | None \
-            = None
+        self._early: EarlySSH | None = None  # connected while the init finishes
+        self._early_tried = False
 
     # -- lifecycle -----------------------------------------------------------------
     def launch(self) -> None:
@@ -276,9 +276,9 @@ class Machine(Lifecycle):
             chunk = self.console.wait_data(offset, deadline.remaining_s(0.1))
             offset += len(chunk)
             seen += chunk
-            if b"VMTEST-SSHD" in seen and self._early is None:
+            if words.said(words.SSHD) in seen and not self._early_tried:
                 self._connect_early(deadline)
-            m = READY_RE.search(seen)
+            m = words.READY_RE.search(seen)
             if m:
                 self._ready_offset = m.end()  # `seen` is the console from its start
                 self.release = m.group(1).decode(errors="replace").strip()
@@ -286,7 +286,7 @@ class Machine(Lifecycle):
                 self.state = State.READY
                 self._finish_early(deadline)
                 return self.release
-            if b"VMTEST-NONET" in seen and self.spec.network:
+            if words.said(words.NONET) in seen and self.spec.network:
                 raise ChannelError("the guest has no network interface eth0",
                                    hint="CONFIG_VIRTIO_NET / CONFIG_VIRTIO_PCI missing?",
                                    log_path=self.console_log)
@@ -336,66 +336,23 @@ class Machine(Lifecycle):
         return int(m.group(1))
 
     def _connect_early(self, deadline: Deadline) -> None:
-        """The guest's sshd has started: connect (handshake, authenticate) in the
-        background while its init finishes, instead of after READY (~0.1 s of every
-        short run under TCG). ssh() waits for it; nothing is run before READY."""
+        """The guest's sshd has started: connect while its init finishes
+        (channel/ssh_early.py); ssh() takes the connection once READY."""
+        self._early_tried = True
         if self.client_key is None or self.host_key is None or self._ssh is not None:
-            self._early = (None, {}, threading.Event())
             return
-        port = self.ssh_port()  # QMP: from this thread, not the helper's
-        box: dict[str, Any] = {}
-        stop = threading.Event()
-        client_key, host_key = self.client_key, self.host_key
+        from vmtest.channel.ssh_early import EarlySSH
 
-        def given_up() -> None:
-            if stop.is_set():
-                raise ChannelError("early SSH connection abandoned")
-
-        def connect() -> None:
-            from vmtest.channel.ssh import SSHChannel
-            try:
-                channel = SSHChannel.connect(port, client_key, host_key,
-                                             Deadline(deadline.remaining_s(30)),
-                                             alive=given_up, retry_s=0.02)
-            except Exception as exc:  # ssh() connects again and reports its own error
-                box["error"] = exc
-                return
-            if stop.is_set():  # abandoned meanwhile: nobody will take it
-                channel.close()
-            else:
-                box["ssh"] = channel
-
-        thread = threading.Thread(target=connect, name="vmtest-ssh-early", daemon=True)
-        thread.start()
-        self._early = (thread, box, stop)
+        self._early = EarlySSH(self.ssh_port(), self.client_key, self.host_key, deadline)
 
     def _finish_early(self, deadline: Deadline) -> None:
         """Take the early connection if it worked; else ssh() connects as before."""
-        if self._early is None:
-            return
-        thread, box, stop = self._early
-        if thread is None:
-            return
-        thread.join(deadline.remaining_s(10))
-        if thread.is_alive():  # still retrying: give up on it, ssh() tries again
-            stop.set()
-            return
-        if "ssh" in box and self._ssh is None:
-            self._ssh = box.pop("ssh")
-        elif "error" in box:
-            log.debug("early SSH connection failed: %s", box["error"])
+        if self._early is not None and self._ssh is None:
+            self._ssh = self._early.take(deadline)
 
     def _drop_early(self) -> None:
-        if self._early is None:
-            return
-        thread, box, stop = self._early
-        if thread is None:
-            return
-        stop.set()
-        thread.join(5)
-        leftover = box.pop("ssh", None)
-        if leftover is not None:
-            leftover.close()
+        if self._early is not None:
+            self._early.drop()
 
     def ssh(self, timeout_s: float = 30) -> SSHChannel:
         from vmtest.channel.ssh import SSHChannel
@@ -409,54 +366,26 @@ class Machine(Lifecycle):
                                        alive=self.check)
         return self._ssh
 
-    def run_command(self, *, stdout: IO[bytes] | None = None, stderr: IO[bytes] | None = None,
-                    stdin: int | None = None, timeout_s: float | None = None) -> int:
-        """The command the init runs on the ports (boot()'s `command`): its output
-        streamed, `stdin` (a file descriptor, to its end) as its input; its exit status."""
+    def commands(self, kind: ChannelKind = ChannelKind.SSH,
+                 timeout_s: float = 30) -> CommandChannel:
+        """The command channel of `kind`, its commands watched by this machine's crash and
+        exit checks: SSH (connected within timeout_s), the ports (the command given at
+        boot, once) or the console."""
+        if kind is ChannelKind.SSH:
+            return WatchedSSH(self.ssh(timeout_s), self.check)
+        if kind is ChannelKind.CONSOLE:
+            from vmtest.channel.console_expect import ConsoleChannel  # pexpect: when used
+
+            return ConsoleChannel(self.console, self.check, self._raise_if_exited)
         if self.command is None or not self._ports:
             raise ChannelError("this machine was launched without a command on its ports")
-        if self._command_relayed:
-            raise ChannelError("the command on the ports runs once per boot")
-        self._command_relayed = True
-        said_from = self._ready_offset  # the init says NOPORTS after READY
-
-        def watch() -> None:
-            nonlocal said_from
-            self.check()
-            said = self.console.wait_data(said_from, 0)
-            said_from += max(0, len(said) - len(b"VMTEST-NOPORTS"))
-            if b"VMTEST-NOPORTS" in said:
-                raise ChannelError("the guest found no virtio-serial ports for the command "
-                                   "(a kernel without CONFIG_VIRTIO_CONSOLE)",
-                                   hint="build it with vmtest's fragments "
-                                        "(kernels/fragments/qemu-guest.config), or pass --ssh",
-                                   log_path=self.console_log)
-
-        return ports.relay(self._ports, self.command, stdout=stdout, stderr=stderr,
-                           stdin=stdin, timeout_s=timeout_s, watch=watch)
-
-    def console_exec(self, command: str, timeout_s: float = 60) -> tuple[int, str]:
-        """Run a command on the console shell (no network needed)."""
-        nonce = f"{time.monotonic_ns():x}"
-        import pexpect
-
-        session = self.console.expect()
-        session.sendline(f"{command}; echo VMTEST-EXIT-{nonce}:$?")
-        deadline = Deadline(timeout_s)
-        pattern = f"VMTEST-EXIT-{nonce}:(\\d+)".encode()
-        while True:
-            self.check()
-            idx = session.expect([pattern, pexpect.TIMEOUT, pexpect.EOF],
-                                 timeout=deadline.remaining_s(0.5))
-            if idx == 0:
-                output = session.before.decode(errors="replace").replace("\r", "")
-                return int(session.match.group(1)), output
-            if idx == 2:
-                self._raise_if_exited("running a console command")
-                raise ChannelError("console closed while running a command")
-            if deadline.expired:
-                raise CommandTimeout(f"console command did not finish in {timeout_s} s: "
-                                     f"{command}", log_tail=self.console.tail(10))
+        if self._ports_channel is None:
+            ready = self._ready_offset  # the init says NOPORTS after READY
+            self._ports_channel = ports.PortsChannel(
+                self._ports, self.command,
+                said=lambda offset: self.console.wait_data(ready + offset, 0),
+                watch=self.check, console_log=self.console_log)
+        return self._ports_channel
 
     # -- memory hotplug ------------------------------------------------------------
     def hotplug_dimm(self, size_mib: int, dimm_id: str | None = None) -> str:

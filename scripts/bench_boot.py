@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import vmtest
-from vmtest import config
+from vmtest import kernel_choice
 from vmtest.channel.ports import PORT_NAMES
 from vmtest.guest import rootfs
 from vmtest.kernel import build as kbuild
@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--accel", default="tcg", help="tcg (default) or kvm")
     parser.add_argument("--kernel", help="build directory (default: the default build)")
     args = parser.parse_args()
-    kernel_dir = args.kernel or str(kbuild.build(config.default_build_spec()).directory)
+    kernel_dir = args.kernel or str(kbuild.build(kernel_choice.default_build_spec()).directory)
     image = kbuild.image_at(Path(kernel_dir))
     # Users run vmtest from bytecode (pip compiles it at install, Python caches it on
     # first import); with PYTHONDONTWRITEBYTECODE set, as on some CI hosts, every run

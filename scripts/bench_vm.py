@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vmtest import config
+from vmtest import kernel_choice
 from vmtest.kernel import build as kbuild
 from vmtest.pytest_plugin import Guest
 from vmtest.qemu import boot
@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("-n", "--runs", type=int, default=100)
     parser.add_argument("--accel", default="tcg")
     args = parser.parse_args()
-    image = kbuild.build(config.default_build_spec()).image
+    image = kbuild.build(kernel_choice.default_build_spec()).image
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
         started = time.monotonic()
         guest = Guest(image, "patched", boot.BootOptions(accel=args.accel, programs=("bash",)),

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from vmtest import config, paths, run, scenarios
+from vmtest import kernel_choice, paths, run, scenarios
 from vmtest.channel import ports
 from vmtest.channel.command import ChannelKind
 from vmtest.kernel import build as kbuild
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--scenarios", type=int, default=20, help="scenario runs per mode")
     parser.add_argument("--accel", default="auto")
     args = parser.parse_args()
-    built = kbuild.build_kernel(config.default_build_spec())
+    built = kbuild.build_kernel(kernel_choice.default_build_spec())
     image = built.artifact.image
     with tempfile.TemporaryDirectory(prefix="vmtest-soak-") as tmp:
         work = Path(tmp)

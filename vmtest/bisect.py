@@ -25,15 +25,15 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vmtest import paths, procs, run, scenarios, sequential
 from vmtest.errors import ConfigError, VmtestError
-from vmtest.kernel import kconfig
-from vmtest.kernel.build import BuildSpec, build_kernel
+from vmtest.kernel.build import build_kernel
 from vmtest.kernel.source import LocalTree
+from vmtest.kernel_choice import KernelChoice
 from vmtest.outcome import Judgement
 from vmtest.qemu import machine
 from vmtest.results.document import Result
@@ -183,10 +183,11 @@ def judge(doc: dict[str, Any], metric: str, threshold: float) -> Decision:
 
 
 def _build(tree: Path, ref: str | None, patches: list[Path], fragments: list[str]) -> Any:
-    source = LocalTree(tree, ref)
-    spec = BuildSpec(source=source, fragments=tuple(kconfig.load_fragment(f) for f in fragments),
-                     patches=tuple(patches), variant="bisect", base=f"bisect-{tree.name}")
-    return build_kernel(spec)
+    """The tree at ref (None: as checked out) by `vmtest run`'s rule for an ad-hoc
+    kernel, named after the bisection."""
+    choice = KernelChoice(source=f"{tree}@{ref}" if ref else str(tree),
+                          fragments=tuple(fragments), patches=tuple(patches), variant="bisect")
+    return build_kernel(replace(choice.spec(), base=f"bisect-{tree.name}"))
 
 
 def _runner(built: Any, scenario: str, profile: str, accel: str,

@@ -215,13 +215,6 @@ def load(path: str | Path) -> Experiment:
     return Experiment(path, tuple(kernels), scenario_defs, matrix)
 
 
-def default_build_spec() -> BuildSpec:
-    """The built-in default kernel: the default experiment's first kernel and variant
-    (Debian's 6.1 as shipped, with the instrumentation)."""
-    kernel = load(paths.default_config()).kernels[0]
-    return kernel.build_spec(kernel.variants[0])
-
-
 def _scenarios(where: _Where, raw: Any) -> tuple[ScenarioDef, ...]:
     _expect(where, "scenarios", raw, dict, "a mapping of scenarios")
     defs = []

@@ -31,14 +31,13 @@ from typing import Any, Literal
 
 import pytest
 
-from vmtest import config, paths
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.deadline import Deadline
 from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
+from vmtest.kernel_choice import KernelChoice, add_pytest_options
 from vmtest.qemu import boot
-from vmtest.qemu.accel import ACCELS
 from vmtest.qemu.machine import Machine
 
 Scope = Literal["session", "package", "module", "class", "function"]
@@ -48,18 +47,9 @@ CMA_DEBUGFS = "/sys/kernel/debug/cma"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vmtest", "kernel tests in a QEMU guest (vmtest)")
-    group.addoption("--vmtest-kernel", metavar="PATH",
-                    help="boot this vmlinux, bzImage or `vmtest build` directory")
-    group.addoption("--vmtest-source", metavar="SOURCE",
-                    help="build this source (debian:6.1, PATH, PATH@REF) with the default "
-                         "fragments")
-    group.addoption("--vmtest-config", metavar="YAML",
-                    help="experiment whose kernels to use (default: the built-in reference)")
-    group.addoption("--vmtest-base", metavar="NAME", help="kernel of the config (default: "
-                                                          "its first)")
-    group.addoption("--vmtest-variant", action="append", default=[], metavar="NAME",
-                    help="variant (repeatable: each test runs on each; default: the first)")
-    group.addoption("--vmtest-accel", choices=ACCELS, default="auto")
+    # The kernel options of `vmtest run`, as --vmtest-NAME (--vmtest-variant repeats:
+    # each test runs on each variant named).
+    add_pytest_options(group)
     group.addoption("--vmtest-scope", choices=SCOPES, default="module",
                     help="how long one guest lives (default: module)")
     group.addoption("--vmtest-kselftest-dir", metavar="DIR",
@@ -282,23 +272,21 @@ def _pipe_with(data: bytes) -> Iterator[int]:
 def _image(config_: pytest.Config,
            variant: str | None) -> tuple[Path, str, kbuild.BuiltKernel | None]:
     """The kernel image to boot, the variant's name, and the build (None for an image
-    the user names: vmtest does not know its tree)."""
-    kernel = config_.getoption("vmtest_kernel")
-    if kernel:
-        image = kbuild.image_at(Path(kernel))
-        if not image.is_file():
-            raise pytest.UsageError(f"--vmtest-kernel {kernel}: no kernel image there")
-        return image, variant or Path(kernel).name, None
-    source = config_.getoption("vmtest_source")
-    if source:
-        spec = kbuild.spec_for_source(source, variant=variant or "default")
-    else:
-        exp = config.load(config_.getoption("vmtest_config") or paths.default_config())
-        base = config_.getoption("vmtest_base")
-        kdef = exp.kernel(base) if base else exp.kernels[0]
-        spec = kdef.build_spec(kdef.variant(variant) if variant else kdef.variants[0])
-    built = kbuild.build_kernel(spec)
-    return built.artifact.image, spec.variant, built
+    the user names: vmtest does not know its tree). The rule is `vmtest run`'s
+    (vmtest/kernel_choice.py); `variant` is this test's."""
+    choice = dataclasses.replace(
+        KernelChoice.from_options(lambda name: config_.getoption(f"vmtest_{name}"),
+                                  spelling=lambda name: f"--vmtest-{name}"),
+        variant=variant)
+    try:
+        image = choice.image_path()
+    except VmtestError as exc:
+        raise pytest.UsageError(exc.render()) from exc
+    if image is not None:
+        assert choice.kernel is not None
+        return image, variant or choice.kernel.name, None
+    built = choice.built()
+    return built.artifact.image, built.spec.variant, built
 
 
 def _scope(fixture_name: str, config: pytest.Config) -> Scope:

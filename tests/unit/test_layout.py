@@ -21,7 +21,7 @@ STAGES = [
     ("qemu", ("vmtest.qemu",)),
     ("collect", ("vmtest.collect",)),
     ("scenarios", ("vmtest.scenarios",)),
-    ("config", ("vmtest.config",)),
+    ("config", ("vmtest.config", "vmtest.kernel_choice")),
     ("results", ("vmtest.results",)),
     ("run", ("vmtest.run",)),
     ("matrix", ("vmtest.matrix",)),

@@ -6,13 +6,14 @@ import argparse
 import sys
 import time
 
-from vmtest.cli.common import Sub, add_kernel_args, adhoc_spec, specs_from_config, uses_config
+from vmtest import kernel_choice
+from vmtest.cli.common import Sub, add_kernel_args, kernel_choice_of
 from vmtest.errors import EXIT_INFRA, EXIT_OK, VmtestError
 
 
 def add_parser(sub: Sub) -> None:
     p = sub.add_parser("build", help="build (or find in the cache) a kernel")
-    add_kernel_args(p)
+    add_kernel_args(p, kernel_choice.BUILD)
     p.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
     p.set_defaults(func=cmd_build)
@@ -21,7 +22,7 @@ def add_parser(sub: Sub) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from vmtest.kernel import build as kbuild
 
-    specs = specs_from_config(args) if uses_config(args) else [adhoc_spec(args)]
+    specs = kernel_choice_of(args).specs(every=True)
     failed = 0
     for spec in specs:
         started = time.monotonic()

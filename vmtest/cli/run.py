@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmtest.channel.command import ChannelKind
-from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
+from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, kernel_choice_of
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
 
@@ -22,8 +22,6 @@ def add_parser(sub: Sub) -> None:
     p = sub.add_parser("run", help="boot a kernel and run CMD in the guest over SSH",
                        usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
     add_kernel_args(p)
-    p.add_argument("--kernel", help="a vmlinux (PVH), bzImage or build directory "
-                   "(default: build --source)")
     add_accel_arg(p)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
@@ -97,37 +95,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _command_run(args, command)
 
 
-def _kernel_image(args: argparse.Namespace) -> Path:
-    from vmtest.kernel.images import image_at
-
-    if args.kernel:
-        path = image_at(Path(args.kernel))
-        if not path.is_file():
-            raise ConfigError(f"kernel image {args.kernel} not found",
-                              hint="pass a vmlinux (with CONFIG_PVH), a bzImage, or a "
-                                   "directory printed by `vmtest build`")
-        return path
-    config = uses_config(args)
-    if config and not args.variant:
-        args.variant = "patched"  # the built-in default: the kernel as shipped
-    from vmtest.kernel import resolved
-
-    # The kernel named the same way last time, when nothing it was made from has changed:
-    # no YAML, catalog or build stage loaded before QEMU starts (kernel/resolved.py).
-    key = resolved.question("run", args.config if config else None, args.base, args.variant,
-                            args.source, args.patches, args.fragments)
-    image = resolved.lookup(key)
-    if image is not None:
-        return image
-    from vmtest.kernel import build as kbuild
-
-    spec = one_spec(args)
-    stamps = resolved.snapshot(spec, Path(args.config) if config else None)
-    image = kbuild.build(spec).image
-    resolved.remember(key, stamps, image)
-    return image
-
-
 def copies(specs: list[str]) -> tuple[tuple[Path, str], ...]:
     """--copy SRC[:DEST] -> (host path, guest path); a SRC that exists as given may hold
     colons, else the last colon separates DEST."""
@@ -167,7 +134,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
     if args.console and args.fetch:
         raise ConfigError("--fetch needs SSH, and --console runs CMD without it",
                           hint="drop --console, or write results to a --share-rw folder")
-    kernel = _kernel_image(args)
+    kernel = kernel_choice_of(args).resolved_image()
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
     # Optional layers: stress-ng when the command uses it; bash whenever files come in
@@ -255,32 +222,31 @@ def _overrides(items: list[str] | None) -> dict[str, object]:
 
 
 def _scenario_run(args: argparse.Namespace) -> int:
-    from vmtest import config, run, scenarios
+    from vmtest import run, scenarios
     from vmtest.qemu import boot
 
-    uses_config(args)
-    exp = config.load(args.config)
-    if args.base:
-        kernel = exp.kernel(args.base)
-    elif len(exp.kernels) == 1:
-        kernel = exp.kernels[0]
-    else:
-        raise ConfigError(f"{args.config} defines several kernels",
-                          hint="pick one with --base NAME")
-    if not args.variant:
-        raise ConfigError("--scenario needs --variant",
-                          hint=f"available: {', '.join(v.name for v in kernel.variants)}")
-    variant = kernel.variant(args.variant, f"{args.config}: ")
+    choice = kernel_choice_of(args)
+    if choice.kernel is not None:
+        raise ConfigError("--scenario runs on a kernel vmtest builds (it records the build "
+                          "in the result); --kernel names an image it does not know",
+                          hint="use --config/--base/--variant or --source/--patch")
     overrides = _overrides(args.set)
-    # The scenario as the config defines it (its params), else the catalog's.
-    defined = {s.name: s for s in exp.scenarios}
-    scenario = defined[args.scenario].make(args.profile, **overrides) \
-        if args.scenario in defined else scenarios.make(args.scenario, args.profile, overrides)
-    from vmtest.kernel import build as kbuild
+    if choice.ad_hoc:
+        built = choice.built()
+        scenario = scenarios.make(args.scenario, args.profile, overrides)
+    else:
+        from vmtest import config
+        from vmtest.kernel import build as kbuild
 
-    built = kbuild.build_kernel(kernel.build_spec(variant))
+        kernel, variant = choice.kernel_def()
+        # The scenario as the config defines it (its params), else the catalog's.
+        defined = {s.name: s for s in config.load(choice.config_path).scenarios}
+        scenario = defined[args.scenario].make(args.profile, **overrides) \
+            if args.scenario in defined else scenarios.make(args.scenario, args.profile,
+                                                            overrides)
+        built = kbuild.build_kernel(kernel.build_spec(variant))
     out = Path(args.output) if args.output else boot.new_run_dir(
-        label=f"{args.scenario}-{variant.name}")
+        label=f"{args.scenario}-{built.spec.variant}")
     print(f"run directory: {out}", file=sys.stderr)
     doc = run.run_scenario(built, scenario, out, accel=args.accel,
                            boot_timeout_s=args.boot_timeout)
@@ -315,11 +281,7 @@ def _kselftest_run(args: argparse.Namespace) -> int:
     if args.kselftest_dir:
         overrides["install_dir"] = str(Path(args.kselftest_dir).resolve())
     scenario = scenarios.make("kselftest", args.profile, overrides)
-    if uses_config(args) and not args.variant:
-        args.variant = "patched"  # the built-in default: the kernel as shipped
-    from vmtest.kernel import build as kbuild
-
-    built = kbuild.build_kernel(one_spec(args))
+    built = kernel_choice_of(args).built()
     scenario.prepare(built)  # a missing test or failed build: its own error, before boot
     out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")
     print(f"run directory: {out}", file=sys.stderr)

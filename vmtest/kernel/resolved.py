@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # vmtest's code between a config and a cache key: an edit in a checkout resolves anew.
 CODE = ("config.py", "kernel/build.py", "kernel/kconfig.py", "kernel/source.py",
-        "kernel/images.py", "cli/common.py", "kernel/resolved.py")
+        "kernel/images.py", "kernel_choice.py", "kernel/resolved.py")
 
 
 STORE = hostcmd.StampedStore("resolved.json", keep=64)

@@ -188,7 +188,8 @@ def parse_source(spec: str) -> KernelSource:
             raise ConfigError(f"unknown Debian kernel source {spec!r}",
                               hint=f"available: {', '.join(DEBIAN_SERIES)}")
         return DebianSource(series)
-    path, _, ref = spec.partition("@")
+    # a folder whose name holds "@" is that folder; else PATH@REF
+    path, _, ref = (spec, "", "") if Path(spec).expanduser().is_dir() else spec.partition("@")
     tree = LocalTree(Path(path).expanduser().resolve(), ref or None)
     if not tree.path.is_dir():
         raise ConfigError(f"kernel source {spec!r}: no such directory",

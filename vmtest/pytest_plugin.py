@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import io
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from typing import Any, Literal
 import pytest
 
 from vmtest.collect import dmesg as dmesg_parser
-from vmtest.deadline import Deadline
+from vmtest.collect import guest as collect_guest
 from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
@@ -42,7 +41,7 @@ from vmtest.qemu.machine import Machine
 
 Scope = Literal["session", "package", "module", "class", "function"]
 SCOPES: tuple[Scope, ...] = ("session", "package", "module", "class", "function")
-CMA_DEBUGFS = "/sys/kernel/debug/cma"
+CMA_DEBUGFS = memory.CMA_DEBUGFS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -221,21 +220,11 @@ class Guest:
     # -- memory hotplug ------------------------------------------------------------
     def hotplug(self, size_mib: int = 2 * memory.BLOCK_MIB, timeout_s: float = 30) -> list[str]:
         """Hot-add a pc-dimm; returns its memory blocks once the guest has them (offline)."""
-        before = self.offline_blocks()
-        self.machine.hotplug_dimm(size_mib)
-        expect = size_mib // memory.BLOCK_MIB
-        deadline = Deadline(timeout_s)
-        while True:
-            new = sorted(self.offline_blocks() - before, key=memory.block_start_pfn)
-            if len(new) >= expect:
-                return new
-            if deadline.expired:
-                raise InfraError(f"the hot-added {size_mib} MiB did not appear in the guest "
-                                 f"({len(new)} of {expect} blocks after {timeout_s:.0f} s)")
-            time.sleep(0.2)
+        _, blocks = collect_guest.hot_add(self.machine, [(size_mib, None)], timeout_s)
+        return blocks
 
     def offline_blocks(self) -> set[str]:
-        return memory.parse_blocks(self.run(memory.OFFLINE_BLOCKS_COMMAND, check=True).stdout)
+        return collect_guest.offline_blocks(self.machine)
 
     def set_state(self, blocks: list[str], state: str) -> None:
         self.run(memory.set_state_command(blocks, state), check=True)
@@ -247,10 +236,7 @@ class Guest:
 
     # -- CMA -----------------------------------------------------------------------
     def cma_area(self) -> str:
-        area = self.run(f"ls {CMA_DEBUGFS} | head -1", check=True).stdout.strip()
-        if not area:
-            raise InfraError("the guest has no CMA area", hint="boot with cma=SIZE")
-        return area
+        return collect_guest.cma_area(self.machine)
 
     def cma_alloc(self, pages: int) -> bool:
         """Allocate pages from the CMA area through debugfs; True if it succeeded."""

@@ -5,12 +5,15 @@ the part that talks to the guest."""
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import snapshot as snapshot_parser
 from vmtest.collect import tracefs
+from vmtest.deadline import Deadline
 from vmtest.errors import InfraError
+from vmtest.guest import memory
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.qemu.machine import Machine
@@ -31,6 +34,39 @@ def check_paths(vm: Machine, need: dict[str, str]) -> None:
 def snapshot(vm: Machine) -> dict[str, Any]:
     """vmstat, meminfo, CMA sysfs and debugfs in one round trip."""
     return snapshot_parser.parse_snapshot(vm.ssh().check_output(snapshot_parser.SNAPSHOT_SCRIPT))
+
+
+def offline_blocks(vm: Machine) -> set[str]:
+    """The guest's memory blocks that are offline."""
+    return memory.parse_blocks(vm.ssh().check_output(memory.OFFLINE_BLOCKS_COMMAND))
+
+
+def hot_add(vm: Machine, dimms: list[tuple[int, str | None]],
+            timeout_s: float = 30) -> tuple[list[str], list[str]]:
+    """Hot-add pc-dimms ((size MiB, id or None) each) and wait until the guest shows
+    all their memory blocks, offline: (the DIMMs' ids, the new blocks in address
+    order). The scenario and the pytest plugin hot-add through this."""
+    known = offline_blocks(vm)
+    ids = [vm.hotplug_dimm(size_mib, dimm_id) for size_mib, dimm_id in dimms]
+    expect = sum(size_mib // memory.BLOCK_MIB for size_mib, _ in dimms)
+    deadline = Deadline(timeout_s)
+    while True:
+        new = sorted(offline_blocks(vm) - known, key=memory.block_start_pfn)
+        if len(new) >= expect:
+            return ids, new
+        if deadline.expired:
+            raise InfraError(f"hot-added memory did not appear in the guest ({len(new)} of "
+                             f"{expect} blocks after {timeout_s:.0f} s)",
+                             hint="CONFIG_ACPI_HOTPLUG_MEMORY / CONFIG_MEMORY_HOTPLUG?")
+        time.sleep(0.2)
+
+
+def cma_area(vm: Machine) -> str:
+    """The guest's first CMA area (its debugfs folder's name)."""
+    area = vm.ssh().check_output(memory.FIRST_CMA_AREA_COMMAND).strip()
+    if not area:
+        raise InfraError("no CMA area in the guest", hint="boot with cma=SIZE")
+    return area
 
 
 def start_tracing(vm: Machine) -> None:

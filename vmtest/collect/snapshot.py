@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmtest.guest import memory
+
 SNAPSHOT_SCRIPT = r"""
 echo '### vmstat'; cat /proc/vmstat
 echo '### meminfo'; cat /proc/meminfo
-for d in /sys/kernel/mm/cma/*/; do
+for d in {cma_sysfs}/*/; do
   [ -d "$d" ] || continue
   echo "### cma-sysfs $(basename "$d")"
   for f in "$d"*; do echo "$(basename "$f") $(cat "$f" 2>/dev/null)"; done
 done
-for d in /sys/kernel/debug/cma/*/; do
+for d in {cma_debugfs}/*/; do
   [ -d "$d" ] || continue
   echo "### cma-debugfs $(basename "$d")"
   for f in count used maxchunk order_per_bit base_pfn; do
@@ -24,7 +26,7 @@ for d in /sys/kernel/debug/cma/*/; do
   done
 done
 echo '### end'
-"""
+""".replace("{cma_sysfs}", memory.CMA_SYSFS).replace("{cma_debugfs}", memory.CMA_DEBUGFS)
 
 # /proc/vmstat counters that matter for migration work (mm/vmstat.c names).
 VMSTAT_KEYS = (

@@ -16,6 +16,11 @@ STATES = ("online", "online_movable", "online_kernel", "offline")
 
 OFFLINE_BLOCKS_COMMAND = f"grep -l offline {MEMORY_SYSFS}/memory*/state || true"
 
+# CMA areas: debugfs allocates and frees (mm/cma_debug.c), sysfs counts (mm/cma_sysfs.c).
+CMA_DEBUGFS = "/sys/kernel/debug/cma"
+CMA_SYSFS = "/sys/kernel/mm/cma"
+FIRST_CMA_AREA_COMMAND = f"ls {CMA_DEBUGFS} | head -1"
+
 
 def block_start_pfn(block: str) -> int:
     """'memory40' -> the first pfn of that block."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import guest, snapshot, tracefs
 from vmtest.errors import ConfigError, InfraError
-from vmtest.guest import load
+from vmtest.guest import load, memory
 from vmtest.scenarios.base import (
     Scenario,
     ScenarioParams,
@@ -95,12 +95,10 @@ class CmaStress(Scenario):
 
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         p: CmaStressParams = self.params
-        guest.check_paths(vm, {"/sys/kernel/debug/cma": "CONFIG_CMA_DEBUGFS",
-                               "/sys/kernel/mm/cma": "CONFIG_CMA_SYSFS",
+        guest.check_paths(vm, {memory.CMA_DEBUGFS: "CONFIG_CMA_DEBUGFS",
+                               memory.CMA_SYSFS: "CONFIG_CMA_SYSFS",
                                "/sys/kernel/tracing/events/migrate": "CONFIG_FTRACE"})
-        area = vm.ssh().check_output("ls /sys/kernel/debug/cma | head -1").strip()
-        if not area:
-            raise InfraError("no CMA area in the guest", hint="boot with cma=SIZE")
+        area = guest.cma_area(vm)
         timings: dict[str, float] = {}
         before = guest.snapshot(vm)
         guest.start_tracing(vm)
@@ -133,7 +131,7 @@ class CmaStress(Scenario):
         p: CmaStressParams = self.params
         pages = p.alloc_mib * 256
         return (
-            f"A=/sys/kernel/debug/cma/{area}; i=0; "
+            f"A={memory.CMA_DEBUGFS}/{area}; i=0; "
             f"while [ $i -lt {p.count} ]; do "
             + snapshot.step_snapshot_command("pre:$i") + "; "
             f"if echo {pages} > $A/alloc 2>/dev/null; then ok=1; else ok=0; fi; "

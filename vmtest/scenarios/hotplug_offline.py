@@ -98,9 +98,7 @@ class HotplugOffline(Scenario):
         went fully offline. Returns one record per block."""
         p: HotplugParams = self.params
         ssh = vm.ssh()
-        known = self._offline_blocks(vm)
-        dimm_ids = [vm.hotplug_dimm(p.dimm_mib, f"it{it}d{d}") for d in range(p.dimms)]
-        new = self._wait_new_blocks(vm, known, self.blocks_per_dimm * p.dimms)
+        dimm_ids, new = guest.hot_add(vm, [(p.dimm_mib, f"it{it}d{d}") for d in range(p.dimms)])
         ssh.check_output(memory.set_state_command(new, "online_movable"))
         if start_load:
             self.start_load(vm)
@@ -126,21 +124,6 @@ class HotplugOffline(Scenario):
         return (snapshot.step_snapshot_command("pre") + "; "
                 + memory.offline_command(block, p.offline_timeout_s) + "; "
                 + snapshot.step_snapshot_command("post"))
-
-    def _offline_blocks(self, vm: Machine) -> set[str]:
-        return memory.parse_blocks(vm.ssh().check_output(memory.OFFLINE_BLOCKS_COMMAND))
-
-    def _wait_new_blocks(self, vm: Machine, known: set[str], expect: int) -> list[str]:
-        deadline = Deadline(30)
-        while True:
-            new = sorted(self._offline_blocks(vm) - known, key=block_start_pfn)
-            if len(new) >= expect:
-                return new
-            if deadline.expired:
-                raise InfraError(f"hot-added memory did not appear in the guest ({len(new)} of "
-                                 f"{expect} blocks after 30 s)",
-                                 hint="CONFIG_ACPI_HOTPLUG_MEMORY / CONFIG_MEMORY_HOTPLUG?")
-            time.sleep(0.2)
 
     @staticmethod
     def _wait_removed(vm: Machine, dimm_id: str, timeout_s: float = 20) -> None:

@@ -135,3 +135,27 @@ def test_architecture_doc_names_every_stage_package():
             continue
         name = path.name if path.is_dir() else path.stem
         assert f"{name}" in doc, f"docs/architecture.md does not mention {name}"
+
+
+def test_architecture_docs_stage_table_matches_the_code():
+    """Every module in the doc's stage table is in the stage the doc says (the same stage
+    the checker above uses), and every module of the package is in the table."""
+    import re
+
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    names = {name for name, _ in STAGES}
+    listed: dict[str, str] = {}
+    for row in re.findall(r"^\| (\w+) \| (.+?) \| ", doc, flags=re.M):
+        stage, cells = row
+        if stage not in names:
+            continue
+        for file in re.findall(r"`([\w/]+)\.py`", cells):
+            listed["vmtest." + file.replace("/", ".")] = stage
+    wrong = {m: (s, STAGES[stage_of(m)][0]) for m, s in listed.items()
+             if STAGES[stage_of(m)][0] != s}
+    assert wrong == {}, "doc stage vs code stage"
+    # every module, packages' __init__ and __main__ aside (the package's own included)
+    modules = {"vmtest.__init__"} | {
+        module_name(p) for p in PACKAGE.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")}
+    assert sorted(modules - set(listed)) == [], "modules missing from the doc's table"

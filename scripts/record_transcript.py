@@ -8,12 +8,19 @@ writes tests/data/transcripts/<kernel>-<variant>-<scenario>-<profile>.jsonl.gz (
 command, its status and output, every hotplug QMP call, in order) and, beside it, the
 run's result.json as the real run computed it. Re-record after changing what a scenario
 sends to the guest: the replay refuses commands the recording did not see.
+
+    python3 scripts/record_transcript.py --command 'LINE' --name NAME [--stdin FILE]
+
+records what `vmtest run -- LINE` gets on the virtio-serial ports (its status, stdout and
+stderr; the file as its stdin) from the default kernel, as ports-NAME.jsonl.gz, for the
+unit tests of `vmtest run -- CMD` (tests/unit/test_run_command.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 import tempfile
@@ -21,7 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vmtest import config, paths, run, scenarios
+from vmtest import config, kernel_choice, paths, run, scenarios
+from vmtest.channel.command import ChannelKind
+from vmtest.channel.ports import Command
+from vmtest.errors import VmtestError
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot as boot_mod
 from vmtest.qemu.fake import RecordingMachine
@@ -33,11 +43,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(paths.default_config()))
     ap.add_argument("--kernel", default="6.1")
-    ap.add_argument("--variant", required=True)
-    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--variant")
+    ap.add_argument("--scenario")
+    ap.add_argument("--command", help="record `vmtest run -- COMMAND` on the ports instead")
+    ap.add_argument("--name", help="with --command: the transcript's name")
+    ap.add_argument("--stdin", type=Path, help="with --command: a file as its stdin")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--accel", default="tcg")
     args = ap.parse_args()
+    if args.command:
+        return record_command(args.command, args.name or "command", args.stdin, args.accel)
+    if not args.variant or not args.scenario:
+        ap.error("--variant and --scenario (or --command)")
     kdef = config.load(args.config).kernel(args.kernel)
     built = kbuild.build_kernel(kdef.build_spec(kdef.variant(args.variant)))
     machines: list[RecordingMachine] = []
@@ -61,6 +78,38 @@ def main() -> int:
     (OUT / f"{name}.result.json").write_text(json.dumps(doc, indent=1) + "\n")
     steps = len(machines[0].transcript.steps)
     print(f"record: {name}: {steps} steps -> {OUT / (name + '.jsonl.gz')}")
+    return 0
+
+
+def record_command(line: str, name: str, stdin: Path | None, accel: str) -> int:
+    """One command on the ports of the default kernel's guest, recorded."""
+    image = kernel_choice.KernelChoice().built().artifact.image
+    opts = boot_mod.BootOptions(accel=accel, command=Command.new(line, stdin=stdin is not None))
+    out, err = io.BytesIO(), io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="vmtest-record-") as tmp, \
+            contextlib.ExitStack() as stack:
+        fd = None
+        if stdin is not None:
+            fd = stack.enter_context(stdin.open("rb")).fileno()
+        recorded: list[RecordingMachine] = []
+
+        def machine(*a: Any, **kw: Any) -> RecordingMachine:
+            recorded.append(RecordingMachine(*a, **kw))
+            return recorded[-1]
+
+        try:
+            with boot_mod.boot(image, opts, Path(tmp), machine_class=machine) as vm:
+                status: object = vm.commands(ChannelKind.PORTS).run(
+                    line, stdin=fd, stdout=out, stderr=err, timeout_s=120)
+        except VmtestError as exc:  # what the guest did is the recording (a crash too)
+            status = f"{type(exc).__name__}: {exc}"
+        transcript = recorded[-1].transcript
+    OUT.mkdir(parents=True, exist_ok=True)
+    transcript.header["how"] = (f"scripts/record_transcript.py --command {line!r}"
+                                + (f" --stdin {stdin.name}" if stdin else ""))
+    transcript.save(OUT / f"ports-{name}.jsonl.gz")
+    print(f"record: ports-{name}: status {status}, {len(out.getvalue())} bytes out, "
+          f"{len(err.getvalue())} bytes err")
     return 0
 
 

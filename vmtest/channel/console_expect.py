@@ -79,7 +79,8 @@ class ConsoleChannel:
         nonce = f"{time.monotonic_ns():x}"
         session = ConsoleExpect.from_now(self._console)
         end = f"{words.PREFIX}{words.EXIT}-{nonce}"
-        session.sendline(f"{command}; echo {words.PREFIX}{words.EXIT}-{nonce}:$?")
+        # In a subshell: an `exit` in the command ends it, not the console's shell loop.
+        session.sendline(f"( {command} ); echo {words.PREFIX}{words.EXIT}-{nonce}:$?")
         deadline = Deadline(timeout_s)
         pattern = f"{end}:(\\d+)".encode()
         while True:

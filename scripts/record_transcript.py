@@ -12,7 +12,7 @@ sends to the guest: the replay refuses commands the recording did not see.
     python3 scripts/record_transcript.py --command 'LINE' --name NAME [--stdin FILE]
 
 records what `vmtest run -- LINE` gets on the virtio-serial ports (its status, stdout and
-stderr; the file as its stdin) from the default kernel, as ports-NAME.jsonl.gz, for the
+stderr; the file as its stdin) from the default kernel, as commands/ports-NAME.jsonl.gz, for the
 unit tests of `vmtest run -- CMD` (tests/unit/test_run_command.py).
 """
 
@@ -107,7 +107,8 @@ def record_command(line: str, name: str, stdin: Path | None, accel: str) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     transcript.header["how"] = (f"scripts/record_transcript.py --command {line!r}"
                                 + (f" --stdin {stdin.name}" if stdin else ""))
-    transcript.save(OUT / f"ports-{name}.jsonl.gz")
+    (OUT / "commands").mkdir(parents=True, exist_ok=True)
+    transcript.save(OUT / "commands" / f"ports-{name}.jsonl.gz")
     print(f"record: ports-{name}: status {status}, {len(out.getvalue())} bytes out, "
           f"{len(err.getvalue())} bytes err")
     return 0

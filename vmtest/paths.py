@@ -3,8 +3,12 @@ kernels/ and configs/ are, and the one way vmtest writes a file others may read.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -69,6 +73,28 @@ DATA_FILES = ("configs/lru-migration.yaml", "configs/lru-migration-6.12.yaml",
 
 def missing_data() -> list[str]:
     return [name for name in DATA_FILES if not package_data(name).is_file()]
+
+
+@contextlib.contextmanager
+def publishing(final: Path) -> Iterator[Path]:
+    """A fresh staging folder beside `final`, of its own (mkdtemp);
+    when the block ends without an error it becomes `final` at once (rename(2); what was
+    there is replaced), else it is removed and `final` is untouched: a reader of the
+    cache never sees half a folder. When another process published `final` meanwhile
+    (the cache is content-addressed: the same content), theirs is kept."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
+                                    dir=final.parent))
+    try:
+        yield staging
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            staging.rename(final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_atomic(path: Path, text: str) -> Path:

@@ -15,7 +15,7 @@ from vmtest import cli
 from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine, ReplayError, Transcript
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "transcripts"
+DATA = Path(__file__).resolve().parents[1] / "data" / "transcripts" / "commands"
 STREAMS = 'echo "out: $(uname -r)"; echo "err: to stderr" >&2; tr a-z A-Z </dev/stdin; exit 3'
 
 

@@ -140,14 +140,16 @@ def stressor_binaries() -> list[Path]:
             if shutil.which("gcc") is None:
                 raise MissingRequirement("gcc not found (compiles the guest stressors)",
                                          hint="apt-get install build-essential")
-            tmp = binary.with_suffix(".tmp")
+            # One name per process and thread: concurrent first uses do not collide.
+            tmp = binary.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             proc = subprocess.run(["gcc", "-O2", "-static", "-Wall", "-o", str(tmp),
                                    str(source)], capture_output=True, text=True, check=False)
             if proc.returncode != 0:
+                tmp.unlink(missing_ok=True)
                 raise MissingRequirement(
                     f"compiling {source.name} statically failed: {proc.stderr.strip()[-500:]}",
                     hint="apt-get install libc6-dev (static glibc)")
-            tmp.rename(binary)
+            os.replace(tmp, binary)
         built.append(binary)
     return built
 

@@ -236,7 +236,6 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     check_tools()
     pristine = spec.source.tree()
     artifacts = paths.cache_dir("kernels")
-    staging = artifacts / f".{key[:24]}.tmp"
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
     work = _work_dir(spec)
     with _locked(work / "lock"):
@@ -245,13 +244,12 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
         if cached is not None and not force:
             log.info("kernel built meanwhile by another process: %s", cached.directory)
             return cached
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
         log_file.write_text(f"# vmtest build {key}\n# source {spec.source.identity()}\n")
-        try:
-            return _build_locked(spec, key, pristine, work, staging, log_file, jobs)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        final = artifacts / key[:24]
+        with paths.publishing(final) as staging:
+            _build_locked(spec, key, pristine, work, staging, log_file, jobs)
+        log.info("built %s", final)
+        return KernelArtifact.load(final, cached=False)
 
 
 def _work_dir(spec: BuildSpec) -> Path:
@@ -285,7 +283,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging: Path,
-                  log_file: Path, jobs: int | None) -> KernelArtifact:
+                  log_file: Path, jobs: int | None) -> None:
+    """Build into `staging` (the image, its config, meta.json and the log)."""
     artifacts = staging.parent
     tree = _prepare_worktree(pristine, work, spec, log_file)
     build_dir = work / "out"
@@ -313,7 +312,6 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     if proc.returncode != 0:
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)
-        shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(f"kernel build failed (make exit {proc.returncode})",
                          log_path=failed_log, log_tail=kconfig.tail_lines(failed_log, 25),
                          hint="read the first error in the log; for a patch series, build the "
@@ -340,11 +338,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     }
     shutil.copy(log_file, staging / "build.log")
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    final = artifacts / key[:24]
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
     log.info("built %s in %.1f s", release, elapsed_s)
-    return KernelArtifact.load(final, cached=False)
 
 
 def _configure_if_needed(tree: Path, build_dir: Path, spec: BuildSpec, args: list[str],

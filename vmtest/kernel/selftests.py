@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,19 +153,13 @@ def build_selftests(built: kbuild.BuiltKernel, selection: str = "mm",
     with kbuild.worktree(spec, log_file) as (tree, build_dir):
         if (target / "kselftest-list.txt").is_file():  # built meanwhile by another process
             return SelftestInstall(target)
-        staging = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
+        with paths.publishing(target) as staging:
             _make(tree, build_dir, built.artifact.key, spec.variant, colls, staging,
                   log_file, jobs)
             (staging / "vmtest-selftests.json").write_text(json.dumps({
                 "key": key, "kernel_key": built.artifact.key, "collections": list(colls),
                 "source": spec.source.describe(), "variant": spec.variant,
                 "compiler": kbuild.compiler_version()}, indent=2) + "\n")
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return SelftestInstall(target)
 
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,19 +67,14 @@ class DebianSource:
         stamp = dest / ".vmtest-extracted"
         if stamp.exists():
             return dest / self.package
-        tmp = root / f".{dest.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         log.info("extracting %s into %s", self.tarball, dest)
-        proc = subprocess.run(["tar", "-xf", str(self.tarball), "-C", str(tmp)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise InfraError(f"extracting {self.tarball} failed: {proc.stderr.strip()}",
-                             hint=f"apt-get install --reinstall {self.package}")
-        (tmp / ".vmtest-extracted").write_text(version + "\n")
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        with paths.publishing(dest) as tmp:
+            proc = subprocess.run(["tar", "-xf", str(self.tarball), "-C", str(tmp)],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise InfraError(f"extracting {self.tarball} failed: {proc.stderr.strip()}",
+                                 hint=f"apt-get install --reinstall {self.package}")
+            (tmp / ".vmtest-extracted").write_text(version + "\n")
         return dest / self.package
 
 
@@ -159,20 +153,16 @@ class LocalTree:
         dest = paths.cache_dir("src") / f"git-{rev[:16]}"
         if (dest / ".vmtest-extracted").exists():
             return dest
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        archive = subprocess.Popen(["git", "-C", str(self.path), "archive", rev],
-                                   stdout=subprocess.PIPE)
-        untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, check=False)
-        assert archive.stdout is not None
-        archive.stdout.close()
-        if archive.wait() != 0 or untar.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise InfraError(f"git archive {rev} of {self.path} failed")
-        (tmp / ".vmtest-extracted").write_text(rev + "\n")
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        with paths.publishing(dest) as tmp:
+            archive = subprocess.Popen(["git", "-C", str(self.path), "archive", rev],
+                                       stdout=subprocess.PIPE)
+            untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout,
+                                   check=False)
+            assert archive.stdout is not None
+            archive.stdout.close()
+            if archive.wait() != 0 or untar.returncode != 0:
+                raise InfraError(f"git archive {rev} of {self.path} failed")
+            (tmp / ".vmtest-extracted").write_text(rev + "\n")
         return dest
 
 

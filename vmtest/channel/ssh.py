@@ -137,6 +137,11 @@ class SSHChannel:
                 last = exc
                 time.sleep(min(retry_s, deadline.remaining_s()))
 
+    def is_active(self) -> bool:
+        """Whether the connection still stands (paramiko's transport is up)."""
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
             watch: Callable[[], None] | None = None, stdin: int | None = None) -> int:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vmtest.channel.console import CrashSighting, find_crash
 from vmtest.channel.ssh import SSHChannel
-from vmtest.errors import ChannelError, InfraError, VmtestError
+from vmtest.errors import ChannelError, InfraError, KernelCrash, VmtestError
 from vmtest.qemu.argv import MachineSpec
 from vmtest.qemu.machine import Lifecycle, Machine, State
 
@@ -109,6 +110,17 @@ class FakeConsole:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
+    @property
+    def crash(self) -> CrashSighting | None:
+        return find_crash(self.data, complete_lines=True)
+
+    def final_crash(self) -> CrashSighting | None:
+        return find_crash(self.data)
+
+    @property
+    def end(self) -> int:
+        return len(self.data)
+
     def wait_data(self, offset: int, timeout_s: float) -> bytes:
         return self.data[offset:]
 
@@ -163,9 +175,18 @@ class FakeMachine(Lifecycle):
     def exited(self) -> bool:
         return self._exits or self.state is State.STOPPED
 
+    def unusable(self) -> str:
+        if self.exited():
+            return "QEMU exited"
+        crash = self.console.crash
+        return f"the kernel crashed: {crash.title}" if crash is not None else ""
+
     def check(self) -> None:
         if self._exits:
             raise InfraError("QEMU exited (fake)")
+        crash = self.console.crash
+        if crash is not None:
+            raise KernelCrash(f"kernel crash in the guest: {crash.title}")
 
     def wait_ready(self, timeout_s: float) -> str:
         self.check()

@@ -229,7 +229,11 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     b = _values(base_docs, metric)
                     c = _values(cand_docs, metric)
                     comp = compare(metric, b, c, lower_is_better=sc.lower_is_better)
-                    comparisons.append(_comp_dict(comp))
+                    entry = _comp_dict(comp)
+                    # which run each value came from (the report's plots name it)
+                    entry["baseline"]["runs"] = _value_runs(base_docs, metric)
+                    entry["candidate"]["runs"] = _value_runs(cand_docs, metric)
+                    comparisons.append(entry)
                 sections.append({
                     "kernel": kernel, "scenario": sc_name, "baseline": baseline,
                     "candidate": variant, "primary": sc.metrics[0],
@@ -287,6 +291,13 @@ def _values(docs: list[dict[str, Any]], metric: str) -> list[float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out.append(float(value))
     return out
+
+
+def _value_runs(docs: list[dict[str, Any]], metric: str) -> list[str]:
+    """The run ids of _values(docs, metric), in its order."""
+    return [str(d.get("run_id")) for d in docs if d.get("verdict") == "ok"
+            and isinstance(d.get("metrics", {}).get(metric), (int, float))
+            and not isinstance(d.get("metrics", {}).get(metric), bool)]
 
 
 def _verdicts(docs: list[dict[str, Any]]) -> dict[str, int]:

@@ -220,6 +220,9 @@ def _render(exp: Experiment, store: Store, results: Path, profile: str, *,
     data = compare.build(exp, store.documents(), profile)
     print(report.write(results, data, summary=summary))
     print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
+    if os.environ.get("GITHUB_ACTIONS") == "true" and summary:
+        for line in report.github_annotations(data):  # workflow commands: read from stdout
+            print(line)
     if data["regressions"] or data["crashes"]:
         return EXIT_FAIL
     if data["infrastructure_failures"]:

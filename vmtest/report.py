@@ -224,10 +224,9 @@ def strip_svg(title: str, sides: list[tuple[str, dict[str, Any]]]) -> str:
         numbers += [x for x in (_num(v) for v in side.get("values", [])) if x is not None]
         numbers += [x for x in (_num(side.get(k)) for k in ("ci_low", "ci_high"))
                     if x is not None]
-    ticks = nice_ticks(min(numbers), max(numbers))
+    lo, hi = min(numbers), max(numbers)
+    ticks = nice_ticks(lo, hi if hi > lo else lo + 1)  # all zero: an axis from 0 to 1
     lo, hi = ticks[0], ticks[-1]
-    if hi <= lo:
-        hi = lo + 1
     left, right, top, row_h = 120, 20, 26, 30
     width = 520
     height = top + row_h * len(sides) + 34
@@ -281,8 +280,8 @@ def strip_svg(title: str, sides: list[tuple[str, dict[str, Any]]]) -> str:
 def timeline_svg(title: str, series: dict[str, list[float]]) -> str:
     """Values in order (x: operation number, y: value from zero), a line per variant."""
     numbers = [0.0] + [v for vs in series.values() for v in vs if _num(v) is not None]
-    ticks = nice_ticks(0.0, max(numbers))
-    hi = ticks[-1] or 1.0
+    ticks = nice_ticks(0.0, max(numbers) or 1.0)
+    hi = ticks[-1]
     longest = max((len(vs) for vs in series.values()), default=1)
     left, right, top, bottom, width, height = 50, 110, 24, 30, 520, 180
 

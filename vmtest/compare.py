@@ -15,6 +15,7 @@ verdict, and the runs that crashed or failed. vmtest/report.py renders what it r
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import statistics
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vmtest import scenarios
+from vmtest import provenance, scenarios
 from vmtest.config import Experiment
 from vmtest.deadline import utc_epoch
 from vmtest.results.document import NOT_RESULTS
@@ -266,11 +267,22 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                 for d in sorted(docs, key=lambda d: (_ident(d), str(d.get("run_id"))))]
     result: dict[str, Any] = {
         "config": str(exp.path), "profile": profile or exp.matrix.profile,
+        "made_by": provenance.describe(), "run_provenance": run_provenance(docs),
         "run_list": run_list,
         "sections": sections,
         "crashes": crashes, "infrastructure_failures": infra, "regressions": regressions,
         "runs": len(docs)}
     return result
+
+
+def run_provenance(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct provenance of the runs (vmtest, QEMU, gcc, host kernel) with how many
+    runs had it: more than one means the compared runs were not made alike."""
+    counts: dict[str, int] = defaultdict(int)
+    for doc in docs:
+        if isinstance(doc.get("provenance"), dict):
+            counts[json.dumps(doc["provenance"], sort_keys=True)] += 1
+    return [json.loads(key) | {"runs": n} for key, n in sorted(counts.items())]
 
 
 def _first_line(text: str) -> str:

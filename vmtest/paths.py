@@ -3,6 +3,7 @@ kernels/ and configs/ are, and the one way vmtest writes a file others may read.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -71,11 +72,33 @@ def missing_data() -> list[str]:
     return [name for name in DATA_FILES if not package_data(name).is_file()]
 
 
+@functools.cache
+def umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every
+    thread for a moment): /proc/self/status, Linux >= 4.7; else the usual 022."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def shareable(path: Path, *, directory: bool = False) -> Path:
+    """Give path the mode a plain open()/mkdir() would (0666/0777 less the umask):
+    mkstemp and mkdtemp make 0600/0700, which left results unreadable to others."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    return path
+
+
 def write_atomic(path: Path, text: str) -> Path:
     """Write text so that a reader sees the old file or the new one, never half of one
-    (a temporary file in the same directory, then rename(2))."""
+    (a temporary file in the same directory, then rename(2)), with a plain file's mode."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w") as out:
             out.write(text)
         os.replace(tmp, path)

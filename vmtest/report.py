@@ -163,6 +163,12 @@ def blocks(data: dict[str, Any]) -> list[Block]:
         out += [("h2", "Infrastructure failures (not results; `--resume` retries them)"),
                 ("list", [f"{c['identity']}: {_first_line(c['error'])}"
                           for c in data["infrastructure_failures"]])]
+    made = data.get("run_provenance") or []
+    if made:
+        out += [("h2", "What made the runs"),
+                ("list", [f"{p.get('runs')} runs: vmtest {p.get('vmtest')} (commit "
+                          f"{p.get('vmtest_commit')}), {p.get('qemu')}, {p.get('gcc')}, host "
+                          f"kernel {p.get('host_kernel')}" for p in made])]
     return out
 
 

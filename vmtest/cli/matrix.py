@@ -231,12 +231,11 @@ def _render(exp: Experiment, store: Store, results: Path, profile: str, *,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vmtest import config
     from vmtest.results import store as store_mod
 
     results = Path(args.results)
     meta = store_mod.read_meta(results)
-    exp = config.load(meta["config"])
+    exp = store_mod.experiment_for_report(results, meta)
     if exp.matrix is None:
         raise ConfigError(f"{meta['config']}: no matrix: section")
     return _render(exp, store_mod.Store(results), results, str(meta.get("profile", "")))

@@ -191,7 +191,8 @@ def _extracting(dest: Path) -> Iterator[Path | None]:
         # What a killed extraction left: no one else can be filling it (we hold the lock).
         for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        tmp = paths.shareable(Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp",
+                                                     dir=dest.parent)), directory=True)
         try:
             yield tmp
             (tmp / STAMP).write_text("done\n")

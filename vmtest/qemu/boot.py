@@ -89,7 +89,7 @@ def sandbox_supported(binary: str = "qemu-system-x86_64") -> bool:
 def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     root = root or paths.cache_dir("runs")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{file_stamp()}-{label}-", dir=root))
-    return run_dir
+    return paths.shareable(run_dir, directory=True)
 
 
 # The init sources this before READY (guest/init.sh): the run's shares mounted while

@@ -28,25 +28,23 @@ def _tool(name: str, package: str, why: str) -> Check:
 
 def python_checks() -> list[Check]:
     """What the code needs of the Python it runs on: 3.11 (hashlib.file_digest,
-    `X | Y` types at run time), ctypes for prctl (the death signal), and whether
-    tarfile has the 'data' filter (3.11.4; Debian 12 ships 3.11.2, where vmtest.untar
-    checks each member itself)."""
+    `X | Y` types at run time), fcntl (locks), venv (setup-host.sh), and whether tarfile
+    has the 'data' filter (3.11.4; Debian 12 ships 3.11.2, where vmtest.untar checks each
+    member itself)."""
     version = sys.version.split()[0]
     checks = [Check("python", sys.version_info >= (3, 11), f"{version} ({sys.executable})",
                     "install Python >= 3.11 (Debian 12: apt-get install python3-venv; "
                     "bash scripts/setup-host.sh)")]
-    for module, why in (("ctypes", "prctl: QEMU dies with vmtest"),
-                        ("fcntl", "build and cache locks"), ("venv", "setup-host.sh's venv"),
-                        ("sqlite3", "none; a sign of a partial Python build")):
+    for module, why in (("fcntl", "build and cache locks"), ("venv", "setup-host.sh's venv")):
         try:
             importlib.import_module(module)
             checks.append(Check(f"python:{module}", True, f"importable ({why})",
-                                optional=module in ("venv", "sqlite3")))
+                                optional=module == "venv"))
         except ImportError:
             checks.append(Check(f"python:{module}", False, f"not importable ({why})",
                                 f"use Debian's own /usr/bin/python3 (apt-get install "
                                 f"python3-venv), or a Python built with {module}",
-                                optional=module in ("venv", "sqlite3")))
+                                optional=module == "venv"))
     from vmtest import untar
     checks.append(Check("python:tarfile", True,
                         "'data' filter" if untar.HAS_DATA_FILTER
@@ -75,6 +73,10 @@ def run_checks() -> list[Check]:
                         "apt-get install python3-dev; pip install -e . (from the checkout)",
                         optional=True))
     checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
+    setpriv = Path("/usr/bin/setpriv")
+    checks.append(Check("setpriv", setpriv.exists(), str(setpriv) if setpriv.exists() else
+                        "missing: QEMU would outlive a killed vmtest (no death signal)",
+                        "apt-get install util-linux", optional=True))
     for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
         checks.append(_tool(tool, "build-essential flex bison bc lz4", "kernel build"))
     checks.append(_tool("ccache", "ccache", "kernel build cache"))

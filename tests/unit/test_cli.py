@@ -237,3 +237,48 @@ def test_build_json_is_one_object_per_kernel(monkeypatch, tmp_path, capsys):
                                                                      "unpatched": False}
     ok = next(r for r in rows if r["ok"])
     assert ok["release"] == "6.1.0-x" and ok["cached"] is True
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_script_knows_every_command_and_option(shell, capsys):
+    pytest.importorskip("shtab")
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for word in ("matrix", "report", "doctor", "completion", "--share-rw", "--scenario"):
+        assert word in script, word
+
+
+def test_bash_completion_completes_a_subcommand_and_an_option(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    pytest.importorskip("shtab")
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    cli.main(["completion", "bash"])
+    (tmp_path / "vmtest.bash").write_text(capsys.readouterr().out)
+    probe = ('source "$1"; COMP_WORDS=(vmtest do); COMP_CWORD=1; _shtab_vmtest; '
+             'echo "${COMPREPLY[*]}"; COMP_WORDS=(vmtest run --share-r); COMP_CWORD=2; '
+             '_shtab_vmtest; echo "${COMPREPLY[*]}"')
+    out = subprocess.run(["bash", "-c", probe, "-", str(tmp_path / "vmtest.bash")],
+                         capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert out == ["doctor", "--share-rw"]
+
+
+def test_a_reader_that_goes_away_is_not_a_bug():
+    """`vmtest completion bash | head -c 1`, deterministically: the pipe's reader is gone
+    before vmtest writes."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("shtab")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vmtest.cli", "completion", "bash"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 141  # 128 + SIGPIPE, as a tool SIGPIPE killed

@@ -30,7 +30,7 @@ from vmtest.errors import (
 # Each subcommand and the module that defines it (in `vmtest --help`'s order).
 COMMANDS = {"matrix": "matrix", "report": "matrix", "merge": "matrix", "dmesg": "dmesg",
             "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "build": "build",
-            "run": "run"}
+            "run": "run", "completion": "completion"}
 
 
 def named_command(argv: list[str]) -> str | None:
@@ -163,6 +163,12 @@ def _main(argv: list[str] | None) -> int:
         if passes_status:
             return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`vmtest doctor | head`): what a tool killed by SIGPIPE
+        # does, without a traceback; stdout goes nowhere so the exit flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             status = _bug(exc, passes_status)

@@ -40,6 +40,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from vmtest import untar
+
 ROOT = Path(__file__).resolve().parents[1]
 PATCHES = ROOT / "vmtest" / "kernels" / "patches"
 REVERT = "revert-d479960e44f2-lru-cache-disable.patch"
@@ -95,7 +97,7 @@ def extract(series: str, out: Path) -> None:
             if m.name.startswith(prefix) and m.name != prefix.rstrip("/"):
                 m.name = m.name[len(prefix):]
                 members.append(m)
-        tar.extractall(out, members=members, filter="data")
+        untar.extract_all(tar, out, members=members)
 
 
 def package_version(series: str) -> str:

@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian 12 (bookworm) is what the package names below and the tests are for; elsewhere
+# say so plainly and go on (another Debian-like system may have the same packages).
+os_id=unknown os_version=unknown
+if [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091
+    os_id=$(. /etc/os-release && echo "${ID:-unknown}")
+    # shellcheck disable=SC1091
+    os_version=$(. /etc/os-release && echo "${VERSION_ID:-unknown}")
+fi
+if [ "$os_id" != debian ] || [ "$os_version" != 12 ]; then
+    echo "setup: WARNING: this is $os_id $os_version, not Debian 12: the package names" \
+         "and versions below are Debian 12's; expect to adapt them" >&2
+fi
+
 PACKAGES=(
     qemu-system-x86            # the guests
     linux-source-6.1           # the built-in default kernel source
@@ -29,11 +43,23 @@ else
 fi
 
 # Python: $PYTHON or an active virtual environment if given, else vmtest's own virtual
-# environment (Debian's python3 is "externally managed", PEP 668), made here.
+# environment (Debian's python3 is "externally managed", PEP 668), made here from
+# Debian's own /usr/bin/python3 -- what users have, not whichever python3 is first on
+# PATH (a pyenv or conda one would hide what Debian's lacks). To build it from another
+# Python: VMTEST_BASE_PYTHON=/path/to/python3 bash scripts/setup-host.sh (with
+# VMTEST_REINSTALL=1 and a removed $VMTEST_VENV to rebuild an existing one).
 VMTEST_VENV=${VMTEST_VENV:-$HOME/.local/share/vmtest/venv}
+VMTEST_BASE_PYTHON=${VMTEST_BASE_PYTHON:-/usr/bin/python3}
 if [ -z "${PYTHON:-}" ] && [ -z "${VIRTUAL_ENV:-}" ] && [ ! -x "$VMTEST_VENV/bin/python3" ]; then
-    echo "setup: making the virtual environment $VMTEST_VENV"
-    python3 -m venv "$VMTEST_VENV"
+    if ! "$VMTEST_BASE_PYTHON" -c 'import sys, venv; assert sys.version_info >= (3, 11)' \
+            2>/dev/null; then
+        echo "setup: $VMTEST_BASE_PYTHON is not a Python >= 3.11 with venv;" \
+             "apt-get install python3-venv, or set VMTEST_BASE_PYTHON" >&2
+        exit 2
+    fi
+    echo "setup: making the virtual environment $VMTEST_VENV from $VMTEST_BASE_PYTHON" \
+         "($("$VMTEST_BASE_PYTHON" -c 'import sys; print(sys.version.split()[0])'))"
+    "$VMTEST_BASE_PYTHON" -m venv "$VMTEST_VENV"
 fi
 PYTHON=$(bash scripts/python.sh)
 # (dmesg.NATIVE_MISSING: the compiled dmesg scanner is missing or older than its source)

@@ -15,6 +15,7 @@ verdict, and the runs that crashed or failed. vmtest/report.py renders what it r
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import statistics
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vmtest import scenarios
+from vmtest import provenance, scenarios
 from vmtest.config import Experiment
 from vmtest.deadline import utc_epoch
 from vmtest.outcome import Change, RunVerdict
@@ -228,7 +229,11 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     b = _values(base_docs, metric)
                     c = _values(cand_docs, metric)
                     comp = compare(metric, b, c, lower_is_better=sc.lower_is_better)
-                    comparisons.append(_comp_dict(comp))
+                    entry = _comp_dict(comp)
+                    # which run each value came from (the report's plots name it)
+                    entry["baseline"]["runs"] = _value_runs(base_docs, metric)
+                    entry["candidate"]["runs"] = _value_runs(cand_docs, metric)
+                    comparisons.append(entry)
                 sections.append({
                     "kernel": kernel, "scenario": sc_name, "baseline": baseline,
                     "candidate": variant, "primary": sc.metrics[0],
@@ -262,6 +267,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                 for d in sorted(docs, key=lambda d: (_ident(d), str(d.get("run_id"))))]
     result: dict[str, Any] = {
         "config": str(exp.path), "profile": profile or exp.matrix.profile,
+        "made_by": provenance.describe(), "run_provenance": run_provenance(docs),
         "run_list": run_list,
         "sections": sections,
         "crashes": crashes, "infrastructure_failures": infra, "regressions": regressions,
@@ -279,6 +285,16 @@ def exit_code(data: dict[str, Any]) -> int:
     return RunVerdict.OK.exit_code
 
 
+def run_provenance(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct provenance of the runs (vmtest, QEMU, gcc, host kernel) with how many
+    runs had it: more than one means the compared runs were not made alike."""
+    counts: dict[str, int] = defaultdict(int)
+    for doc in docs:
+        if isinstance(doc.get("provenance"), dict):
+            counts[json.dumps(doc["provenance"], sort_keys=True)] += 1
+    return [json.loads(key) | {"runs": n} for key, n in sorted(counts.items())]
+
+
 def _ident(doc: dict[str, Any]) -> str:
     i = doc.get("identity", {})
     return f"{i.get('base')}/{i.get('scenario')}/{i.get('variant')}"
@@ -286,6 +302,11 @@ def _ident(doc: dict[str, Any]) -> str:
 
 def _values(docs: list[dict[str, Any]], metric: str) -> list[float]:
     return [v for v in (Result(d).value(metric) for d in docs) if v is not None]
+
+
+def _value_runs(docs: list[dict[str, Any]], metric: str) -> list[str]:
+    """The run ids of _values(docs, metric), in its order."""
+    return [str(d.get("run_id")) for d in docs if Result(d).value(metric) is not None]
 
 
 def _verdicts(docs: list[dict[str, Any]]) -> dict[str, int]:

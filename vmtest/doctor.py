@@ -26,11 +26,34 @@ def _tool(name: str, package: str, why: str) -> Check:
     return Check(name, path is not None, path or f"missing ({why})", f"apt-get install {package}")
 
 
+def python_checks() -> list[Check]:
+    """What the code needs of the Python it runs on: 3.11 (hashlib.file_digest,
+    `X | Y` types at run time), fcntl (locks), venv (setup-host.sh), and whether tarfile
+    has the 'data' filter (3.11.4; Debian 12 ships 3.11.2, where vmtest.untar checks each
+    member itself)."""
+    version = sys.version.split()[0]
+    checks = [Check("python", sys.version_info >= (3, 11), f"{version} ({sys.executable})",
+                    "install Python >= 3.11 (Debian 12: apt-get install python3-venv; "
+                    "bash scripts/setup-host.sh)")]
+    for module, why in (("fcntl", "build and cache locks"), ("venv", "setup-host.sh's venv")):
+        try:
+            importlib.import_module(module)
+            checks.append(Check(f"python:{module}", True, f"importable ({why})",
+                                optional=module == "venv"))
+        except ImportError:
+            checks.append(Check(f"python:{module}", False, f"not importable ({why})",
+                                f"use Debian's own /usr/bin/python3 (apt-get install "
+                                f"python3-venv), or a Python built with {module}",
+                                optional=module == "venv"))
+    from vmtest import untar
+    checks.append(Check("python:tarfile", True,
+                        "'data' filter" if untar.HAS_DATA_FILTER
+                        else "no 'data' filter (< 3.11.4): members checked by vmtest.untar"))
+    return checks
+
+
 def run_checks() -> list[Check]:
-    checks = [
-        Check("python", sys.version_info >= (3, 11), sys.version.split()[0],
-              "install Python >= 3.11"),
-    ]
+    checks = python_checks()
     for module in ("paramiko", "pexpect", "yaml", "qemu.qmp", "rich"):
         try:
             importlib.import_module(module)
@@ -50,6 +73,10 @@ def run_checks() -> list[Check]:
                         "apt-get install python3-dev; pip install -e . (from the checkout)",
                         optional=True))
     checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
+    setpriv = Path("/usr/bin/setpriv")
+    checks.append(Check("setpriv", setpriv.exists(), str(setpriv) if setpriv.exists() else
+                        "missing: QEMU would outlive a killed vmtest (no death signal)",
+                        "apt-get install util-linux", optional=True))
     for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
         checks.append(_tool(tool, "build-essential flex bison bc lz4", "kernel build"))
     checks.append(_tool("ccache", "ccache", "kernel build cache"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -83,8 +84,9 @@ def publishing(final: Path) -> Iterator[Path]:
     cache never sees half a folder. When another process published `final` meanwhile
     (the cache is content-addressed: the same content), theirs is kept."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
-                                    dir=final.parent))
+    staging = shareable(Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.",
+                                              suffix=".tmp", dir=final.parent)),
+                        directory=True)
     try:
         yield staging
         shutil.rmtree(final, ignore_errors=True)
@@ -95,13 +97,33 @@ def publishing(final: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+@functools.cache
+def umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every
+    thread for a moment): /proc/self/status, Linux >= 4.7; else the usual 022."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def shareable(path: Path, *, directory: bool = False) -> Path:
+    """Give path the mode a plain open()/mkdir() would (0666/0777 less the umask):
+    mkstemp and mkdtemp make 0600/0700, which left results unreadable to others."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    return path
 
 
 def write_atomic(path: Path, text: str) -> Path:
     """Write text so that a reader sees the old file or the new one, never half of one
-    (a temporary file in the same directory, then rename(2))."""
+    (a temporary file in the same directory, then rename(2)), with a plain file's mode."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w") as out:
             out.write(text)
         os.replace(tmp, path)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ from vmtest.kernel import build as kbuild
 from vmtest.kernel_choice import KernelChoice, add_pytest_options
 from vmtest.qemu import boot
 from vmtest.qemu.machine import Machine
+
+log = logging.getLogger(__name__)
 
 Scope = Literal["session", "package", "module", "class", "function"]
 SCOPES: tuple[Scope, ...] = ("session", "package", "module", "class", "function")
@@ -122,8 +125,14 @@ class Guest:
 
     def __init__(self, image: Path, variant: str, opts: boot.BootOptions, run_dir: Path,
                  built: kbuild.BuiltKernel | None = None,
-                 kselftest_dir: str | None = None) -> None:
+                 kselftest_dir: str | None = None,
+                 boot_fn: Callable[..., contextlib.AbstractContextManager[Machine]]
+                 = boot.boot) -> None:
         self.image = image
+        self._boot_fn = boot_fn  # tests boot fake machines
+        # Why the guest is not to be used again ('' while it is): a command of an earlier
+        # test crashed it, hung or lost its connection.
+        self.suspect = ""
         self.built = built
         self.kselftest_dir = kselftest_dir
         self._layers_in: set[Path] = set()
@@ -138,16 +147,44 @@ class Guest:
     def _boot(self) -> Machine:
         self._boots += 1
         out = self.run_dir / f"boot{self._boots}"
-        self.machine = self._stack.enter_context(boot.boot(self.image, self.opts, out))
+        self.machine = self._stack.enter_context(self._boot_fn(self.image, self.opts, out))
         self._mark = 0
         self._layers_in = set()
+        self.suspect = ""
         return self.machine
 
+    @property
+    def boots(self) -> int:
+        return self._boots
+
+    def reboot(self, why: str) -> None:
+        """A fresh guest in place of this one, which is stopped at once (no poweroff
+        round trip to a guest that may be mid-panic)."""
+        log.info("booting a fresh guest: %s", why)
+        self.machine.shutdown(graceful=False)
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self._boot()
+
     def ensure_alive(self) -> None:
-        if self.machine.exited():
-            self._stack.close()
-            self._stack = contextlib.ExitStack()
-            self._boot()
+        """Boot again if the guest is not fit for the next test: an earlier command
+        failed with it (crash, hang, lost connection: the suspect mark, set before the
+        failing test ends, so no race with a panic still in flight), or QEMU, the
+        console or SSH says so now."""
+        why = self.suspect or self.machine.unusable()
+        if why:
+            self.reboot(why)
+
+    def begin_test(self) -> None:
+        """ensure_alive, then mark the log. The mark's `dmesg` is itself a probe: a guest
+        that went down between tests without a sign yet (a crash a background command
+        set off) fails it, and the test gets a fresh guest."""
+        self.ensure_alive()
+        try:
+            self.mark()
+        except VmtestError as exc:
+            self.reboot(f"the guest failed between tests: {exc}")
+            self.mark()
 
     def close(self) -> None:
         self._stack.close()
@@ -161,9 +198,13 @@ class Guest:
             fd = None
             if input is not None:
                 fd = stack.enter_context(_pipe_with(input))
-            status = self.machine.ssh().run(command, stdout=out, stderr=err,
-                                            timeout_s=timeout_s, watch=self.machine.check,
-                                            stdin=fd)
+            try:
+                status = self.machine.ssh().run(command, stdout=out, stderr=err,
+                                                timeout_s=timeout_s, watch=self.machine.check,
+                                                stdin=fd)
+            except VmtestError as exc:
+                self.suspect = f"a command of an earlier test failed: {exc}"
+                raise
         result = Result(status, out.getvalue().decode(errors="replace"),
                         err.getvalue().decode(errors="replace"))
         return result.check() if check else result
@@ -310,8 +351,7 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
 @pytest.fixture
 def vm(vmtest_guest: Guest) -> Guest:
     """A booted guest; dmesg() reports what the kernel logs from this test on."""
-    vmtest_guest.ensure_alive()
-    vmtest_guest.mark()
+    vmtest_guest.begin_test()
     return vmtest_guest
 
 

@@ -14,7 +14,7 @@ def _spec(**kw):
 @pytest.mark.parametrize("name,spec", [
     ("tcg-default", _spec()),
     ("kvm-4cpu-2g", _spec(accel="kvm", cpus=4, memory_mib=2048, cma_mib=512, slots=8,
-                          maxmem_mib=8192, log_buf_len="8M")),
+                          maxmem_mib=8192, log_buf_len="8M", sandbox=True)),
     ("tcg-nonet-extra", _spec(network=False, qemu_extra=("-S",), cmdline_extra=("nokaslr",))),
     # A comma in a path must not end the value and add options of its own.
     ("tcg-shares", _spec(shares=(Share(Path("/home/u/src,readonly=off"), 0),
@@ -34,8 +34,21 @@ def test_argv_golden(name, spec, data_dir, update_golden):
 def test_argv_is_list_of_str_and_loopback_only():
     argv = build_argv(_spec(), qmp_fd=3, console_fd=4, console_log=Path("/c"))
     assert all(isinstance(a, str) for a in argv)
-    netdev = argv[argv.index("-netdev") + 1]
-    assert "hostfwd=tcp:127.0.0.1:" in netdev
+    netdev = argv[argv.index("-netdev") + 1].split(",")
+    # the guest reaches nothing through slirp; SSH in is the one forward
+    assert "restrict=on" in netdev
+    assert [o for o in netdev if o.startswith(("hostfwd=", "guestfwd="))] == \
+        ["hostfwd=tcp:127.0.0.1:0-:22"]
+
+
+def test_a_writable_share_keeps_what_the_guest_sets_off_the_host():
+    argv = build_argv(_spec(shares=(Share(Path("/ro"), 0), Share(Path("/rw"), 1, True))),
+                      qmp_fd=3, console_fd=4, console_log=Path("/c"))
+    ro, rw = (a.split(",") for a in argv if a.startswith("local,"))
+    assert "security_model=none" in ro and "readonly=on" in ro
+    # mapped-xattr: setuid bits and device nodes stay attributes, never real on the host
+    assert "security_model=mapped-xattr" in rw and "readonly=on" not in rw
+    assert {"fmode=0644", "dmode=0755"} <= set(rw)
     assert "-no-reboot" in argv
 
 

@@ -185,3 +185,100 @@ def test_the_command_table_names_every_subcommand_and_run_loads_only_its_own(cap
         cli.main(["nosuch"])
     assert exited.value.code == 2
     assert "choose from 'matrix', 'report', 'merge'" in capsys.readouterr().err
+
+
+def test_version_names_the_commit(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    from vmtest import __version__, provenance
+
+    assert out.startswith(f"vmtest {__version__} (commit ")
+    assert provenance.commit() in out and provenance.commit() != "unknown"
+
+
+def test_the_top_level_help_lists_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "125" in out and "over SSH" not in out
+
+
+def test_doctor_json_is_the_checks(capsys):
+    import json
+
+    code = cli.main(["doctor", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert {"python", "python:tarfile", "qemu-system-x86_64"} <= {c["name"] for c in
+                                                                  data["checks"]}
+    assert code == (0 if data["ready"] else 3)
+    assert all(set(c) == {"name", "ok", "detail", "fix", "optional"} for c in data["checks"])
+
+
+def test_build_json_is_one_object_per_kernel(monkeypatch, tmp_path, capsys):
+    import json
+
+    from vmtest.errors import PatchError
+    from vmtest.kernel import build as kbuild
+
+    (tmp_path / "meta.json").write_text(json.dumps({"key": "k" * 40, "release": "6.1.0-x"}))
+    artifact = kbuild.KernelArtifact.load(tmp_path)
+
+    def fake_build(spec, *, jobs=None, force=False):
+        if spec.variant == "unpatched":
+            raise PatchError("patch p does not apply")
+        return artifact
+
+    monkeypatch.setattr(kbuild, "build", fake_build)
+    assert cli.main(["build", "--json"]) == 3
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["kernel"].rsplit("/", 1)[1]: r["ok"] for r in rows} == {"patched": True,
+                                                                     "unpatched": False}
+    ok = next(r for r in rows if r["ok"])
+    assert ok["release"] == "6.1.0-x" and ok["cached"] is True
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_script_knows_every_command_and_option(shell, capsys):
+    pytest.importorskip("shtab")
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for word in ("matrix", "report", "doctor", "completion", "--share-rw", "--scenario"):
+        assert word in script, word
+
+
+def test_bash_completion_completes_a_subcommand_and_an_option(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    pytest.importorskip("shtab")
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    cli.main(["completion", "bash"])
+    (tmp_path / "vmtest.bash").write_text(capsys.readouterr().out)
+    probe = ('source "$1"; COMP_WORDS=(vmtest do); COMP_CWORD=1; _shtab_vmtest; '
+             'echo "${COMPREPLY[*]}"; COMP_WORDS=(vmtest run --share-r); COMP_CWORD=2; '
+             '_shtab_vmtest; echo "${COMPREPLY[*]}"')
+    out = subprocess.run(["bash", "-c", probe, "-", str(tmp_path / "vmtest.bash")],
+                         capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert out == ["doctor", "--share-rw"]
+
+
+def test_a_reader_that_goes_away_is_not_a_bug():
+    """`vmtest completion bash | head -c 1`, deterministically: the pipe's reader is gone
+    before vmtest writes."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("shtab")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vmtest.cli", "completion", "bash"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 141  # 128 + SIGPIPE, as a tool SIGPIPE killed

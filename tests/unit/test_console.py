@@ -37,3 +37,54 @@ def test_a_line_still_being_printed_waits_for_its_end():
         "Kernel panic - not syncing: Fatal exception"
     # Once QEMU has exited nothing more comes: a cut line counts.
     assert find_crash(partial) is not None
+
+
+# --- the Console's buffer: bounded, each line scanned once (socket pair, no QEMU)
+
+def _console(max_bytes: int):
+    import socket
+
+    from vmtest.channel.console import Console
+
+    ours, theirs = socket.socketpair()
+    console = Console(ours, max_bytes=max_bytes)
+    return console, theirs
+
+
+def test_the_buffer_is_bounded_and_offsets_stay_those_of_the_whole_output():
+    console, theirs = _console(max_bytes=4096)
+    try:
+        line = b"[    1.000000] random: crng init done, a line of ordinary chatter\r\n"
+        for _ in range(1000):  # ~70 KB, 17 times the buffer
+            console.feed(line)
+        assert len(console.snapshot()) <= 4096
+        assert console.end == 1000 * len(line)
+        # a reader past the kept part gets what comes next, at whole-output offsets
+        offset = console.end
+        console.feed(b"VMTEST-READY 6.1\n")
+        assert console.wait_data(offset, 0) == b"VMTEST-READY 6.1\n"
+        assert console.tail(1) == "VMTEST-READY 6.1"
+        assert console.crash is None
+    finally:
+        theirs.close()
+        console.close()
+
+
+def test_a_crash_is_found_once_its_line_ends_even_across_chunks_and_trims():
+    console, theirs = _console(max_bytes=4096)
+    try:
+        console.feed(b"x" * 5000 + b"\n")  # trimmed past
+        console.feed(b"[   64.466057] Kernel panic - not syncing: sysrq trig")
+        assert console.crash is None and console.final_crash() is not None
+        console.feed(b"gered crash\r")
+        assert console.crash is None  # the line has not ended
+        console.feed(b"\n[   64.5] Kernel Offset: disabled\n")
+        crash = console.crash
+        assert crash is not None and crash.title == "Kernel panic - not syncing: sysrq " \
+                                                     "triggered crash"
+        assert crash.offset == 5001 + len(b"[   64.466057] ")
+        console.feed(b"Oops: 0002 [#2]\n")
+        assert console.crash is crash  # the first one stays
+    finally:
+        theirs.close()
+        console.close()

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vmtest"
 # (a prefix is a whole module or package name; the package itself only as itself).
 STAGES = [
     ("foundation", ("vmtest.__init__", "vmtest.errors", "vmtest.paths", "vmtest.deadline",
-                    "vmtest.procs", "vmtest.hostcmd", "vmtest.outcome")),
+                    "vmtest.procs", "vmtest.hostcmd", "vmtest.outcome", "vmtest.untar",
+                    "vmtest.provenance")),
     ("kernel", ("vmtest.kernel",)),
     ("guest", ("vmtest.guest",)),
     ("channel", ("vmtest.channel",)),

@@ -382,3 +382,54 @@ def test_auto_jobs_size_by_the_vms_running_now_not_another_scenarios_finished_ru
     assert jobs() <= 10  # 10 running, 2 not yet settled (a core each): no new start
     at(2 * jobs.SETTLE_S + 1, [*vms, *booting])
     assert jobs() == 11  # settled at 16 %: 10 x 0.16 = 1.6, room for one more
+
+
+def _moved_results(tmp_path, *, with_plan: bool):
+    """A results folder made from a config with a patch of its own, then the config and
+    the patch deleted and the folder moved (a CI artifact downloaded elsewhere)."""
+    import shutil
+
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    builtin = Path(__file__).resolve().parents[2] / "vmtest" / "kernels" / "patches"
+    shutil.copy(builtin / "6.1" / "revert-d479960e44f2-lru-cache-disable.patch",
+                cfg_dir / "my-revert.patch")
+    (cfg_dir / "lru.yaml").write_text(REF.read_text().replace(
+        "6.1/revert-d479960e44f2-lru-cache-disable.patch", "my-revert.patch"))
+    exp = config.load(cfg_dir / "lru.yaml")
+    store, runs = _claimed(exp, tmp_path)
+    for run in runs:
+        d = store.prepare(run)
+        doc = _doc(run.variant, run.scenario, 30.0 if run.variant == "patched" else 400.0)
+        (d / "result.json").write_text(json.dumps(doc))
+    store.reconcile(runs)
+    if not with_plan:  # a folder written before matrix.json had the plan
+        meta = json.loads((store.root / "matrix.json").read_text())
+        del meta["report_plan"]
+        (store.root / "matrix.json").write_text(json.dumps(meta))
+    store.release()
+    shutil.rmtree(cfg_dir)
+    moved = tmp_path / "elsewhere" / "results"
+    moved.parent.mkdir()
+    shutil.move(str(store.root), moved)
+    return moved
+
+
+def test_a_results_folder_copied_elsewhere_re_renders(tmp_path, capsys):
+    from vmtest import cli
+
+    moved = _moved_results(tmp_path, with_plan=True)
+    for name in report.FILES:
+        (moved / name).unlink(missing_ok=True)
+    assert cli.main(["report", str(moved)]) in (0, 1)
+    html_text = (moved / "report.html").read_text()
+    assert "<table>" in html_text and "lru.yaml" in html_text
+    assert "fail_to_migrate_dumps" in (moved / "report.md").read_text()
+
+
+def test_an_old_folder_without_a_plan_fails_naming_what_is_missing(tmp_path, capsys):
+    from vmtest import cli
+
+    moved = _moved_results(tmp_path, with_plan=False)
+    assert cli.main(["report", str(moved)]) == 2
+    assert "my-revert.patch" in capsys.readouterr().err

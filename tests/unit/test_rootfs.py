@@ -189,3 +189,31 @@ def test_images_built_at_once_by_threads_of_one_process(tmp_path, monkeypatch):
         t.join()
     assert errors == [] and len(set(images)) == 1
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_concurrent_first_use_of_the_stressors_compiles_without_collisions():
+    """Issue 28: the stressor compiled into a fixed `.tmp` name, so the first run of
+    several pytest-xdist workers on a fresh cache collided. Each compile now has a name
+    of its own; all callers get the same working binary and no temporary is left."""
+    import threading
+
+    got, errors = [], []
+
+    def use():
+        try:
+            got.append(rootfs.stressor_binaries())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len({tuple(g) for g in got}) == 1
+    binary = got[0][0]
+    assert binary.stat().st_mode & stat.S_IXUSR
+    assert sorted(p.name for p in binary.parent.iterdir()) == [binary.name]
+    proc = subprocess.run([str(binary), "-h"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: lru-stress")

@@ -82,3 +82,34 @@ def test_a_tree_without_git_is_its_files_content(tmp_path: Path) -> None:
     (root / "mm/swap.o").write_bytes(b"\0" * 10)  # a build output: not an input
     assert content_digest(root) == changed
     assert LocalTree(root).identity() == f"tree:{root}:{changed}"
+
+
+def test_concurrent_first_use_of_a_ref_extracts_once(repo: Path, tmp_path: Path) -> None:
+    """Issue 28: the source was extracted before the build lock into a fixed `.tmp`
+    name; several processes at once on a fresh cache removed each other's folders."""
+    import threading
+
+    from vmtest import paths
+
+    src = paths.cache_dir("src")
+    rev = _git(repo, "rev-parse", "HEAD").strip()
+    stale = src / f".git-{rev[:16]}.12345.tmp"  # a killed extraction's leftover
+    stale.mkdir(parents=True)
+    got: list[Path] = []
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            got.append(LocalTree(repo, "main").tree())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(got)) == 1
+    tree = got[0]
+    assert (tree / "mm/swap.c").read_text() == "int a;\n"
+    assert sorted(p.name for p in src.iterdir()) == [f".{tree.name}.lock", tree.name]

@@ -114,3 +114,49 @@ def test_a_patch_that_needs_fuzz_does_not_apply(tmp_path, pristine):
     patch.write_text(A_PATCH)
     tree = kbuild._prepare_worktree(pristine, work, _spec(pristine, patch), tmp_path / "log")
     assert (tree / "mm" / "a.c").read_text() == "x\ny\none\nTWO\nthree\n"
+
+
+ESCAPING = """\
+--- a/../../outside
++++ b/../../outside
+@@ -1 +1 @@
+-host file
++patched
+"""
+
+
+@pytest.mark.fault("a patch names a file outside the kernel tree (a/../../x)",
+                   verdict="(no build)", exit="2",
+                   message="vmtest: error: patch P, line 1: 'a/../../outside' is outside the "
+                           "kernel tree fix: a patch's paths are a/PATH and b/PATH inside the "
+                           "tree ...",
+                   kept="the work tree as it was; nothing outside it touched")
+def test_a_patch_outside_the_tree_is_refused_before_anything_is_recorded(tmp_path, pristine):
+    from vmtest.errors import ConfigError
+
+    outside = tmp_path / "outside"
+    outside.write_text("host file\n")
+    patch = tmp_path / "escape.patch"
+    patch.write_text(ESCAPING)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ConfigError, match=r"line 1: 'a/\.\./\.\./outside' is outside"):
+        kbuild._prepare_worktree(pristine, work, _spec(pristine, patch), tmp_path / "log")
+    # a later series switch (what unlinked the file before) leaves it alone too
+    kbuild._prepare_worktree(pristine, work, _spec(pristine), tmp_path / "log")
+    assert outside.read_text() == "host file\n"
+
+
+def test_a_series_recorded_with_an_outside_path_does_not_reach_it(tmp_path, pristine):
+    """A series.json written before paths were checked is not followed out of the tree."""
+    import json
+
+    outside = tmp_path / "outside"
+    outside.write_text("host file\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    kbuild._prepare_worktree(pristine, work, _spec(pristine), tmp_path / "log")
+    (work / "series.json").write_text(json.dumps({"series": ["x"],
+                                                  "files": ["../../outside", "mm/a.c"]}))
+    kbuild._prepare_worktree(pristine, work, _spec(pristine), tmp_path / "log")
+    assert outside.read_text() == "host file\n"

@@ -29,7 +29,7 @@ class ConsoleExpect(SpawnBase):  # type: ignore[misc]
     @classmethod
     def from_now(cls, console: Console) -> ConsoleExpect:
         """A session reading from the current end of the console output."""
-        return cls(console, start=len(console.snapshot()))
+        return cls(console, start=console.end)
 
     def read_nonblocking(self, size: int = 1, timeout: float | None = None) -> bytes:
         data = self._console.wait_data(self._offset, 0.05 if timeout is None else max(0, timeout))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from vmtest import procs
+from vmtest import procs, untar
 from vmtest.channel import GUEST_PATH, let_watch_name_it
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
@@ -137,6 +137,11 @@ class SSHChannel:
                 last = exc
                 time.sleep(min(retry_s, deadline.remaining_s()))
 
+    def is_active(self) -> bool:
+        """Whether the connection still stands (paramiko's transport is up)."""
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
     def run(self, command: str, *, stdout: IO[bytes] | None = None,
             stderr: IO[bytes] | None = None, timeout_s: float | None = None,
             watch: Callable[[], None] | None = None, stdin: int | None = None) -> int:
@@ -211,8 +216,8 @@ class SSHChannel:
 
     def fetch(self, guest_path: str, dest: Path, timeout_s: float = 600) -> list[Path]:
         """Copy a guest file or folder into dest (keeping its path below /): tar in the
-        guest, extracted here with the 'data' filter (no absolute names, no links or
-        names that leave dest, no device files)."""
+        guest, extracted here as tarfile's 'data' filter would (no absolute names, no
+        links or names that leave dest, no device files: vmtest.untar)."""
         with tempfile.TemporaryFile() as archive:
             err = io.BytesIO()
             rel = guest_path.lstrip("/") or "."
@@ -227,7 +232,7 @@ class SSHChannel:
             try:
                 with tarfile.open(fileobj=archive) as tar:
                     names = tar.getnames()
-                    tar.extractall(dest, filter="data")
+                    untar.extract_all(tar, dest)
             except tarfile.TarError as exc:
                 raise ChannelError(f"fetching {guest_path}: the guest sent an archive that "
                                    f"is not safe to unpack: {exc}") from exc

@@ -30,7 +30,7 @@ from vmtest.errors import (
 # Each subcommand and the module that defines it (in `vmtest --help`'s order).
 COMMANDS = {"matrix": "matrix", "report": "matrix", "merge": "matrix", "dmesg": "dmesg",
             "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "build": "build",
-            "run": "run"}
+            "run": "run", "completion": "completion"}
 
 
 def named_command(argv: list[str]) -> str | None:
@@ -44,6 +44,27 @@ def named_command(argv: list[str]) -> str | None:
     return None
 
 
+EXIT_CODES = """exit codes:
+  0    ok
+  1    kernel failure: a crash, hang or regression (a failed comparison)
+  2    usage or configuration error
+  3    infrastructure: a missing tool, a failed build, QEMU or SSH failing, a bug in vmtest
+  130  interrupted (143: terminated)
+  `vmtest run -- CMD` exits with CMD's own status, 124 when the kernel failed around it
+  (crash, hang, --timeout) and 125 when vmtest could not run it (git bisect run: bad, skip)"""
+
+
+class _Version(argparse.Action):
+    """--version: the commit is looked up only when asked (git: a process start)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from vmtest import provenance
+
+        print(provenance.version_line())
+        parser.exit()
+
+
 def build_parser(argv: list[str] | None = None
                  ) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser and, by name, the parser of each subcommand. Given the argv to parse,
@@ -54,9 +75,12 @@ def build_parser(argv: list[str] | None = None
     named = named_command(argv) if argv is not None else None
     modules = [COMMANDS[named]] if named else list(dict.fromkeys(COMMANDS.values()))
     parser = argparse.ArgumentParser(
-        prog="vmtest", description="QEMU-based full-system tests for Linux memory management.")
-    parser.add_argument("--version", action="version", version=f"vmtest {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+        prog="vmtest", description="QEMU-based full-system tests for Linux memory management.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print vmtest's version and the commit it runs from, and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: -v progress details, -vv debugging, -vvv SSH's too")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for module in modules:
         importlib.import_module(f"vmtest.cli.{module}").add_parser(sub)
@@ -141,6 +165,12 @@ def _main(argv: list[str] | None) -> int:
         if passes_status:
             return EXIT_CMD_KERNEL if isinstance(exc, GuestFailure) else EXIT_CMD_VMTEST
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`vmtest doctor | head`): what a tool killed by SIGPIPE
+        # does, without a traceback; stdout goes nowhere so the exit flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             status = _bug(exc, passes_status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -16,6 +17,9 @@ def add_parser(sub: Sub) -> None:
     add_kernel_args(p, kernel_choice.BUILD)
     p.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per kernel on stdout (kernel, ok, release, "
+                        "image, directory, key, cached, seconds, build metadata or error)")
     p.set_defaults(func=cmd_build)
 
 
@@ -32,10 +36,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         except VmtestError as exc:
             # Other variants and everything already built stay usable.
             print(f"{label}: FAILED: {exc.render()}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"kernel": label, "ok": False, "error": str(exc),
+                                  "exit_code": exc.exit_code}))
             failed += 1
             continue
         elapsed = time.monotonic() - started
         meta = artifact.meta
+        if args.json:
+            print(json.dumps({"kernel": label, "ok": True, "release": artifact.release,
+                              "image": str(artifact.image),
+                              "directory": str(artifact.directory), "key": artifact.key,
+                              "cached": artifact.cached, "seconds": round(elapsed, 3),
+                              "meta": meta}, default=str))
+            continue
         print(f"{label}: {artifact.release} {artifact.image}")
         print(f"  key {artifact.key[:24]}; " + (
             f"cache hit in {elapsed:.2f} s (originally built in {meta.get('build_seconds')} s)"

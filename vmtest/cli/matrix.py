@@ -218,16 +218,18 @@ def _render(exp: Experiment, store: Store, results: Path, profile: str, *,
     data = compare.build(exp, store.documents(), profile)
     print(report.write(results, data, summary=summary))
     print(f"reports: {results}/{', '.join(report.FILES)}", file=sys.stderr)
+    if os.environ.get("GITHUB_ACTIONS") == "true" and summary:
+        for line in report.github_annotations(data):  # workflow commands: read from stdout
+            print(line)
     return compare.exit_code(data)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vmtest import config
     from vmtest.results import store as store_mod
 
     results = Path(args.results)
     meta = store_mod.read_meta(results)
-    exp = config.load(meta["config"])
+    exp = store_mod.experiment_for_report(results, meta)
     if exp.matrix is None:
         raise ConfigError(f"{meta['config']}: no matrix: section")
     return _render(exp, store_mod.Store(results), results, str(meta.get("profile", "")))

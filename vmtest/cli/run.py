@@ -19,7 +19,7 @@ log = logging.getLogger("vmtest")
 
 
 def add_parser(sub: Sub) -> None:
-    p = sub.add_parser("run", help="boot a kernel and run CMD in the guest over SSH",
+    p = sub.add_parser("run", help="boot a kernel and run CMD in the guest",
                        usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
     add_kernel_args(p)
     add_accel_arg(p)

@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -140,16 +141,26 @@ def stressor_binaries() -> list[Path]:
             if shutil.which("gcc") is None:
                 raise MissingRequirement("gcc not found (compiles the guest stressors)",
                                          hint="apt-get install build-essential")
-            # One name per process and thread: concurrent first uses do not collide.
-            tmp = binary.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            proc = subprocess.run(["gcc", "-O2", "-static", "-Wall", "-o", str(tmp),
-                                   str(source)], capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
+            # A name of this compile's own: concurrent first uses (pytest-xdist workers,
+            # parallel matrix runs on a fresh cache) each compile, and the last rename wins
+            # with the same bytes; a fixed name had one gcc write over another's output.
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{source.stem}.", suffix=".tmp",
+                                            dir=binary.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                proc = subprocess.run(["gcc", "-O2", "-static", "-Wall", "-o", str(tmp),
+                                       str(source)], capture_output=True, text=True,
+                                      check=False)
+                if proc.returncode != 0:
+                    raise MissingRequirement(
+                        f"compiling {source.name} statically failed: "
+                        f"{proc.stderr.strip()[-500:]}",
+                        hint="apt-get install libc6-dev (static glibc)")
+                tmp.chmod(0o755)
+                os.replace(tmp, binary)
+            finally:
                 tmp.unlink(missing_ok=True)
-                raise MissingRequirement(
-                    f"compiling {source.name} statically failed: {proc.stderr.strip()[-500:]}",
-                    hint="apt-get install libc6-dev (static glibc)")
-            os.replace(tmp, binary)
         built.append(binary)
     return built
 

@@ -19,11 +19,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vmtest import hostcmd, paths, procs
 from vmtest.deadline import utc_now
-from vmtest.errors import BuildError, MissingRequirement, PatchError
+from vmtest.errors import BuildError, ConfigError, MissingRequirement, PatchError
 from vmtest.kernel import kconfig
 from vmtest.kernel.images import IMAGES, image_at, image_in  # noqa: F401 (image_at: API)
 from vmtest.kernel.source import KernelSource, LocalTree, parse_source
@@ -144,14 +144,27 @@ def check_tools() -> None:
 
 
 def _touched_files(patch: Path) -> set[str]:
-    """Paths (relative to the tree, -p1) a unified diff modifies."""
+    """Paths (relative to the tree, -p1) a unified diff modifies; ConfigError for a path
+    that leaves the tree (a '..' after -p1, or an absolute one): they are recorded, and
+    restored -- unlinked and copied -- when the series changes."""
     files = set()
-    for line in patch.read_text(errors="replace").splitlines():
+    for number, line in enumerate(patch.read_text(errors="replace").splitlines(), 1):
         if line.startswith("+++ ") or line.startswith("--- "):
             name = line[4:].split("\t")[0].strip()
             if name != "/dev/null" and "/" in name:
-                files.add(name.split("/", 1)[1])
+                rel = name.split("/", 1)[1]
+                if not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
+                    raise ConfigError(
+                        f"patch {patch}, line {number}: {name!r} is outside the kernel tree",
+                        hint="a patch's paths are a/PATH and b/PATH inside the tree "
+                             "(git format-patch, diff -u from the tree's parent)")
+                files.add(rel)
     return files
+
+
+def _inside(rel: str) -> bool:
+    """Whether TREE/rel stays in the tree (a series recorded before paths were checked)."""
+    return not rel.startswith("/") and ".." not in PurePosixPath(rel).parts
 
 
 def _location(source: KernelSource) -> str:
@@ -181,7 +194,7 @@ def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Pat
         # Files the old series had patched are older than their objects now: fresh
         # copies get a new mtime so make recompiles them.
         for rel in previous:
-            if (tree / rel).exists():
+            if _inside(rel) and (tree / rel).exists():
                 (tree / rel).unlink()
                 shutil.copyfile(pristine / rel, tree / rel)
         marker.write_text(identity)
@@ -192,7 +205,7 @@ def _prepare_worktree(pristine: Path, work: Path, spec: BuildSpec, log_file: Pat
     if state["series"] == wanted:
         return tree
     # Undo the previous series: restore every file it touched from the pristine tree.
-    for rel in state["files"]:
+    for rel in filter(_inside, state["files"]):
         target = tree / rel
         target.unlink(missing_ok=True)
         if (pristine / rel).exists():

@@ -6,12 +6,16 @@ and a *tree* (a directory ready for `make O=...`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,19 +66,17 @@ class DebianSource:
     def tree(self) -> Path:
         """Extract the tarball once into the cache and return the tree."""
         version = self.package_version()
-        root = paths.cache_dir("src")
-        dest = root / f"{self.package}_{version}"
-        stamp = dest / ".vmtest-extracted"
-        if stamp.exists():
-            return dest / self.package
-        log.info("extracting %s into %s", self.tarball, dest)
-        with paths.publishing(dest) as tmp:
-            proc = subprocess.run(["tar", "-xf", str(self.tarball), "-C", str(tmp)],
-                                  capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise InfraError(f"extracting {self.tarball} failed: {proc.stderr.strip()}",
-                                 hint=f"apt-get install --reinstall {self.package}")
-            (tmp / ".vmtest-extracted").write_text(version + "\n")
+        dest = paths.cache_dir("src") / f"{self.package}_{version}"
+        with _extracting(dest) as tmp:
+            if tmp is not None:
+                log.warning("extracting %s into %s (once; a minute or two)", self.tarball,
+                            dest)
+                proc = subprocess.run(["tar", "-xf", str(self.tarball), "-C", str(tmp)],
+                                      capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise InfraError(f"extracting {self.tarball} failed: "
+                                     f"{proc.stderr.strip()}",
+                                     hint=f"apt-get install --reinstall {self.package}")
         return dest / self.package
 
 
@@ -151,22 +153,46 @@ class LocalTree:
         # A ref: export that commit into the cache, leaving the user's checkout alone.
         rev = self.commit(self.ref)
         dest = paths.cache_dir("src") / f"git-{rev[:16]}"
-        if (dest / ".vmtest-extracted").exists():
-            return dest
-        with paths.publishing(dest) as tmp:
-            archive = subprocess.Popen(["git", "-C", str(self.path), "archive", rev],
-                                       stdout=subprocess.PIPE)
-            untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout,
-                                   check=False)
-            assert archive.stdout is not None
-            archive.stdout.close()
-            if archive.wait() != 0 or untar.returncode != 0:
-                raise InfraError(f"git archive {rev} of {self.path} failed")
-            (tmp / ".vmtest-extracted").write_text(rev + "\n")
+        with _extracting(dest) as tmp:
+            if tmp is not None:
+                archive = subprocess.Popen(["git", "-C", str(self.path), "archive", rev],
+                                           stdout=subprocess.PIPE)
+                untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout,
+                                       check=False)
+                assert archive.stdout is not None
+                archive.stdout.close()
+                if archive.wait() != 0 or untar.returncode != 0:
+                    raise InfraError(f"git archive {rev} of {self.path} failed")
         return dest
 
 
 KernelSource = DebianSource | LocalTree
+
+STAMP = ".vmtest-extracted"
+
+
+@contextlib.contextmanager
+def _extracting(dest: Path) -> Iterator[Path | None]:
+    """Fill dest once, whoever else asks at the same time: yields None when dest is
+    complete already, else a fresh folder to fill, which becomes dest (with its stamp)
+    when the block ends without an error. Concurrent callers wait on a lock beside dest
+    (fcntl: released if the holder dies), so a first use from several processes at once
+    (pytest-xdist workers, parallel builds of two variants) extracts once, and nobody
+    removes a folder another is filling."""
+    if (dest / STAMP).exists():
+        yield None
+        return
+    with open(dest.with_name(f".{dest.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dest / STAMP).exists():  # filled while we waited
+            yield None
+            return
+        # What a killed extraction left: no one else can be filling it (we hold the lock).
+        for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        with paths.publishing(dest) as tmp:
+            yield tmp
+            (tmp / STAMP).write_text("done\n")
 
 
 def parse_source(spec: str) -> KernelSource:

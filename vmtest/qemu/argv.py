@@ -95,6 +95,9 @@ class MachineSpec:
     # The command's standard streams as virtio-serial ports (channel/ports.py), for a
     # `vmtest run -- CMD` that needs no SSH: names from ports.PORT_NAMES.
     ports: tuple[str, ...] = ()
+    # QEMU's seccomp filter (-sandbox), where this QEMU was built with it
+    # (boot.sandbox_supported()).
+    sandbox: bool = False
 
     def validate(self) -> None:
         if self.accel not in ("kvm", "tcg"):
@@ -184,17 +187,31 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
         "-serial", "chardev:con0",
         "-device", "virtio-rng-pci",
     ]
+    if spec.sandbox:
+        # No obsolete or privilege-raising system calls, no fork/exec, no changes to
+        # scheduling or resource limits: what a compromised device model could use on
+        # the host (QEMU's own -sandbox categories, docs/system/invocation).
+        argv += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+                             "resourcecontrol=deny"]
     if spec.network:
         # Port 0: slirp picks a free port itself (no bind/close race); we read it back
-        # with `info usernet`. Bound to 127.0.0.1 only.
-        argv += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+        # with `info usernet`. Bound to 127.0.0.1 only. restrict=on: the guest reaches
+        # nothing through slirp -- not the host's loopback (10.0.2.2), not the outside --
+        # but the forwarded SSH port still reaches the guest (QEMU: "This option does not
+        # affect any explicitly set forwarding rules").
+        argv += ["-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
                  # romfile=: no iPXE option ROM, SeaBIOS skips network boot.
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
     for share in spec.shares:
-        # security_model=none: the guest sees the host's owners and modes and acts with
-        # vmtest's own rights on the host; readonly=on unless the share is writable.
+        # Read-only: security_model=none, the guest sees the host's owners and modes.
+        # Writable: mapped-xattr, so what the guest sets as owner, mode or file type
+        # (setuid bits, device nodes: mknod) is kept in the file's user.virtfs.*
+        # attributes, never applied on the host, where the guest only ever makes plain
+        # files (0644) and folders (0755) owned by vmtest's user.
+        model = "security_model=mapped-xattr,fmode=0644,dmode=0755" if share.writable \
+            else "security_model=none,readonly=on"
         argv += ["-fsdev", f"local,id=fs{share.index},path={qemu_opt(str(share.host))},"
-                           f"security_model=none{'' if share.writable else ',readonly=on'}",
+                           f"{model}",
                  "-device", f"virtio-9p-pci,fsdev=fs{share.index},mount_tag={share.tag}"]
     if spec.ports:
         fds = port_fds or {}

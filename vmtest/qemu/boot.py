@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths
+from vmtest import hostcmd, paths
 from vmtest.channel import ports
 from vmtest.channel.keys import KeyPair
 from vmtest.channel.ports import Command
@@ -73,10 +74,22 @@ def firmware() -> str | None:
     return str(QBOOT) if QBOOT.exists() else None
 
 
+def sandbox_supported(binary: str = "qemu-system-x86_64") -> bool:
+    """Whether this QEMU has -sandbox (built with seccomp: Debian's is). QEMU reads
+    options in order, so `-sandbox on -version` fails at -sandbox where it is missing
+    and prints the version where it is there; the answer is kept until the binary
+    changes (hostcmd)."""
+    try:
+        status, _ = hostcmd.output([binary, "-sandbox", "on", "-version"])
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return status == 0
+
+
 def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     root = root or paths.cache_dir("runs")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{file_stamp()}-{label}-", dir=root))
-    return run_dir
+    return paths.shareable(run_dir, directory=True)
 
 
 # The init sources this before READY (guest/init.sh): the run's shares mounted while
@@ -148,7 +161,9 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
                            shares=opts.shares, network=command is None,
-                           ports=command.ports if command else ())
+                           ports=command.ports if command else (),
+                           # a -sandbox of the user's own (--qemu-arg) is theirs
+                           sandbox="-sandbox" not in opts.qemu_extra and sandbox_supported())
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.kvm_broken and opts.accel == "auto":

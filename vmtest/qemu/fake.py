@@ -24,8 +24,9 @@ from typing import IO, Any
 
 from vmtest import errors
 from vmtest.channel.command import ChannelKind, CommandChannel, WatchedSSH
+from vmtest.channel.console import CrashSighting, find_crash
 from vmtest.channel.ssh import SSHChannel
-from vmtest.errors import ChannelError, InfraError, VmtestError
+from vmtest.errors import ChannelError, InfraError, KernelCrash, VmtestError
 from vmtest.guest import words
 from vmtest.qemu.argv import MachineSpec
 from vmtest.qemu.machine import Lifecycle, Machine, State
@@ -176,6 +177,17 @@ class FakeConsole:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
+    @property
+    def crash(self) -> CrashSighting | None:
+        return find_crash(self.data, complete_lines=True)
+
+    def final_crash(self) -> CrashSighting | None:
+        return find_crash(self.data)
+
+    @property
+    def end(self) -> int:
+        return len(self.data)
+
     def wait_data(self, offset: int, timeout_s: float) -> bytes:
         return self.data[offset:]
 
@@ -230,9 +242,18 @@ class FakeMachine(Lifecycle):
     def exited(self) -> bool:
         return self._exits or self.state is State.STOPPED
 
+    def unusable(self) -> str:
+        if self.exited():
+            return "QEMU exited"
+        crash = self.console.crash
+        return f"the kernel crashed: {crash.title}" if crash is not None else ""
+
     def check(self) -> None:
         if self._exits:
             raise InfraError("QEMU exited (fake)")
+        crash = self.console.crash
+        if crash is not None:
+            raise KernelCrash(f"kernel crash in the guest: {crash.title}")
 
     def wait_ready(self, timeout_s: float) -> str:
         self.check()

@@ -4,13 +4,13 @@ Modelled on QEMU's python/qemu/machine/machine.py: a context manager whose exit
 always shuts the VM down by escalation (guest poweroff, QMP quit, SIGTERM, SIGKILL,
 each with a bounded wait). QMP and the serial console travel over socketpairs
 inherited by QEMU, so there are no socket paths to race on or leave behind. QEMU
-gets PR_SET_PDEATHSIG, so even a SIGKILLed vmtest leaves no orphan.
+gets PR_SET_PDEATHSIG (set by util-linux's setpriv, which then execs QEMU), so even a
+SIGKILLed vmtest leaves no orphan.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import importlib
 import logging
@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from vmtest.channel import ports
 from vmtest.channel.command import ChannelKind, CommandChannel, WatchedSSH
-from vmtest.channel.console import Console, find_crash
+from vmtest.channel.console import Console
 from vmtest.channel.keys import KeyPair
 from vmtest.deadline import Deadline
 from vmtest.errors import (
@@ -54,7 +53,6 @@ from vmtest.qemu.argv import MachineSpec, Share, build_argv
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 
 
 class State(enum.Enum):
@@ -73,9 +71,19 @@ def _import_ssh_meanwhile() -> None:
                          name="vmtest-import-ssh", daemon=True).start()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+SETPRIV = "/usr/bin/setpriv"  # util-linux (Essential on Debian): --pdeathsig since 2.33
+
+
+def with_death_signal(argv: list[str], setpriv: str = SETPRIV) -> list[str]:
+    """argv run so that it is SIGKILLed when the thread that started it dies
+    (PR_SET_PDEATHSIG). Not through Popen's preexec_fn: Python code between fork and
+    exec in a process with threads (paramiko's, the console's drain) can deadlock on a
+    lock another thread held at fork time. setpriv is a small C program: prctl, then
+    exec, nothing else; where it is missing, QEMU runs without the death signal and the
+    machine's own shutdown (and kill_live) remains."""
+    if not os.access(setpriv, os.X_OK):
+        return argv
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 _LIVE: set[Machine] = set()
@@ -144,7 +152,6 @@ class Machine(Lifecycle):
         self._ssh: SSHChannel | None = None
         self._stack = contextlib.ExitStack()
         self._launched_at = 0.0
-        self._crash_scan_from = 0
         self._dimms: list[str] = []
         self.aborted = ""  # why vmtest killed the VM: "interrupt" | "timeout"
         self.shares_mounted: list[Share] = []  # boot() mounts the spec's shares
@@ -188,10 +195,10 @@ class Machine(Lifecycle):
         self._stack.callback(qemu_log.close)
         try:
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
+                with_death_signal(self.argv), stdin=subprocess.DEVNULL, stdout=qemu_log,
+                stderr=subprocess.STDOUT,
                 pass_fds=(qmp_remote.fileno(), con_remote.fileno(),
                           *(sock.fileno() for sock in remote.values())),
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
                 start_new_session=True)  # Ctrl-C reaches us, and we shut QEMU down in order
         finally:
             qmp_remote.close()
@@ -226,10 +233,21 @@ class Machine(Lifecycle):
         return self._proc is not None and self._proc.poll() is not None
 
     # -- watching ------------------------------------------------------------------
+    def unusable(self) -> str:
+        """Why this guest cannot take another command ('' while it can): QEMU exited,
+        its console showed a fatal kernel report, or its SSH connection closed -- each
+        can come first while a panic is in flight."""
+        if self.exited():
+            return "QEMU exited"
+        if self._console is not None and self._console.crash is not None:
+            return f"the kernel crashed: {self._console.crash.title}"
+        if self._ssh is not None and not self._ssh.is_active():
+            return "its SSH connection closed"
+        return ""
+
     def check(self) -> None:
         """Raise KernelCrash / InfraError if the guest crashed or QEMU died."""
-        data = self.console.snapshot()
-        crash = find_crash(data[self._crash_scan_from:], complete_lines=True)
+        crash = self.console.crash  # scanned line by line as it arrives
         if crash is not None:
             raise KernelCrash(f"kernel crash in the guest: {crash.title}",
                               log_tail=self.console.tail(40), log_path=self.console_log)
@@ -249,7 +267,7 @@ class Machine(Lifecycle):
                              log_path=self.console_log)
         # Give the drain thread a moment to collect the last console bytes.
         time.sleep(0.1)
-        crash = find_crash(self.console.snapshot()) if self._console else None
+        crash = self.console.final_crash() if self._console else None
         if crash is not None:
             raise KernelCrash(f"kernel crash in the guest: {crash.title}",
                               log_tail=self.console.tail(40), log_path=self.console_log)

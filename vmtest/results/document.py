@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths
+from vmtest import paths, provenance
 from vmtest.deadline import utc_now
 from vmtest.outcome import RunVerdict
 
@@ -46,6 +46,7 @@ def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: 
             "seed": int(parameters.get("seed", 0)), "accel": accel,
         },
         "host": host_info(),
+        "provenance": provenance.describe(),
         "started_at": utc_now(),
         "timings": {}, "metrics": {}, "attribution": [], "splats": [], "artifacts": {},
     }

@@ -46,6 +46,59 @@ class Run:
         return f"{self.kernel}__{self.scenario}__{self.variant}__r{self.repetition:03d}"
 
 
+def report_plan(exp: Experiment) -> dict[str, Any]:
+    """What the report needs of the config (the matrix, each scenario's metrics and
+    direction), kept in matrix.json: `vmtest report` re-renders a results folder copied
+    to another machine, where the config and its patches are not."""
+    assert exp.matrix is not None
+    return {"config_name": Path(exp.path).name, "matrix": asdict(exp.matrix),
+            "scenarios": [{"name": sc.name, "metrics": list(sc.metrics),
+                           "lower_is_better": sc.lower_is_better} for sc in exp.scenarios
+                          if sc.name in exp.matrix.scenarios]}
+
+
+def experiment_for_report(root: Path, meta: dict[str, Any]) -> Experiment:
+    """The config a results folder was made with, as far as its report needs it: from
+    matrix.json's report plan; for a folder written before there was one, its config
+    text loaded from a copy (patches named as built-in ones are found), else the
+    original file."""
+    from vmtest import config
+
+    plan = meta.get("report_plan")
+    if isinstance(plan, dict):
+        try:
+            return Experiment(
+                path=Path(str(plan["config_name"])), kernels=(),
+                scenarios=tuple(config.ScenarioDef(str(sc["name"]), tuple(sc["metrics"]),
+                                                   lower_is_better=bool(sc["lower_is_better"]))
+                                for sc in plan["scenarios"]),
+                matrix=config.MatrixDef(
+                    kernels=tuple(plan["matrix"]["kernels"]),
+                    variants=tuple(plan["matrix"]["variants"]),
+                    scenarios=tuple(plan["matrix"]["scenarios"]),
+                    repetitions=int(plan["matrix"]["repetitions"]),
+                    profile=str(plan["matrix"]["profile"])))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{root / 'matrix.json'}: its report plan is damaged ({exc})",
+                              hint="re-run `vmtest matrix ... --resume` to rewrite it") from exc
+    original = Path(str(meta.get("config", "")))
+    text = meta.get("config_text")
+    if isinstance(text, str):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / (original.name or "config.yaml")
+            copy.write_text(text)
+            try:
+                exp = config.load(copy)
+                return Experiment(path=Path(original.name), kernels=exp.kernels,
+                                  scenarios=exp.scenarios, matrix=exp.matrix)
+            except ConfigError:
+                if not original.is_file():
+                    raise
+    return config.load(original)
+
+
 def config_fingerprint(exp: Experiment, profile: str) -> str:
     text = Path(exp.path).read_text()
     return hashlib.sha256(f"{profile}\n{text}".encode()).hexdigest()[:16]
@@ -89,7 +142,8 @@ class Store:
                     f"{meta.get('fingerprint')}; now {fingerprint})",
                     hint="use another --results directory, or --force to mix them")
         meta = {"store_version": STORE_VERSION, "config": str(exp.path), "profile": profile,
-                "fingerprint": fingerprint, "config_text": Path(exp.path).read_text()}
+                "fingerprint": fingerprint, "config_text": Path(exp.path).read_text(),
+                "report_plan": report_plan(exp)}
         if expected is not None:
             meta["expected_runs"] = sorted(r.key for r in expected)
         paths.write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")

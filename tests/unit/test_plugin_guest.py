@@ -1,0 +1,112 @@
+"""The pytest plugin's guest after a crash, on fake machines: a guest that an earlier test
+crashed is never handed to the next test, whichever sign of the crash comes first (the
+failed command, the console, QEMU's exit), nor one that went down between tests."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from vmtest.errors import ChannelError
+from vmtest.pytest_plugin import Guest
+from vmtest.qemu import accel, boot
+from vmtest.qemu.fake import FakeMachine, Transcript
+
+MARK = {"ssh": "dmesg", "status": 0, "out": "[    0.000000] Linux version 6.1.0-fake\n"}
+PANIC = b"[   12.3] Kernel panic - not syncing: sysrq triggered crash\n"
+LOST = ChannelError("SSH connection to the guest was lost mid-command: echo c")
+
+
+def _no_initramfs(tmp: Path, *_) -> Path:
+    path = tmp / "initrd.cpio"
+    path.write_bytes(b"")
+    return path
+
+
+class Guests:
+    """Boots the next fake machine of a list each time the Guest boots."""
+
+    def __init__(self, tmp_path: Path, *machines: dict) -> None:
+        self.plans = list(machines)
+        self.made: list[FakeMachine] = []
+        self.tmp_path = tmp_path
+
+    def factory(self, spec, run_dir, **kw) -> FakeMachine:
+        plan = self.plans[len(self.made)]
+        machine = FakeMachine(spec, run_dir, transcript=Transcript({}, plan["steps"]),
+                              end=plan.get("end"), **kw)
+        self.made.append(machine)
+        return machine
+
+    def guest(self) -> Guest:
+        boot_fn = functools.partial(boot.boot, store=accel.VerdictStore(
+            self.tmp_path / "accel.json"), machine_class=self.factory,
+            make_initramfs=_no_initramfs)
+        return Guest(Path("/k/vmlinux"), "patched", boot.BootOptions(accel="tcg"),
+                     self.tmp_path / "runs", boot_fn=boot_fn)
+
+
+@pytest.fixture(autouse=True)
+def _no_sandbox_probe(monkeypatch):
+    monkeypatch.setattr(boot, "sandbox_supported", lambda binary="": False)
+
+
+@pytest.mark.fault("pytest plugin: a test panics the guest (echo c > /proc/sysrq-trigger), "
+                   "the next test starts while the panic is in flight",
+                   verdict="that test fails (KernelCrash or lost connection); the next gets "
+                           "a fresh guest", exit="pytest 1 (or 0 when marked xfail)",
+                   message="the test's error: kernel crash in the guest: ... / SSH "
+                           "connection to the guest was lost mid-command",
+                   kept="the crashed boot's console.log (bootN/ in the guest's folder)")
+def test_a_test_that_panics_the_guest_hands_the_next_one_a_fresh_guest(tmp_path):
+    # The race of issue 28: the panicking command's connection is gone, but QEMU has not
+    # exited yet and the console has not shown the panic.
+    guests = Guests(tmp_path, {"steps": [MARK], "end": LOST},
+                    {"steps": [MARK, {"ssh": "echo hello", "status": 0, "out": "hello\n"}]})
+    guest = guests.guest()
+    guest.begin_test()
+    with pytest.raises(ChannelError):
+        guest.run("echo c > /proc/sysrq-trigger")
+    first = guests.made[0]
+    assert not first.exited() and first.unusable() == ""  # no outside sign yet
+    assert guest.suspect.startswith("a command of an earlier test failed: SSH connection")
+    guest.begin_test()  # the next test's setup
+    assert guest.boots == 2 and first.exited()
+    assert guest.run("echo hello").stdout == "hello\n"
+    assert guests.made[1].replayed_all
+
+
+def test_a_crash_on_the_console_alone_is_enough(tmp_path):
+    guests = Guests(tmp_path, {"steps": [MARK]}, {"steps": [MARK]})
+    guest = guests.guest()
+    guest.begin_test()
+    guests.made[0].console.data += PANIC
+    assert guests.made[0].unusable().startswith("the kernel crashed: Kernel panic")
+    guest.begin_test()
+    assert guest.boots == 2 and guests.made[1].replayed_all
+
+
+def test_a_guest_that_went_down_between_tests_is_replaced(tmp_path):
+    # A background command crashed it after its test passed: no command failed, nothing
+    # shows yet; the next test's mark (dmesg) is the probe that finds out.
+    guests = Guests(tmp_path,
+                    {"steps": [MARK, {"ssh": "(echo c > /proc/sysrq-trigger) &",
+                                      "status": 0}], "end": LOST},
+                    {"steps": [MARK]})
+    guest = guests.guest()
+    guest.begin_test()
+    assert guest.run("(echo c > /proc/sysrq-trigger) &").status == 0
+    assert guest.suspect == ""
+    guest.begin_test()
+    assert guest.boots == 2 and guests.made[1].replayed_all
+
+
+def test_a_healthy_guest_is_kept(tmp_path):
+    guests = Guests(tmp_path, {"steps": [MARK, {"ssh": "true", "status": 0}, MARK]})
+    guest = guests.guest()
+    guest.begin_test()
+    guest.run("true")
+    guest.begin_test()
+    assert guest.boots == 1 and guests.made[0].replayed_all

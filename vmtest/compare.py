@@ -228,7 +228,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                 for metric in sc.metrics:
                     b = _values(base_docs, metric)
                     c = _values(cand_docs, metric)
-                    comp = compare(metric, b, c, lower_is_better=sc.lower_is_better)
+                    comp = compare(metric, b, c, lower_is_better=sc.lower_is_better_for(metric))
                     comparisons.append(_comp_dict(comp))
                 sections.append({
                     "kernel": kernel, "scenario": sc_name, "baseline": baseline,

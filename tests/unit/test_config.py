@@ -53,11 +53,11 @@ kernels:
     ("kernels:\n  k: {fragments: [nope]}\n", "kernels.k.fragments[0]"),
     ("kernels:\n  k: {variants: {v: {drop: [6.1/vmtest-instrumentation.patch]}}}\n",
      "not in the base series"),
-    ("kernels:\n  k: {variants: {'a b': {}}}\n", "must be letters"),
+    ("kernels:\n  k: {variants: {'a b': {}}}\n", "must be ASCII letters"),
     # A kernel's name becomes part of run directories' names: none that leaves them.
-    ("kernels:\n  '../../x': {}\n", "kernel name '../../x' must be letters"),
-    ("kernels:\n  'a/b': {}\n", "kernel name 'a/b' must be letters"),
-    ("kernels:\n  .hidden: {}\n", "kernel name '.hidden' must be letters"),
+    ("kernels:\n  '../../x': {}\n", "kernel name '../../x' must be ASCII letters"),
+    ("kernels:\n  'a/b': {}\n", "kernel name 'a/b' must be ASCII letters"),
+    ("kernels:\n  .hidden: {}\n", "kernel name '.hidden' must be ASCII letters"),
     ("bogus: 1\nkernels:\n  k: {}\n", "bogus: unknown key"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, message):

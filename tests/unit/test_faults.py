@@ -30,7 +30,7 @@ def test_malformed_yaml(tmp_path, capsys):
     bad.write_text("kernels:\n  k: {source: debian:6.1\n")
     assert cli.main(["matrix", str(bad), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: broken YAML at line" in err and "Traceback" not in err
+    assert f"{bad}:3: broken YAML at line 3" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 

@@ -147,3 +147,13 @@ def test_scenario_parameters_are_type_checked(key, value, message):
 
 def test_ints_are_accepted_for_float_parameters():
     assert scenarios.make("cma-stress", "quick", {"period_s": 2}).params.period_s == 2.0
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_declared_metrics_are_what_a_run_produces(name, tmp_path):
+    """METRICS is what the config checks metric names against: it must list exactly the
+    numbers a real run's outcome() has (a missing one would refuse a valid config, an
+    extra one let a typo through)."""
+    doc, _, _ = replay(name, tmp_path)
+    numbers = {k for k, v in doc["metrics"].items() if not isinstance(v, dict)}
+    assert set(scenarios.get(doc["identity"]["scenario"]).METRICS) == numbers

@@ -12,7 +12,6 @@ test_replayed_recordings when tests/data/transcripts has one (record_transcript.
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 import pytest

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vmtest import scenarios
 from vmtest.config import Experiment
 from vmtest.deadline import utc_epoch
 from vmtest.results.document import NOT_RESULTS
@@ -237,7 +236,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     "runs": {baseline: _verdicts(base_docs), variant: _verdicts(cand_docs)},
                     "splats_only_in": _splat_diff(base_docs, cand_docs, baseline, variant),
                     "test_differences": test_differences(base_docs, cand_docs),
-                    "headline": scenarios.get(sc_name).headline(
+                    "headline": sc.scenario_class().headline(
                         comparisons, base_docs + cand_docs, baseline, variant),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
                     "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),

@@ -121,6 +121,11 @@ class ScenarioDef:
     def lower_is_better_for(self, metric: str) -> bool:
         return self.better.get(metric, self.lower_is_better)
 
+    def scenario_class(self) -> type[catalog.Scenario]:
+        """The Scenario class (headline, PROGRESS_METRICS, METRICS) without making one."""
+        return custom.scenario_class(self.custom) if self.custom is not None \
+            else catalog.get(self.name)
+
     def make(self, profile: str, **extra: Any) -> catalog.Scenario:
         """The scenario with the profile's parameters, this config's, then extra's. A
         data-defined one takes only `seed` (each repetition's)."""

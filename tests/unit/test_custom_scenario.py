@@ -11,13 +11,15 @@ test_replayed_recordings when tests/data/transcripts has one (record_transcript.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vmtest import config, run
-from vmtest.collect import metrics
+from vmtest.collect import guest, metrics
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, BuiltKernel, KernelArtifact
 from vmtest.kernel.source import DebianSource
@@ -90,13 +92,17 @@ def scripted(scenario: custom.CustomScenario, *, status: int = 0, missing_event:
     return Transcript({"release": "6.1.192-vmtest-patched", "boot_s": 1.0}, steps)
 
 
-def drive(scenario, transcript: Transcript, tmp_path: Path) -> tuple[dict, FakeMachine]:
+def drive(scenario, transcript: Transcript, tmp_path: Path,
+          variant: config.Variant | None = None) -> tuple[dict, FakeMachine]:
+    """run_scenario on the fake machine; with a variant, booted as it says and its sysctls
+    set after boot (as scripts/record_transcript.py does, and run.py will)."""
     spec = BuildSpec(source=DebianSource("6.1"), fragments=(kconfig.load_fragment(
         "qemu-guest"),), variant="default", base="k")
     built = BuiltKernel(spec, KernelArtifact(key="k" * 8, directory=tmp_path,
                                              meta={"release": "6.1.192-vmtest-patched"}))
     machines: list[FakeMachine] = []
     options: list[boot.BootOptions] = []
+    doc_sysctl: dict[str, str] = {}
 
     def factory(*a, **kw):
         machines.append(FakeMachine(*a, transcript=transcript, **kw))
@@ -105,13 +111,20 @@ def drive(scenario, transcript: Transcript, tmp_path: Path) -> tuple[dict, FakeM
     def initramfs(tmp, *args):
         return tmp / "initrd"
 
+    @contextlib.contextmanager
     def booted(image, opts, out_dir, **kw):
+        if variant is not None:
+            opts = replace(opts, **variant.boot_overrides())
         options.append(opts)
-        return boot.boot(image, opts, out_dir, store=accel.VerdictStore(tmp_path / "a.json"),
-                         machine_class=factory, make_initramfs=initramfs, **kw)
+        with boot.boot(image, opts, out_dir, store=accel.VerdictStore(tmp_path / "a.json"),
+                       machine_class=factory, make_initramfs=initramfs, **kw) as vm:
+            if variant is not None:
+                doc_sysctl.update(guest.apply_sysctl(vm, variant.sysctl))
+            yield vm
 
     doc = run.run_scenario(built, scenario, tmp_path / "run", accel="tcg", boot=booted)
     doc["_boot_options"] = options[0]
+    doc["_sysctl"] = doc_sysctl
     return doc, machines[0]
 
 
@@ -203,7 +216,36 @@ def test_replayed_recordings(path, tmp_path):
     metrics it computed."""
     recorded = json.loads(path.with_name(path.name.replace(".jsonl.gz", ".result.json"))
                           .read_text())
-    sc = config.load(EXAMPLE).scenario("frag").make(recorded["identity"]["profile"])
-    doc, fake = drive(sc, Transcript.load(path), tmp_path)
+    exp = config.load(EXAMPLE)
+    sc = exp.scenario("frag").make(recorded["identity"]["profile"])
+    variant = exp.kernel("6.1").variant(recorded["identity"]["variant"])
+    doc, fake = drive(sc, Transcript.load(path), tmp_path, variant)
     assert doc["verdict"] == "ok", doc.get("error")
+    assert fake.replayed_all
     assert doc["metrics"] == recorded["metrics"]
+    assert doc["_sysctl"] == dict(variant.sysctl)  # written and read back
+    assert doc["_boot_options"].memory_mib == 2048
+    # the command's own line, counted apart from the code under test
+    out = Path(doc["artifacts"]["stdout"]).read_text()
+    assert doc["metrics"]["alloc_ms"] == float(out.split("alloc_ms=")[1].split()[0])
+
+
+def _frag_doc(variant: str, alloc_ms: float, hugepages: int) -> dict:
+    return {"schema": "vmtest-run/1", "run_id": f"{variant}{alloc_ms}", "verdict": "ok",
+            "identity": {"base": "6.1", "variant": variant, "scenario": "frag"},
+            "metrics": {"alloc_ms": alloc_ms, "compact_stall": 0, "migrate_dumps": 0,
+                        "hugepages": hugepages}, "splats": []}
+
+
+def test_the_comparison_reads_each_metrics_direction():
+    """Fewer huge pages is worse (better: higher) though a lower alloc_ms is better."""
+    from vmtest import compare
+
+    exp = config.load(EXAMPLE)
+    docs = [_frag_doc("proactive-off", 30.0 + i, 200) for i in range(6)] + \
+        [_frag_doc("proactive-on", 3.0 + i / 10, 100) for i in range(6)]
+    section = compare.build(exp, docs)["sections"][0]
+    verdicts = {c["metric"]: c["verdict"] for c in section["comparisons"]}
+    assert verdicts["alloc_ms"] == "improved" and verdicts["hugepages"] == "regressed"
+    assert section["headline"].startswith("alloc_ms (median per run): proactive-off 32.5 -> "
+                                          "proactive-on 3.25")

@@ -150,3 +150,13 @@ def test_with_jsonschema_too():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     for path in FILES:
         jsonschema.validate(yaml.safe_load(path.read_text()), SCHEMA)
+
+
+def test_docs_name_every_key_and_source():
+    doc = (REPO / "docs" / "experiments.md").read_text()
+    keys = {k for level in LEVELS.values() for k in level} | set(config.TOP_KEYS)
+    prose = re.sub(r"```.*?```", "", doc, flags=re.S)  # the examples are not the reference
+    code = " ".join(re.findall(r"`([^`]+)`", prose))  # what the doc writes as code
+    missing = sorted(k for k in keys if not re.search(rf"(?<![\w-]){k}(?![\w-])", code))
+    assert missing == []
+    assert all(f"`{src}`" in doc for src in config.metrics_mod.SOURCES)

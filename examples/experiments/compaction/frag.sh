@@ -1,19 +1,19 @@
 #!/bin/sh
 # Fragment memory with movable pages, wait, then time a hugepage allocation.
 #
-# Two tmpfs files are written in alternating 64 KiB chunks, so their pages interleave
-# in physical memory; deleting one leaves every 2 MiB pageblock half used by the
-# other: free memory in plenty, but no free huge page without compaction. After
-# SETTLE_S seconds (proactive compaction, vm.compaction_proactiveness, works in the
-# background meanwhile: facdaa917c4d, v5.9), NR_HUGEPAGES hugetlb pages are asked for
-# at once and the time the kernel took is printed:
+# Two tmpfs files are written in alternating 64 KiB chunks over most of memory, so
+# their pages interleave physically; deleting one leaves nearly every 2 MiB pageblock
+# half used by the other: free memory in plenty, but few free huge pages without
+# compaction. After SETTLE_S seconds (proactive compaction, vm.compaction_proactiveness,
+# works in the background meanwhile: facdaa917c4d, v5.9), NR_HUGEPAGES hugetlb pages
+# are asked for at once and the time the kernel took is printed:
 #   alloc_ms=<milliseconds> hugepages=<how many it got of NR_HUGEPAGES>
-# Runs in vmtest's busybox guest (sh, awk, mount) as root. Environment:
-#   FILL_PCT (60) percent of MemAvailable to fill, SETTLE_S (10), NR_HUGEPAGES (64).
+# Runs in vmtest's busybox guest (sh, awk, mount) as root. Environment: FILL_PCT (90)
+# percent of MemAvailable to fill, SETTLE_S (10), NR_HUGEPAGES (default: half of the
+# free memory after the fragmentation, in 2 MiB pages).
 set -eu
-FILL_PCT=${FILL_PCT:-60}
+FILL_PCT=${FILL_PCT:-90}
 SETTLE_S=${SETTLE_S:-10}
-NR_HUGEPAGES=${NR_HUGEPAGES:-64}
 dir=/tmp/frag
 
 # Nanoseconds since boot from /proc/timer_list ("now at N nsecs"), else /proc/uptime's
@@ -49,7 +49,9 @@ awk -v n="$chunks" -v a="$dir/a" -v b="$dir/b" 'BEGIN {
     }
 }'
 rm -f "$dir/b"
-echo "filled_kib=$fill_kib free_kib=$(awk '/^MemFree:/ {print $2}' /proc/meminfo)"
+free_kib=$(awk '/^MemFree:/ {print $2}' /proc/meminfo)
+NR_HUGEPAGES=${NR_HUGEPAGES:-$((free_kib / 2048 / 2))}
+echo "filled_kib=$fill_kib free_kib=$free_kib nr_hugepages=$NR_HUGEPAGES"
 sleep "$SETTLE_S"
 
 start=$(now_ns)

@@ -166,12 +166,21 @@ def test_the_command_runs_in_the_experiments_folder_with_its_environment(scenari
                                    "./work.sh"]
 
 
+@pytest.mark.fault("data-defined scenario: the command exits non-zero (no exit metric)",
+                   verdict="infrastructure", exit="3",
+                   message="scenario S: the command exited N: CMD fix: a command whose status "
+                           "is a result: declare a metric `from: exit`",
+                   kept="result.json, stdout.txt, stderr.txt, dmesg.txt")
 def test_a_failing_command_is_an_infrastructure_failure_not_data(scenario, tmp_path):
     doc, _ = drive(scenario, scripted(scenario, status=2), tmp_path)
     assert doc["verdict"] == "infrastructure"
     assert "the command exited 2" in doc["error"] and "from: exit" in doc["error"]
 
 
+@pytest.mark.fault("data-defined scenario: a trace event the guest kernel lacks",
+                   verdict="infrastructure", exit="3",
+                   message="scenario S: the guest kernel has no trace event SUBSYS/NAME",
+                   kept="result.json (the command never ran)")
 def test_a_missing_trace_event_is_named_before_the_command_runs(scenario, tmp_path):
     doc, fake = drive(scenario, scripted(scenario, missing_event="cma/cma_alloc_finish"),
                       tmp_path)
@@ -180,6 +189,11 @@ def test_a_missing_trace_event_is_named_before_the_command_runs(scenario, tmp_pa
     assert fake.replayed_all  # nothing ran after the check
 
 
+@pytest.mark.fault("data-defined scenario: a metric the guest cannot give (no such vmstat "
+                   "counter, meminfo field, readable file, or no matching output)",
+                   verdict="infrastructure", exit="3",
+                   message="metric M (PATH (delta)): PATH could not be read in the guest (before "
+                           "the command)", kept="result.json, the run's outputs")
 def test_an_unreadable_file_is_named(scenario, tmp_path):
     doc, _ = drive(scenario, scripted(scenario, file_before=None), tmp_path)
     assert doc["verdict"] == "infrastructure"

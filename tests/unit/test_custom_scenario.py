@@ -223,25 +223,42 @@ def test_load_commands():
     assert not custom.LoadSpec().background
 
 
-@pytest.mark.parametrize("path", sorted(TRANSCRIPTS.glob("*-frag-*.jsonl.gz")),
-                         ids=lambda p: p.name)
+# The data-defined scenarios of the examples, by name, with their files.
+EXAMPLES = {"frag": EXAMPLE, "every": EXAMPLE.parents[1] / "sources" / "sources.yaml"}
+RECORDINGS = sorted(p for p in TRANSCRIPTS.glob("*.jsonl.gz")
+                    if any(f"-{name}-" in p.name for name in EXAMPLES))
+
+
+def test_the_examples_have_recordings():
+    assert {n for n in EXAMPLES if any(f"-{n}-" in p.name for p in RECORDINGS)} == set(EXAMPLES)
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
 def test_replayed_recordings(path, tmp_path):
-    """A real run of the example, recorded (scripts/record_transcript.py), replays to the
+    """A real run of an example, recorded (scripts/record_transcript.py), replays to the
     metrics it computed."""
     recorded = json.loads(path.with_name(path.name.replace(".jsonl.gz", ".result.json"))
                           .read_text())
-    exp = config.load(EXAMPLE)
-    sc = exp.scenario("frag").make(recorded["identity"]["profile"])
+    name = recorded["identity"]["scenario"]
+    exp = config.load(EXAMPLES[name])
+    sc = exp.scenario(name).make(recorded["identity"]["profile"])
     variant = exp.kernel("6.1").variant(recorded["identity"]["variant"])
     doc, fake = drive(sc, Transcript.load(path), tmp_path, variant)
     assert doc["verdict"] == "ok", doc.get("error")
     assert fake.replayed_all
     assert doc["metrics"] == recorded["metrics"]
     assert doc["_sysctl"] == dict(variant.sysctl)  # written and read back
-    assert doc["_boot_options"].memory_mib == 2048
-    # the command's own line, counted apart from the code under test
+    assert doc["_boot_options"].memory_mib == (2048 if name == "frag" else 1024)
+    assert None not in doc["metrics"].values()
+    # the command's own lines, counted apart from the code under test
     out = Path(doc["artifacts"]["stdout"]).read_text()
-    assert doc["metrics"]["alloc_ms"] == float(out.split("alloc_ms=")[1].split()[0])
+    if name == "frag":
+        assert doc["metrics"]["alloc_ms"] == float(out.split("alloc_ms=")[1].split()[0])
+    else:
+        rounds = [float(line.split("=")[1]) for line in out.splitlines()
+                  if line.startswith("round_ms=")]
+        assert doc["metrics"]["rounds_ms"] == pytest.approx(sum(rounds))
+        assert doc["metrics"]["rounds"] == len(rounds) == 3
 
 
 def _frag_doc(variant: str, alloc_ms: float, hugepages: int) -> dict:

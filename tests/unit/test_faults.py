@@ -62,8 +62,8 @@ def test_metric_name_typo(tmp_path, capsys):
      "    metrics: [failed_pages]\n    lower_is_better: 'false'\n",
      ":6: scenarios.cma-stress.lower_is_better: expected a boolean (true/false), got string"),
     ("kernels:\n  k: {}\nscenarios:\n  s:\n    run: x\n    metrics:\n"
-     "      - {name: m, from: stdout, pattern: 'x=(\\d+'}\n", ":7: scenarios.s.metrics[0].pattern: bad "
-     "pattern"),
+     "      - {name: m, from: stdout, pattern: 'x=(\\d+'}\n",
+     ":7: scenarios.s.metrics[0].pattern: bad pattern"),
     ("kernels:\n  k:\n    variants: {'tést': {}}\n", ":3: kernels.k.variants.tést: variant name"),
 ])
 def test_experiment_file_mistakes(tmp_path, capsys, text, message):

@@ -23,7 +23,8 @@ from vmtest.scenarios import hotplug_offline
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "data" / "transcripts"
 # The built-in scenarios' recordings (data-defined ones replay in test_custom_scenario.py).
 RECORDED = sorted(p.name.removesuffix(".jsonl.gz") for p in TRANSCRIPTS.glob("*.jsonl.gz")
-                  if "-frag-" not in p.name)
+                  if json.loads(p.with_name(p.name.replace(".jsonl.gz", ".result.json"))
+                                .read_text())["identity"]["scenario"] in scenarios.SCENARIOS)
 
 
 def replay(name: str, tmp_path: Path, transcript: Transcript | None = None):

@@ -520,8 +520,7 @@ def _data_scenario(name: str, node: Node, base_dir: Path) -> ScenarioDef:
 def _check_workdir(node: Node, base_dir: Path) -> None:
     """The experiment's folder goes into every guest: not a home directory."""
     total, count = 0, 0
-    for root, dirs, files in os.walk(base_dir):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for root, _, files in os.walk(base_dir):
         for f in files:
             count += 1
             try:

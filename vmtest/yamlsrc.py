@@ -32,8 +32,12 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[dict[Any, Any], None, None]:
         data: dict[Any, Any] = {}
         yield data
+        # Keys merged in (`<<: *anchor`) may be overridden by the mapping's own keys;
+        # only the mapping's own keys must be unique.
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         self.flatten_mapping(node)
         where: dict[Any, tuple[int, int]] = {}
+        merged: set[Any] = set()
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
@@ -41,7 +45,11 @@ class _Loader(yaml.SafeLoader):
                 raise ConfigError(f"{self.name}:{line}: key {key!r} is a "
                                   f"{type(key).__name__} in YAML, not a name",
                                   hint=f"quote it: \"{key_node.value}\"")
-            if key in where:
+            if id(key_node) not in own:
+                merged.add(key)
+            elif key in where and key in merged:
+                merged.discard(key)  # an own key overriding a merged one
+            elif key in where:
                 raise ConfigError(f"{self.name}:{line}: {key}: duplicate key (first at line "
                                   f"{where[key][0]})", hint="each key once per mapping")
             data[key] = self.construct_object(value_node, deep=True)

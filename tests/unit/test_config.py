@@ -284,3 +284,22 @@ def test_every_shipped_config_loads():
     for path in [*(REPO / "configs").glob("*.yaml"),
                  *(REPO / "examples").rglob("*.yaml")]:
         config.load(path)
+
+
+def test_yaml_anchors_and_merge_keys_may_override(tmp_path):
+    path = _write(tmp_path, """
+kernels:
+  k:
+    variants:
+      base: &tuned {sysctl: {vm.swappiness: 10}, cmdline: lru_gen}
+      more:
+        <<: *tuned
+        sysctl: {vm.swappiness: 60}
+""")
+    k = config.load(path).kernel("k")
+    assert k.variant("more").sysctl == (("vm.swappiness", "60"),)
+    assert k.variant("more").cmdline == ("lru_gen",)
+    assert "duplicate key" in _error(tmp_path, "kernels:\n  k:\n    variants:\n"
+                                               "      a: &x {description: d}\n"
+                                               "      b:\n        <<: *x\n"
+                                               "        drop: []\n        drop: []\n")

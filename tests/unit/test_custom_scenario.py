@@ -74,19 +74,19 @@ def scripted(scenario: custom.CustomScenario, *, status: int = 0, missing_event:
                   "out": f"MISSING {missing_event}\n" if missing_event else ""})
     if missing_event:
         return Transcript({"release": "6.1.192-vmtest-patched"}, steps)
-    steps.append({"ssh": f"echo '{metrics.DMESG_MARK}' > /dev/kmsg", "status": 0, "out": ""})
     steps += [{"ssh": scenario.in_workdir(c), "status": 0, "out": ""} for c in spec.setup]
-    steps.append({"ssh": metrics.snapshot_script(files), "status": 0,
-                  "out": _snapshot("before", file_before)})
-    steps.append({"ssh": custom.tracing_command(events), "status": 0, "out": ""})
+    steps.append({"ssh": f"echo '{metrics.DMESG_MARK}' > /dev/kmsg\n"
+                         + metrics.snapshot_script(files) + "\n"
+                         + custom.tracing_command(events),
+                  "status": 0, "out": _snapshot("before", file_before)})
     steps.append({"ssh": scenario.in_workdir(spec.run, env=True), "status": status,
                   "out": (REC / "6.1-cma-stress.stdout.txt").read_text(), "err": "warn\n"})
-    steps.append({"ssh": f"echo 0 > {custom.TRACING}/tracing_on", "status": 0, "out": ""})
-    steps.append({"ssh": metrics.snapshot_script(files), "status": 0,
+    steps.append({"ssh": f"echo 0 > {custom.TRACING}/tracing_on\n"
+                         + metrics.snapshot_script(files), "status": 0,
                   "out": _snapshot("after", "983040")})
     steps.append({"ssh": "dmesg", "status": 0,
                   "out": (LOGS / "6.1-unpatched-cma.dmesg").read_text()})
-    steps.append({"ssh": "cat /sys/kernel/tracing/trace 2>/dev/null", "status": 0,
+    steps.append({"ssh": f"cat {custom.TRACING}/trace", "status": 0,
                   "out": (LOGS / "6.1-unpatched-cma-alloc-timing.trace").read_text()})
     steps.append({"ssh": "cat /proc/uptime", "status": 0, "out": "20.00 35.00\n"})
     return Transcript({"release": "6.1.192-vmtest-patched", "boot_s": 1.0}, steps)

@@ -3,8 +3,8 @@ optional setup and built-in load, and metrics read from what the run recorded
 (vmtest/collect/metrics.py). No Python from the user: docs/experiments.md.
 
 The run, in order: the trace events the metrics need are checked (a missing one is an
-infrastructure error naming it), a mark goes into the kernel log (dmesg metrics count what
-follows it), the setup commands run, "before" is read (vmstat, meminfo, files), tracing
+infrastructure error naming it), the setup commands run, a mark goes into the kernel log
+(dmesg metrics count what follows it), "before" is read (vmstat, meminfo, files), tracing
 and the load start, the command runs (from the experiment file's folder, copied into the
 guest), the load stops, "after" is read, dmesg and the trace are saved, and the pure
 `outcome()` computes the metrics.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmtest.collect import guest, metrics
+from vmtest.collect import metrics
 from vmtest.collect.metrics import MetricDef, Observations
 from vmtest.deadline import Deadline
 from vmtest.errors import InfraError
@@ -35,6 +35,7 @@ GUEST_DIR = "/root/experiment"
 TRACING = "/sys/kernel/tracing"
 CMA_LOG = "/tmp/vmtest-cma-load.log"
 CMA_PID = "/tmp/vmtest-cma-load.pid"
+MARK_COMMAND = f"echo {shlex.quote(metrics.DMESG_MARK)} > /dev/kmsg"
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,6 @@ class CustomScenario(Scenario):
         self.check_events(vm, events)
         timings: dict[str, float] = {}
         started = time.monotonic()
-        ssh.check_output(f"echo {shlex.quote(metrics.DMESG_MARK)} > /dev/kmsg")
         setup_log = run_dir / "setup.log"
         with setup_log.open("wb") as out:
             for command in spec.setup:
@@ -230,9 +230,11 @@ class CustomScenario(Scenario):
                     raise InfraError(f"scenario {spec.name}: setup command failed (exit "
                                      f"{status}): {command}", log_path=setup_log)
         files = metrics.files(spec.metrics)
-        before_text = ssh.check_output(metrics.snapshot_script(files))
-        if events:
-            ssh.check_output(tracing_command(events))
+        # One round trip: the mark (dmesg metrics count what follows it: not the boot's or
+        # the setup's messages), "before", tracing on.
+        before_text = ssh.check_output("\n".join(
+            [MARK_COMMAND, metrics.snapshot_script(files),
+             *([tracing_command(events)] if events else [])]))
         hotplug = self.hotplug_add(vm) if spec.load.hotplug else []
         if spec.load.background:
             ssh.check_output(spec.load.start_command(self.cpus, self.params.seed), timeout_s=300)
@@ -242,24 +244,28 @@ class CustomScenario(Scenario):
             status = ssh.run(self.in_workdir(spec.run, env=True), stdout=out, stderr=err,
                              timeout_s=spec.timeout_s, watch=vm.check)
         timings["command_s"] = elapsed_since(started) - timings["setup_s"]
-        if events:
-            ssh.check_output(f"echo 0 > {TRACING}/tracing_on")
+        # Tracing stops first (the load's stopping is not the command's), in one round
+        # trip with what follows.
+        stop_tracing = [f"echo 0 > {TRACING}/tracing_on"] if events else []
         cma_log = ""
         if spec.load.background:
             if spec.load.lru_stress:
                 self.check_load(vm)
-            ssh.check_output(spec.load.stop_command(), timeout_s=60)
+            ssh.check_output("\n".join([*stop_tracing, spec.load.stop_command()]), timeout_s=60)
+            stop_tracing = []
             if spec.load.cma_alloc:
                 cma_log = ssh.check_output(f"cat {CMA_LOG}")
         offlined = self.hotplug_remove(vm, hotplug) if hotplug else []
-        after_text = ssh.check_output(metrics.snapshot_script(files))
-        artifacts = guest.save_logs(vm, run_dir)
+        after_text = ssh.check_output("\n".join([*stop_tracing,
+                                                 metrics.snapshot_script(files)]))
+        artifacts = self.save_logs(vm, run_dir, traced=bool(events))
         (run_dir / "snapshots.txt").write_text(f"### before\n{before_text}\n### after\n"
                                                f"{after_text}")
         obs = Observations(stdout=stdout.read_text(errors="replace"),
                            stderr=stderr.read_text(errors="replace"), exit_status=status,
                            dmesg=artifacts["dmesg"].read_text(errors="replace"),
-                           trace=artifacts["trace"].read_text(errors="replace"),
+                           trace=artifacts["trace"].read_text(errors="replace")
+                           if "trace" in artifacts else "",
                            before=metrics.parse_snapshot(before_text),
                            after=metrics.parse_snapshot(after_text))
         outcome = self.outcome(obs)
@@ -301,6 +307,19 @@ class CustomScenario(Scenario):
                 f"{', '.join(missing)}",
                 hint=f"the events it has: ls {TRACING}/events/SUBSYSTEM in the guest "
                      "(`vmtest run -- ls ...`); an event may need a kernel option")
+
+    def save_logs(self, vm: Machine, run_dir: Path, traced: bool) -> dict[str, Path]:
+        """dmesg.txt, and trace.txt when the metrics traced events."""
+        ssh = vm.ssh()
+        paths = {"dmesg": run_dir / "dmesg.txt"}
+        with paths["dmesg"].open("wb") as out:
+            if ssh.run("dmesg", stdout=out, timeout_s=120) != 0:
+                raise InfraError("reading dmesg in the guest failed")
+        if traced:
+            paths["trace"] = run_dir / "trace.txt"
+            with paths["trace"].open("wb") as out:
+                ssh.run(f"cat {TRACING}/trace", stdout=out, timeout_s=120)
+        return paths
 
     def hotplug_add(self, vm: Machine) -> list[str]:
         """Hot-add the DIMMs, online their blocks movable; the new blocks."""

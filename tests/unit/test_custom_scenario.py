@@ -204,6 +204,8 @@ def test_the_example_boots_as_it_says():
     exp = config.load(EXAMPLE)
     sc = exp.scenario("frag").make("seed")
     assert sc.boot_overrides()["memory_mib"] == 2048 and sc.boot_overrides()["cpus"] == 2
+    # what the matrix and bisect size host memory by, as for the built-in scenarios
+    assert (sc.params.memory_mib, sc.params.cpus, sc.params.cma_mib) == (2048, 2, 256)
     assert sc.time_limit_s() >= 300
     k = exp.kernel("6.1")
     assert k.variant("thp-never").boot_overrides() == {

@@ -180,6 +180,11 @@ class CustomParams:
     env: dict[str, str]
     metrics: tuple[str, ...]
     seed: int = 1
+    # The guest this scenario boots (its machine: or vmtest's defaults), named as the
+    # built-in scenarios' parameters name it: what the upper stages size by.
+    memory_mib: int = 1024
+    cma_mib: int = 256
+    cpus: int = 2
 
 
 class CustomScenario(Scenario):
@@ -194,7 +199,11 @@ class CustomScenario(Scenario):
         params = CustomParams(run=spec.run, timeout_s=spec.timeout_s, setup=spec.setup,
                               machine=spec.machine.to_dict(),
                               load=dataclasses.asdict(spec.load), env=dict(spec.env),
-                              metrics=tuple(m.name for m in spec.metrics), seed=seed)
+                              metrics=tuple(m.name for m in spec.metrics), seed=seed,
+                              memory_mib=spec.machine.memory_mib or 1024,
+                              cma_mib=256 if spec.machine.cma_mib is None
+                              else spec.machine.cma_mib,
+                              cpus=spec.machine.cpus or 2)
         super().__init__(params, profile)
         self.spec = spec
 
@@ -282,7 +291,7 @@ class CustomScenario(Scenario):
 
     @property
     def cpus(self) -> int:
-        return self.spec.machine.cpus or 2
+        return int(self.params.cpus)
 
     def in_workdir(self, command: str, env: bool = False) -> str:
         """command run by the guest's sh in the experiment's folder (125: no folder)."""

@@ -496,6 +496,7 @@ def _data_scenario(name: str, node: Node, base_dir: Path) -> ScenarioDef:
     run = body["run"].text("a shell command line (run in the guest)")
     if not run.strip():
         raise body["run"].error("the command is empty")
+    _check_script(body["run"], run, base_dir)
     timeout_s = body["timeout_s"].number(positive=True) if "timeout_s" in body else 600.0
     setup = tuple(n.text() for n in body["setup"].strings()) if "setup" in body else ()
     machine = _machine(body["machine"]) if "machine" in body else MachineOptions()
@@ -527,6 +528,24 @@ def _data_scenario(name: str, node: Node, base_dir: Path) -> ScenarioDef:
     return ScenarioDef(name, tuple(m.name for m in metric_defs),
                        better=MappingProxyType({m.name: m.lower_is_better for m in metric_defs}),
                        lower_is_better=metric_defs[0].lower_is_better, custom=spec)
+
+
+def _check_script(node: Node, command: str, base_dir: Path) -> None:
+    """A command that starts with a script of the experiment's folder (./x.sh): it must
+    be there and executable, or every run fails in the guest."""
+    try:
+        first = shlex.split(command)[0]
+    except (ValueError, IndexError):
+        return  # the guest's shell says what is wrong with it
+    if not first.startswith("./"):
+        return
+    script = base_dir / first
+    if not script.is_file():
+        raise node.error(f"{first} is not a file in {base_dir} (the folder the command runs "
+                         "from)", hint="put the script beside the experiment file")
+    if not os.access(script, os.X_OK):
+        raise node.error(f"{first} is not executable", hint=f"chmod +x {script}, or run: "
+                                                            f"sh {first}")
 
 
 def _check_workdir(node: Node, base_dir: Path) -> None:

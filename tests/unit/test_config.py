@@ -12,6 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(text)
+    script = tmp_path / "x.sh"  # what DATA_SCENARIO runs
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
     return path
 
 
@@ -318,3 +321,19 @@ def test_numa_is_refused_until_boot_can_make_numa_guests(tmp_path):
     else:
         assert ":4: kernels.k.variants.v.machine.numa: NUMA guests are not supported" in \
             _error(tmp_path, path.read_text())
+
+
+def test_a_script_of_the_folder_must_be_there_and_executable(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(DATA_SCENARIO.replace("./x.sh", "./y.sh --fast"))
+
+    def error() -> str:
+        with pytest.raises(ConfigError) as exc:
+            config.load(path)
+        return exc.value.render()
+
+    assert f"{path}:5: scenarios.s.run: ./y.sh is not a file in" in error()
+    (tmp_path / "y.sh").write_text("#!/bin/sh\n")
+    assert f"{path}:5: scenarios.s.run: ./y.sh is not executable" in error()
+    (tmp_path / "y.sh").chmod(0o755)
+    assert config.load(path).scenario("s").custom.run == "./y.sh --fast"

@@ -134,6 +134,7 @@ def scenario(tmp_path):
     path.parent.mkdir()
     path.write_text(EXPERIMENT)
     (path.parent / "work.sh").write_text("#!/bin/sh\n")
+    (path.parent / "work.sh").chmod(0o755)
     sc = config.load(path).scenario("s").make("quick", seed=4)
     assert isinstance(sc, custom.CustomScenario)
     return sc

@@ -305,7 +305,7 @@ def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
     _name(parent, name, "kernel")
     if node.value is None:
         node.value = {}
-    body = node.mapping(KERNEL_KEYS)
+    node.mapping(KERNEL_KEYS)  # unknown keys are errors
     source = _source(node.child("source", "debian:6.1"), base_dir)
     fragments = []
     for item in node.child("fragments", list(kconfig.DEFAULT_FRAGMENTS)).items(
@@ -322,7 +322,6 @@ def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
     if not variants:
         raise variants_node.error("no variants defined", hint="leave variants: out for one "
                                                               "variant named default")
-    del body
     return KernelDef(name, source, tuple(fragments), tuple(variants))
 
 

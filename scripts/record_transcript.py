@@ -3,6 +3,8 @@
 that replay it on the fake machine (vmtest/qemu/fake.py).
 
     python3 scripts/record_transcript.py --variant unpatched --scenario cma-stress
+    python3 scripts/record_transcript.py --config examples/experiments/compaction/compaction.yaml \
+        --variant proactive-on --scenario frag
 
 writes tests/data/transcripts/<kernel>-<variant>-<scenario>-<profile>.jsonl.gz (every SSH
 command, its status and output, every hotplug QMP call, in order) and, beside it, the
@@ -25,12 +27,14 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vmtest import config, kernel_choice, paths, run, scenarios
 from vmtest.channel.command import ChannelKind
 from vmtest.channel.ports import Command
+from vmtest.collect import guest
 from vmtest.errors import VmtestError
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot as boot_mod
@@ -55,20 +59,31 @@ def main() -> int:
         return record_command(args.command, args.name or "command", args.stdin, args.accel)
     if not args.variant or not args.scenario:
         ap.error("--variant and --scenario (or --command)")
-    kdef = config.load(args.config).kernel(args.kernel)
-    built = kbuild.build_kernel(kdef.build_spec(kdef.variant(args.variant)))
+    exp = config.load(args.config)
+    kdef = exp.kernel(args.kernel)
+    variant = kdef.variant(args.variant)
+    built = kbuild.build_kernel(kdef.build_spec(variant))
     machines: list[RecordingMachine] = []
+    # The scenario as the config defines it (a data-defined one is only there).
+    defined = {s.name: s for s in exp.scenarios}
+    scenario = defined[args.scenario].make(args.profile) if args.scenario in defined \
+        else scenarios.make(args.scenario, args.profile)
 
     @contextlib.contextmanager
-    def recording_boot(*a: Any, **kw: Any) -> Iterator[RecordingMachine]:
-        with boot_mod.boot(*a, machine_class=RecordingMachine, **kw) as vm:
+    def recording_boot(image: Path, opts: boot_mod.BootOptions, out_dir: Path,
+                       **kw: Any) -> Iterator[RecordingMachine]:
+        # The variant boots as it says (kernel parameters, machine) and has its sysctls
+        # set before the scenario starts: what run.py does once it is wired.
+        opts = replace(opts, **variant.boot_overrides())
+        with boot_mod.boot(image, opts, out_dir, machine_class=RecordingMachine, **kw) as vm:
             machines.append(vm)
+            guest.apply_sysctl(vm, variant.sysctl)
             yield vm
 
     name = f"{args.kernel}-{args.variant}-{args.scenario}-{args.profile}"
     with tempfile.TemporaryDirectory(prefix="vmtest-record-") as tmp:
-        doc = run.run_scenario(built, scenarios.make(args.scenario, args.profile),
-                               Path(tmp), accel=args.accel, boot=recording_boot)
+        doc = run.run_scenario(built, scenario, Path(tmp), accel=args.accel,
+                               boot=recording_boot)
     if doc["verdict"] != "ok":
         print(f"record: the run's verdict is {doc['verdict']}: {doc.get('error')}",
               file=sys.stderr)

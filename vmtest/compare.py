@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vmtest import provenance, scenarios
+from vmtest import provenance
 from vmtest.config import Experiment
 from vmtest.deadline import utc_epoch
 from vmtest.outcome import Change, RunVerdict
@@ -228,7 +228,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                 for metric in sc.metrics:
                     b = _values(base_docs, metric)
                     c = _values(cand_docs, metric)
-                    comp = compare(metric, b, c, lower_is_better=sc.lower_is_better)
+                    comp = compare(metric, b, c, lower_is_better=sc.lower_is_better_for(metric))
                     entry = _comp_dict(comp)
                     # which run each value came from (the report's plots name it)
                     entry["baseline"]["runs"] = _value_runs(base_docs, metric)
@@ -241,7 +241,7 @@ def build(exp: Experiment, docs: list[dict[str, Any]],
                     "runs": {baseline: _verdicts(base_docs), variant: _verdicts(cand_docs)},
                     "splats_only_in": _splat_diff(base_docs, cand_docs, baseline, variant),
                     "test_differences": test_differences(base_docs, cand_docs),
-                    "headline": scenarios.get(sc_name).headline(
+                    "headline": sc.scenario_class().headline(
                         comparisons, base_docs + cand_docs, baseline, variant),
                     "timeline": {baseline: _timeline(base_docs), variant: _timeline(cand_docs)},
                     "time_to_verdict": time_to_verdict(base_docs, cand_docs, sc.metrics[0]),

@@ -2,27 +2,67 @@
 
 A *kernel* is a base tree (Debian's linux-source-X.Y or a git tree at a ref), an
 ordered patch series and config fragments. A *variant* is that kernel with patches
-added (appended to the series) or dropped (removed from it). Errors name the file,
-the key, the bad value and what is allowed; nothing downstream sees raw dicts.
+added (appended to the series) or dropped (removed from it), and/or booted differently:
+kernel parameters (`cmdline`), sysctls set before the scenario starts, a machine shape.
+Variants that differ only in how they boot share one build (the build's key covers the
+source, the series and the fragments, not the variant's name).
+
+A *scenario* is built in (its name is in the catalog, vmtest/scenarios/) or defined as
+data: a command run in the guest, its setup and built-in load, and metrics read from what
+the run recorded (vmtest/scenarios/custom.py, vmtest/collect/metrics.py). The schema:
+docs/experiments.md and docs/experiment.schema.json.
+
+Every mistake is a ConfigError (exit 2) saying `FILE:LINE: key.path: problem` with what
+is allowed; nothing downstream sees raw dicts.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from vmtest import paths
+from vmtest import paths, yamlsrc
 from vmtest import scenarios as catalog
+from vmtest.collect import known_names
+from vmtest.collect import metrics as metrics_mod
+from vmtest.collect.metrics import MetricDef
 from vmtest.errors import ConfigError
+from vmtest.guest import sysctl as sysctl_mod
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec
 from vmtest.kernel.source import DEBIAN_SERIES, DebianSource, KernelSource, LocalTree
+from vmtest.scenarios import custom
+from vmtest.scenarios.custom import CustomSpec, MachineOptions
+from vmtest.yamlsrc import Node
+
+# Kernel, variant, scenario and metric names become parts of run directories' names and
+# report anchors: ASCII letters, digits, '.', '_' and '-', not starting with '.' or '-'.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = ("ASCII letters, digits, '.', '-' or '_', not starting with '.' or '-', at most "
+             "64 characters")
+# A kernel parameter: name[=value] (Documentation/admin-guide/kernel-parameters.rst), in a
+# charset with no blank, quote or shell character, so that it stays one word of the
+# command line and of QEMU's argv.
+CMDLINE_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:=[A-Za-z0-9_.,:+/@%-]*)?")
+# Parameters vmtest sets itself (vmtest/qemu/argv.py kernel_cmdline): a variant changing
+# them would break the harness, not test the kernel.
+RESERVED_PARAMS = {"console": "", "rdinit": "", "init": "", "root": "", "panic": "",
+                   "oops": "", "memhp_default_state": "",
+                   "cma": "set machine: {cma: SIZE} instead"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SIZE = re.compile(r"(\d+)([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_UNIT = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# The experiment's folder is copied into every guest: bounded, so that a file put in a
+# big folder does not make every initramfs huge.
+WORKDIR_MAX_BYTES = 64 << 20
+WORKDIR_MAX_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -30,6 +70,21 @@ class Variant:
     name: str
     series: tuple[Path, ...]  # the full, ordered series for this variant
     description: str = ""
+    cmdline: tuple[str, ...] = ()  # kernel parameters, one validated word each
+    sysctl: tuple[tuple[str, str], ...] = ()  # (name, value), set before the scenario
+    machine: MachineOptions = field(default_factory=MachineOptions)
+
+    def boot_overrides(self) -> dict[str, Any]:
+        """BootOptions fields this variant sets; applied after the scenario's."""
+        overrides = self.machine.boot_overrides()
+        if self.cmdline:
+            overrides["cmdline_extra"] = self.cmdline
+        return overrides
+
+    def to_dict(self) -> dict[str, Any]:
+        """How the variant boots, for the result document."""
+        return {"cmdline": list(self.cmdline), "sysctl": dict(self.sysctl),
+                "machine": self.machine.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -47,6 +102,8 @@ class KernelDef:
                           hint=f"available: {', '.join(v.name for v in self.variants)}")
 
     def build_spec(self, variant: Variant) -> BuildSpec:
+        """What to build: cmdline, sysctl and machine are not part of it, so variants
+        that differ only there have the same build key (one build serves them)."""
         return BuildSpec(source=self.source, fragments=self.fragments, patches=variant.series,
                          variant=variant.name, base=self.name)
 
@@ -57,9 +114,29 @@ class ScenarioDef:
     metrics: tuple[str, ...]  # the first is the primary metric
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     lower_is_better: bool = True
+    # Per metric, where a metric says `better:` (data-defined ones always do).
+    better: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
+    custom: CustomSpec | None = None  # a data-defined scenario (None: built in)
+
+    def lower_is_better_for(self, metric: str) -> bool:
+        return self.better.get(metric, self.lower_is_better)
+
+    def scenario_class(self) -> type[catalog.Scenario]:
+        """The Scenario class (headline, PROGRESS_METRICS, METRICS) without making one."""
+        return custom.scenario_class(self.custom) if self.custom is not None \
+            else catalog.get(self.name)
 
     def make(self, profile: str, **extra: Any) -> catalog.Scenario:
-        """The scenario with the profile's parameters, this config's, then extra's."""
+        """The scenario with the profile's parameters, this config's, then extra's. A
+        data-defined one takes only `seed` (each repetition's)."""
+        if self.custom is not None:
+            unknown = sorted(set(extra) - {"seed"})
+            if unknown:
+                raise ConfigError(f"scenario {self.name} is defined by its file and has no "
+                                  f"parameter {unknown[0]!r}",
+                                  hint="change it in the experiment file")
+            seed = extra.get("seed", 1)
+            return custom.make(self.custom, profile, seed=seed if isinstance(seed, int) else 1)
         return catalog.make(self.name, profile, {**self.params, **extra})
 
 
@@ -78,6 +155,7 @@ class Experiment:
     kernels: tuple[KernelDef, ...]
     scenarios: tuple[ScenarioDef, ...] = ()
     matrix: MatrixDef | None = None
+    description: str = ""
 
     def scenario(self, name: str) -> ScenarioDef:
         for sc in self.scenarios:
@@ -94,187 +172,623 @@ class Experiment:
                           hint=f"available: {', '.join(k.name for k in self.kernels)}")
 
 
-class _Where:
-    """Builds error messages that point at file and key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{self.path}: {key}: {message}", hint=hint)
-
-
-def _expect(where: _Where, key: str, value: Any, kind: type, what: str) -> Any:
-    if not isinstance(value, kind):
-        raise where.error(key, f"expected {what}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _keys(where: _Where, key: str, mapping: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise where.error(f"{key}.{unknown[0]}" if key else unknown[0], "unknown key",
-                          hint=f"allowed here: {', '.join(sorted(allowed))}")
-
-
-def _patch(where: _Where, key: str, name: Any, base_dir: Path) -> Path:
-    _expect(where, key, name, str, "a patch path")
-    candidates = [base_dir / name, paths.kernels_dir() / "patches" / name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise where.error(key, f"patch {name!r} not found",
-                      hint=f"looked in {base_dir} and {paths.kernels_dir() / 'patches'}")
-
-
-def _source(where: _Where, key: str, value: Any, base_dir: Path) -> KernelSource:
-    if isinstance(value, str) and value.startswith("debian:"):
-        series = value.split(":", 1)[1]
-        if series not in DEBIAN_SERIES:
-            raise where.error(key, f"unknown Debian kernel source {value!r}",
-                              hint="allowed: " + ", ".join(f"debian:{s}" for s in DEBIAN_SERIES))
-        return DebianSource(series)
-    if isinstance(value, dict):
-        _keys(where, key, value, {"git", "ref", "path"})
-        tree: str = _expect(where, f"{key}.git", value.get("git") or value.get("path"), str,
-                            "a path to a kernel tree")
-        path = (base_dir / Path(tree).expanduser()).resolve()
-        if not path.is_dir():
-            raise where.error(f"{key}.git", f"no such directory {path}")
-        ref = value.get("ref")
-        if ref is not None:
-            _expect(where, f"{key}.ref", ref, str, "a git ref")
-        return LocalTree(path, ref)
-    raise where.error(key, f"bad source {value!r}",
-                      hint="allowed: debian:6.1, debian:6.12, or {git: PATH, ref: REF}")
+# -- the keys each level allows (docs/experiment.schema.json lists the same; a unit test
+# keeps them equal) ----------------------------------------------------------------------
+TOP_KEYS = ("description", "kernels", "scenarios", "matrix")
+KERNEL_KEYS = ("source", "fragments", "patches", "variants", "description")
+SOURCE_KEYS = ("git", "path", "ref")
+VARIANT_KEYS = ("patches", "drop", "description", "cmdline", "sysctl", "machine")
+MACHINE_KEYS = ("memory", "cpus", "numa", "cma", "slots", "maxmem")
+BUILTIN_SCENARIO_KEYS = ("metrics", "params", "lower_is_better", "description")
+BUILTIN_METRIC_KEYS = ("name", "better")
+DATA_SCENARIO_KEYS = ("run", "timeout_s", "setup", "machine", "load", "metrics", "env",
+                      "description")
+LOAD_KEYS = ("lru_stress", "stress_ng", "fill", "cma_alloc", "hotplug")
+LRU_STRESS_KEYS = ("ops", "workers", "anon_mib", "file_mib", "burst", "pause_us",
+                   "refault_ms")
+CMA_ALLOC_KEYS = ("size", "period_s")
+HOTPLUG_KEYS = ("dimm", "dimms", "offline_timeout_s")
+METRIC_COMMON_KEYS = ("name", "from", "better", "description")
+METRIC_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "stdout": ("pattern", "json", "reduce"),
+    "stderr": ("pattern", "json", "reduce"),
+    "exit": (),
+    "dmesg": ("pattern", "splats", "dump_reason", "summary"),
+    "vmstat": ("counter", "take"),
+    "meminfo": ("field", "take"),
+    "file": ("path", "take", "pattern"),
+    "tracefs": ("event", "begin", "end", "reduce"),
+}
+SUMMARY_KEYS = ("op", "field", "reduce")
+MATRIX_KEYS = ("kernels", "variants", "scenarios", "repetitions", "profile")
+BETTER = ("lower", "higher")
 
 
 def load(path: str | Path) -> Experiment:
     path = Path(path)
-    where = _Where(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} not found") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: broken YAML{at}: {getattr(exc, 'problem', exc)}",
-                          hint="fix the YAML syntax (indentation, colons, quotes)") from exc
-    _expect(where, "(top level)", raw, dict, "a mapping")
-    _keys(where, "", raw, {"kernels", "scenarios", "matrix", "description"})
-    kernels_raw = _expect(where, "kernels", raw.get("kernels"), dict, "a mapping of kernels")
-    if not kernels_raw:
-        raise where.error("kernels", "no kernels defined")
+    root = yamlsrc.load(path)
+    if root.value is None:
+        raise root.error("the file is empty", hint="see docs/experiments.md")
+    top = root.mapping(TOP_KEYS, what="a mapping (kernels:, scenarios:, matrix:)")
     base_dir = path.parent
-    kernels = []
-    for name, body in kernels_raw.items():
-        key = f"kernels.{name}"
-        # Kernel names become parts of run directories' names: nothing that leaves them.
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(name)):
-            raise where.error(key, f"kernel name {name!r} must be letters, digits, '.', '-' "
-                                   "or '_', not starting with '.' or '-'")
-        _expect(where, key, body, dict, "a mapping")
-        _keys(where, key, body, {"source", "fragments", "patches", "variants", "description"})
-        source = _source(where, f"{key}.source", body.get("source", "debian:6.1"), base_dir)
-        frag_names = body.get("fragments", list(kconfig.DEFAULT_FRAGMENTS))
-        _expect(where, f"{key}.fragments", frag_names, list, "a list of fragment names")
-        fragments = []
-        for i, frag in enumerate(frag_names):
-            try:
-                fragments.append(kconfig.load_fragment(frag if "/" not in str(frag)
-                                                       else base_dir / frag))
-            except ConfigError as exc:
-                raise where.error(f"{key}.fragments[{i}]", str(exc), exc.hint) from exc
-        common = [_patch(where, f"{key}.patches[{i}]", p, base_dir)
-                  for i, p in enumerate(_expect(where, f"{key}.patches", body.get("patches", []),
-                                                list, "a list of patches"))]
-        variants_raw = _expect(where, f"{key}.variants", body.get("variants", {"default": {}}),
-                               dict, "a mapping of variants")
-        variants = []
-        for vname, vbody in variants_raw.items():
-            vkey = f"{key}.variants.{vname}"
-            vbody = vbody or {}
-            _expect(where, vkey, vbody, dict, "a mapping")
-            _keys(where, vkey, vbody, {"patches", "drop", "description"})
-            if not str(vname).replace("-", "").replace("_", "").isalnum():
-                raise where.error(vkey, f"variant name {vname!r} must be letters, digits, - or _")
-            series = list(common)
-            for i, name_ in enumerate(vbody.get("drop", [])):
-                dropped = _patch(where, f"{vkey}.drop[{i}]", name_, base_dir)
-                if dropped not in series:
-                    raise where.error(f"{vkey}.drop[{i}]", f"{name_!r} is not in the base series",
-                                      hint="base series: " + ", ".join(p.name for p in common))
-                series.remove(dropped)
-            series += [_patch(where, f"{vkey}.patches[{i}]", p, base_dir)
-                       for i, p in enumerate(vbody.get("patches", []))]
-            variants.append(Variant(str(vname), tuple(series), str(vbody.get("description", ""))))
-        kernels.append(KernelDef(str(name), source, tuple(fragments), tuple(variants)))
-    scenario_defs = _scenarios(where, raw.get("scenarios") or {})
-    matrix = _matrix(where, raw.get("matrix"), kernels, scenario_defs)
-    return Experiment(path, tuple(kernels), scenario_defs, matrix)
+    description = _text(top.get("description"))
+    kernels_node = root.child("kernels")
+    kernels_raw = kernels_node.mapping(what="a mapping of kernels")
+    if not kernels_raw:
+        raise kernels_node.error("no kernels defined")
+    kernels = [_kernel(kernels_node, name, body, base_dir) for name, body in kernels_raw.items()]
+    scenario_defs = _scenarios(root.child("scenarios", {}), base_dir)
+    matrix = _matrix(root.child("matrix"), kernels, scenario_defs)
+    return Experiment(path, tuple(kernels), scenario_defs, matrix, description)
 
 
-def _scenarios(where: _Where, raw: Any) -> tuple[ScenarioDef, ...]:
-    _expect(where, "scenarios", raw, dict, "a mapping of scenarios")
-    defs = []
-    for name, body in raw.items():
-        key = f"scenarios.{name}"
-        body = body or {}
-        _expect(where, key, body, dict, "a mapping")
-        _keys(where, key, body, {"metrics", "params", "lower_is_better"})
-        if name not in catalog.SCENARIOS:
-            raise where.error(key, f"unknown scenario {name!r}",
-                              hint=f"available: {', '.join(sorted(catalog.SCENARIOS))}")
-        metrics = _expect(where, f"{key}.metrics", body.get("metrics", []), list,
-                          "a list of metric names (the first is the primary one)")
-        if not metrics:
-            raise where.error(f"{key}.metrics", "at least one metric is needed")
-        params = _expect(where, f"{key}.params", body.get("params", {}), dict, "a mapping")
+# -- helpers ----------------------------------------------------------------------------
+def _text(node: Node | None) -> str:
+    return "" if node is None or node.value is None else node.text()
+
+
+def _name(parent: Node, key: str, what: str) -> str:
+    if not NAME.fullmatch(key) or not key.isascii():
+        bad = parent.child(key)
+        bad.line = parent.key_line(key)
+        raise bad.error(f"{what} name {key!r} must be {NAME_RULE}")
+    return key
+
+
+def _one_of(node: Node, allowed: tuple[str, ...], what: str) -> str:
+    value = node.text(f"one of {', '.join(allowed)}")
+    if value not in allowed:
+        raise node.error(f"unknown {what} {value!r}{_near(value, allowed)}",
+                         hint=f"allowed: {', '.join(allowed)}")
+    return value
+
+
+def _near(value: str, known: Any) -> str:
+    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _size_mib(node: Node, what: str = "a size such as 512M or 2G", zero: bool = False) -> int:
+    """'2G', '512M', '512' (MiB) or an integer (MiB) -> MiB."""
+    value = node.expect((int, str), what)
+    m = SIZE.fullmatch(str(value).strip())
+    if not m:
+        raise node.error(f"bad size {value!r}", hint="a size such as 512M or 2G")
+    size = int(m.group(1)) * _UNIT[m.group(2).upper()]
+    if size % (1 << 20):
+        raise node.error(f"size {value!r} is not a whole number of MiB")
+    if size == 0 and not zero:
+        raise node.error("size must be more than 0")
+    return size >> 20
+
+
+def _patch(node: Node, base_dir: Path) -> Path:
+    name = node.text("a patch path")
+    candidates = [base_dir / name, paths.kernels_dir() / "patches" / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise node.error(f"patch {name!r} not found",
+                     hint=f"looked in {base_dir} and {paths.kernels_dir() / 'patches'}")
+
+
+def _source(node: Node, base_dir: Path) -> KernelSource:
+    value = node.value
+    if isinstance(value, str) and value.startswith("debian:"):
+        series = value.split(":", 1)[1]
+        if series not in DEBIAN_SERIES:
+            raise node.error(f"unknown Debian kernel source {value!r}",
+                             hint="allowed: " + ", ".join(f"debian:{s}" for s in DEBIAN_SERIES))
+        return DebianSource(series)
+    if isinstance(value, dict):
+        body = node.mapping(SOURCE_KEYS)
+        tree_node = body.get("git") or body.get("path") or node.child("git")
+        tree = tree_node.text("a path to a kernel tree")
+        path = (base_dir / Path(tree).expanduser()).resolve()
+        if not path.is_dir():
+            raise tree_node.error(f"no such directory {path}")
+        ref = body["ref"].text("a git ref") if "ref" in body else None
+        return LocalTree(path, ref)
+    raise node.error(f"bad source {value!r}",
+                     hint="allowed: debian:6.1, debian:6.12, or {git: PATH, ref: REF}")
+
+
+# -- kernels and variants -----------------------------------------------------------------
+def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
+    _name(parent, name, "kernel")
+    if node.value is None:
+        node.value = {}
+    node.mapping(KERNEL_KEYS)  # unknown keys are errors
+    source = _source(node.child("source", "debian:6.1"), base_dir)
+    fragments = []
+    for item in node.child("fragments", list(kconfig.DEFAULT_FRAGMENTS)).items(
+            "a list of fragment names"):
+        frag = item.text("a fragment name or path")
         try:
-            catalog.make(name, "quick", params)
+            fragments.append(kconfig.load_fragment(frag if "/" not in frag else base_dir / frag))
         except ConfigError as exc:
-            raise where.error(f"{key}.params", str(exc), exc.hint) from exc
-        defs.append(ScenarioDef(str(name), tuple(str(m) for m in metrics),
-                                MappingProxyType(dict(params)),
-                                bool(body.get("lower_is_better", True))))
+            raise item.error(str(exc), exc.hint) from exc
+    common = [_patch(p, base_dir) for p in node.child("patches", []).items("a list of patches")]
+    variants_node = node.child("variants", {"default": {}})
+    variants = [_variant(variants_node, vname, vbody, common, base_dir)
+                for vname, vbody in variants_node.mapping(what="a mapping of variants").items()]
+    if not variants:
+        raise variants_node.error("no variants defined", hint="leave variants: out for one "
+                                                              "variant named default")
+    return KernelDef(name, source, tuple(fragments), tuple(variants))
+
+
+def _variant(parent: Node, name: str, node: Node, common: list[Path],
+             base_dir: Path) -> Variant:
+    _name(parent, name, "variant")
+    if node.value is None:
+        node.value = {}
+    body = node.mapping(VARIANT_KEYS)
+    series = list(common)
+    for item in node.child("drop", []).items("a list of patches"):
+        dropped = _patch(item, base_dir)
+        if dropped not in series:
+            raise item.error(f"{item.value!r} is not in the base series",
+                             hint="base series: " + (", ".join(p.name for p in common)
+                                                     or "(empty)"))
+        series.remove(dropped)
+    series += [_patch(p, base_dir) for p in node.child("patches", []).items("a list of patches")]
+    cmdline = _cmdline(body["cmdline"]) if "cmdline" in body else ()
+    sysctl = _sysctl(body["sysctl"]) if "sysctl" in body else ()
+    machine = _machine(body["machine"]) if "machine" in body else MachineOptions()
+    return Variant(name, tuple(series), _text(body.get("description")), cmdline, sysctl,
+                   machine)
+
+
+def _cmdline(node: Node) -> tuple[str, ...]:
+    """Kernel parameters: a string of blank-separated words or a list of words."""
+    if isinstance(node.value, str):
+        words = [(node, w) for w in node.value.split()]
+    else:
+        words = [(item, item.text("a kernel parameter (name or name=value)"))
+                 for item in node.items("a string or a list of kernel parameters")]
+    for where, word in words:
+        if not CMDLINE_WORD.fullmatch(word) or not word.isascii():
+            raise where.error(f"kernel parameter {word!r} is not name[=value] in letters, "
+                              "digits and _.-,:+/@%",
+                              hint="one parameter per word, no quotes, blanks or shell "
+                                   "characters")
+        param = word.split("=", 1)[0]
+        if param in RESERVED_PARAMS:
+            raise where.error(f"kernel parameter {param} is set by vmtest itself",
+                              hint=RESERVED_PARAMS[param] or "leave it out")
+    return tuple(w for _, w in words)
+
+
+def _sysctl(node: Node) -> tuple[tuple[str, str], ...]:
+    settings = []
+    for name, value_node in node.mapping(what="a mapping of sysctl: value").items():
+        if not sysctl_mod.NAME.fullmatch(name):
+            bad = node.child(name)
+            bad.line = node.key_line(name)
+            raise bad.error(f"sysctl name {name!r} is not dotted like vm.swappiness",
+                            hint="segments of letters, digits, _ and -, joined by dots")
+        value = value_node.value
+        if isinstance(value, bool):
+            raise value_node.error(f"expected a number or a string, got boolean {value!r} "
+                                   "(YAML reads on/off/yes/no/true/false as booleans)",
+                                   hint="write the number (0 or 1) or quote the word")
+        if isinstance(value, int):
+            text = str(value)
+        else:
+            text = value_node.text("a number or a string")
+            if not sysctl_mod.VALUE.fullmatch(text):
+                raise value_node.error(f"sysctl value {text!r} must be words of letters, "
+                                       "digits and _.:,+- separated by single spaces")
+        settings.append((name, text))
+    return tuple(settings)
+
+
+def _machine(node: Node) -> MachineOptions:
+    body = node.mapping(MACHINE_KEYS)
+    memory = _size_mib(body["memory"]) if "memory" in body else None
+    cma = _size_mib(body["cma"], zero=True) if "cma" in body else None
+    maxmem = _size_mib(body["maxmem"]) if "maxmem" in body else None
+    cpus = body["cpus"].integer(1) if "cpus" in body else None
+    numa = body["numa"].integer(1, "an integer (NUMA nodes)") if "numa" in body else None
+    slots = body["slots"].integer(0) if "slots" in body else None
+    if cpus is not None and cpus > 64:
+        raise body["cpus"].error(f"{cpus} CPUs is more than a TCG guest here can use",
+                                 hint="at most 64")
+    if numa is not None and numa > 8:
+        raise body["numa"].error(f"{numa} NUMA nodes: at most 8")
+    if numa is not None and not _boots_numa():
+        raise body["numa"].error("NUMA guests are not supported by this vmtest yet",
+                                 hint="leave numa: out (issue 26 adds it)")
+    if cma is not None and memory is not None and cma >= memory:
+        raise body["cma"].error(f"cma ({cma} MiB) must be smaller than memory ({memory} MiB)")
+    if maxmem is not None and memory is not None and maxmem < memory:
+        raise body["maxmem"].error(f"maxmem ({maxmem} MiB) is below memory ({memory} MiB)")
+    return MachineOptions(memory_mib=memory, cpus=cpus, numa_nodes=numa, cma_mib=cma,
+                          slots=slots, maxmem_mib=maxmem)
+
+
+def _boots_numa() -> bool:
+    """Whether qemu/boot.py's BootOptions has NUMA nodes (imported only when asked)."""
+    import dataclasses
+
+    from vmtest.qemu import boot
+
+    return "numa_nodes" in {f.name for f in dataclasses.fields(boot.BootOptions)}
+
+
+# -- scenarios ----------------------------------------------------------------------------
+def _scenarios(node: Node, base_dir: Path) -> tuple[ScenarioDef, ...]:
+    defs = []
+    for name, body in node.mapping(what="a mapping of scenarios").items():
+        _name(node, name, "scenario")
+        if body.value is None:
+            body.value = {}
+        body.expect(dict)
+        if name in catalog.SCENARIOS:
+            if body.has("run"):
+                raise body.child("run").error(
+                    f"{name} is a built-in scenario; a scenario with run: needs a name of its "
+                    "own", hint=f"built-in: {', '.join(sorted(catalog.SCENARIOS))}")
+            defs.append(_builtin(name, body))
+        elif body.has("run"):
+            defs.append(_data_scenario(name, body, base_dir))
+        else:
+            where = Node(body.file, name, body.path, node.key_line(name), {})
+            raise where.error(f"unknown scenario {name!r}{_near(name, catalog.SCENARIOS)}: "
+                              "not built in, and no run: defines it",
+                              hint=f"built-in: {', '.join(sorted(catalog.SCENARIOS))}; or "
+                                   "give it run: COMMAND and metrics: (docs/experiments.md)")
     return tuple(defs)
 
 
-def _matrix(where: _Where, raw: Any, kernels: list[KernelDef],
+def _builtin(name: str, node: Node) -> ScenarioDef:
+    body = node.mapping(BUILTIN_SCENARIO_KEYS)
+    cls = catalog.SCENARIOS[name]
+    metrics_node = node.child("metrics", [])
+    names: list[str] = []
+    better: dict[str, bool] = {}
+    for item in metrics_node.items("a list of metric names (the first is the primary one)"):
+        if isinstance(item.value, dict):
+            fields = item.mapping(BUILTIN_METRIC_KEYS)
+            if "name" not in fields:
+                raise item.error("a metric needs name:")
+            metric_node = fields["name"]
+            if "better" in fields:
+                better[metric_node.text()] = _one_of(fields["better"], BETTER,
+                                                    "direction") == "lower"
+        else:
+            metric_node = item
+        metric = metric_node.text("a metric name")
+        if metric not in cls.METRICS:
+            raise metric_node.error(f"scenario {name} produces no metric {metric!r}"
+                                    f"{_near(metric, cls.METRICS)}",
+                                    hint=f"its metrics: {', '.join(cls.METRICS)}")
+        if metric in names:
+            raise metric_node.error(f"metric {metric} is listed twice")
+        names.append(metric)
+    if not names:
+        raise metrics_node.error("at least one metric is needed",
+                                 hint=f"its metrics: {', '.join(cls.METRICS)}")
+    params_node = node.child("params", {})
+    params = params_node.mapping(what="a mapping of parameters")
+    try:
+        catalog.make(name, "quick", params_node.value)
+    except ConfigError as exc:
+        bad = next((params[k] for k in params if repr(k) in str(exc) or f" {k} " in str(exc)),
+                   params_node)
+        raise bad.error(str(exc), exc.hint) from exc
+    lower = body["lower_is_better"].flag() if "lower_is_better" in body else True
+    return ScenarioDef(name, tuple(names), MappingProxyType(dict(params_node.value)), lower,
+                       MappingProxyType(better))
+
+
+def _data_scenario(name: str, node: Node, base_dir: Path) -> ScenarioDef:
+    body = node.mapping(DATA_SCENARIO_KEYS)
+    run = body["run"].text("a shell command line (run in the guest)")
+    if not run.strip():
+        raise body["run"].error("the command is empty")
+    _check_script(body["run"], run, base_dir)
+    timeout_s = body["timeout_s"].number(positive=True) if "timeout_s" in body else 600.0
+    setup = tuple(n.text() for n in body["setup"].strings()) if "setup" in body else ()
+    machine = _machine(body["machine"]) if "machine" in body else MachineOptions()
+    load = _load(body["load"], machine) if "load" in body else custom.LoadSpec()
+    env = []
+    for key, value in (body["env"].mapping(what="a mapping NAME: value").items()
+                       if "env" in body else []):
+        if not ENV_NAME.fullmatch(key) or key.startswith("VMTEST_"):
+            raise value.error(f"environment variable name {key!r} must be letters, digits "
+                              "and _, not starting with a digit or VMTEST_")
+        if isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+            env.append((key, str(value.value)))
+        else:
+            env.append((key, value.text("a string or a number")))
+    metrics_node = node.child("metrics", [])
+    metric_defs: list[MetricDef] = []
+    for item in metrics_node.items("a list of metrics ({name, from, ...})"):
+        metric = _metric(item)
+        if metric.name in {m.name for m in metric_defs}:
+            raise item.error(f"metric {metric.name} is defined twice")
+        metric_defs.append(metric)
+    if not metric_defs:
+        raise metrics_node.error("at least one metric is needed (the first is the primary "
+                                 "one)", hint="e.g. - {name: status, from: exit}")
+    _check_workdir(node, base_dir)
+    spec = CustomSpec(name=name, run=run, metrics=tuple(metric_defs), workdir=base_dir.resolve(),
+                      timeout_s=timeout_s, setup=setup, machine=machine, load=load,
+                      env=tuple(env), description=_text(body.get("description")))
+    return ScenarioDef(name, tuple(m.name for m in metric_defs),
+                       better=MappingProxyType({m.name: m.lower_is_better for m in metric_defs}),
+                       lower_is_better=metric_defs[0].lower_is_better, custom=spec)
+
+
+def _check_script(node: Node, command: str, base_dir: Path) -> None:
+    """A command that starts with a script of the experiment's folder (./x.sh): it must
+    be there and executable, or every run fails in the guest."""
+    try:
+        first = shlex.split(command)[0]
+    except (ValueError, IndexError):
+        return  # the guest's shell says what is wrong with it
+    if not first.startswith("./"):
+        return
+    script = base_dir / first
+    if not script.is_file():
+        raise node.error(f"{first} is not a file in {base_dir} (the folder the command runs "
+                         "from)", hint="put the script beside the experiment file")
+    if not os.access(script, os.X_OK):
+        raise node.error(f"{first} is not executable", hint=f"chmod +x {script}, or run: "
+                                                            f"sh {first}")
+
+
+def _check_workdir(node: Node, base_dir: Path) -> None:
+    """The experiment's folder goes into every guest: not a home directory."""
+    total, count = 0, 0
+    for root, _, files in os.walk(base_dir):
+        for f in files:
+            count += 1
+            try:
+                total += (Path(root) / f).lstat().st_size
+            except OSError:
+                continue
+            if total > WORKDIR_MAX_BYTES or count > WORKDIR_MAX_FILES:
+                raise node.error(f"the experiment's folder {base_dir} is copied into the "
+                                 f"guest and is too big (over {WORKDIR_MAX_BYTES >> 20} MiB or "
+                                 f"{WORKDIR_MAX_FILES} files)",
+                                 hint="put the experiment file and its scripts in a folder "
+                                      "of their own")
+
+
+def _load(node: Node, machine: MachineOptions) -> custom.LoadSpec:
+    body = node.mapping(LOAD_KEYS)
+    lru = None
+    if "lru_stress" in body:
+        lnode = body["lru_stress"]
+        if isinstance(lnode.value, bool):
+            lru = custom.LruStress() if lnode.value else None
+        else:
+            fields = lnode.mapping(LRU_STRESS_KEYS, what="true or a mapping of lru-stress "
+                                                         "options")
+            values: dict[str, Any] = {}
+            for key, value in fields.items():
+                values[key] = value.text() if key == "ops" else value.integer(0)
+            lru = custom.LruStress(**values)
+    stress_ng = ""
+    if "stress_ng" in body:
+        stress_ng = body["stress_ng"].text("a stress-ng argument line")
+        try:
+            shlex.split(stress_ng)
+        except ValueError as exc:
+            raise body["stress_ng"].error(f"cannot split {stress_ng!r}: {exc}") from exc
+    fill = _size_mib(body["fill"], zero=True) if "fill" in body else 0
+    cma = None
+    if "cma_alloc" in body:
+        fields = body["cma_alloc"].mapping(CMA_ALLOC_KEYS)
+        cma = custom.CmaAlloc(
+            mib=_size_mib(fields["size"]) if "size" in fields else 16,
+            period_s=fields["period_s"].number(positive=True) if "period_s" in fields else 1.0)
+        if machine.cma_mib is not None and cma.mib > machine.cma_mib:
+            raise body["cma_alloc"].error(f"allocations of {cma.mib} MiB exceed the CMA area "
+                                          f"({machine.cma_mib} MiB)")
+        if machine.cma_mib == 0:
+            raise body["cma_alloc"].error("the machine has no CMA area (cma: 0)")
+    hotplug = None
+    if "hotplug" in body:
+        fields = body["hotplug"].mapping(HOTPLUG_KEYS)
+        dimm = _size_mib(fields["dimm"]) if "dimm" in fields else 128
+        if dimm % 128:
+            raise fields["dimm"].error(f"dimm {dimm} MiB is not a multiple of 128 MiB (the "
+                                       "x86 memory block)")
+        hotplug = custom.Hotplug(
+            dimm_mib=dimm, dimms=fields["dimms"].integer(1) if "dimms" in fields else 1,
+            offline_timeout_s=fields["offline_timeout_s"].number(positive=True)
+            if "offline_timeout_s" in fields else 20.0)
+    return custom.LoadSpec(lru_stress=lru, stress_ng=stress_ng, fill_mib=fill, cma_alloc=cma,
+                           hotplug=hotplug)
+
+
+def _pattern(node: Node, groups: tuple[int, ...]) -> re.Pattern[str]:
+    text = node.text("a regular expression")
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise node.error(f"bad pattern {text!r}: {exc}",
+                         hint="a Python regular expression; quote it in YAML with '...'") from exc
+    if pattern.groups not in groups:
+        want = " or ".join(str(g) for g in groups)
+        raise node.error(f"pattern {text!r} has {pattern.groups} groups; it needs {want}",
+                         hint="one (...) around the number; (?:...) for other groups")
+    return pattern
+
+
+def _metric(node: Node) -> MetricDef:
+    node.expect(dict, "a metric mapping {name, from, ...}")
+    if "from" not in node.value:
+        raise node.error("a metric needs from: (where its value comes from)",
+                         hint=f"sources: {', '.join(metrics_mod.SOURCES)}")
+    source = _one_of(node.child("from"), metrics_mod.SOURCES, "metric source")
+    body = node.mapping(METRIC_COMMON_KEYS + METRIC_SOURCE_KEYS[source])
+    if "name" not in body:
+        raise node.error("a metric needs name:")
+    name = body["name"].text("a metric name")
+    if not NAME.fullmatch(name) or not name.isascii():
+        raise body["name"].error(f"metric name {name!r} must be {NAME_RULE}")
+    values: dict[str, Any] = {"name": name, "source": source,
+                              "description": _text(body.get("description"))}
+    if "better" in body:
+        values["lower_is_better"] = _one_of(body["better"], BETTER, "direction") == "lower"
+
+    def exactly_one(keys: tuple[str, ...]) -> str:
+        given = [k for k in keys if k in body]
+        if len(given) != 1:
+            raise node.error(f"from: {source} needs exactly one of {', '.join(keys)}"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return given[0]
+
+    def take(default: str) -> None:
+        values["take"] = _one_of(body["take"], metrics_mod.TAKES, "take") \
+            if "take" in body else default
+
+    if source in ("stdout", "stderr"):
+        values["reduce"] = _one_of(body["reduce"], metrics_mod.REDUCTIONS, "reduction") \
+            if "reduce" in body else "last"
+        if exactly_one(("pattern", "json")) == "pattern":
+            values["pattern"] = _pattern(body["pattern"],
+                                         (0, 1) if values["reduce"] == "count" else (1,))
+        else:
+            key = body["json"].text("a key of JSON-object lines (a.b for nested)")
+            if not key or any(not part for part in key.split(".")):
+                raise body["json"].error(f"bad JSON key {key!r}")
+            values["json_key"] = key
+    elif source == "dmesg":
+        which = exactly_one(("pattern", "splats", "dump_reason", "summary"))
+        if which == "pattern":
+            values["pattern"] = _pattern(body["pattern"], tuple(range(100)))
+        elif which == "splats":
+            values["splats"] = _one_of(body["splats"], metrics_mod.SPLAT_KINDS, "splat kind")
+        elif which == "dump_reason":
+            values["dump_reason"] = body["dump_reason"].text("a dump_page() reason")
+        else:
+            summary = body["summary"].mapping(SUMMARY_KEYS)
+            for key in ("op", "field"):
+                if key not in summary:
+                    raise body["summary"].error(f"summary needs {key}:",
+                                                hint="e.g. {op: alloc_contig_range, "
+                                                     "field: drains}")
+            op = summary["op"].text("an op name")
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", op):
+                raise summary["op"].error(f"bad op name {op!r}")
+            values["summary_op"] = op
+            values["summary_field"] = _one_of(summary["field"], metrics_mod.SUMMARY_FIELDS,
+                                              "summary field")
+            values["reduce"] = _one_of(summary["reduce"], metrics_mod.REDUCTIONS,
+                                       "reduction") if "reduce" in summary else "sum"
+    elif source == "vmstat":
+        if "counter" not in body:
+            raise node.error("from: vmstat needs counter: (a /proc/vmstat name)")
+        counter = body["counter"].text("a /proc/vmstat counter name")
+        if not metrics_mod.COUNTER_NAME.fullmatch(counter):
+            raise body["counter"].error(f"bad vmstat counter name {counter!r}")
+        if counter not in known_names.VMSTAT and _near(counter, known_names.VMSTAT):
+            # close to a known one: a typo (a name unlike any known one may exist in
+            # another kernel; the guest says)
+            raise body["counter"].error(f"unknown vmstat counter {counter!r}"
+                                        f"{_near(counter, known_names.VMSTAT)}",
+                                        hint="names as /proc/vmstat prints them")
+        values["counter"] = counter
+        take("delta")
+    elif source == "meminfo":
+        if "field" not in body:
+            raise node.error("from: meminfo needs field: (a /proc/meminfo name)")
+        fname = body["field"].text("a /proc/meminfo field name")
+        if not metrics_mod.MEMINFO_FIELD.fullmatch(fname):
+            raise body["field"].error(f"bad meminfo field name {fname!r}")
+        if fname not in known_names.MEMINFO and _near(fname, known_names.MEMINFO):
+            raise body["field"].error(f"unknown meminfo field {fname!r}"
+                                      f"{_near(fname, known_names.MEMINFO)}",
+                                      hint="names as /proc/meminfo prints them, without ':'")
+        values["field_name"] = fname
+        take("delta")
+    elif source == "file":
+        if "path" not in body:
+            raise node.error("from: file needs path: (a /proc or /sys file)")
+        fpath = body["path"].text("an absolute path under /proc or /sys")
+        if not metrics_mod.FILE_PATH.fullmatch(fpath) or "/../" in fpath + "/" \
+                or "/./" in fpath + "/":
+            raise body["path"].error(f"path {fpath!r} must be an absolute path under /proc or "
+                                     "/sys (letters, digits, _.:@+,-)")
+        values["path"] = fpath
+        if "pattern" in body:
+            values["pattern"] = _pattern(body["pattern"], (1,))
+        take("after")
+    elif source == "tracefs":
+        given = [k for k in ("event", "begin", "end") if k in body]
+        if given not in (["event"], ["begin", "end"]):
+            raise node.error("from: tracefs needs event: (a count) or begin: and end: (a "
+                             "latency)", hint="e.g. event: compaction/mm_compaction_begin")
+        for key in given:
+            event = body[key].text("an event as SUBSYSTEM/NAME")
+            if not metrics_mod.EVENT_NAME.fullmatch(event):
+                raise body[key].error(f"trace event {event!r} is not SUBSYSTEM/NAME",
+                                      hint="as under /sys/kernel/tracing/events, e.g. "
+                                           "compaction/mm_compaction_begin")
+            values[key] = event
+        if "reduce" in body:
+            if "event" in values:
+                raise body["reduce"].error("an event count takes no reduce:")
+            values["reduce"] = _one_of(body["reduce"], metrics_mod.LATENCY_REDUCTIONS,
+                                       "reduction")
+        elif "begin" in values:
+            values["reduce"] = "median"
+    return MetricDef(**values)
+
+
+# -- the matrix ---------------------------------------------------------------------------
+def _matrix(node: Node, kernels: list[KernelDef],
             scenario_defs: tuple[ScenarioDef, ...]) -> MatrixDef | None:
-    if raw is None:
+    if node.value is None:
         return None
-    _expect(where, "matrix", raw, dict, "a mapping")
-    _keys(where, "matrix", raw, {"kernels", "variants", "scenarios", "repetitions", "profile"})
+    body = node.mapping(MATRIX_KEYS)
     known_k = {k.name: k for k in kernels}
-    names = [str(n) for n in _expect(where, "matrix.kernels",
-                                     raw.get("kernels", list(known_k)), list, "a list")]
-    for i, n in enumerate(names):
-        if n not in known_k:
-            raise where.error(f"matrix.kernels[{i}]", f"unknown kernel {n!r}",
-                              hint=f"available: {', '.join(known_k)}")
-    variants = [str(v) for v in _expect(where, "matrix.variants", raw.get("variants"), list,
-                                        "a list of variant names (baseline first)")]
-    for i, v in enumerate(variants):
-        for n in names:
-            if v not in {x.name for x in known_k[n].variants}:
-                raise where.error(f"matrix.variants[{i}]", f"kernel {n!r} has no variant {v!r}",
-                                  hint="available: " + ", ".join(x.name for x in
-                                                                 known_k[n].variants))
+    names = []
+    for item in node.child("kernels", list(known_k)).items("a list of kernel names"):
+        kname = item.text("a kernel name")
+        if kname not in known_k:
+            raise item.error(f"unknown kernel {kname!r}", hint=f"available: {', '.join(known_k)}")
+        names.append(kname)
+    if "variants" not in body:
+        raise node.error("matrix needs variants: (baseline first)")
+    variants = []
+    for item in body["variants"].items("a list of variant names (baseline first)"):
+        vname = item.text("a variant name")
+        for kname in names:
+            have = [v.name for v in known_k[kname].variants]
+            if vname not in have:
+                raise item.error(f"kernel {kname!r} has no variant {vname!r}",
+                                 hint=f"available: {', '.join(have)}")
+        if vname in variants:
+            raise item.error(f"variant {vname} is listed twice")
+        variants.append(vname)
     if len(variants) < 2:
-        raise where.error("matrix.variants", "a comparison needs at least two variants")
-    sc_names = [str(s) for s in _expect(where, "matrix.scenarios", raw.get("scenarios"), list,
-                                        "a list of scenario names")]
-    defined = {s.name for s in scenario_defs}
-    for i, sc in enumerate(sc_names):
-        if sc not in defined:
-            raise where.error(f"matrix.scenarios[{i}]", f"scenario {sc!r} is not defined under "
-                              "scenarios:", hint=f"defined: {', '.join(sorted(defined))}")
-    reps = raw.get("repetitions", 1)
-    if not isinstance(reps, int) or reps < 1:
-        raise where.error("matrix.repetitions", f"must be a positive integer, got {reps!r}")
+        raise body["variants"].error("a comparison needs at least two variants")
+    if "scenarios" not in body:
+        raise node.error("matrix needs scenarios:")
+    defined = {s.name: s for s in scenario_defs}
+    sc_names = []
+    for item in body["scenarios"].items("a list of scenario names"):
+        sname = item.text("a scenario name")
+        if sname not in defined:
+            raise item.error(f"scenario {sname!r} is not defined under scenarios:",
+                             hint=f"defined: {', '.join(sorted(defined)) or '(none)'}")
+        sc_names.append(sname)
+    reps = body["repetitions"].integer(1) if "repetitions" in body else 1
     if not names or not sc_names:
-        raise where.error("matrix", "the matrix is empty (no kernels or no scenarios)")
-    profile = str(raw.get("profile", "seed"))
+        raise node.error("the matrix is empty (no kernels or no scenarios)")
+    profile = body["profile"].text("a profile name") if "profile" in body else "seed"
+    for sname in sc_names:
+        if defined[sname].custom is None:
+            profiles = catalog.SCENARIOS[sname].PROFILES
+            if profile not in profiles:
+                raise (body.get("profile") or node).error(
+                    f"scenario {sname} has no profile {profile!r}",
+                    hint=f"its profiles: {', '.join(profiles)}")
     return MatrixDef(tuple(names), tuple(variants), tuple(sc_names), reps, profile)

@@ -23,15 +23,55 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.fault("malformed YAML", verdict="(no run)", exit="2",
-                   message="vmtest: error: FILE: broken YAML at line L, column C: ... fix: "
+                   message="vmtest: error: FILE:L: broken YAML at line L, column C: ... fix: "
                            "fix the YAML syntax", kept="nothing started")
 def test_malformed_yaml(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("kernels:\n  k: {source: debian:6.1\n")
     assert cli.main(["matrix", str(bad), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: broken YAML at line" in err and "Traceback" not in err
+    assert f"{bad}:3: broken YAML at line 3" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.fault("experiment file: a metric name the scenario does not produce",
+                   verdict="(no run)", exit="2",
+                   message="vmtest: error: FILE:L: scenarios.cma-stress.metrics[0]: scenario "
+                           "cma-stress produces no metric 'X' (did you mean Y?) fix: its "
+                           "metrics: ...", kept="nothing started")
+def test_metric_name_typo(tmp_path, capsys):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("kernels:\n  k: {variants: {a: {}, b: {}}}\nscenarios:\n  cma-stress:\n"
+                   "    metrics: [fail_to_migrate_dump]\n"
+                   "matrix: {variants: [a, b], scenarios: [cma-stress]}\n")
+    assert cli.main(["matrix", str(bad), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5: scenarios.cma-stress.metrics[0]: scenario cma-stress produces no " \
+           "metric 'fail_to_migrate_dump' (did you mean fail_to_migrate_dumps?)" in err
+    assert "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.fault("experiment file: unknown key, wrong type, bad pattern or name",
+                   verdict="(no run)", exit="2",
+                   message="vmtest: error: FILE:L: KEY.PATH: unknown key fix: allowed here: ...",
+                   kept="nothing started")
+@pytest.mark.parametrize("text,message", [
+    ("kernels:\n  k:\n    variants: {a: {sysctls: {}}, b: {}}\n", ":3: kernels.k.variants.a."
+     "sysctls: unknown key"),
+    ("kernels:\n  k: {variants: {a: {}, b: {}}}\nscenarios:\n  cma-stress:\n"
+     "    metrics: [failed_pages]\n    lower_is_better: 'false'\n",
+     ":6: scenarios.cma-stress.lower_is_better: expected a boolean (true/false), got string"),
+    ("kernels:\n  k: {}\nscenarios:\n  s:\n    run: x\n    metrics:\n"
+     "      - {name: m, from: stdout, pattern: 'x=(\\d+'}\n",
+     ":7: scenarios.s.metrics[0].pattern: bad pattern"),
+    ("kernels:\n  k:\n    variants: {'tést': {}}\n", ":3: kernels.k.variants.tést: variant name"),
+])
+def test_experiment_file_mistakes(tmp_path, capsys, text, message):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text(text)
+    assert cli.main(["matrix", str(bad), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}{message}" in err and "Traceback" not in err
 
 
 @pytest.mark.fault("unknown scenario", verdict="(no run)", exit="2",

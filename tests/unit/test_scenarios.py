@@ -21,7 +21,10 @@ from vmtest.qemu.fake import FakeMachine, ReplayError, Transcript
 from vmtest.scenarios import hotplug_offline
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "data" / "transcripts"
-RECORDED = sorted(p.name.removesuffix(".jsonl.gz") for p in TRANSCRIPTS.glob("*.jsonl.gz"))
+# The built-in scenarios' recordings (data-defined ones replay in test_custom_scenario.py).
+RECORDED = sorted(p.name.removesuffix(".jsonl.gz") for p in TRANSCRIPTS.glob("*.jsonl.gz")
+                  if json.loads(p.with_name(p.name.replace(".jsonl.gz", ".result.json"))
+                                .read_text())["identity"]["scenario"] in scenarios.SCENARIOS)
 
 
 def replay(name: str, tmp_path: Path, transcript: Transcript | None = None):
@@ -147,3 +150,13 @@ def test_scenario_parameters_are_type_checked(key, value, message):
 
 def test_ints_are_accepted_for_float_parameters():
     assert scenarios.make("cma-stress", "quick", {"period_s": 2}).params.period_s == 2.0
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_declared_metrics_are_what_a_run_produces(name, tmp_path):
+    """METRICS is what the config checks metric names against: it must list exactly the
+    numbers a real run's outcome() has (a missing one would refuse a valid config, an
+    extra one let a typo through)."""
+    doc, _, _ = replay(name, tmp_path)
+    numbers = {k for k, v in doc["metrics"].items() if not isinstance(v, dict)}
+    assert set(scenarios.get(doc["identity"]["scenario"]).METRICS) == numbers

@@ -13,7 +13,7 @@ from vmtest.collect import snapshot as snapshot_parser
 from vmtest.collect import tracefs
 from vmtest.deadline import Deadline
 from vmtest.errors import InfraError
-from vmtest.guest import memory
+from vmtest.guest import memory, sysctl
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.qemu.machine import Machine
@@ -84,3 +84,24 @@ def save_logs(vm: Machine, run_dir: Path) -> dict[str, Path]:
     with trace.open("wb") as out:
         ssh.run(f"cat {tracefs.TRACE_FILE} 2>/dev/null", stdout=out, timeout_s=120)
     return {"dmesg": dmesg, "trace": trace}
+
+
+def apply_sysctl(vm: Machine, settings: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Write a variant's sysctls, read them back: {name: value as the guest reads it}, for
+    the result document. A name the guest kernel lacks, a write it refuses or a value it
+    reads back otherwise (clamped) is an infrastructure error naming the sysctl."""
+    if not settings:
+        return {}
+    values, missing, refused = sysctl.parse_readback(
+        vm.ssh().check_output(sysctl.write_command(settings)))
+    if missing:
+        raise InfraError(f"the guest kernel has no sysctl {', '.join(missing)}",
+                         hint="check the name (sysctl -a in the guest); some need a kernel "
+                              "option")
+    wrong = [f"{name} = {value!r} reads back {values.get(name)!r}"
+             for name, value in settings
+             if name in refused or values.get(name) != " ".join(value.split())]
+    if wrong:
+        raise InfraError(f"the guest kernel did not take sysctl {'; '.join(wrong)}",
+                         hint="a value out of the sysctl's range is refused or clamped")
+    return values

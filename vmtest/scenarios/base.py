@@ -54,6 +54,10 @@ class Scenario:
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
     # What the upper stages print beside a run's verdict.
     PROGRESS_METRICS: ClassVar[tuple[str, ...]] = ()
+    # Every number outcome() puts under "metrics" (what a config may name; a typo there
+    # is an error on load, not "insufficient data"). tests/unit/test_scenarios.py keeps
+    # it equal to what a replayed run produces.
+    METRICS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, profile: str = "") -> None:
         self.params = params

@@ -49,6 +49,12 @@ class CmaStress(Scenario):
     name = "cma-stress"
     Params = CmaStressParams
     PROGRESS_METRICS = ("fail_to_migrate_dumps",)
+    METRICS = ("fail_to_migrate_dumps", "allocations", "allocations_ok", "allocations_failed",
+               "alloc_contig_range_calls", "alloc_contig_range_failed", "drains",
+               "migrate_calls", "migrate_passes", "failed_pages", "distinct_failed_pfns",
+               "alloc_us_median", "cma_alloc_ms_median", "cma_occupancy_median",
+               "cma_alloc_failures_logged", "pages_migrated_per_alloc_median",
+               "allocations_with_migrate_fail")
     PROFILES = {
         # The original report: ~500 allocations, one every 5 s, under app load.
         "seed": {"count": 500, "period_s": 5.0},

@@ -45,6 +45,9 @@ class HotplugOffline(Scenario):
         "verdict": {"iterations": 2, "dimms": 1, "settle_s": 2.0},
     }
     PROGRESS_METRICS = ("drains_per_offline",)
+    METRICS = ("blocks", "blocks_offlined", "blocks_timed_out", "offline_seconds_total",
+               "drains", "migrate_calls", "drains_per_offline", "drains_all", "failed_pages",
+               "hotplug_dumps", "migration_failure_lines")
 
     @classmethod
     def validate(cls, p: HotplugParams) -> None:

@@ -54,6 +54,7 @@ class Kselftest(Scenario):
     Params = KselftestParams
     PROFILES = {"quick": {}, "seed": {}}
     PROGRESS_METRICS = ("tests_fail",)
+    METRICS = tuple(f"tests_{status}" for status in ktap.STATUSES)
 
     def __init__(self, params: Any, profile: str = "") -> None:
         super().__init__(params, profile)

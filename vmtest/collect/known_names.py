@@ -1,0 +1,55 @@
+"""Names a guest kernel prints, as recorded from a real guest (Debian 6.1.192 with vmtest's
+fragments; tests/data/metrics/README.md says how): what the config checks a vmstat
+counter or meminfo field against to catch a typo before any VM starts. A name absent here
+may still exist in another kernel; the guest is the final word (metrics.MetricUnavailable)."""
+
+VMSTAT = (
+    "nr_free_pages", "nr_zone_inactive_anon", "nr_zone_active_anon", "nr_zone_inactive_file",
+    "nr_zone_active_file", "nr_zone_unevictable", "nr_zone_write_pending", "nr_mlock",
+    "nr_bounce", "nr_free_cma", "nr_inactive_anon", "nr_active_anon", "nr_inactive_file",
+    "nr_active_file", "nr_unevictable", "nr_slab_reclaimable", "nr_slab_unreclaimable",
+    "nr_isolated_anon", "nr_isolated_file", "workingset_nodes", "workingset_refault_anon",
+    "workingset_refault_file", "workingset_activate_anon", "workingset_activate_file",
+    "workingset_restore_anon", "workingset_restore_file", "workingset_nodereclaim",
+    "nr_anon_pages", "nr_mapped", "nr_file_pages", "nr_dirty", "nr_writeback",
+    "nr_writeback_temp", "nr_shmem", "nr_shmem_hugepages", "nr_shmem_pmdmapped",
+    "nr_file_hugepages", "nr_file_pmdmapped", "nr_anon_transparent_hugepages",
+    "nr_vmscan_write", "nr_vmscan_immediate_reclaim", "nr_dirtied", "nr_written",
+    "nr_throttled_written", "nr_kernel_misc_reclaimable", "nr_foll_pin_acquired",
+    "nr_foll_pin_released", "nr_kernel_stack", "nr_page_table_pages",
+    "nr_sec_page_table_pages", "nr_dirty_threshold", "nr_dirty_background_threshold",
+    "pgpgin", "pgpgout", "pswpin", "pswpout", "pgalloc_dma32", "pgalloc_normal",
+    "pgalloc_movable", "allocstall_dma32", "allocstall_normal", "allocstall_movable",
+    "pgskip_dma32", "pgskip_normal", "pgskip_movable", "pgfree", "pgactivate", "pgdeactivate",
+    "pglazyfree", "pgfault", "pgmajfault", "pglazyfreed", "pgrefill", "pgreuse",
+    "pgsteal_kswapd", "pgsteal_direct", "pgdemote_kswapd", "pgdemote_direct", "pgscan_kswapd",
+    "pgscan_direct", "pgscan_direct_throttle", "pgscan_anon", "pgscan_file", "pgsteal_anon",
+    "pgsteal_file", "pginodesteal", "slabs_scanned", "kswapd_inodesteal",
+    "kswapd_low_wmark_hit_quickly", "kswapd_high_wmark_hit_quickly", "pageoutrun",
+    "pgrotated", "drop_pagecache", "drop_slab", "oom_kill", "pgmigrate_success",
+    "pgmigrate_fail", "thp_migration_success", "thp_migration_fail", "thp_migration_split",
+    "compact_migrate_scanned", "compact_free_scanned", "compact_isolated", "compact_stall",
+    "compact_fail", "compact_success", "compact_daemon_wake",
+    "compact_daemon_migrate_scanned", "compact_daemon_free_scanned", "cma_alloc_success",
+    "cma_alloc_fail", "unevictable_pgs_culled", "unevictable_pgs_scanned",
+    "unevictable_pgs_rescued", "unevictable_pgs_mlocked", "unevictable_pgs_munlocked",
+    "unevictable_pgs_cleared", "unevictable_pgs_stranded", "thp_fault_alloc",
+    "thp_fault_fallback", "thp_fault_fallback_charge", "thp_collapse_alloc",
+    "thp_collapse_alloc_failed", "thp_file_alloc", "thp_file_fallback",
+    "thp_file_fallback_charge", "thp_file_mapped", "thp_split_page", "thp_split_page_failed",
+    "thp_deferred_split_page", "thp_split_pmd", "thp_scan_exceed_none_pte",
+    "thp_scan_exceed_swap_pte", "thp_scan_exceed_share_pte", "thp_split_pud",
+    "thp_zero_page_alloc", "thp_zero_page_alloc_failed", "thp_swpout", "thp_swpout_fallback",
+    "direct_map_level2_splits", "direct_map_level3_splits", "nr_unstable",
+)
+
+MEMINFO = (
+    "MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapCached", "Active",
+    "Inactive", "Active(anon)", "Inactive(anon)", "Active(file)", "Inactive(file)",
+    "Unevictable", "Mlocked", "SwapTotal", "SwapFree", "Dirty", "Writeback", "AnonPages",
+    "Mapped", "Shmem", "KReclaimable", "Slab", "SReclaimable", "SUnreclaim", "KernelStack",
+    "PageTables", "SecPageTables", "NFS_Unstable", "Bounce", "WritebackTmp", "CommitLimit",
+    "Committed_AS", "VmallocTotal", "VmallocUsed", "VmallocChunk", "Percpu", "AnonHugePages",
+    "ShmemHugePages", "ShmemPmdMapped", "FileHugePages", "FilePmdMapped", "CmaTotal",
+    "CmaFree", "DirectMap4k", "DirectMap2M",
+)

@@ -14,16 +14,6 @@ def _read(name: str) -> str:
     return (LOGS / name).read_text(errors="replace")
 
 
-@pytest.fixture(autouse=True, params=dmesg.SCANS)
-def scanner(request, monkeypatch):
-    """Every test here runs on each scan present: the regex specification, and the
-    compiled scan where it was built (without it, the regex scan alone must pass)."""
-    parse = dmesg.parse
-    native = request.param == "compiled"
-    monkeypatch.setattr(dmesg, "parse", lambda text: parse(text, native=native))
-    return native
-
-
 def test_hotplug_summaries_unpatched_drain_per_retry():
     report = dmesg.parse(_read("6.1-unpatched-hotplug.dmesg"))
     ops = report.ops("offline_pages")

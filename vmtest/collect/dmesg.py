@@ -20,15 +20,12 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 from __future__ import annotations
 
 import gc
-import os
 import quopri
 import re
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from vmtest.collect import logprefix
@@ -39,27 +36,6 @@ from vmtest.collect.splats import events as splat_events
 SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
                     "us")
 
-
-def _load_native() -> tuple[ModuleType | None, str]:
-    """The compiled line scan (setup.py builds it; the regex scan is its specification),
-    or None and why not."""
-    fix = "build it with `pip install -e .` (needs gcc and Python.h: python3-dev)"
-    if os.environ.get("VMTEST_DMESG_SCAN") == "regex":
-        return None, "VMTEST_DMESG_SCAN=regex: the regex scan was asked for"
-    try:
-        from vmtest.collect import _dmesgscan
-    except ImportError as exc:
-        return None, f"{exc}; {fix}"
-    source = Path(__file__).with_name("_dmesgscan.c")
-    if _dmesgscan.__file__ and source.exists() and \
-            source.stat().st_mtime > Path(_dmesgscan.__file__).stat().st_mtime:
-        return None, f"{source.name} changed after it was built; {fix}"
-    return _dmesgscan, ""
-
-
-_native, NATIVE_MISSING = _load_native()
-# The scans this process can run: the regex scan always, the compiled one where built.
-SCANS = ("regex",) + (("compiled",) if _native is not None else ())
 
 _KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
@@ -471,24 +447,6 @@ class _Parser:
             self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                  "reason": om.group(3)})
 
-    def scan_native(self) -> None:
-        """scan() of the whole text, compiled (_dmesgscan.c); the rare lines it hands
-        back are finished here."""
-        assert _native is not None
-        (summaries, migrate_fails, dumps, hotplug_migrate, hotplug_isolate, cma, offline,
-         splat_lines) = _native.scan(self.text, Dump, _fields)
-        report = self.report
-        report.summaries = summaries
-        report.migrate_fails = migrate_fails
-        report.dumps = dumps
-        report.hotplug_migrate_failures = hotplug_migrate
-        report.hotplug_isolate_failures = hotplug_isolate
-        for line, ts in cma:
-            self.cma_line(line, ts)
-        for line in offline:
-            self.offline_line(line)
-        self.splat_lines = splat_lines
-
     def dump(self, m: re.Match[str]) -> None:
         """One dump_page() block: a page that failed, with the error code of the last
         migrate_fail / "migrating pfn" line before it."""
@@ -682,35 +640,17 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     return "\n".join(out), origin
 
 
-def normalize(text: str, native: bool) -> tuple[str, dict[str, int], int, int]:
-    """logprefix's normalisation (compiled where asked and built): the text, its prefix
-    forms, its lines and how many end in "=" (quoted-printable's soft breaks)."""
-    if native and _native is not None:
-        try:
-            result: tuple[str, dict[str, int], int, int] = _native.normalize(text)
-            return result
-        except UnicodeEncodeError:
-            pass
-    return logprefix.normalize_regex(text)
-
-
-def parse(text: str, native: bool | None = None) -> DmesgReport:
-    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py.
-
-    native: scan with the compiled scanner (True: it must be there), or with the
-    regexes (False); None: compiled where it was built."""
-    if native and _native is None:
-        raise RuntimeError(f"the compiled dmesg scanner is missing: {NATIVE_MISSING}")
-    compiled = native is not False and _native is not None
+def parse(text: str) -> DmesgReport:
+    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py."""
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
-    normalized, report.prefixes, report.lines, soft_breaks = normalize(text, compiled)
+    normalized, report.prefixes, report.lines, soft_breaks = logprefix.normalize(text)
     # A mail's quoted-printable body: encoded characters, or many lines cut with "="
     # (kernel lines end so rarely).
     if soft_breaks and (_QP_HINT.search(text) or
                         (soft_breaks >= 3 and soft_breaks * 20 >= report.lines)):
-        normalized, report.prefixes, _, _ = normalize(_unquote(text), compiled)
+        normalized, report.prefixes, _, _ = logprefix.normalize(_unquote(text))
         report.prefixes["quoted-printable"] = soft_breaks
     text = normalized
     report.starts_at_boot = _starts_at_boot(text)
@@ -724,13 +664,7 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if compiled:
-            try:
-                parser.scan_native()
-            except UnicodeEncodeError:  # lone surrogates: no UTF-8 for the compiled scan
-                parser.scan(0, len(parser.text))
-        else:
-            parser.scan(0, len(parser.text))
+        parser.scan(0, len(parser.text))
         parser.markers()
         parser.splats()
         parser.losses()

@@ -11,8 +11,6 @@ Lines already in the scan's own form -- leading blanks, then an optional "<N>" p
 an optional /dev/kmsg header and an optional "[   s.us]" time -- are left exactly as
 they are, so a log that needs nothing comes back as the same object.
 
-This module is the specification; _dmesgscan.c's normalize() implements it step for
-step (tests/unit/test_dmesg_native.py checks both agree).
 """
 
 from __future__ import annotations
@@ -102,7 +100,7 @@ def _line(line: str, counts: Counter[str]) -> str:
     return f"{stamp} {rest}" if stamp is not None else rest
 
 
-def normalize_regex(text: str) -> tuple[str, dict[str, int], int, int]:
+def normalize(text: str) -> tuple[str, dict[str, int], int, int]:
     """`text` (no "\\r") with every line's prefixes taken off, how many lines had each
     prefix form (FORMS order), how many lines there are and how many end in "=" (a
     quoted-printable soft break, maybe). The same object comes back when nothing

@@ -9,7 +9,7 @@
   unpatched CMA run: dump_page() blocks and summary lines);
 - what follows the scan for the JSON output (summary_dict() and json.dumps()).
 
-    python3 scripts/bench_parser.py [--mib N] [--runs N] [--skip-e2e]
+    python3 scripts/bench_parser.py [--mib N] [--runs N] [--skip-e2e] [--tree DIR...]
 """
 
 from __future__ import annotations
@@ -69,20 +69,25 @@ def after_scan(text: str, runs: int) -> None:
     print(f"  summary_dict + json.dumps (after the scan): {rate}")
 
 
-def end_to_end(text: str, runs: int) -> None:
-    """`vmtest dmesg FILE --json` in a new process per run, on a file of `text`."""
+def end_to_end(text: str, runs: int, trees: list[Path]) -> None:
+    """`vmtest dmesg FILE --json` in a new process per run, on a file of `text`, for each
+    checkout in `trees` (runs interleaved, so that every tree sees the same load)."""
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-parser-") as tmp:
         path = Path(tmp) / "corpus.log"
         path.write_text(text)
         size_mb = path.stat().st_size / 1e6
         argv = [sys.executable, "-m", "vmtest.cli", "dmesg", str(path), "--json"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-        def run() -> None:
-            subprocess.run(argv, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-
-        print(f"end to end, `vmtest dmesg FILE --json` on {size_mb:.1f} MB "
-              f"({sys.executable}): {_median_rate(size_mb, runs, run)}")
+        rates: dict[Path, list[float]] = {tree: [] for tree in trees}
+        for _ in range(runs):
+            for tree in trees:
+                started = time.perf_counter()
+                subprocess.run(argv, check=True, cwd=tree, stdout=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(tree)})
+                rates[tree].append(size_mb / (time.perf_counter() - started))
+        for tree, got in rates.items():
+            print(f"end to end, `vmtest dmesg FILE --json` on {size_mb:.1f} MB, {tree} "
+                  f"({sys.executable}): median {statistics.median(got):.1f} MB/s "
+                  f"(min {min(got):.1f}, max {max(got):.1f}) over {runs} runs")
 
 
 def main() -> int:
@@ -90,10 +95,13 @@ def main() -> int:
     ap.add_argument("--mib", type=int, default=64, help="size of the built log (MiB)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--skip-e2e", action="store_true", help="only the in-process figures")
+    ap.add_argument("--tree", type=Path, action="append", default=[],
+                    help="another vmtest checkout to run end to end beside this one (e.g. "
+                         "`git archive` of an older commit; repeatable)")
     args = ap.parse_args()
     text = corpus(args.mib)
     if not args.skip_e2e:
-        end_to_end(text, args.runs)
+        end_to_end(text, args.runs, [ROOT, *args.tree])
     scan_alone("recorded guest logs (tests/data/logs)", text, args.runs)
     after_scan(text, args.runs)
     del text

@@ -286,3 +286,36 @@ def test_cma_alloc_latency_from_recorded_trace():
     assert spread["median"] == pytest.approx((durations[14] + durations[15]) / 2, abs=1e-3)
     assert spread["max"] == pytest.approx(durations[-1], abs=1e-3)
     assert tracefs.parse_trace(_read("6.1-cma.trace"))["cma_alloc_ms"] is None  # no starts
+
+
+def _all_logs() -> list[str]:
+    data = LOGS.parent
+    return [p.read_text(errors="replace").replace("\r", "")
+            for folder in ("logs", "dmesg-corpus", "dmesg-heldout")
+            for p in sorted((data / folder).glob("*")) if p.suffix in (".log", ".dmesg", ".trace")]
+
+
+def test_normalize_finds_every_line_it_must_touch():
+    """logprefix.normalize() hands only the lines one regex pass finds to _line(); it must
+    give what _line() on every line gives (normalize_by_line), on every recorded and
+    public log and on their lines behind every prefix form, one after another."""
+    import random
+
+    from vmtest.collect import logprefix
+
+    texts = _all_logs()
+    for text in texts:
+        assert logprefix.normalize(text) == logprefix.normalize_by_line(text)
+    lines = [line for text in texts for line in text.split("\n")]
+    prefixes = ["", " ", "\t", "<4>", "<12345>", "6,1,2,-;", "[    1.000000] ", "[    1.000000]",
+                "[    1.000000@3] ", "[T12] ", "[  C1] ", "[1:swapper:0] ", "> ", ">> ",
+                "kernel: ", "host kernel: ", "[  +0.001000] ", "[<    0.001000>] ",
+                "[    3.000000 <    0.100000>] ", "Nov 29 12:00:00 host kernel: ",
+                "2026-11-29T12:00:00+01:00 host kernel: ", "12 ", "kern  :warn  : ",
+                "[Mon Nov 29 12:00:00 2026] ", "[Nov29 12:00] ", "sh# [    2.000000] "]
+    rnd = random.Random(25)
+    for _ in range(400):
+        sample = ["".join(rnd.choice(prefixes) for _ in range(rnd.randrange(4)))
+                  + rnd.choice(lines) for _ in range(rnd.randrange(1, 20))]
+        text = "\n".join(sample)
+        assert logprefix.normalize(text) == logprefix.normalize_by_line(text), sample

@@ -25,7 +25,6 @@ import re
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import repeat
 from typing import Any
 
 from vmtest.collect import logprefix
@@ -66,7 +65,9 @@ _SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation ")  # failure: / sta
 #
 # A line's prefix (after logprefix.normalize()): blanks, "<4>", a /dev/kmsg record header,
 # a "[    1.234567] " timestamp.
-_PFX = r"(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
+# (Possessive, and "(?:X|)" for "(?:X)?": re runs an optional group three times slower,
+# and this runs on every line.)
+_PFX = r"(?>[\ \t]*+(?:<\d++>|)(?:\d++,\d++,\d++,[^;\n]*+;|)(?:\[\ *+(?P<ts>\d++\.\d++)\]\ ?|))"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
 _LINE_PREFIX = re.compile(_PFX, re.A)
 # A dump_page() head, as kernels 4.x-6.x print it: "page:%p count:..." (4.x, mapping
@@ -100,7 +101,7 @@ SPLAT_STARTS = ("Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "O
 # Lines the CMA / contiguous allocator prints (_Parser.cma_line() reads them).
 CMA_STARTS = ("cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ")
 _SCAN = re.compile(r"\n" + _PFX + r"""(?:
-        vmtest-mm:\ (?:(?P<mmkv>(?:\w+\ )?(?:\w+=[^\s=]+\ )*\w+=[^\s=]+)(?=\n|\Z)
+        vmtest-mm:\ (?:(?P<mmkv>(?:\w++\ )?(?:\w++=[^\s=]++\ )*+\w++=[^\s=]++)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
       # A block's body: what the page is (aops, flags), the other lines __dump_page()
       # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
@@ -131,7 +132,7 @@ _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
 _NUMBER_START = frozenset("+-0123456789")
 
 
-@dataclass
+@dataclass(slots=True)  # tens of thousands in a CMA log
 class Dump:
     reason: str  # "" when the block's reason line was not printed or was lost
     pfn: int | None
@@ -229,31 +230,53 @@ class DmesgReport:
         return dict(Counter(d.reason for d in self.dumps))
 
     def seq_gaps(self) -> list[tuple[int, int]]:
-        seqs = sorted(s["seq"] for s in self.summaries if "seq" in s and _well_formed(s))
+        seqs = sorted(s["seq"] for s in self.whole_summaries() if "seq" in s)
         return [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1]
 
     def dump_mismatch(self) -> int:
         """Dumps the summaries announced minus dumps found (>0: lines were lost)."""
-        announced = sum(s.get("dumps", 0) for s in self.summaries if _well_formed(s))
+        announced = sum(s.get("dumps", 0) for s in self.whole_summaries())
         found = sum(1 for d in self.dumps if d.reason.startswith("fail to migrate"))
         return announced - found
 
     def garbled_summaries(self) -> int:
         """Summary lines with a field that is not a number: two lines run together (a
         console shared by CPUs), or a line cut short."""
-        return sum(1 for s in self.summaries if not _well_formed(s))
+        return len(self.summaries) - len(self.whole_summaries())
+
+    def whole_summaries(self) -> list[dict[str, Any]]:
+        """The summaries whose fields are all numbers (but op and the time); worked out
+        once for the list as it stands."""
+        key = (id(self.summaries), len(self.summaries))
+        cached = self.__dict__.get("_whole")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_whole"] = (key, [s for s in self.summaries
+                                                      if _well_formed(s)])
+        whole: list[dict[str, Any]] = cached[1]
+        return whole
 
     def ops(self, op: str) -> list[dict[str, Any]]:
         """The summaries of `op` that are whole (garbled ones: garbled_summaries())."""
-        return [s for s in self.summaries if s.get("op") == op and _well_formed(s)]
+        return [s for s in self.whole_summaries() if s.get("op") == op]
 
     def attribution_table(self) -> list[dict[str, Any]]:
         """Counts of failing pages per (reason, kind, mapped, extra_refs, error)."""
-        counter: Counter[tuple[Any, ...]] = Counter()
+        # Dumps of one page state repeat: each state's attribution is worked out once
+        # (counted in the order of first appearance, as most_common() breaks ties).
+        states: Counter[tuple[Any, ...]] = Counter()
+        first: dict[tuple[Any, ...], Dump] = {}
         for d in self.dumps:
+            state = (d.reason, d.anon, d.aops, d.mapping, tuple(d.flags), d.refcount,
+                     d.mapcount, d.error)
+            states[state] += 1
+            if state not in first:
+                first[state] = d
+        counter: Counter[tuple[Any, ...]] = Counter()
+        for state, n in states.items():
+            d = first[state]
             a = d.attribution()
             counter[(d.reason, a["kind"], a["mapped"], a["extra_refs"], a["error"],
-                     ",".join(a["state"]))] += 1
+                     ",".join(a["state"]))] += n
         return [{"reason": k[0], "kind": k[1], "mapped": k[2], "extra_refs": k[3],
                  "error": k[4], "state": k[5], "count": n}
                 for k, n in counter.most_common()]
@@ -340,7 +363,10 @@ class DmesgReport:
 def _well_formed(summary: dict[str, Any]) -> bool:
     """Every field of an instrumentation summary but op (and the line's time) is a number
     (kernels/patches/README.md)."""
-    return all(isinstance(v, int) for k, v in summary.items() if k != "op" and k != "timestamp")
+    for key, value in summary.items():
+        if not isinstance(value, int) and key != "op" and key != "timestamp":
+            return False
+    return True
 
 
 def _number(value: str) -> int | str:
@@ -367,23 +393,45 @@ def _fields(line: str) -> dict[str, Any]:
     return {k: _number(v) for k, v in _KV.findall(line)}
 
 
+# Values of summary and migrate_fail lines, as _number() reads them: most repeat (op
+# and reason names, small counters, error codes, the pfns of a range), and int(v, 0)
+# costs more than a look-up. Bounded: a value seen first past the bound is read anew.
+_VALUES: dict[str, int | str] = {}
+_VALUES_MAX = 1 << 14
+
+
 def _plain_fields(line: str) -> dict[str, Any]:
     """_fields() of a line _SCAN matched as `mmkv`: "[word ]key=value key=value...",
     every value free of spaces and "=": split in C, not by regex."""
     tokens = line.split(" ")
     if "=" not in tokens[0]:
         del tokens[0]
-    fields = dict(map(str.split, tokens, repeat("=")))
-    try:
-        return {k: int(v, 0) if v[0] in _NUMBER_START else v for k, v in fields.items()}
-    except ValueError:  # not a number after all ("08", "-x"): value by value
-        return {k: _number(v) for k, v in fields.items()}
+    out = {}
+    get = _VALUES.get
+    for token in tokens:
+        key, _, value = token.partition("=")
+        number = get(value)
+        if number is None:
+            number = _number(value)
+            if len(_VALUES) < _VALUES_MAX:
+                _VALUES[value] = number
+        out[key] = number
+    return out
+
+
+# Flags lines repeat (a page state per line): each split once. Bounded like _VALUES.
+_FLAGS_SEEN: dict[str, tuple[str, ...]] = {}
 
 
 def _set_flags(dump: Dump, line: str) -> None:
     """From __dump_page()'s "[anon |ksm |page ]flags: 0x...(uptodate|lru|...)"."""
     dump.anon = line.startswith(("anon", "ksm"))
-    dump.flags = [f for f in line[line.index("(") + 1:-1].split("|") if f]
+    flags = _FLAGS_SEEN.get(line)
+    if flags is None:
+        flags = tuple(f for f in line[line.index("(") + 1:-1].split("|") if f)
+        if len(_FLAGS_SEEN) < _VALUES_MAX:
+            _FLAGS_SEEN[line] = flags
+    dump.flags = list(flags)
 
 
 class _Parser:
@@ -498,14 +546,14 @@ class _Parser:
 
     def new_dump(self, head: re.Match[str], reason: str) -> Dump:
         """The Dump of a head line (_HEAD's groups); it takes the pending error code."""
-        poisoned = head.group("poisoned") is not None
-        pfn = head.group("pfn")
-        page = head.group("page")
-        dump = Dump(reason=reason.strip(), pfn=None if pfn is None else int(pfn, 16),
-                    refcount=None if poisoned else int(head.group("ref")),
-                    mapcount=None if poisoned else int(head.group("map")),
-                    mapping=None if poisoned else head.group("mapping"),
-                    error=self.pending_rc, timestamp=_float(head.group("ts")),
+        page, ref, mapcount, mapping, pfn, poisoned, ts = head.group(
+            "page", "ref", "map", "mapping", "pfn", "poisoned", "ts")
+        if poisoned is not None:
+            ref = mapcount = mapping = None
+        dump = Dump(reason.strip(), None if pfn is None else int(pfn, 16),
+                    None if ref is None else int(ref),
+                    None if mapcount is None else int(mapcount), mapping,
+                    error=self.pending_rc, timestamp=None if ts is None else float(ts),
                     page=page)
         self.pending_rc = None
         return dump
@@ -645,14 +693,15 @@ def parse(text: str) -> DmesgReport:
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
-    normalized, report.prefixes, report.lines, soft_breaks = logprefix.normalize(text)
+    report.lines = text.count("\n") + 1
+    soft_breaks = text.count("=\n") + text.endswith("=")
     # A mail's quoted-printable body: encoded characters, or many lines cut with "="
     # (kernel lines end so rarely).
-    if soft_breaks and (_QP_HINT.search(text) or
-                        (soft_breaks >= 3 and soft_breaks * 20 >= report.lines)):
-        normalized, report.prefixes, _, _ = logprefix.normalize(_unquote(text))
+    quoted = soft_breaks and (_QP_HINT.search(text) or
+                              (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
+    text, report.prefixes = logprefix.normalize(_unquote(text) if quoted else text)
+    if quoted:
         report.prefixes["quoted-printable"] = soft_breaks
-    text = normalized
     report.starts_at_boot = _starts_at_boot(text)
     text, origin = _unwrap(text)
     if origin is not None:

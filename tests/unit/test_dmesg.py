@@ -319,3 +319,14 @@ def test_normalize_finds_every_line_it_must_touch():
                   + rnd.choice(lines) for _ in range(rnd.randrange(1, 20))]
         text = "\n".join(sample)
         assert logprefix.normalize(text) == logprefix.normalize_by_line(text), sample
+
+
+def test_hung_task_in_io_wait_is_one():
+    """kernel/hung_task.c names a task waiting for I/O "blocked in I/O wait for more than"
+    (2026); both forms are hung tasks."""
+    from vmtest.collect import splats
+
+    for line in ("INFO: task bash:123 blocked for more than 120 seconds.",
+                 "INFO: task dd:456 blocked in I/O wait for more than 120 seconds."):
+        found = splats.classify(line)
+        assert found is not None and found[0] == "hung-task", line

@@ -661,7 +661,14 @@ _STANDALONE = tuple(SPLAT_STARTS) + CMA_STARTS + ("page:", "page dumped because:
                                                   "Call Trace", "Call trace", "<", "[")
 
 
-def _unwrap(text: str) -> tuple[str, list[int] | None]:
+# A time prefix that normalising takes off without a trace (dmesg -H/--reltime "[  +0.0x]",
+# --time-format delta "[<    0.000123>]", dmesg -T "[Mon Nov 29 ...]", dmesg -H
+# "[Nov29 12:00]"), maybe behind mail quoting: such a line opens a kernel line too.
+_OTHER_TIME = re.compile(r"[\ \t]*(?:>\ ?)*\[(?:\ *\+\d+\.\d+|<\ *\d+\.\d+>"
+                         r"|[A-Z][a-z]{2}[\ \d][^\]\n]{4,24})\]", re.A)
+
+
+def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
     """The lines of a wrapped log joined again (see above), and for each joined line the
     line of the log it starts on; (text, None) where the log is not wrapped."""
     if len(text) > _WRAP_MAX_TEXT:
@@ -670,6 +677,11 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     if sum(len(line) > _WRAP_MAX_LINE for line in lines) * 100 > len(lines):
         return text, None  # more than 1 line in 100 longer than a wrapped one
     stamped = [bool(_STAMPED.match(line)) for line in lines]
+    if raw is not None and raw is not text:  # the same lines before normalising
+        raw_lines = raw.split("\n")
+        if len(raw_lines) == len(lines):
+            stamped = [has or bool(_OTHER_TIME.match(before))
+                       for has, before in zip(stamped, raw_lines, strict=True)]
     if sum(stamped) < max(3, len(lines) // 3):
         return text, None
     out: list[str] = []
@@ -699,11 +711,12 @@ def parse(text: str) -> DmesgReport:
     # (kernel lines end so rarely).
     quoted = soft_breaks and (_QP_HINT.search(text) or
                               (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
-    text, report.prefixes = logprefix.normalize(_unquote(text) if quoted else text)
+    raw = _unquote(text) if quoted else text
+    text, report.prefixes = logprefix.normalize(raw)
     if quoted:
         report.prefixes["quoted-printable"] = soft_breaks
     report.starts_at_boot = _starts_at_boot(text)
-    text, origin = _unwrap(text)
+    text, origin = _unwrap(text, raw)
     if origin is not None:
         report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
     parser = _Parser("\n" + text, report)

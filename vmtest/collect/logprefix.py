@@ -72,7 +72,7 @@ def _line(line: str, counts: Counter[str]) -> str:
     pos = im.end() if im else 0
     found: list[str] = []
     stamp: str | None = None
-    glued = False
+    glued = cpu_time = False
     while len(found) < _MAX_STEPS:
         m = _STEP.match(line, pos)
         if m is None:
@@ -88,13 +88,16 @@ def _line(line: str, counts: Counter[str]) -> str:
         counts[_NAMES[kind]] += 1
         if kind in ("time", "delta") and stamp is None:
             stamp = m.group("time") + "]"
+            # "[   7.910564@0]": a vendor kernel's CPU number after the time (Amlogic
+            # 3.10), which the scan does not read: the time is written without it.
+            cpu_time = kind == "time" and "@" in m.group(0)
         found.append(kind)
         pos = m.end()
     if found and im:
         counts["indent"] += 1
     if glued:
         counts["glued"] += 1
-    if not glued and found == [k for k in _PLAIN if k in found]:
+    if not glued and not cpu_time and found == [k for k in _PLAIN if k in found]:
         return line  # nothing to take off, or only what the scan reads itself
     rest = line[pos:]
     return f"{stamp} {rest}" if stamp is not None else rest
@@ -112,9 +115,9 @@ HINT = r"""(?:<\d | \d++(?:,|-|\ ++[A-Z\[]|[\w.-]*+\ kernel:)
   | [^\s\d\[<>]\S*+\ ++(?:\d{1,2}\ \d\d:|kernel:)
   | \w++\ *+:(?:emerg|alert|crit|err|warn|notice|info|debug)
   | kernel:)"""
-# A printk time as _STEP reads it, after its "[" (possessive, and "@" as a branch: an
-# optional group costs re three times as much, on every line).
-_STAMP_REST = r"\ *+\d++\.\d++(?:\]|@\d++\])"
+# A printk time that _line() leaves as it is, after its "[" (possessive: this runs on
+# every line; a time with "@cpu" is rewritten).
+_STAMP_REST = r"\ *+\d++\.\d++\]"
 # A line (its start, after "\n") that _line() may change or count something other than
 # one printk time on. Every other line either starts with a printk time that no other
 # prefix follows (_line() counts it and leaves it) or has nothing at its start after

@@ -652,8 +652,9 @@ def _unquote(text: str) -> str:
 
 
 # A log pasted into a mail or a terminal is often wrapped at a fixed width: a kernel
-# line goes on in the next line without a prefix. Only a short text whose lines are
-# nearly all short and mostly carry a printk time is taken for one.
+# line goes on in the next line without a prefix (also a short one, where a key such as
+# dump_page()'s "flags:" was cut from its one-word value "0x...(...)"). Only a short text
+# whose lines are nearly all short and mostly carry a printk time is taken for one.
 _WRAP_MAX_TEXT = 1 << 20
 _WRAP_MAX_LINE = 82  # mail clients wrap at 72-80 columns
 _STAMPED = re.compile(r"\[\ *\d+\.\d+\]", re.A)
@@ -689,7 +690,9 @@ def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
     open_line = False  # the last line out is a stamped one that may go on
     for number, (line, has_stamp) in enumerate(zip(lines, stamped, strict=True), 1):
         if open_line and not has_stamp and line and not line.startswith(_STANDALONE) \
-                and not _LINE_PREFIX.match(line).end() and len(out[-1]) >= 30:  # type: ignore[union-attr]
+                and not _LINE_PREFIX.match(line).end() \
+                and (len(out[-1]) >= 30 or (line.startswith("0x")  # type: ignore[union-attr]
+                                            and out[-1].endswith(":"))):
             out[-1] = f"{out[-1].rstrip()} {line.strip()}"
             continue
         out.append(line)

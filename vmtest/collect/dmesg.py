@@ -669,6 +669,12 @@ _OTHER_TIME = re.compile(r"[\ \t]*(?:>\ ?)*\[(?:\ *\+\d+\.\d+|<\ *\d+\.\d+>"
                          r"|[A-Z][a-z]{2}[\ \d][^\]\n]{4,24})\]", re.A)
 
 
+def _prefixed(line: str) -> bool:
+    """The line starts with blanks, a priority, a /dev/kmsg header or a printk time."""
+    m = _LINE_PREFIX.match(line)
+    return m is not None and m.end() > 0
+
+
 def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
     """The lines of a wrapped log joined again (see above), and for each joined line the
     line of the log it starts on; (text, None) where the log is not wrapped."""
@@ -690,9 +696,8 @@ def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
     open_line = False  # the last line out is a stamped one that may go on
     for number, (line, has_stamp) in enumerate(zip(lines, stamped, strict=True), 1):
         if open_line and not has_stamp and line and not line.startswith(_STANDALONE) \
-                and not _LINE_PREFIX.match(line).end() \
-                and (len(out[-1]) >= 30 or (line.startswith("0x")  # type: ignore[union-attr]
-                                            and out[-1].endswith(":"))):
+                and not _prefixed(line) \
+                and (len(out[-1]) >= 30 or (line.startswith("0x") and out[-1].endswith(":"))):
             out[-1] = f"{out[-1].rstrip()} {line.strip()}"
             continue
         out.append(line)

@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -84,16 +85,25 @@ def end_to_end(text: str, runs: int, trees: list[Path]) -> None:
         size_mb = path.stat().st_size / 1e6
         argv = [sys.executable, "-m", "vmtest.cli", "dmesg", str(path), "--json"]
         rates: dict[Path, list[float]] = {tree: [] for tree in trees}
+        cpu_rates: dict[Path, list[float]] = {tree: [] for tree in trees}
         for _ in range(runs):
             for tree in trees:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.perf_counter()
                 subprocess.run(argv, check=True, cwd=tree, stdout=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONPATH": str(tree)})
                 rates[tree].append(size_mb / (time.perf_counter() - started))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                cpu_rates[tree].append(size_mb / cpu_s)
         for tree, got in rates.items():
+            cpu = cpu_rates[tree]
             print(f"end to end, `vmtest dmesg FILE --json` on {size_mb:.1f} MB, {tree} "
                   f"({sys.executable}): median {statistics.median(got):.1f} MB/s "
-                  f"(min {min(got):.1f}, max {max(got):.1f}) over {runs} runs")
+                  f"(min {min(got):.1f}, max {max(got):.1f}) over {runs} runs; per CPU "
+                  f"second (user + sys, what a loaded host does not change much): median "
+                  f"{statistics.median(cpu):.1f} MB/s (min {min(cpu):.1f}, max {max(cpu):.1f})"
+                  f"; load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> int:

@@ -330,3 +330,25 @@ def test_hung_task_in_io_wait_is_one():
                  "INFO: task dd:456 blocked in I/O wait for more than 120 seconds."):
         found = splats.classify(line)
         assert found is not None and found[0] == "hung-task", line
+
+
+def test_a_checkers_warning_blames_its_caller():
+    """A WARNING from lib/refcount.c is about the caller's reference count: the culprit
+    is the first frame that is not the checker or report machinery (the lines are
+    constructed for this unit, after the form of a 6.1 refcount warning)."""
+    from vmtest.collect import splats
+
+    text = "\n" + "\n".join([
+        "[   1.000000] refcount_t: underflow; use-after-free.",
+        "[   1.000001] WARNING: CPU: 0 PID: 1 at lib/refcount.c:28"
+        " refcount_warn_saturate+0xd8/0xe0",
+        "[   1.000002] RIP: 0010:refcount_warn_saturate+0xd8/0xe0",
+        "[   1.000003] Call Trace:",
+        "[   1.000004]  <TASK>",
+        "[   1.000005]  blkg_free_workfn+0x3d/0x90",
+        "[   1.000006]  process_one_work+0x1c7/0x380"])
+    start = text.index("WARNING")
+    end = text.index("\n", start)
+    line = text[start:end]
+    (splat,) = splats.events(text, [(end, line, 1.000001)], [2])
+    assert splat.kind == "warning" and splat.culprit == "blkg_free_workfn"

@@ -162,6 +162,14 @@ _MACHINERY = re.compile(r"""(?:
   | do_trap_or_bp | tlb_do_page_fault\w* | handle_tl[bs]\w* | do_ade | handle_ade[ls]
   | die_if_kernel | __die_if_kernel
 )$""", re.X | re.A)
+# Functions that WARN about their caller's mistake (lib/refcount.c, lib/list_debug.c,
+# lib/debugobjects.c, kernel/dma/debug.c, mm/usercopy.c): for such a warning the culprit
+# is the first frame that is not one of them or report machinery.
+_CHECKERS = re.compile(r"""(?:
+    refcount_\w+ | __list_add_valid\w* | __list_del_entry_valid\w*
+  | debug_print_object | check_unmap | check_sync | check_for_stack | check_for_illegal_area
+  | usercopy_warn | usercopy_abort | __check_object_size\w* | __check_heap_object
+)$""", re.X | re.A)
 # For a hung task, also the waiting itself: the culprit is what waits.
 _WAITING = re.compile(r"""(?:
     __schedule | schedule\w* | io_schedule\w* | __switch_to\w* | context_switch | preempt_\w+
@@ -325,14 +333,17 @@ def _read_stack(text: str, splat: Splat, start: int, stop: int) -> None:
 def _culprit(splat: Splat, ips: list[str], frames: list[str]) -> str | None:
     if splat.kind in _TITLE_KINDS and (m := _TITLE_FUNC.search(splat.title)):
         return m.group(1)
+    checker = False  # the warning is a checker's about its caller (refcount, lists...)
     if splat.kind == "warning" and (m := re.search(r"\b(" + _FUNC + ")", splat.title)):
-        return _function(m.group(1))
+        if not _CHECKERS.match(_function(m.group(1))):
+            return _function(m.group(1))
+        checker = True
     fault = splat.kind in _IP_KINDS or splat.title.startswith(("kernel BUG", "Kernel bug"))
-    if ips and (fault or splat.kind == "warning"):
+    if ips and (fault or splat.kind == "warning") and not checker:
         return _function(ips[0])
     for frame in frames:
         name = _function(frame)
-        if _MACHINERY.match(name):
+        if _MACHINERY.match(name) or _CHECKERS.match(name):
             continue
         if splat.kind == "hung-task" and _WAITING.match(name):
             continue

@@ -22,7 +22,8 @@ def add_parser(sub: Sub) -> None:
         "dmesg", help="parse dmesg / console logs: migration failures, drains, splats",
         description="Parse kernel logs as people have them (dmesg in any of its time "
                     "formats, /dev/kmsg, serial consoles, syslog and journal lines, pastes "
-                    "from bug reports and mails; x86-64, arm64, powerpc kernels 4.x-6.x) and "
+                    "from bug reports and mails; x86-64, i386, arm64, arm, powerpc, s390, "
+                    "riscv, loongarch and MIPS kernels 3.x-6.x) and "
                     "print the kernel splats with their culprit frame, dump_page() blocks and "
                     "their attribution, CMA / contiguous / hotplug failure lines, the "
                     "instrumentation's summaries and signs of lost lines. --json gives one "

@@ -10,9 +10,10 @@ an OOM header and its "Out of memory: Killed process"), reads each event's stack
 the lines after it, and picks the culprit: the faulting instruction's function where
 the event is a fault, else the first frame that is not report machinery.
 
-Forms: x86-64, arm64, arm, powerpc and MIPS kernels from 4.x to 6.x (their "RIP:",
-"IP:", "pc :", "PC is at", "NIP", "epc" lines; frames with and without addresses,
-"? " and "(unreliable)" marking guesses).
+Forms: x86-64, i386, arm64, arm, powerpc, s390, riscv, loongarch and MIPS kernels from
+3.x to 6.x (their "RIP:", "IP:", "pc :", "PC is at", "NIP", "epc" lines; frames with and
+without addresses, "? " and "(unreliable)" marking guesses, arm's "callee from caller";
+each architecture's stack dump and trap entry skipped as report machinery).
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ PACKAGES=(
     build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils lz4 patch  # kernel builds
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
-    python3-dev                # Python.h: the compiled dmesg scanner (setup.py)
     libcap-dev libnuma-dev liburing-dev rsync  # the kernel's mm selftests (vmtest run --kselftest)
 )
 missing=()
@@ -62,13 +61,10 @@ if [ -z "${PYTHON:-}" ] && [ -z "${VIRTUAL_ENV:-}" ] && [ ! -x "$VMTEST_VENV/bin
     "$VMTEST_BASE_PYTHON" -m venv "$VMTEST_VENV"
 fi
 PYTHON=$(bash scripts/python.sh)
-# (dmesg.NATIVE_MISSING: the compiled dmesg scanner is missing or older than its source)
-# (and vmtest must be this checkout's: another checkout's editable install would be
+# (vmtest must be this checkout's: another checkout's editable install would be
 # tested instead of this one; -P: not the current folder's vmtest/ by accident)
 if ! "$PYTHON" -P -c 'import paramiko, qemu.qmp, pytest, pathlib, vmtest
-assert pathlib.Path(vmtest.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
-from vmtest.collect import dmesg
-assert not dmesg.NATIVE_MISSING' 2>/dev/null \
+assert pathlib.Path(vmtest.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
     pip_err=$(mktemp)
     trap 'rm -f "$pip_err"' EXIT

@@ -66,12 +66,6 @@ def run_checks() -> list[Check]:
                         f"in {paths.package_data()}" if not missing
                         else f"missing from the installed package: {', '.join(missing)}",
                         "reinstall vmtest (pip install . from the checkout, or its wheel)"))
-    from vmtest.collect import dmesg
-    checks.append(Check("dmesg scanner (compiled)", dmesg.NATIVE_MISSING == "",
-                        "built" if not dmesg.NATIVE_MISSING
-                        else "missing: dmesg is parsed by the regex scan, ~4x slower",
-                        "apt-get install python3-dev; pip install -e . (from the checkout)",
-                        optional=True))
     checks.append(_tool("qemu-system-x86_64", "qemu-system-x86", "boots the guests"))
     setpriv = Path("/usr/bin/setpriv")
     checks.append(Check("setpriv", setpriv.exists(), str(setpriv) if setpriv.exists() else

@@ -12,7 +12,8 @@ from typing import Any
 from vmtest import __version__, hostcmd
 
 PACKAGE = Path(__file__).resolve().parent
-# Written into the wheel by setup.py (build_py) from the checkout it was built in.
+# Written into the wheel by build_backend/vmtest_backend.py from the checkout it was
+# built in.
 BAKED = PACKAGE / "_commit.txt"
 
 

@@ -21,6 +21,7 @@ def test_wheel_in_a_fresh_venv_has_its_data_and_boots(kernel, tmp_path):
                  cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = wheels.glob("vmtest-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")  # pure: nothing compiled (issue 25)
     venv = tmp_path / "venv"
     assert _run(sys.executable, "-m", "venv", venv, cwd=tmp_path).returncode == 0
     installed = _run(venv / "bin" / "pip", "install", "-q", wheel, cwd=tmp_path)
@@ -31,6 +32,11 @@ def test_wheel_in_a_fresh_venv_has_its_data_and_boots(kernel, tmp_path):
                  "import vmtest.paths as p; print(p.default_config()); print(p.missing_data())",
                  cwd=elsewhere)
     assert str(venv) in where.stdout and where.stdout.strip().endswith("[]"), where
+    # the commit it was built from, baked in (build_backend/vmtest_backend.py)
+    head = _run("git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*",
+                cwd=REPO).stdout.strip()
+    version = _run(venv / "bin" / "vmtest", "--version", cwd=elsewhere)
+    assert head and f"(commit {head})" in version.stdout, version
     doctor = _run(venv / "bin" / "vmtest", "doctor", cwd=elsewhere)
     assert "ok  vmtest data files" in doctor.stdout, doctor.stdout
     # The default experiment loads from the package, and a guest boots with the

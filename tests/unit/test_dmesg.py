@@ -14,16 +14,6 @@ def _read(name: str) -> str:
     return (LOGS / name).read_text(errors="replace")
 
 
-@pytest.fixture(autouse=True, params=dmesg.SCANS)
-def scanner(request, monkeypatch):
-    """Every test here runs on each scan present: the regex specification, and the
-    compiled scan where it was built (without it, the regex scan alone must pass)."""
-    parse = dmesg.parse
-    native = request.param == "compiled"
-    monkeypatch.setattr(dmesg, "parse", lambda text: parse(text, native=native))
-    return native
-
-
 def test_hotplug_summaries_unpatched_drain_per_retry():
     report = dmesg.parse(_read("6.1-unpatched-hotplug.dmesg"))
     ops = report.ops("offline_pages")
@@ -296,3 +286,69 @@ def test_cma_alloc_latency_from_recorded_trace():
     assert spread["median"] == pytest.approx((durations[14] + durations[15]) / 2, abs=1e-3)
     assert spread["max"] == pytest.approx(durations[-1], abs=1e-3)
     assert tracefs.parse_trace(_read("6.1-cma.trace"))["cma_alloc_ms"] is None  # no starts
+
+
+def _all_logs() -> list[str]:
+    data = LOGS.parent
+    return [p.read_text(errors="replace").replace("\r", "")
+            for folder in ("logs", "dmesg-corpus", "dmesg-heldout")
+            for p in sorted((data / folder).glob("*")) if p.suffix in (".log", ".dmesg", ".trace")]
+
+
+def test_normalize_finds_every_line_it_must_touch():
+    """logprefix.normalize() hands only the lines one regex pass finds to _line(); it must
+    give what _line() on every line gives (normalize_by_line), on every recorded and
+    public log and on their lines behind every prefix form, one after another."""
+    import random
+
+    from vmtest.collect import logprefix
+
+    texts = _all_logs()
+    for text in texts:
+        assert logprefix.normalize(text) == logprefix.normalize_by_line(text)
+    lines = [line for text in texts for line in text.split("\n")]
+    prefixes = ["", " ", "\t", "<4>", "<12345>", "6,1,2,-;", "[    1.000000] ", "[    1.000000]",
+                "[    1.000000@3] ", "[T12] ", "[  C1] ", "[1:swapper:0] ", "> ", ">> ",
+                "kernel: ", "host kernel: ", "[  +0.001000] ", "[<    0.001000>] ",
+                "[    3.000000 <    0.100000>] ", "Nov 29 12:00:00 host kernel: ",
+                "2026-11-29T12:00:00+01:00 host kernel: ", "12 ", "kern  :warn  : ",
+                "[Mon Nov 29 12:00:00 2026] ", "[Nov29 12:00] ", "sh# [    2.000000] "]
+    rnd = random.Random(25)
+    for _ in range(400):
+        sample = ["".join(rnd.choice(prefixes) for _ in range(rnd.randrange(4)))
+                  + rnd.choice(lines) for _ in range(rnd.randrange(1, 20))]
+        text = "\n".join(sample)
+        assert logprefix.normalize(text) == logprefix.normalize_by_line(text), sample
+
+
+def test_hung_task_in_io_wait_is_one():
+    """kernel/hung_task.c names a task waiting for I/O "blocked in I/O wait for more than"
+    (2026); both forms are hung tasks."""
+    from vmtest.collect import splats
+
+    for line in ("INFO: task bash:123 blocked for more than 120 seconds.",
+                 "INFO: task dd:456 blocked in I/O wait for more than 120 seconds."):
+        found = splats.classify(line)
+        assert found is not None and found[0] == "hung-task", line
+
+
+def test_a_checkers_warning_blames_its_caller():
+    """A WARNING from lib/refcount.c is about the caller's reference count: the culprit
+    is the first frame that is not the checker or report machinery (the lines are
+    constructed for this unit, after the form of a 6.1 refcount warning)."""
+    from vmtest.collect import splats
+
+    text = "\n" + "\n".join([
+        "[   1.000000] refcount_t: underflow; use-after-free.",
+        "[   1.000001] WARNING: CPU: 0 PID: 1 at lib/refcount.c:28"
+        " refcount_warn_saturate+0xd8/0xe0",
+        "[   1.000002] RIP: 0010:refcount_warn_saturate+0xd8/0xe0",
+        "[   1.000003] Call Trace:",
+        "[   1.000004]  <TASK>",
+        "[   1.000005]  blkg_free_workfn+0x3d/0x90",
+        "[   1.000006]  process_one_work+0x1c7/0x380"])
+    start = text.index("WARNING")
+    end = text.index("\n", start)
+    line = text[start:end]
+    (splat,) = splats.events(text, [(end, line, 1.000001)], [2])
+    assert splat.kind == "warning" and splat.culprit == "blkg_free_workfn"

@@ -4,6 +4,7 @@ off any log -- a vmtest guest's, a test machine's, one attached to a bug report.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ def add_parser(sub: Sub) -> None:
         "dmesg", help="parse dmesg / console logs: migration failures, drains, splats",
         description="Parse kernel logs as people have them (dmesg in any of its time "
                     "formats, /dev/kmsg, serial consoles, syslog and journal lines, pastes "
-                    "from bug reports and mails; x86-64, arm64, powerpc kernels 4.x-6.x) and "
+                    "from bug reports and mails; x86-64, i386, arm64, arm, powerpc, s390, "
+                    "riscv, loongarch and MIPS kernels 3.x-6.x) and "
                     "print the kernel splats with their culprit frame, dump_page() blocks and "
                     "their attribution, CMA / contiguous / hotplug failure lines, the "
                     "instrumentation's summaries and signs of lost lines. --json gives one "
@@ -134,6 +136,9 @@ def _failure_lines(failures: dict[str, Any], report: dmesg.DmesgReport) -> list[
 
 
 def cmd_dmesg(args: argparse.Namespace) -> int:
+    # A report is hundreds of thousands of acyclic objects (events, their JSON records):
+    # the cyclic GC would walk them again and again, for nothing, in a command this short.
+    gc.disable()
     crashed = False
     for name in args.files:
         from vmtest.collect import dmesg

@@ -20,15 +20,11 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 from __future__ import annotations
 
 import gc
-import os
 import quopri
 import re
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import repeat
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from vmtest.collect import logprefix
@@ -39,27 +35,6 @@ from vmtest.collect.splats import events as splat_events
 SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
                     "us")
 
-
-def _load_native() -> tuple[ModuleType | None, str]:
-    """The compiled line scan (setup.py builds it; the regex scan is its specification),
-    or None and why not."""
-    fix = "build it with `pip install -e .` (needs gcc and Python.h: python3-dev)"
-    if os.environ.get("VMTEST_DMESG_SCAN") == "regex":
-        return None, "VMTEST_DMESG_SCAN=regex: the regex scan was asked for"
-    try:
-        from vmtest.collect import _dmesgscan
-    except ImportError as exc:
-        return None, f"{exc}; {fix}"
-    source = Path(__file__).with_name("_dmesgscan.c")
-    if _dmesgscan.__file__ and source.exists() and \
-            source.stat().st_mtime > Path(_dmesgscan.__file__).stat().st_mtime:
-        return None, f"{source.name} changed after it was built; {fix}"
-    return _dmesgscan, ""
-
-
-_native, NATIVE_MISSING = _load_native()
-# The scans this process can run: the regex scan always, the compiled one where built.
-SCANS = ("regex",) + (("compiled",) if _native is not None else ())
 
 _KV = re.compile(r"(\w+)=(\S+)", re.A)
 _HEX = re.compile(r"^(?:0x)?[0-9a-f]+$")
@@ -90,7 +65,9 @@ _SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation ")  # failure: / sta
 #
 # A line's prefix (after logprefix.normalize()): blanks, "<4>", a /dev/kmsg record header,
 # a "[    1.234567] " timestamp.
-_PFX = r"(?>[\ \t]*(?:<\d+>)?(?:\d+,\d+,\d+,[^;\n]*;)?(?:\[\ *(?P<ts>\d+\.\d+)\]\ ?)?)"
+# (Possessive, and "(?:X|)" for "(?:X)?": re runs an optional group three times slower,
+# and this runs on every line.)
+_PFX = r"(?>[\ \t]*+(?:<\d++>|)(?:\d++,\d++,\d++,[^;\n]*+;|)(?:\[\ *+(?P<ts>\d++\.\d++)\]\ ?|))"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
 _LINE_PREFIX = re.compile(_PFX, re.A)
 # A dump_page() head, as kernels 4.x-6.x print it: "page:%p count:..." (4.x, mapping
@@ -124,7 +101,7 @@ SPLAT_STARTS = ("Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "O
 # Lines the CMA / contiguous allocator prints (_Parser.cma_line() reads them).
 CMA_STARTS = ("cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ")
 _SCAN = re.compile(r"\n" + _PFX + r"""(?:
-        vmtest-mm:\ (?:(?P<mmkv>(?:\w+\ )?(?:\w+=[^\s=]+\ )*\w+=[^\s=]+)(?=\n|\Z)
+        vmtest-mm:\ (?:(?P<mmkv>(?:\w++\ )?(?:\w++=[^\s=]++\ )*+\w++=[^\s=]++)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
       # A block's body: what the page is (aops, flags), the other lines __dump_page()
       # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
@@ -155,7 +132,7 @@ _BODY_LINE = re.compile(r"\n" + _PFX_NOTS + r"""(?:
 _NUMBER_START = frozenset("+-0123456789")
 
 
-@dataclass
+@dataclass(slots=True)  # tens of thousands in a CMA log
 class Dump:
     reason: str  # "" when the block's reason line was not printed or was lost
     pfn: int | None
@@ -253,31 +230,53 @@ class DmesgReport:
         return dict(Counter(d.reason for d in self.dumps))
 
     def seq_gaps(self) -> list[tuple[int, int]]:
-        seqs = sorted(s["seq"] for s in self.summaries if "seq" in s and _well_formed(s))
+        seqs = sorted(s["seq"] for s in self.whole_summaries() if "seq" in s)
         return [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1]
 
     def dump_mismatch(self) -> int:
         """Dumps the summaries announced minus dumps found (>0: lines were lost)."""
-        announced = sum(s.get("dumps", 0) for s in self.summaries if _well_formed(s))
+        announced = sum(s.get("dumps", 0) for s in self.whole_summaries())
         found = sum(1 for d in self.dumps if d.reason.startswith("fail to migrate"))
         return announced - found
 
     def garbled_summaries(self) -> int:
         """Summary lines with a field that is not a number: two lines run together (a
         console shared by CPUs), or a line cut short."""
-        return sum(1 for s in self.summaries if not _well_formed(s))
+        return len(self.summaries) - len(self.whole_summaries())
+
+    def whole_summaries(self) -> list[dict[str, Any]]:
+        """The summaries whose fields are all numbers (but op and the time); worked out
+        once for the list as it stands."""
+        key = (id(self.summaries), len(self.summaries))
+        cached = self.__dict__.get("_whole")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_whole"] = (key, [s for s in self.summaries
+                                                      if _well_formed(s)])
+        whole: list[dict[str, Any]] = cached[1]
+        return whole
 
     def ops(self, op: str) -> list[dict[str, Any]]:
         """The summaries of `op` that are whole (garbled ones: garbled_summaries())."""
-        return [s for s in self.summaries if s.get("op") == op and _well_formed(s)]
+        return [s for s in self.whole_summaries() if s.get("op") == op]
 
     def attribution_table(self) -> list[dict[str, Any]]:
         """Counts of failing pages per (reason, kind, mapped, extra_refs, error)."""
-        counter: Counter[tuple[Any, ...]] = Counter()
+        # Dumps of one page state repeat: each state's attribution is worked out once
+        # (counted in the order of first appearance, as most_common() breaks ties).
+        states: Counter[tuple[Any, ...]] = Counter()
+        first: dict[tuple[Any, ...], Dump] = {}
         for d in self.dumps:
+            state = (d.reason, d.anon, d.aops, d.mapping, tuple(d.flags), d.refcount,
+                     d.mapcount, d.error)
+            states[state] += 1
+            if state not in first:
+                first[state] = d
+        counter: Counter[tuple[Any, ...]] = Counter()
+        for state, n in states.items():
+            d = first[state]
             a = d.attribution()
             counter[(d.reason, a["kind"], a["mapped"], a["extra_refs"], a["error"],
-                     ",".join(a["state"]))] += 1
+                     ",".join(a["state"]))] += n
         return [{"reason": k[0], "kind": k[1], "mapped": k[2], "extra_refs": k[3],
                  "error": k[4], "state": k[5], "count": n}
                 for k, n in counter.most_common()]
@@ -364,7 +363,10 @@ class DmesgReport:
 def _well_formed(summary: dict[str, Any]) -> bool:
     """Every field of an instrumentation summary but op (and the line's time) is a number
     (kernels/patches/README.md)."""
-    return all(isinstance(v, int) for k, v in summary.items() if k != "op" and k != "timestamp")
+    for key, value in summary.items():
+        if not isinstance(value, int) and key != "op" and key != "timestamp":
+            return False
+    return True
 
 
 def _number(value: str) -> int | str:
@@ -391,23 +393,45 @@ def _fields(line: str) -> dict[str, Any]:
     return {k: _number(v) for k, v in _KV.findall(line)}
 
 
+# Values of summary and migrate_fail lines, as _number() reads them: most repeat (op
+# and reason names, small counters, error codes, the pfns of a range), and int(v, 0)
+# costs more than a look-up. Bounded: a value seen first past the bound is read anew.
+_VALUES: dict[str, int | str] = {}
+_VALUES_MAX = 1 << 14
+
+
 def _plain_fields(line: str) -> dict[str, Any]:
     """_fields() of a line _SCAN matched as `mmkv`: "[word ]key=value key=value...",
     every value free of spaces and "=": split in C, not by regex."""
     tokens = line.split(" ")
     if "=" not in tokens[0]:
         del tokens[0]
-    fields = dict(map(str.split, tokens, repeat("=")))
-    try:
-        return {k: int(v, 0) if v[0] in _NUMBER_START else v for k, v in fields.items()}
-    except ValueError:  # not a number after all ("08", "-x"): value by value
-        return {k: _number(v) for k, v in fields.items()}
+    out = {}
+    get = _VALUES.get
+    for token in tokens:
+        key, _, value = token.partition("=")
+        number = get(value)
+        if number is None:
+            number = _number(value)
+            if len(_VALUES) < _VALUES_MAX:
+                _VALUES[value] = number
+        out[key] = number
+    return out
+
+
+# Flags lines repeat (a page state per line): each split once. Bounded like _VALUES.
+_FLAGS_SEEN: dict[str, tuple[str, ...]] = {}
 
 
 def _set_flags(dump: Dump, line: str) -> None:
     """From __dump_page()'s "[anon |ksm |page ]flags: 0x...(uptodate|lru|...)"."""
     dump.anon = line.startswith(("anon", "ksm"))
-    dump.flags = [f for f in line[line.index("(") + 1:-1].split("|") if f]
+    flags = _FLAGS_SEEN.get(line)
+    if flags is None:
+        flags = tuple(f for f in line[line.index("(") + 1:-1].split("|") if f)
+        if len(_FLAGS_SEEN) < _VALUES_MAX:
+            _FLAGS_SEEN[line] = flags
+    dump.flags = list(flags)
 
 
 class _Parser:
@@ -471,24 +495,6 @@ class _Parser:
             self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                  "reason": om.group(3)})
 
-    def scan_native(self) -> None:
-        """scan() of the whole text, compiled (_dmesgscan.c); the rare lines it hands
-        back are finished here."""
-        assert _native is not None
-        (summaries, migrate_fails, dumps, hotplug_migrate, hotplug_isolate, cma, offline,
-         splat_lines) = _native.scan(self.text, Dump, _fields)
-        report = self.report
-        report.summaries = summaries
-        report.migrate_fails = migrate_fails
-        report.dumps = dumps
-        report.hotplug_migrate_failures = hotplug_migrate
-        report.hotplug_isolate_failures = hotplug_isolate
-        for line, ts in cma:
-            self.cma_line(line, ts)
-        for line in offline:
-            self.offline_line(line)
-        self.splat_lines = splat_lines
-
     def dump(self, m: re.Match[str]) -> None:
         """One dump_page() block: a page that failed, with the error code of the last
         migrate_fail / "migrating pfn" line before it."""
@@ -540,14 +546,14 @@ class _Parser:
 
     def new_dump(self, head: re.Match[str], reason: str) -> Dump:
         """The Dump of a head line (_HEAD's groups); it takes the pending error code."""
-        poisoned = head.group("poisoned") is not None
-        pfn = head.group("pfn")
-        page = head.group("page")
-        dump = Dump(reason=reason.strip(), pfn=None if pfn is None else int(pfn, 16),
-                    refcount=None if poisoned else int(head.group("ref")),
-                    mapcount=None if poisoned else int(head.group("map")),
-                    mapping=None if poisoned else head.group("mapping"),
-                    error=self.pending_rc, timestamp=_float(head.group("ts")),
+        page, ref, mapcount, mapping, pfn, poisoned, ts = head.group(
+            "page", "ref", "map", "mapping", "pfn", "poisoned", "ts")
+        if poisoned is not None:
+            ref = mapcount = mapping = None
+        dump = Dump(reason.strip(), None if pfn is None else int(pfn, 16),
+                    None if ref is None else int(ref),
+                    None if mapcount is None else int(mapcount), mapping,
+                    error=self.pending_rc, timestamp=None if ts is None else float(ts),
                     page=page)
         self.pending_rc = None
         return dump
@@ -646,8 +652,9 @@ def _unquote(text: str) -> str:
 
 
 # A log pasted into a mail or a terminal is often wrapped at a fixed width: a kernel
-# line goes on in the next line without a prefix. Only a short text whose lines are
-# nearly all short and mostly carry a printk time is taken for one.
+# line goes on in the next line without a prefix (also a short one, where a key such as
+# dump_page()'s "flags:" was cut from its one-word value "0x...(...)"). Only a short text
+# whose lines are nearly all short and mostly carry a printk time is taken for one.
 _WRAP_MAX_TEXT = 1 << 20
 _WRAP_MAX_LINE = 82  # mail clients wrap at 72-80 columns
 _STAMPED = re.compile(r"\[\ *\d+\.\d+\]", re.A)
@@ -655,7 +662,20 @@ _STANDALONE = tuple(SPLAT_STARTS) + CMA_STARTS + ("page:", "page dumped because:
                                                   "Call Trace", "Call trace", "<", "[")
 
 
-def _unwrap(text: str) -> tuple[str, list[int] | None]:
+# A time prefix that normalising takes off without a trace (dmesg -H/--reltime "[  +0.0x]",
+# --time-format delta "[<    0.000123>]", dmesg -T "[Mon Nov 29 ...]", dmesg -H
+# "[Nov29 12:00]"), maybe behind mail quoting: such a line opens a kernel line too.
+_OTHER_TIME = re.compile(r"[\ \t]*(?:>\ ?)*\[(?:\ *\+\d+\.\d+|<\ *\d+\.\d+>"
+                         r"|[A-Z][a-z]{2}[\ \d][^\]\n]{4,24})\]", re.A)
+
+
+def _prefixed(line: str) -> bool:
+    """The line starts with blanks, a priority, a /dev/kmsg header or a printk time."""
+    m = _LINE_PREFIX.match(line)
+    return m is not None and m.end() > 0
+
+
+def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
     """The lines of a wrapped log joined again (see above), and for each joined line the
     line of the log it starts on; (text, None) where the log is not wrapped."""
     if len(text) > _WRAP_MAX_TEXT:
@@ -664,6 +684,11 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     if sum(len(line) > _WRAP_MAX_LINE for line in lines) * 100 > len(lines):
         return text, None  # more than 1 line in 100 longer than a wrapped one
     stamped = [bool(_STAMPED.match(line)) for line in lines]
+    if raw is not None and raw is not text:  # the same lines before normalising
+        raw_lines = raw.split("\n")
+        if len(raw_lines) == len(lines):
+            stamped = [has or bool(_OTHER_TIME.match(before))
+                       for has, before in zip(stamped, raw_lines, strict=True)]
     if sum(stamped) < max(3, len(lines) // 3):
         return text, None
     out: list[str] = []
@@ -671,7 +696,8 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     open_line = False  # the last line out is a stamped one that may go on
     for number, (line, has_stamp) in enumerate(zip(lines, stamped, strict=True), 1):
         if open_line and not has_stamp and line and not line.startswith(_STANDALONE) \
-                and not _LINE_PREFIX.match(line).end() and len(out[-1]) >= 30:  # type: ignore[union-attr]
+                and not _prefixed(line) \
+                and (len(out[-1]) >= 30 or (line.startswith("0x") and out[-1].endswith(":"))):
             out[-1] = f"{out[-1].rstrip()} {line.strip()}"
             continue
         out.append(line)
@@ -682,39 +708,23 @@ def _unwrap(text: str) -> tuple[str, list[int] | None]:
     return "\n".join(out), origin
 
 
-def normalize(text: str, native: bool) -> tuple[str, dict[str, int], int, int]:
-    """logprefix's normalisation (compiled where asked and built): the text, its prefix
-    forms, its lines and how many end in "=" (quoted-printable's soft breaks)."""
-    if native and _native is not None:
-        try:
-            result: tuple[str, dict[str, int], int, int] = _native.normalize(text)
-            return result
-        except UnicodeEncodeError:
-            pass
-    return logprefix.normalize_regex(text)
-
-
-def parse(text: str, native: bool | None = None) -> DmesgReport:
-    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py.
-
-    native: scan with the compiled scanner (True: it must be there), or with the
-    regexes (False); None: compiled where it was built."""
-    if native and _native is None:
-        raise RuntimeError(f"the compiled dmesg scanner is missing: {NATIVE_MISSING}")
-    compiled = native is not False and _native is not None
+def parse(text: str) -> DmesgReport:
+    """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py."""
     report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
-    normalized, report.prefixes, report.lines, soft_breaks = normalize(text, compiled)
+    report.lines = text.count("\n") + 1
+    soft_breaks = text.count("=\n") + text.endswith("=")
     # A mail's quoted-printable body: encoded characters, or many lines cut with "="
     # (kernel lines end so rarely).
-    if soft_breaks and (_QP_HINT.search(text) or
-                        (soft_breaks >= 3 and soft_breaks * 20 >= report.lines)):
-        normalized, report.prefixes, _, _ = normalize(_unquote(text), compiled)
+    quoted = soft_breaks and (_QP_HINT.search(text) or
+                              (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
+    raw = _unquote(text) if quoted else text
+    text, report.prefixes = logprefix.normalize(raw)
+    if quoted:
         report.prefixes["quoted-printable"] = soft_breaks
-    text = normalized
     report.starts_at_boot = _starts_at_boot(text)
-    text, origin = _unwrap(text)
+    text, origin = _unwrap(text, raw)
     if origin is not None:
         report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
     parser = _Parser("\n" + text, report)
@@ -724,13 +734,7 @@ def parse(text: str, native: bool | None = None) -> DmesgReport:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if compiled:
-            try:
-                parser.scan_native()
-            except UnicodeEncodeError:  # lone surrogates: no UTF-8 for the compiled scan
-                parser.scan(0, len(parser.text))
-        else:
-            parser.scan(0, len(parser.text))
+        parser.scan(0, len(parser.text))
         parser.markers()
         parser.splats()
         parser.losses()

@@ -11,8 +11,6 @@ Lines already in the scan's own form -- leading blanks, then an optional "<N>" p
 an optional /dev/kmsg header and an optional "[   s.us]" time -- are left exactly as
 they are, so a log that needs nothing comes back as the same object.
 
-This module is the specification; _dmesgscan.c's normalize() implements it step for
-step (tests/unit/test_dmesg_native.py checks both agree).
 """
 
 from __future__ import annotations
@@ -74,7 +72,7 @@ def _line(line: str, counts: Counter[str]) -> str:
     pos = im.end() if im else 0
     found: list[str] = []
     stamp: str | None = None
-    glued = False
+    glued = cpu_time = False
     while len(found) < _MAX_STEPS:
         m = _STEP.match(line, pos)
         if m is None:
@@ -90,27 +88,84 @@ def _line(line: str, counts: Counter[str]) -> str:
         counts[_NAMES[kind]] += 1
         if kind in ("time", "delta") and stamp is None:
             stamp = m.group("time") + "]"
+            # "[   7.910564@0]": a vendor kernel's CPU number after the time (Amlogic
+            # 3.10), which the scan does not read: the time is written without it.
+            cpu_time = kind == "time" and "@" in m.group(0)
         found.append(kind)
         pos = m.end()
     if found and im:
         counts["indent"] += 1
     if glued:
         counts["glued"] += 1
-    if not glued and found == [k for k in _PLAIN if k in found]:
+    if not glued and not cpu_time and found == [k for k in _PLAIN if k in found]:
         return line  # nothing to take off, or only what the scan reads itself
     rest = line[pos:]
     return f"{stamp} {rest}" if stamp is not None else rest
 
 
-def normalize_regex(text: str) -> tuple[str, dict[str, int], int, int]:
-    """`text` (no "\\r") with every line's prefixes taken off, how many lines had each
-    prefix form (FORMS order), how many lines there are and how many end in "=" (a
-    quoted-printable soft break, maybe). The same object comes back when nothing
-    changed."""
+# Where _STEP may match, cheaply: true wherever it matches (and at a few more places,
+# where _line() then finds nothing to do). Possessive and dispatched on the first
+# character, so that a message's first word costs one look; one per _STEP alternative:
+# priority, kmsg, iso, line number, a digit-led host before "kernel:"; time, delta,
+# relative, dmesg -T/-H, caller id (also after blanks), Android's caller; quote; syslog,
+# dmesg -x, host-kernel.
+HINT = r"""(?:<\d | \d++(?:,|-|\ ++[A-Z\[]|[\w.-]*+\ kernel:)
+  | \ *+\[(?:\ *+[\d+TC]|<\ *\d|[A-Z])
+  | >
+  | [^\s\d\[<>]\S*+\ ++(?:\d{1,2}\ \d\d:|kernel:)
+  | \w++\ *+:(?:emerg|alert|crit|err|warn|notice|info|debug)
+  | kernel:)"""
+# A printk time that _line() leaves as it is, after its "[" (possessive: this runs on
+# every line; a time with "@cpu" is rewritten).
+_STAMP_REST = r"\ *+\d++\.\d++\]"
+# A line (its start, after "\n") that _line() may change or count something other than
+# one printk time on. Every other line either starts with a printk time that no other
+# prefix follows (_line() counts it and leaves it) or has nothing at its start after
+# blanks that is a prefix and no time glued into it (_line() leaves it, counts nothing).
+WORK_LINE = (r"(?!\[" + _STAMP_REST + r"\ ?+(?!" + HINT + r"))"
+             r"(?:\[|[\ \t]*+(?=" + HINT + r")|[^\n]*?" + _GLUED.pattern + r")")
+# Those lines, found by one pass over the whole text ("\n" + text), so that the others
+# -- nearly every line of a plain dmesg -- cost nothing in Python.
+_WORK = re.compile(r"\n" + WORK_LINE, re.X | re.A)
+
+
+def normalize(text: str) -> tuple[str, dict[str, int]]:
+    """`text` (no "\\r") with every line's prefixes taken off, and how many lines had
+    each prefix form (FORMS order). The same object comes back when nothing changed.
+
+    Only the lines _WORK finds go through _line(); the others are counted in bulk: those
+    that start with "[" and were passed over are plain printk times."""
+    counts: Counter[str] = Counter()
+    scan = "\n" + text
+    pieces: list[str] = []
+    last = 1  # where the text not yet in pieces starts, in scan
+    bracketed = 0  # lines found that start with "["
+    find = scan.find
+    for m in _WORK.finditer(scan):
+        start = m.start() + 1
+        end = find("\n", start)
+        if end < 0:
+            end = len(scan)
+        line = scan[start:end]
+        if line[:1] == "[":
+            bracketed += 1
+        out = _line(line, counts)
+        if out is not line:
+            pieces += (scan[last:start], out)
+            last = end
+    plain_times = scan.count("\n[") - bracketed
+    if plain_times:
+        counts["printk-time"] += plain_times
+    if pieces:
+        pieces.append(scan[last:])
+        text = "".join(pieces)
+    return text, {k: counts[k] for k in FORMS if counts[k]}
+
+
+def normalize_by_line(text: str) -> tuple[str, dict[str, int]]:
+    """normalize() line by line: its specification (tests/unit/test_dmesg.py compares)."""
     counts: Counter[str] = Counter()
     lines = text.split("\n")
     out = [_line(line, counts) for line in lines]
     changed = any(a is not b for a, b in zip(out, lines, strict=True))
-    soft_breaks = text.count("=\n") + text.endswith("=")
-    return (("\n".join(out) if changed else text),
-            {k: counts[k] for k in FORMS if counts[k]}, len(lines), soft_breaks)
+    return ("\n".join(out) if changed else text), {k: counts[k] for k in FORMS if counts[k]}

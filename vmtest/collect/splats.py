@@ -10,9 +10,10 @@ an OOM header and its "Out of memory: Killed process"), reads each event's stack
 the lines after it, and picks the culprit: the faulting instruction's function where
 the event is a fault, else the first frame that is not report machinery.
 
-Forms: x86-64, arm64, arm, powerpc and MIPS kernels from 4.x to 6.x (their "RIP:",
-"IP:", "pc :", "PC is at", "NIP", "epc" lines; frames with and without addresses,
-"? " and "(unreliable)" marking guesses).
+Forms: x86-64, i386, arm64, arm, powerpc, s390, riscv, loongarch and MIPS kernels from
+3.x to 6.x (their "RIP:", "IP:", "pc :", "PC is at", "NIP", "epc" lines; frames with and
+without addresses, "? " and "(unreliable)" marking guesses, arm's "callee from caller";
+each architecture's stack dump and trap entry skipped as report machinery).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ _CLASSES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         # message, e.g. a deprecation notice between "=" lines, is not a splat)
         ("warning", r"WARNING: ((?:possible|suspicious|inconsistent|bad unlock|held lock"
                     r"|lock held|nested lock|[A-Z]+IRQ-|kernel stack|stack recursion).*)", ""),
-        ("hung-task", r"INFO: (task .* blocked for more than .*)", ""),
+        # (kernel/hung_task.c; since 2026 "blocked in I/O wait for more than" where the
+        # task waits for I/O)
+        ("hung-task", r"INFO: (task .* blocked (?:in I/O wait )?for more than .*)", ""),
         ("rcu-stall", r"(?:rcu: )?INFO: (rcu_\w+ .*stall.*)", ""),
         ("ubsan", r"UBSAN: (.*)", ""),
         ("oom", r"(.* invoked oom-killer: .*)", "oom"),
@@ -82,8 +85,14 @@ _IP = (r"""(?:RIP:\ (?!0033:|0023:|e033:|e02b:)(?:[0-9a-f]{4}:)?
       | EIP:\ (?:[0-9a-f]{4}:)? | EIP\ is\ at\ | IP:\ | pc\ :\ | epc\ :\ | PC\ is\ at\ | NIP\ +)
     (?:\[<?[0-9a-f]+>?\]\ +)*(?P<ip>""" + _FUNC + ")")
 # A stack frame: "[<address>] " and powerpc's "[sp] [ip] " before, "? " (x86) or
-# " (unreliable)" (powerpc) marking a guess.
-_FRAME = (r"(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?(?P<f>" + _FUNC
+# " (unreliable)" (powerpc) marking a guess. arm's frames name a function and its caller
+# (arch/arm/kernel/traps.c dump_backtrace_entry(): " %ps from %pS", with
+# CONFIG_BACKTRACE_VERBOSE "[<%08lx>] (%ps) from [<%08lx>] (%pS)", before 3.x "(%pS)"
+# for both): the frame read is the caller, whose offset is printed; the first callee is
+# the unwinder itself.
+_FRAME = (r"(?:(?:\[<?[0-9a-f]+>?\]\ +)?\(?[A-Za-z_][\w.]*(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?\)?"
+          r"\ from\ (?:\[<?[0-9a-f]+>?\]\ +)?\(?"
+          r"|(?:\[<?[0-9a-f]+>?\]\ +)*(?P<q>\?\ )?)(?P<f>" + _FUNC
           + r")(?P<u>\ \(unreliable\))?")
 # The lines after a splat that matter, each at a line start after the (normalised)
 # prefix: its end, a "Call Trace:" header, an interrupt context marker ("<IRQ>",
@@ -138,6 +147,29 @@ _MACHINERY = re.compile(r"""(?:
   | nmi_cpu_backtrace\w* | nmi_trigger_cpumask_backtrace | arch_trigger_cpumask_backtrace
   | trigger_single_cpu_backtrace | watchdog_timer_fn | watchdog_overflow_callback
   | check_hung_uninterruptible_tasks | watchdog | check_hung_task
+  # Each architecture's stack dump and trap entry (arch/*/kernel/traps.c, stacktrace.c,
+  # unwind*.c, mm/fault.c): x86 and i386, arm64, arm, powerpc, s390, riscv, loongarch, MIPS.
+  | show_trace_log_lvl | show_stack_log_lvl | show_iret_regs | show_opcodes
+  | handle_exception | common_exception\w* | do_int3\w* | do_general_protection
+  | el1h_\w+ | el0t_\w+ | do_el1_\w+ | arm64_notify_die | bug_brk_handler | early_brk64
+  | do_kernel_fault | __do_kernel_fault\w* | arm64_\w+_fault | do_sea | do_alignment_fault
+  | unwind_backtrace | c_backtrace | arm_notify_die | do_undefinstr | __und_svc\w*
+  | __dabt_svc | __pabt_svc | do_DataAbort | do_PrefetchAbort | do_sect_fault | do_alignment
+  | ___do_page_fault | _exception\w* | do_exception | hash__do_page_fault
+  | do_report_trap | illegal_op | do_no_context | do_low_address | do_protection_exception
+  | do_dat_exception | __do_pgm_check | pgm_check_handler | do_pgm_check
+  | walk_stackframe | handle_break | do_trap_\w+
+  | show_backtrace | show_raw_backtrace | do_bp | handle_bp | do_ri | handle_ri
+  | do_trap_or_bp | tlb_do_page_fault\w* | handle_tl[bs]\w* | do_ade | handle_ade[ls]
+  | die_if_kernel | __die_if_kernel
+)$""", re.X | re.A)
+# Functions that WARN about their caller's mistake (lib/refcount.c, lib/list_debug.c,
+# lib/debugobjects.c, kernel/dma/debug.c, mm/usercopy.c): for such a warning the culprit
+# is the first frame that is not one of them or report machinery.
+_CHECKERS = re.compile(r"""(?:
+    refcount_\w+ | __list_add_valid\w* | __list_del_entry_valid\w*
+  | debug_print_object | check_unmap | check_sync | check_for_stack | check_for_illegal_area
+  | usercopy_warn | usercopy_abort | __check_object_size\w* | __check_heap_object
 )$""", re.X | re.A)
 # For a hung task, also the waiting itself: the culprit is what waits.
 _WAITING = re.compile(r"""(?:
@@ -160,6 +192,14 @@ _ALLOCATING = re.compile(r"""(?:
   | __kmalloc_node_noprof | __kmalloc_cache_noprof | kmalloc_trace\w* | kmalloc_large\w*
   | kmalloc_order\w* | __kmalloc_large\w* | alloc_pages_current | __get_free_pages
   | __vmalloc\w* | vmalloc\w* | __alloc_pages_bulk\w* | alloc_pages_bulk\w*
+  # SLAB's (mm/slab.c, before 6.5) refill path
+  | cache_alloc_refill | ____cache_alloc\w* | __do_cache_alloc | fallback_alloc | cache_grow\w*
+  | kmem_getpages
+  # the memory cgroup's charge path and reclaim: the culprit is what asked for memory
+  | mem_cgroup_out_of_memory | mem_cgroup_oom\w* | try_charge\w* | charge_memcg
+  | __mem_cgroup_charge | mem_cgroup_charge\w* | obj_cgroup_charge\w* | __memcg_kmem_charge\w*
+  | pagefault_out_of_memory | __perform_reclaim | try_to_free_pages | do_try_to_free_pages
+  | alloc_pages_vma | vma_alloc_folio\w* | alloc_anon_folio | __page_cache_alloc\w*
 )$""", re.X | re.A)
 # Kinds whose culprit is where the CPU was: the faulting/stuck instruction.
 _IP_KINDS = ("oops", "soft-lockup", "hard-lockup", "rcu-stall")
@@ -294,14 +334,17 @@ def _read_stack(text: str, splat: Splat, start: int, stop: int) -> None:
 def _culprit(splat: Splat, ips: list[str], frames: list[str]) -> str | None:
     if splat.kind in _TITLE_KINDS and (m := _TITLE_FUNC.search(splat.title)):
         return m.group(1)
+    checker = False  # the warning is a checker's about its caller (refcount, lists...)
     if splat.kind == "warning" and (m := re.search(r"\b(" + _FUNC + ")", splat.title)):
-        return _function(m.group(1))
+        if not _CHECKERS.match(_function(m.group(1))):
+            return _function(m.group(1))
+        checker = True
     fault = splat.kind in _IP_KINDS or splat.title.startswith(("kernel BUG", "Kernel bug"))
-    if ips and (fault or splat.kind == "warning"):
+    if ips and (fault or splat.kind == "warning") and not checker:
         return _function(ips[0])
     for frame in frames:
         name = _function(frame)
-        if _MACHINERY.match(name):
+        if _MACHINERY.match(name) or _CHECKERS.match(name):
             continue
         if splat.kind == "hung-task" and _WAITING.match(name):
             continue

@@ -166,8 +166,10 @@ def classify_commit(run_one: Callable[[int], dict[str, Any]], metric: str,
                           f"{len(values)} runs", tuple(values))
 
 
-def judge(doc: dict[str, Any], metric: str, threshold: float) -> Decision:
-    """The old rule: one run, good when the metric is <= threshold."""
+def judge(doc: dict[str, Any], metric: str, threshold: float, *,
+          lower_is_better: bool = True) -> Decision:
+    """The old rule: one run, good when the metric is on the good side of threshold (<=
+    where lower is better, >= where higher is)."""
     result = Result(doc)
     verdict = result.verdict
     if not verdict.is_result:
@@ -177,9 +179,40 @@ def judge(doc: dict[str, Any], metric: str, threshold: float) -> Decision:
     value = result.value(metric)
     if value is None:
         return Decision(SKIP, f"skip: metric {metric!r} missing from the result", final=False)
-    if value <= threshold:
-        return Decision(GOOD, f"good: {metric}={value:g} <= {threshold}", (value,))
-    return Decision(BAD, f"bad: {metric}={value:g} > {threshold}", (value,))
+    if (value <= threshold) if lower_is_better else (value >= threshold):
+        return Decision(GOOD, f"good: {metric}={value:g} {'<=' if lower_is_better else '>='} "
+                              f"{threshold}", (value,))
+    return Decision(BAD, f"bad: {metric}={value:g} {'>' if lower_is_better else '<'} "
+                         f"{threshold}", (value,))
+
+
+def scenario_def(name: str, config: Path | None) -> Any:
+    """The scenario a bisection measures: the experiment file's (built in with its params,
+    or defined there as data) with --config, else the catalog's; its metrics checked."""
+    from vmtest import config as config_mod
+
+    if config is not None:
+        return config_mod.load(config).scenario(name)
+    if name not in scenarios.SCENARIOS:
+        raise ConfigError(f"unknown scenario {name!r} (a scenario of an experiment file "
+                          "needs --config FILE)",
+                          hint=f"built in: {', '.join(sorted(scenarios.SCENARIOS))}")
+    return config_mod.ScenarioDef(name, tuple(scenarios.get(name).METRICS) or ("",))
+
+
+def check_metric(name: str, metric: str, config: Path | None) -> bool:
+    """ConfigError (before any build or VM) when the scenario produces no such metric;
+    whether lower is better for it."""
+    sc = scenario_def(name, config)
+    known = sc.scenario_class().METRICS
+    if known and metric not in known:
+        import difflib
+
+        near = difflib.get_close_matches(metric, known, n=1)
+        raise ConfigError(f"scenario {name} produces no metric {metric!r}"
+                          + (f" (did you mean {near[0]}?)" if near else ""),
+                          hint=f"its metrics: {', '.join(known)}")
+    return bool(sc.lower_is_better_for(metric))
 
 
 def _build(tree: Path, ref: str | None, patches: list[Path], fragments: list[str]) -> Any:
@@ -191,20 +224,22 @@ def _build(tree: Path, ref: str | None, patches: list[Path], fragments: list[str
 
 
 def _runner(built: Any, scenario: str, profile: str, accel: str,
-            out: Path) -> Callable[[int], dict[str, Any]]:
+            out: Path, config: Path | None = None) -> Callable[[int], dict[str, Any]]:
+    sc = scenario_def(scenario, config)
+
     def run_one(i: int) -> dict[str, Any]:
-        return run.run_scenario(built, scenarios.make(scenario, profile),
-                                out / f"r{i:02d}", accel=accel)
+        return run.run_scenario(built, sc.make(profile), out / f"r{i:02d}", accel=accel)
     return run_one
 
 
-def jobs_for(fixed: int | None, scenario: str, profile: str) -> int:
+def jobs_for(fixed: int | None, scenario: str, profile: str,
+             config: Path | None = None) -> int:
     """Runs at once: `fixed` (--jobs N, checked against host memory), or for --jobs auto
     (None) where matrix.AutoJobs starts -- one VM per core, as memory allows (a step's
     runs are too few and too short to learn a VM's duty from)."""
     from vmtest import matrix
 
-    guest_mib = scenarios.make(scenario, profile).params.memory_mib
+    guest_mib = scenario_def(scenario, config).make(profile).params.memory_mib
     if fixed is None:
         return matrix.AutoJobs(matrix.memory_limit(guest_mib))()
     matrix.check_memory(fixed, guest_mib)
@@ -213,7 +248,8 @@ def jobs_for(fixed: int | None, scenario: str, profile: str) -> int:
 
 def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float | None,
          patches: list[Path], fragments: list[str], accel: str, log_dir: Path, *,
-         crash_is: str = "skip", jobs: int = 1, say: Say = _log_say) -> Judgement:
+         crash_is: str = "skip", jobs: int = 1, say: Say = _log_say,
+         config: Path | None = None) -> Judgement:
     source = LocalTree(tree)
     commit = source.identity().split(":", 1)[1][:12]
     out = log_dir / commit
@@ -230,9 +266,10 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
         _log(log_dir, {"commit": commit, "exit": SKIP, "why": why, "final": True})
         return SKIP
     build_s = time.monotonic() - started
-    run_one = _runner(built, scenario, profile, accel, out)
+    run_one = _runner(built, scenario, profile, accel, out, config)
     if threshold is not None:
-        decision = judge(run_one(0), metric, threshold)
+        decision = judge(run_one(0), metric, threshold,
+                         lower_is_better=check_metric(scenario, metric, config))
     else:
         endpoints = read_endpoints(log_dir)
         plan = step_plan(endpoints)
@@ -295,7 +332,8 @@ def read_endpoints(log_dir: Path) -> dict[str, Any]:
 def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: str,
                        metric: str, patches: list[Path], fragments: list[str], accel: str,
                        log_dir: Path, alpha: float, max_runs: int,
-                       jobs: int = 1, say: Say = _log_say) -> dict[str, Any]:
+                       jobs: int = 1, say: Say = _log_say,
+                       config: Path | None = None) -> dict[str, Any]:
     """Build both endpoints (from git, the checkout untouched) and run them until they
     are decided apart; a ConfigError with the figures when they are not."""
     plan = sequential.plan(alpha, max_runs)
@@ -314,8 +352,8 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
     built_good = _build(tree, good, patches, fragments)
     built_bad = _build(tree, bad, patches, fragments)
     result = measure_endpoints(
-        _runner(built_good, scenario, profile, accel, log_dir / "good" / good[:12]),
-        _runner(built_bad, scenario, profile, accel, log_dir / "bad" / bad[:12]),
+        _runner(built_good, scenario, profile, accel, log_dir / "good" / good[:12], config),
+        _runner(built_bad, scenario, profile, accel, log_dir / "bad" / bad[:12], config),
         metric, plan, jobs)
     result |= wanted | {"wall_s": round(time.monotonic() - started, 1)}
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -251,7 +251,8 @@ def runner(exp: Experiment, built: Built, *, accel: str,
         timer.daemon = True
         timer.start()
         try:
-            return run_mod.run_scenario(kernel, scenario, run_dir, accel=accel)
+            return run_mod.run_scenario(kernel, scenario, run_dir, accel=accel,
+                                        variant=exp.kernel(run.kernel).variant(run.variant))
         finally:
             timer.cancel()
 

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vmtest.collect import guest
 from vmtest.errors import VmtestError
 from vmtest.kernel.build import BuiltKernel
 from vmtest.outcome import RunVerdict
@@ -21,6 +22,9 @@ from vmtest.qemu import boot as boot_mod
 from vmtest.qemu.machine import Machine
 from vmtest.results import document
 from vmtest.scenarios.base import Scenario
+
+if TYPE_CHECKING:
+    from vmtest.config import Variant
 
 log = logging.getLogger(__name__)
 
@@ -81,22 +85,44 @@ def new_document(kernel: BuiltKernel, scenario: Scenario, accel: str) -> dict[st
                         build_key=kernel.artifact.key)
 
 
+def boot_options(scenario: Scenario, variant: Variant | None, *, accel: str,
+                 boot_timeout_s: float) -> boot_mod.BootOptions:
+    """How a run boots: the scenario's needs, then the variant's machine and kernel
+    parameters (its words after the scenario's)."""
+    overrides = dict(scenario.boot_overrides())
+    if variant is not None:
+        mine = variant.boot_overrides()
+        words = (*overrides.get("cmdline_extra", ()), *mine.pop("cmdline_extra", ()))
+        overrides |= mine
+        if words:
+            overrides["cmdline_extra"] = tuple(words)
+    return replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
+                   **overrides)
+
+
 def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
                  accel: str = "auto", boot_timeout_s: float = 120.0,
+                 variant: Variant | None = None,
                  boot: Callable[..., Any] = boot_mod.boot) -> dict[str, Any]:
     """Boot, run, collect; always returns (and writes out_dir/result.json) a document.
+    `variant`: the experiment file's, when it boots otherwise than plainly (kernel
+    parameters, sysctls set before the scenario starts and read back, machine shape).
     KeyboardInterrupt is re-raised after the document says `interrupted`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = new_document(kernel, scenario, accel)
+    if variant is not None:
+        doc["identity"]["boot"] = variant.to_dict()
     doc["artifacts"]["console"] = str(out_dir / "console.log")
     started = time.monotonic()
     try:
         scenario.prepare(kernel)  # a build failure here is this run's, recorded below
-        opts = replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
-                       **scenario.boot_overrides())
+        opts = boot_options(scenario, variant, accel=accel, boot_timeout_s=boot_timeout_s)
         with boot(kernel.artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)
+            if variant is not None and variant.sysctl:
+                # set before the scenario starts, as the guest reads them back
+                doc["sysctl"] = guest.apply_sysctl(vm, variant.sysctl)
             clock_start = _guest_uptime(vm)
             outcome = scenario.run(vm, out_dir)
             vm.check()

@@ -63,7 +63,8 @@ def test_bisect_endpoints_are_checked_before_git_is_touched(history, good, bad, 
                    kept="the tree: no bisection started")
 def test_reversed_endpoints_from_the_command_line_exit_2(history, capsys):
     assert cli.main(["bisect", "--tree", str(history), "--good", "bad", "--bad", "good",
-                     "--scenario", "cma-stress", "--metric", "m", "--threshold", "1"]) == 2
+                     "--scenario", "cma-stress", "--metric", "fail_to_migrate_dumps",
+                         "--threshold", "1"]) == 2
     err = capsys.readouterr().err
     assert "not an ancestor" in err and "other way round" in err
 
@@ -94,7 +95,7 @@ from vmtest import sequential  # noqa: E402
 UNPATCHED = [245, 245, 105, 210, 175, 140, 35, 70]  # shaped like seed-profile dumps
 
 
-def _docs(values, verdict="ok"):
+def _docs(values, metric="m", verdict="ok"):
     """run_one(i) for a commit whose runs give these metric values in turn."""
     def run_one(i):
         v = values[i % len(values)]
@@ -102,7 +103,7 @@ def _docs(values, verdict="ok"):
             return {"verdict": "infrastructure", "error": "QEMU died\nmore"}
         if isinstance(v, str):
             return {"verdict": v}
-        return {"verdict": verdict, "metrics": {"m": v}}
+        return {"verdict": verdict, "metrics": {metric: v}}
     return run_one
 
 
@@ -238,15 +239,43 @@ def test_endpoints_not_separated_stop_before_the_first_step(history, tmp_path, m
                                                              capsys):
     monkeypatch.setattr(bisect, "_build", lambda *a, **k: object())
     monkeypatch.setattr(bisect, "_runner",
-                        lambda built, *a: _docs([0, 35, 70, 0] if "good" in str(a[-1])
-                                                else [35, 0, 0, 70]))
+                        lambda built, scenario, profile, accel, out, config=None:
+                        _docs([0, 35, 70, 0] if "good" in str(out) else [35, 0, 0, 70],
+                              "fail_to_migrate_dumps"))
     code = cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
-                     "--scenario", "cma-stress", "--metric", "m", "--max-runs", "8",
-                     "--log-dir", str(tmp_path / "log")])
+                     "--scenario", "cma-stress", "--metric", "fail_to_migrate_dumps",
+                     "--max-runs", "8", "--log-dir", str(tmp_path / "log")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "the endpoints are not separated on m" in err and "raise --max-runs" in err
+    assert "the endpoints are not separated on fail_to_migrate_dumps" in err
+    assert "raise --max-runs" in err
     assert json.loads((tmp_path / "log" / "endpoints.json").read_text())["decided"] is False
     status = subprocess.run(["git", "-C", str(history), "bisect", "log"],
                             capture_output=True, text=True, check=False)
     assert status.returncode != 0  # no bisection under way
+
+
+def test_an_unknown_metric_is_refused_before_anything_is_built(history, capsys):
+    assert cli.main(["bisect", "--tree", str(history), "--good", "good", "--bad", "bad",
+                     "--scenario", "hotplug-offline", "--metric", "drains_per_offlin"]) == 2
+    err = capsys.readouterr().err
+    assert "produces no metric 'drains_per_offlin'" in err
+    assert "did you mean drains_per_offline" in err
+
+
+def test_a_scenario_of_an_experiment_file_is_bisected_by_its_metric_and_direction(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    (tmp_path / "bench.sh").write_text("#!/bin/sh\necho ops=1\n")
+    (tmp_path / "bench.sh").chmod(0o755)
+    exp.write_text("kernels:\n  k:\n    source: debian:6.1\n"
+                   "scenarios:\n  bench:\n    run: ./bench.sh\n    metrics:\n"
+                   "      - {name: ops, from: stdout, pattern: 'ops=([0-9]+)', better: higher}\n")
+    assert bisect.check_metric("bench", "ops", exp) is False  # higher is better
+    with pytest.raises(ConfigError, match="produces no metric"):
+        bisect.check_metric("bench", "nope", exp)
+    with pytest.raises(ConfigError, match="needs --config"):
+        bisect.check_metric("bench", "ops", None)
+    # the old one-run rule follows the direction
+    doc = {"verdict": "ok", "metrics": {"ops": 50}}
+    assert bisect.judge(doc, "ops", 40, lower_is_better=False).judgement == bisect.GOOD
+    assert bisect.judge(doc, "ops", 60, lower_is_better=False).judgement == bisect.BAD

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vmtest import config, run
-from vmtest.collect import guest, metrics
+from vmtest.collect import metrics
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec, BuiltKernel, KernelArtifact
 from vmtest.kernel.source import DebianSource
@@ -94,15 +93,14 @@ def scripted(scenario: custom.CustomScenario, *, status: int = 0, missing_event:
 
 def drive(scenario, transcript: Transcript, tmp_path: Path,
           variant: config.Variant | None = None) -> tuple[dict, FakeMachine]:
-    """run_scenario on the fake machine; with a variant, booted as it says and its sysctls
-    set after boot (as scripts/record_transcript.py does, and run.py will)."""
+    """run_scenario on the fake machine; with a variant, which run.py boots as it says
+    and whose sysctls it sets after boot (as scripts/record_transcript.py recorded)."""
     spec = BuildSpec(source=DebianSource("6.1"), fragments=(kconfig.load_fragment(
         "qemu-guest"),), variant="default", base="k")
     built = BuiltKernel(spec, KernelArtifact(key="k" * 8, directory=tmp_path,
                                              meta={"release": "6.1.192-vmtest-patched"}))
     machines: list[FakeMachine] = []
     options: list[boot.BootOptions] = []
-    doc_sysctl: dict[str, str] = {}
 
     def factory(*a, **kw):
         machines.append(FakeMachine(*a, transcript=transcript, **kw))
@@ -113,18 +111,14 @@ def drive(scenario, transcript: Transcript, tmp_path: Path,
 
     @contextlib.contextmanager
     def booted(image, opts, out_dir, **kw):
-        if variant is not None:
-            opts = replace(opts, **variant.boot_overrides())
         options.append(opts)
         with boot.boot(image, opts, out_dir, store=accel.VerdictStore(tmp_path / "a.json"),
                        machine_class=factory, make_initramfs=initramfs, **kw) as vm:
-            if variant is not None:
-                doc_sysctl.update(guest.apply_sysctl(vm, variant.sysctl))
             yield vm
 
-    doc = run.run_scenario(built, scenario, tmp_path / "run", accel="tcg", boot=booted)
+    doc = run.run_scenario(built, scenario, tmp_path / "run", accel="tcg", boot=booted,
+                           variant=variant)
     doc["_boot_options"] = options[0]
-    doc["_sysctl"] = doc_sysctl
     return doc, machines[0]
 
 
@@ -250,7 +244,10 @@ def test_replayed_recordings(path, tmp_path):
     assert doc["verdict"] == "ok", doc.get("error")
     assert fake.replayed_all
     assert doc["metrics"] == recorded["metrics"]
-    assert doc["_sysctl"] == dict(variant.sysctl)  # written and read back
+    assert doc.get("sysctl", {}) == dict(variant.sysctl)  # written and read back
+    assert doc["identity"]["boot"] == variant.to_dict()
+    if variant.cmdline:  # the variant's kernel parameters after the scenario's own
+        assert doc["_boot_options"].cmdline_extra[-len(variant.cmdline):] == variant.cmdline
     assert doc["_boot_options"].memory_mib == (2048 if name == "frag" else 1024)
     assert None not in doc["metrics"].values()
     # the command's own lines, counted apart from the code under test

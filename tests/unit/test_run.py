@@ -113,3 +113,19 @@ def test_interrupt_writes_interrupted_and_propagates(tmp_path):
         experiment.run_scenario(built_kernel(tmp_path), scenarios.make("cma-stress", "quick"),
                                 out, accel="tcg", boot=booted)
     assert json.loads((out / "result.json").read_text())["verdict"] == "interrupted"
+
+
+def test_a_variant_boots_as_it_says_after_the_scenarios_needs(tmp_path):
+    from vmtest import config
+
+    exp_file = tmp_path / "e.yaml"
+    exp_file.write_text("kernels:\n  k:\n    source: debian:6.1\n    variants:\n"
+                        "      thp: {cmdline: 'transparent_hugepage=never', "
+                        "machine: {memory: 2G, cpus: 3}}\n")
+    variant = config.load(exp_file).kernel("k").variant("thp")
+    scenario = scenarios.make("hotplug-offline", "quick")
+    opts = experiment.boot_options(scenario, variant, accel="tcg", boot_timeout_s=9)
+    plain = experiment.boot_options(scenario, None, accel="tcg", boot_timeout_s=9)
+    assert (opts.memory_mib, opts.cpus) == (2048, 3) and plain.memory_mib != 2048
+    assert opts.cmdline_extra == (*plain.cmdline_extra, "transparent_hugepage=never")
+    assert (opts.accel, opts.boot_timeout_s, opts.slots) == ("tcg", 9, plain.slots)

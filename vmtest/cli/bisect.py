@@ -34,7 +34,8 @@ def add_parser(sub: Sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, type=Path, help="the git kernel tree")
-    p.add_argument("--scenario", required=True, help="cma-stress or hotplug-offline")
+    p.add_argument("--scenario", required=True,
+                   help="cma-stress, hotplug-offline, or a scenario of --config")
     p.add_argument("--profile", default="quick")
     p.add_argument("--metric", required=True, help="result metric to judge, e.g. "
                                                    "fail_to_migrate_dumps")
@@ -57,7 +58,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="patch applied at every step (e.g. instrumentation); repeatable")
     p.add_argument("--fragment", action="append", dest="fragments", default=None)
     add_accel_arg(p)
-    p.add_argument("--log-dir", type=Path, default=None)
+    p.add_argument("--log-dir", type=Path, default=None,
+                   help="where the endpoints, the steps' runs and the log go (default: a "
+                        "folder per bisection under the cache, so --resume finds it)")
+    p.add_argument("--config", type=Path, default=None, metavar="YAML",
+                   help="an experiment file whose --scenario to measure (built in with its "
+                        "params, or defined there as data: docs/experiments.md)")
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -66,11 +72,15 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     if (args.term_old is None) != (args.term_new is None):
         raise ConfigError("--term-old and --term-new go together",
                           hint="e.g. --term-old broken --term-new fixed")
+    config = args.config.resolve() if args.config else None
+    bisect.check_metric(args.scenario, args.metric, config)  # before any build or VM
     step_args = ["--scenario", args.scenario, "--profile", args.profile, "--metric",
                  args.metric, "--accel", args.accel, "--crash-is", args.crash_is,
                  "--alpha", str(args.alpha), "--max-runs", str(args.max_runs),
                  "--jobs", args.jobs]
-    jobs = bisect.jobs_for(_jobs(args), args.scenario, args.profile)
+    if config is not None:
+        step_args += ["--config", str(config)]
+    jobs = bisect.jobs_for(_jobs(args), args.scenario, args.profile, config)
     if args.threshold is not None:
         step_args += ["--threshold", str(args.threshold)]
     patches = [p.resolve() for p in args.patches]
@@ -89,7 +99,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     def measure(good: str, bad: str) -> object:
         return bisect.endpoints_measured(tree, good, bad, args.scenario, args.profile,
                                          args.metric, patches, fragments, args.accel,
-                                         log_dir, args.alpha, args.max_runs, jobs, say=_say)
+                                         log_dir, args.alpha, args.max_runs, jobs, say=_say,
+                                         config=config)
 
     terms = (args.term_old, args.term_new) if args.term_old else None
     return bisect.start(tree, args.good, args.bad, step_args,
@@ -104,8 +115,9 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
                        args.threshold, [p.resolve() for p in args.patches],
                        list(args.fragments or kconfig.DEFAULT_FRAGMENTS), args.accel,
                        args.log_dir or bisect.default_log_dir(), crash_is=args.crash_is,
-                       jobs=bisect.jobs_for(_jobs(args), args.scenario, args.profile),
-                       say=_say).exit_code
+                       jobs=bisect.jobs_for(_jobs(args), args.scenario, args.profile,
+                                            args.config),
+                       say=_say, config=args.config).exit_code
 
 
 def _say(text: str) -> None:

@@ -110,11 +110,10 @@ class Progress:
             self.bar.update(self.task, completed=done, description=f"{run.key}: "
                                                                    f"{doc.get('verdict')}")
             return
-        from vmtest import scenarios
 
         elapsed = time.monotonic() - self.started
         eta = elapsed / done * (todo - done)
-        shown = scenarios.get(run.scenario).PROGRESS_METRICS
+        shown = self.exp.scenario(run.scenario).scenario_class().PROGRESS_METRICS
         primary = {k: v for k, v in doc.get("metrics", {}).items() if k in shown}
         print(f"[{done}/{todo}] {run.key}: {doc.get('verdict')} {primary} "
               f"({elapsed:.0f} s elapsed, ETA {eta:.0f} s)", file=sys.stderr, flush=True)

@@ -9,11 +9,15 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmtest.channel.command import ChannelKind
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, kernel_choice_of
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
+
+if TYPE_CHECKING:
+    from vmtest.config import Variant
 
 log = logging.getLogger("vmtest")
 
@@ -231,6 +235,7 @@ def _scenario_run(args: argparse.Namespace) -> int:
                           "in the result); --kernel names an image it does not know",
                           hint="use --config/--base/--variant or --source/--patch")
     overrides = _overrides(args.set)
+    variant: Variant | None = None
     if choice.ad_hoc:
         built = choice.built()
         scenario = scenarios.make(args.scenario, args.profile, overrides)
@@ -249,7 +254,7 @@ def _scenario_run(args: argparse.Namespace) -> int:
         label=f"{args.scenario}-{built.spec.variant}")
     print(f"run directory: {out}", file=sys.stderr)
     doc = run.run_scenario(built, scenario, out, accel=args.accel,
-                           boot_timeout_s=args.boot_timeout)
+                           boot_timeout_s=args.boot_timeout, variant=variant)
     print(f"{doc['identity']['kernel_release']} {args.scenario}/{args.profile}: "
           f"verdict {doc['verdict']}")
     for key, value in doc.get("metrics", {}).items():

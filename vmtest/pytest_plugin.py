@@ -415,8 +415,9 @@ def _attach(report: pytest.TestReport, title: str, text: str) -> None:
     failure's text into <failure> always, but report.sections only when their name starts
     with "Captured stdout" (or log, stderr) and junit_logging asks for them."""
     longrepr = report.longrepr
-    if hasattr(longrepr, "addsection"):  # a traceback (ExceptionRepr)
-        longrepr.addsection(title, text)
+    addsection = getattr(longrepr, "addsection", None)  # a traceback (ExceptionRepr)
+    if callable(addsection):
+        addsection(title, text)
     elif longrepr is None or isinstance(longrepr, str):
         report.longrepr = f"{longrepr or ''}\n{f' {title} '.center(80, '-')}\n{text}"
     else:

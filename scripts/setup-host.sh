@@ -65,7 +65,7 @@ PYTHON=$(bash scripts/python.sh)
 # (dmesg.NATIVE_MISSING: the compiled dmesg scanner is missing or older than its source)
 # (and vmtest must be this checkout's: another checkout's editable install would be
 # tested instead of this one; -P: not the current folder's vmtest/ by accident)
-if ! "$PYTHON" -P -c 'import paramiko, qemu.qmp, pytest, pathlib, vmtest
+if ! "$PYTHON" -P -c 'import paramiko, qemu.qmp, pytest, pathlib, shtab, vmtest
 assert pathlib.Path(vmtest.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
 from vmtest.collect import dmesg
 assert not dmesg.NATIVE_MISSING' 2>/dev/null \

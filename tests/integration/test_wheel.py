@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +32,12 @@ def test_wheel_in_a_fresh_venv_has_its_data_and_boots(kernel, tmp_path):
                  "import vmtest.paths as p; print(p.default_config()); print(p.missing_data())",
                  cwd=elsewhere)
     assert str(venv) in where.stdout and where.stdout.strip().endswith("[]"), where
+    # No checkout here: the commit is the one setup.py baked into the wheel; the licence
+    # travels with it (PEP 639).
+    version = _run(venv / "bin" / "vmtest", "--version", cwd=elsewhere)
+    assert "(commit " in version.stdout and "unknown" not in version.stdout, version
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     doctor = _run(venv / "bin" / "vmtest", "doctor", cwd=elsewhere)
     assert "ok  vmtest data files" in doctor.stdout, doctor.stdout
     # The default experiment loads from the package, and a guest boots with the

@@ -63,7 +63,7 @@ fi
 PYTHON=$(bash scripts/python.sh)
 # (vmtest must be this checkout's: another checkout's editable install would be
 # tested instead of this one; -P: not the current folder's vmtest/ by accident)
-if ! "$PYTHON" -P -c 'import paramiko, qemu.qmp, pytest, pathlib, vmtest
+if ! "$PYTHON" -P -c 'import paramiko, qemu.qmp, pytest, pathlib, shtab, jsonschema, vmtest
 assert pathlib.Path(vmtest.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()' 2>/dev/null \
         || [ "${VMTEST_REINSTALL:-0}" = 1 ]; then
     pip_err=$(mktemp)

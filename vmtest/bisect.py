@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vmtest import paths, procs, run, scenarios, sequential
+from vmtest import paths, procs, provenance, run, scenarios, sequential
 from vmtest.errors import ConfigError, VmtestError
 from vmtest.kernel.build import build_kernel
 from vmtest.kernel.source import LocalTree
@@ -449,7 +449,8 @@ def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
            "terms": list(terms), "steps": steps, "endpoints": endpoints,
            "wall_s": round(wall_s, 1),
            "build_s": round(sum(s.get("build_s", 0) for s in steps), 1),
-           "runs_s": round(sum(s.get("runs_s", 0) for s in steps), 1)}
+           "runs_s": round(sum(s.get("runs_s", 0) for s in steps), 1),
+           "made_by": provenance.describe()}
     (log_dir / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [f"# vmtest bisect: first {terms[1]} commit", "",
              f"**{first[:12]} {doc['subject']}**", "",

@@ -379,6 +379,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.outcome = "failed"
         report.longrepr = "the test expected a kernel splat and none came"
     if report.failed:
-        report.sections.append(("vmtest: kernel log since the test began", delta[-20000:]))
+        _attach(report, "vmtest: kernel log since the test began", delta[-20000:])
         with contextlib.suppress(Exception):
-            report.sections.append(("vmtest: console tail", guest.machine.console.tail(40)))
+            _attach(report, "vmtest: console tail", guest.machine.console.tail(40))
+
+
+def _attach(report: pytest.TestReport, title: str, text: str) -> None:
+    """Add a section to the failure itself, not to report.sections: --junitxml writes the
+    failure's text into <failure> always, but report.sections only when their name starts
+    with "Captured stdout" (or log, stderr) and junit_logging asks for them."""
+    longrepr = report.longrepr
+    addsection = getattr(longrepr, "addsection", None)  # a traceback (ExceptionRepr)
+    if callable(addsection):
+        addsection(title, text)
+    elif longrepr is None or isinstance(longrepr, str):
+        report.longrepr = f"{longrepr or ''}\n{f' {title} '.center(80, '-')}\n{text}"
+    else:
+        report.sections.append((title, text))

@@ -353,7 +353,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em
          "table{border-collapse:collapse;margin:.5em 0}"
          "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
          "td:not(:first-child){font-variant-numeric:tabular-nums}"
-         "thead{background:#f4f4f4}svg{margin:6px;border:1px solid #eee}")
+         "thead{background:#f4f4f4}svg{margin:6px;border:1px solid #eee;vertical-align:top}")
 
 
 def html_page(data: dict[str, Any]) -> str:

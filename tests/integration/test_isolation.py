@@ -125,3 +125,16 @@ def test_writable_share_cannot_plant_setuid_files_or_devices(kernel, tmp_path):
         assert stat.S_ISREG(st.st_mode), f"{name}: {stat.filemode(st.st_mode)} on the host"
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), name
         assert st.st_uid == os.getuid()
+
+
+def test_a_pytest_plugin_guest_cannot_either(kernel, tmp_path, listener):
+    """The plugin's `vm`, as a user's test gets it."""
+    (tmp_path / "test_reach.py").write_text(
+        "def test_reach(vm):\n"
+        f"    out = vm.run({_reach(listener.port)!r}).stdout\n"
+        "    assert 'trying' in out and 'host-loopback-listener' not in out, out\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "test_reach.py", "--vmtest-kernel", str(kernel.directory)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert listener.accepted == 1

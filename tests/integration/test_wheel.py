@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,9 @@ def test_wheel_in_a_fresh_venv_has_its_data_and_boots(kernel, tmp_path):
                 cwd=REPO).stdout.strip()
     version = _run(venv / "bin" / "vmtest", "--version", cwd=elsewhere)
     assert head and f"(commit {head})" in version.stdout, version
+    # the licence travels with it (PEP 639)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     doctor = _run(venv / "bin" / "vmtest", "doctor", cwd=elsewhere)
     assert "ok  vmtest data files" in doctor.stdout, doctor.stdout
     # The default experiment loads from the package, and a guest boots with the

@@ -427,6 +427,12 @@ def test_a_results_folder_copied_elsewhere_re_renders(tmp_path, capsys):
     assert "fail_to_migrate_dumps" in (moved / "report.md").read_text()
 
 
+@pytest.mark.fault("vmtest report on a folder from before matrix.json had its report plan, "
+                   "copied away from its config's own patches", verdict="(no report)",
+                   exit="2", message="vmtest: error: CONFIG: ...: patch 'my-revert.patch' not "
+                                     "found fix: looked in ...",
+                   kept="the results folder as it was (a folder written now re-renders "
+                        "anywhere: test_a_results_folder_copied_elsewhere_re_renders)")
 def test_an_old_folder_without_a_plan_fails_naming_what_is_missing(tmp_path, capsys):
     from vmtest import cli
 

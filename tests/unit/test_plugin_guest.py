@@ -110,3 +110,61 @@ def test_a_healthy_guest_is_kept(tmp_path):
     guest.run("true")
     guest.begin_test()
     assert guest.boots == 1 and guests.made[0].replayed_all
+
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = '''
+import functools
+from pathlib import Path
+
+import pytest
+
+from vmtest.pytest_plugin import Guest
+from vmtest.qemu import accel, boot
+from vmtest.qemu.fake import FakeMachine, Transcript
+
+LOG = "[    0.000000] Linux version 6.1.0-fake\\n"
+DELTA = "[   12.000000] oom-kill: a line with ESC \\x1b[31m and NUL \\x00 in it\\n"
+STEPS = [{"ssh": "dmesg", "status": 0, "out": LOG},
+         {"ssh": "uname -r", "status": 0, "out": "6.1.0-fake\\n"},
+         {"ssh": "dmesg", "status": 0, "out": LOG + DELTA}]
+
+
+def _no_initramfs(tmp, *_):
+    (tmp / "initrd.cpio").write_bytes(b"")
+    return tmp / "initrd.cpio"
+
+
+@pytest.fixture(scope="module")
+def vmtest_guest(tmp_path_factory):
+    boot.sandbox_supported = lambda binary="": False
+    tmp = tmp_path_factory.mktemp("fake")
+    factory = lambda spec, run_dir, **kw: FakeMachine(spec, run_dir,
+                                                      transcript=Transcript({}, STEPS), **kw)
+    boot_fn = functools.partial(boot.boot, store=accel.VerdictStore(tmp / "accel.json"),
+                                machine_class=factory, make_initramfs=_no_initramfs)
+    guest = Guest(Path("/k/vmlinux"), "patched", boot.BootOptions(accel="tcg"), tmp / "runs",
+                  boot_fn=boot_fn)
+    yield guest
+    guest.close()
+'''
+
+
+def test_a_failed_tests_kernel_log_reaches_junitxml(pytester):
+    """The plugin's kernel log used to be a report section that --junitxml never writes
+    (only "Captured stdout/stderr/log" ones, and only with junit_logging): it is now part
+    of the failure, which junit.xml always holds (XML-illegal characters escaped)."""
+    import xml.etree.ElementTree as ET
+
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_k="def test_release(vm):\n"
+                               "    assert vm.run('uname -r').stdout == '6.2\\n'\n")
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest_inprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    failure = ET.parse(junit).getroot().find(".//failure")
+    assert failure is not None
+    assert "vmtest: kernel log since the test began" in failure.text
+    assert "oom-kill: a line with ESC" in failure.text
+    result.stdout.fnmatch_lines(["*vmtest: kernel log since the test began*"])

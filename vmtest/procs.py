@@ -8,9 +8,13 @@ whole process group (SIGTERM, then SIGKILL) before passing the interruption on.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 GRACE_S = 5.0
@@ -36,11 +40,42 @@ def stop_group(proc: subprocess.Popen[Any], grace_s: float = GRACE_S) -> None:
             continue
 
 
-def run_group(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
-    """subprocess.run(argv, **kwargs) in a new session; its group dies with us."""
+# Progress of the steps that take minutes (a kernel build, the selftests' build, a source
+# extraction): lines the CLI shows on stderr at its default level (cli/__init__.py).
+progress = logging.getLogger("vmtest.progress")
+
+
+def log_heartbeat(what: str, log_file: Path, marker: tuple[str, ...] = ("  CC ", "  LD ",
+                                                                         "  AR ", "  AS ")
+                  ) -> Callable[[float], None]:
+    """A run_group heartbeat that says how far `what` got: the lines of its log that
+    start with one of `marker` (make's quiet lines, one per file), and the time so far."""
+    def beat(elapsed_s: float) -> None:
+        try:
+            with log_file.open(errors="replace") as log:
+                done = sum(1 for line in log if line.startswith(marker))
+        except OSError:
+            done = 0
+        progress.info("%s: %d files built, %.0f s so far (log: %s)", what, done, elapsed_s,
+                      log_file)
+    return beat
+
+
+def run_group(argv: list[str], *, heartbeat: Callable[[float], None] | None = None,
+              every_s: float = 30.0, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run(argv, **kwargs) in a new session; its group dies with us.
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs (its output must not be
+    a pipe then: nothing reads it meanwhile)."""
     check = kwargs.pop("check", False)
     proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    started = time.monotonic()
     try:
+        while heartbeat is not None:
+            try:
+                proc.wait(timeout=every_s)
+                break
+            except subprocess.TimeoutExpired:
+                heartbeat(time.monotonic() - started)
         out, err = proc.communicate()
     except BaseException:
         stop_group(proc)

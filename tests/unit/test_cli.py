@@ -285,3 +285,12 @@ def test_a_reader_that_goes_away_is_not_a_bug():
         os.close(write_end)
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     assert proc.returncode == 141  # 128 + SIGPIPE, as a tool SIGPIPE killed
+
+
+def test_every_option_of_every_command_has_help_and_every_help_the_exit_codes():
+    parser, commands = cli.build_parser(None)
+    silent = [(name, a.option_strings or a.dest) for name, p in commands.items()
+              for a in p._actions if a.help is None and a.dest != "help"]
+    assert silent == []
+    for name, command in commands.items():
+        assert "exit codes:" in command.format_help(), name

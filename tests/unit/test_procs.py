@@ -117,3 +117,23 @@ def test_safe_points_leave_default_handlers_and_other_threads_alone():
         assert seen == [{}]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_long_step_says_how_far_it_got(tmp_path, caplog):
+    import logging
+    import subprocess
+
+    log_file = tmp_path / "build.log"
+    log_file.write_text("  CC      mm/a.o\n  CC      mm/b.o\n  LD      vmlinux\nnoise\n")
+    beats: list[float] = []
+    beat = procs.log_heartbeat("building x", log_file)
+
+    def heartbeat(elapsed_s: float) -> None:
+        beats.append(elapsed_s)
+        beat(elapsed_s)
+
+    with caplog.at_level(logging.INFO, logger="vmtest.progress"):
+        proc = procs.run_group(["sleep", "0.35"], heartbeat=heartbeat, every_s=0.1,
+                               stdout=subprocess.DEVNULL)
+    assert proc.returncode == 0 and len(beats) >= 2
+    assert "building x: 3 files built" in caplog.text and str(log_file) in caplog.text

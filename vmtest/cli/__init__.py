@@ -84,6 +84,10 @@ def build_parser(argv: list[str] | None = None
     sub = parser.add_subparsers(dest="cmd", required=True)
     for module in modules:
         importlib.import_module(f"vmtest.cli.{module}").add_parser(sub)
+    for command in sub.choices.values():  # every command's help says what its exit means
+        if not command.epilog:
+            command.epilog = EXIT_CODES
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser, dict(sub.choices)
 
 
@@ -98,6 +102,16 @@ def _logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
     if verbose > 2:  # SSH transports' own log (vmtest/channel/ssh.py)
         logging.getLogger("vmtest.channel.paramiko").propagate = True
+    # The steps that take minutes say how far they got (procs.progress), at any -v.
+    progress = logging.getLogger("vmtest.progress")
+    if not progress.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "vmtest: %(message)s" if not os.environ.get("CI")
+            else "%(asctime)s vmtest %(message)s"))
+        progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
 
 
 def _save_traceback() -> Path | None:

@@ -25,7 +25,10 @@ def add_parser(sub: Sub) -> None:
                         "finished steps are not run again")
     p.set_defaults(func=cmd_bisect)
     p = sub.add_parser("bisect-step", help="one bisection step (called by git bisect run): "
-                                           "exit 0 good, 1 bad, 125 skip")
+                                           "exit 0 good, 1 bad, 125 skip",
+                       epilog="exit codes (read by git bisect run): 0 good, 1 bad, 125 skip "
+                              "(also every failure of vmtest's own: the commit is skipped, "
+                              "never judged bad)")
     _common(p)
     # git bisect run reads 1-127 (but 125) as "bad": a step that fails in vmtest says
     # "skip" (125) instead, never "bad" (vmtest/cli/__init__.py).
@@ -36,7 +39,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, type=Path, help="the git kernel tree")
     p.add_argument("--scenario", required=True,
                    help="cma-stress, hotplug-offline, or a scenario of --config")
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="quick",
+                   help="the scenario's profile (default: %(default)s; verdict: more "
+                        "allocations a run, for metrics that quick does not separate)")
     p.add_argument("--metric", required=True, help="result metric to judge, e.g. "
                                                    "fail_to_migrate_dumps")
     p.add_argument("--threshold", type=float, default=None,
@@ -56,7 +61,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "%(default)s, one VM per core as memory allows)")
     p.add_argument("--patch", action="append", dest="patches", type=Path, default=[],
                    help="patch applied at every step (e.g. instrumentation); repeatable")
-    p.add_argument("--fragment", action="append", dest="fragments", default=None)
+    p.add_argument("--fragment", action="append", dest="fragments", default=None,
+                   metavar="NAME|PATH",
+                   help="config fragment of every step's build (repeatable; default: "
+                        "vmtest's)")
     add_accel_arg(p)
     p.add_argument("--log-dir", type=Path, default=None,
                    help="where the endpoints, the steps' runs and the log go (default: a "

@@ -66,12 +66,15 @@ def add_parser(sub: Sub) -> None:
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("report", help="re-render the report of a results directory")
-    p.add_argument("results")
+    p.add_argument("results", metavar="RESULTS",
+                   help="a results folder of `vmtest matrix` (or `vmtest merge`), also one "
+                        "copied from another machine: its matrix.json holds what to render")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("merge", help="combine results directories (shards) into one")
-    p.add_argument("output")
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("output", metavar="OUT", help="the merged results folder (new)")
+    p.add_argument("inputs", nargs="+", metavar="SHARD",
+                   help="the results folders of the shards (--shard I/N) of one matrix")
     p.add_argument("--force", action="store_true", help="merge different configs anyway")
     p.set_defaults(func=cmd_merge)
 

@@ -27,12 +27,14 @@ def add_parser(sub: Sub) -> None:
                        usage="vmtest run [OPTIONS] -- CMD [ARGS...]")
     add_kernel_args(p)
     add_accel_arg(p)
-    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--cpus", type=int, default=2, help="vCPUs (default: %(default)s)")
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
     p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
     p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
     p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
-    p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds the guest may take to become ready, else a hang "
+                        "(default: %(default)s)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="limit for CMD itself")
     p.add_argument("--console", action="store_true",
@@ -75,7 +77,9 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--kselftest-timeout", type=int, metavar="S",
                    help="per-test timeout (default: each collection's settings, x10 "
                         "under TCG)")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
+                   help="the command to run in the guest (its words joined with spaces and "
+                        "run by the guest's shell, as over SSH)")
     # With a CMD, its exit status is vmtest's: vmtest's own outcomes take 124 and 125
     # (vmtest/errors.py); a scenario run uses the usual 0-3.
     p.set_defaults(func=cmd_run,

@@ -317,11 +317,13 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     pvh = "CONFIG_PVH=y" in dotconfig.splitlines()
     target = "vmlinux" if pvh else "bzImage"
     argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target]
-    log.info("building %s (%s): %s", spec.source.describe(), spec.variant, " ".join(argv))
+    what = f"building {spec.source.describe()} ({spec.variant})"
+    procs.progress.info("%s: %s (log: %s)", what, " ".join(argv), log_file)
     with log_file.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
-        proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env,
+                               heartbeat=procs.log_heartbeat(what, log_file))
     if proc.returncode != 0:
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)

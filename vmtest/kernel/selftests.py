@@ -175,7 +175,9 @@ def _make(tree: Path, build_dir: Path, kernel_key: str, variant: str,
             out.write(f"$ {' '.join(argv)}\n")
             out.flush()
             return procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT,
-                                   env=env).returncode
+                                   env=env, heartbeat=procs.log_heartbeat(
+                                       f"building the selftests ({' '.join(colls)})",
+                                       log_file)).returncode
 
     # The uapi headers of this tree, which the tests include (KHDR_INCLUDES points at
     # O/usr/include); the kernel's own configured build dir makes this quick.

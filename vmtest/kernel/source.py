@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmtest import hostcmd, paths
+from vmtest import hostcmd, paths, procs
 from vmtest.errors import ConfigError, InfraError, MissingRequirement
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class DebianSource:
         dest = paths.cache_dir("src") / f"{self.package}_{version}"
         with _extracting(dest) as tmp:
             if tmp is not None:
-                log.warning("extracting %s into %s (once; a minute or two)", self.tarball,
-                            dest)
+                procs.progress.info("extracting %s into %s (once; a minute or two)",
+                                    self.tarball, dest)
                 proc = subprocess.run(["tar", "-xf", str(self.tarball), "-C", str(tmp)],
                                       capture_output=True, text=True, check=False)
                 if proc.returncode != 0:

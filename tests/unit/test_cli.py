@@ -293,4 +293,4 @@ def test_every_option_of_every_command_has_help_and_every_help_the_exit_codes():
               for a in p._actions if a.help is None and a.dest != "help"]
     assert silent == []
     for name, command in commands.items():
-        assert "exit codes:" in command.format_help(), name
+        assert "exit codes" in command.format_help(), name

@@ -353,3 +353,16 @@ def test_an_attached_guest_never_boots_another(tmp_path):
     guest = Guest(Path(), "v", boot.BootOptions(), tmp_path, machine=machine)
     with pytest.raises(InfraError, match="does not boot another"):
         guest.ensure_alive()
+
+
+# -- bisect ----------------------------------------------------------------------------------
+def test_bisect_measures_a_pytest_scenario_with_its_metrics_direction(tmp_path):
+    from vmtest import bisect
+
+    path = _experiment(tmp_path)
+    assert bisect.check_metric("guest-tests", "passed", path) is False  # higher is better
+    assert bisect.check_metric("guest-tests", "fault_ms", path) is True
+    with pytest.raises(ConfigError, match="no metric 'pased' \\(did you mean passed\\?\\)"):
+        bisect.check_metric("guest-tests", "pased", path)
+    sc = bisect.scenario_def("guest-tests", path).make("quick")
+    assert isinstance(sc, pytest_scenario.PytestScenario)

@@ -7,9 +7,11 @@ metric of a matrix and of a bisection.
 The session runs in vmtest's process (pytest.main with an `Attachment`, through which
 vmtest/pytest_plugin.py's `vm` fixture gets the machine): the fixture then has all
 of the machine (QMP hotplug, the console, the crash watch), not a second connection.
-pytest keeps global state (sys.modules, sys.stdout, fd capture), so sessions of parallel
-runs (--jobs) take turns (SESSION_LOCK), and the test modules are forgotten after each
-session so that a run does not inherit the last one's module state.
+pytest keeps global state (sys.modules, sys.stdout), so sessions of parallel runs
+(--jobs) take turns (SESSION_LOCK), and the test modules are forgotten after each session
+so that a run does not inherit the last one's module state. While a session runs,
+sys.stdout is its pytest.log: a line another thread prints then (the matrix's progress of
+a parallel run) lands there too.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def pytest_args(spec: PytestSpec, run_dir: Path) -> list[str]:
     no cache, temporary paths and the JUnit file in the run directory."""
     args = [*(str(p) for p in spec.tests), "--rootdir", str(spec.rootdir),
             "-p", "no:cacheprovider", "-p", "no:xdist", "-rA",
+            # sys-level capture: fd-level would dup2 this process's stdout and stderr,
+            # which the other runs' threads and the CLI write to
+            "--capture=sys",
             "--basetemp", str(run_dir / "pytest-tmp"),
             "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_family=xunit1",
             # vmtest (this process) imported its plugin before pytest could rewrite it

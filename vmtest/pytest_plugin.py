@@ -426,4 +426,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.sections.append(("vmtest: kernel log since the test began", delta[-20000:]))
         with contextlib.suppress(Exception):
             report.sections.append(("vmtest: console tail", guest.machine.console.tail(40)))
-

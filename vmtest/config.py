@@ -30,16 +30,18 @@ from typing import Any
 
 from vmtest import paths, yamlsrc
 from vmtest import scenarios as catalog
-from vmtest.collect import known_names
+from vmtest.collect import known_names, pytest_report
 from vmtest.collect import metrics as metrics_mod
 from vmtest.collect.metrics import MetricDef
+from vmtest.collect.pytest_report import PytestMetric
 from vmtest.errors import ConfigError
 from vmtest.guest import sysctl as sysctl_mod
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec
 from vmtest.kernel.source import DEBIAN_SERIES, DebianSource, KernelSource, LocalTree
-from vmtest.scenarios import custom
+from vmtest.scenarios import custom, pytest_scenario
 from vmtest.scenarios.custom import CustomSpec, MachineOptions
+from vmtest.scenarios.pytest_scenario import PytestSpec
 from vmtest.yamlsrc import Node
 
 # Kernel, variant, scenario and metric names become parts of run directories' names and
@@ -117,26 +119,33 @@ class ScenarioDef:
     # Per metric, where a metric says `better:` (data-defined ones always do).
     better: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     custom: CustomSpec | None = None  # a data-defined scenario (None: built in)
+    pytest: PytestSpec | None = None  # a pytest scenario (_pytest_scenario below)
 
     def lower_is_better_for(self, metric: str) -> bool:
         return self.better.get(metric, self.lower_is_better)
 
     def scenario_class(self) -> type[catalog.Scenario]:
         """The Scenario class (headline, PROGRESS_METRICS, METRICS) without making one."""
+        if self.pytest is not None:
+            return pytest_scenario.scenario_class(self.pytest)
         return custom.scenario_class(self.custom) if self.custom is not None \
             else catalog.get(self.name)
 
     def make(self, profile: str, **extra: Any) -> catalog.Scenario:
         """The scenario with the profile's parameters, this config's, then extra's. A
         data-defined one takes only `seed` (each repetition's)."""
-        if self.custom is not None:
+        if self.custom is not None or self.pytest is not None:
             unknown = sorted(set(extra) - {"seed"})
             if unknown:
                 raise ConfigError(f"scenario {self.name} is defined by its file and has no "
                                   f"parameter {unknown[0]!r}",
                                   hint="change it in the experiment file")
             seed = extra.get("seed", 1)
-            return custom.make(self.custom, profile, seed=seed if isinstance(seed, int) else 1)
+            seed = seed if isinstance(seed, int) else 1
+            if self.pytest is not None:
+                return pytest_scenario.make(self.pytest, profile, seed=seed)
+            assert self.custom is not None
+            return custom.make(self.custom, profile, seed=seed)
         return catalog.make(self.name, profile, {**self.params, **extra})
 
 
@@ -425,7 +434,12 @@ def _scenarios(node: Node, base_dir: Path) -> tuple[ScenarioDef, ...]:
         if body.value is None:
             body.value = {}
         body.expect(dict)
-        if name in catalog.SCENARIOS:
+        if body.has("pytest"):  # a pytest scenario: _pytest_scenario below
+            if name in catalog.SCENARIOS or body.has("run"):
+                raise body.child("pytest").error(
+                    "a pytest scenario needs a name of its own and no run:")
+            defs.append(_pytest_scenario(name, body, base_dir))
+        elif name in catalog.SCENARIOS:
             if body.has("run"):
                 raise body.child("run").error(
                     f"{name} is a built-in scenario; a scenario with run: needs a name of its "
@@ -438,7 +452,8 @@ def _scenarios(node: Node, base_dir: Path) -> tuple[ScenarioDef, ...]:
             raise where.error(f"unknown scenario {name!r}{_near(name, catalog.SCENARIOS)}: "
                               "not built in, and no run: defines it",
                               hint=f"built-in: {', '.join(sorted(catalog.SCENARIOS))}; or "
-                                   "give it run: COMMAND and metrics: (docs/experiments.md)")
+                                   "give it run: COMMAND (or pytest: TESTS) and metrics: "
+                                   "(docs/experiments.md)")
     return tuple(defs)
 
 
@@ -785,10 +800,97 @@ def _matrix(node: Node, kernels: list[KernelDef],
         raise node.error("the matrix is empty (no kernels or no scenarios)")
     profile = body["profile"].text("a profile name") if "profile" in body else "seed"
     for sname in sc_names:
-        if defined[sname].custom is None:
+        if defined[sname].custom is None and defined[sname].pytest is None:
             profiles = catalog.SCENARIOS[sname].PROFILES
             if profile not in profiles:
                 raise (body.get("profile") or node).error(
                     f"scenario {sname} has no profile {profile!r}",
                     hint=f"its profiles: {', '.join(profiles)}")
     return MatrixDef(tuple(names), tuple(variants), tuple(sc_names), reps, profile)
+
+
+# -- pytest scenarios (`pytest: FILE`): kept apart from the rest of the loader ------------
+# A pytest scenario runs a test module on the host with the run's guest as its `vm`
+# (vmtest/scenarios/pytest_scenario.py); its metrics count outcomes and read what tests
+# recorded (vmtest/collect/pytest_report.py). docs/experiment.schema.json lists the same
+# keys (tests/unit/test_schema.py).
+PYTEST_SCENARIO_KEYS = ("pytest", "keyword", "markers", "timeout_s", "machine", "metrics",
+                        "description")
+PYTEST_METRIC_COMMON_KEYS = ("name", "from", "better", "description")
+PYTEST_METRIC_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "pytest": ("outcome", "test"),
+    "record": ("key", "reduce", "test"),
+}
+
+
+def _pytest_scenario(name: str, node: Node, base_dir: Path) -> ScenarioDef:
+    body = node.mapping(PYTEST_SCENARIO_KEYS)
+    tests_node = body["pytest"]
+    paths = [n.text("a test file or folder, relative to the experiment file")
+             for n in (tests_node.strings() if isinstance(tests_node.value, list)
+                       else [tests_node])]
+    if not paths:
+        raise tests_node.error("no tests named", hint="pytest: tests/test_x.py")
+    tests = []
+    for text in paths:
+        path = (base_dir / text).resolve()
+        if not path.exists():
+            raise tests_node.error(f"{text} is not in {base_dir} (pytest: names files or "
+                                   "folders relative to the experiment file)")
+        tests.append(path)
+    metrics_node = node.child("metrics", [])
+    metric_defs: list[PytestMetric] = []
+    for item in metrics_node.items("a list of metrics ({name, from, ...})"):
+        metric = _pytest_metric(item)
+        if metric.name in {m.name for m in metric_defs}:
+            raise item.error(f"metric {metric.name} is defined twice")
+        metric_defs.append(metric)
+    if not metric_defs:
+        raise metrics_node.error("at least one metric is needed (the first is the primary "
+                                 "one)",
+                                 hint="e.g. - {name: passed, from: pytest, outcome: passed, "
+                                      "better: higher}")
+    spec = PytestSpec(
+        name=name, tests=tuple(tests), metrics=tuple(metric_defs), rootdir=base_dir.resolve(),
+        keyword=body["keyword"].text("a pytest -k expression") if "keyword" in body else "",
+        markers=body["markers"].text("a pytest -m expression") if "markers" in body else "",
+        timeout_s=body["timeout_s"].number(positive=True) if "timeout_s" in body else 600.0,
+        machine=_machine(body["machine"]) if "machine" in body else MachineOptions(),
+        description=_text(body.get("description")))
+    return ScenarioDef(
+        name, tuple(m.name for m in metric_defs),
+        better=MappingProxyType({m.name: m.lower_is_better for m in metric_defs}),
+        lower_is_better=metric_defs[0].lower_is_better, pytest=spec)
+
+
+def _pytest_metric(node: Node) -> PytestMetric:
+    node.expect(dict, "a metric mapping {name, from, ...}")
+    if "from" not in node.value:
+        raise node.error("a metric needs from: (where its value comes from)",
+                         hint=f"a pytest scenario's sources: {', '.join(pytest_report.SOURCES)}")
+    source = _one_of(node.child("from"), pytest_report.SOURCES,
+                            "metric source of a pytest scenario")
+    body = node.mapping(PYTEST_METRIC_COMMON_KEYS + PYTEST_METRIC_SOURCE_KEYS[source])
+    if "name" not in body:
+        raise node.error("a metric needs name:")
+    name = body["name"].text("a metric name")
+    if not NAME.fullmatch(name) or not name.isascii():
+        raise body["name"].error(f"metric name {name!r} must be {NAME_RULE}")
+    metric = PytestMetric(
+        name=name, source=source, description=_text(body.get("description")),
+        lower_is_better=_one_of(body["better"], BETTER, "direction") == "lower"
+        if "better" in body else True,
+        test=body["test"].text("a test name (test_x, test_x[param], Class::test_x)")
+        if "test" in body else "")
+    if source == "pytest":
+        outcome = _one_of(body["outcome"], pytest_report.OUTCOMES, "outcome") \
+            if "outcome" in body else "passed"
+        return PytestMetric(**{**metric.__dict__, "outcome": outcome})
+    if "key" not in body:
+        raise node.error("from: record needs key: (the name a test gives vm.record())")
+    key = body["key"].text("a name given to vm.record()")
+    if not key:
+        raise body["key"].error("the key is empty")
+    how = _one_of(body["reduce"], pytest_report.REDUCTIONS, "reduction") \
+        if "reduce" in body else "last"
+    return PytestMetric(**{**metric.__dict__, "key": key, "reduce": how})

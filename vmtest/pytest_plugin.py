@@ -16,6 +16,12 @@ A kernel splat (WARNING, BUG, Oops, KASAN, ...) in the guest's log while a test 
 that test unless it is marked @pytest.mark.vmtest_expect_splat; a failed test's report
 carries the guest's log since the test started and the console's last lines. With
 pytest-xdist every worker boots its own guests.
+
+`vm.record("fault_ms", 12.5)` keeps a number a test measured: in the test's
+user_properties (JUnit XML properties with --junitxml), and, when the tests run as a
+scenario of an experiment file (vmtest/scenarios/pytest_scenario.py), as a metric of the
+matrix and of bisect. There the session's `vm` is the guest vmtest booted for the run
+(vmtest/scenarios/pytest_scenario.py `Attachment`), not one the fixture boots.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from vmtest.kernel import build as kbuild
 from vmtest.kernel_choice import KernelChoice, add_pytest_options
 from vmtest.qemu import boot
 from vmtest.qemu.machine import Machine
+from vmtest.scenarios.pytest_scenario import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +134,7 @@ class Guest:
                  built: kbuild.BuiltKernel | None = None,
                  kselftest_dir: str | None = None,
                  boot_fn: Callable[..., contextlib.AbstractContextManager[Machine]]
-                 = boot.boot) -> None:
+                 = boot.boot, machine: Machine | None = None) -> None:
         self.image = image
         self._boot_fn = boot_fn  # tests boot fake machines
         # Why the guest is not to be used again ('' while it is): a command of an earlier
@@ -142,9 +149,18 @@ class Guest:
         self._stack = contextlib.ExitStack()
         self._boots = 0
         self._mark = 0
-        self.machine: Machine = self._boot()
+        # The test running now (the vm fixture sets it): where record() puts values.
+        self.item: pytest.Item | None = None
+        # A machine handed in (a pytest scenario's run) is not ours to boot again.
+        self.attached = machine is not None
+        self.machine: Machine = machine if machine is not None else self._boot()
 
     def _boot(self) -> Machine:
+        if self.attached:
+            raise InfraError("the guest of this run is not fit for the next test "
+                             f"({self.suspect or self.machine.unusable()}), and a pytest "
+                             "scenario's run does not boot another",
+                             hint="the run's verdict says what happened to the guest")
         self._boots += 1
         out = self.run_dir / f"boot{self._boots}"
         self.machine = self._stack.enter_context(self._boot_fn(self.image, self.opts, out))
@@ -188,6 +204,21 @@ class Guest:
 
     def close(self) -> None:
         self._stack.close()
+
+    # -- values a test measured --------------------------------------------------------
+    def record(self, name: str, value: float) -> None:
+        """Keep a number this test measured under name (the test's user_properties;
+        a pytest scenario's metric `from: record, key: NAME`). Recorded twice: both
+        are kept, in order (the metric's reduce: picks)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"vm.record: the name must be a non-empty string, not {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or value != value or value in (float("inf"), float("-inf")):
+            raise TypeError(f"vm.record({name!r}, ...): the value must be a finite number, "
+                            f"not {value!r}")
+        if self.item is None:
+            raise RuntimeError("vm.record() is for use inside a test that takes `vm`")
+        self.item.user_properties.append((name, value))
 
     # -- commands ------------------------------------------------------------------
     def run(self, command: str, *, timeout_s: float | None = 300, check: bool = False,
@@ -333,7 +364,16 @@ def vmtest_variant(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture(scope=_scope)
 def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    """The booted guest behind `vm` (lives for --vmtest-scope)."""
+    """The booted guest behind `vm` (lives for --vmtest-scope); in a pytest scenario's
+    session, the run's guest."""
+    attached = [p for p in request.config.pluginmanager.get_plugins()
+                if isinstance(p, Attachment)]
+    if attached:
+        if attached[0].guest is None:
+            attached[0].guest = Guest(Path(), attached[0].variant, boot.BootOptions(),
+                                      attached[0].run_dir, machine=attached[0].machine)
+        yield attached[0].guest
+        return
     try:
         image, name, built = _image(request.config, vmtest_variant)
         opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
@@ -349,10 +389,14 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
 
 
 @pytest.fixture
-def vm(vmtest_guest: Guest) -> Guest:
+def vm(vmtest_guest: Guest, request: pytest.FixtureRequest) -> Iterator[Guest]:
     """A booted guest; dmesg() reports what the kernel logs from this test on."""
     vmtest_guest.begin_test()
-    return vmtest_guest
+    vmtest_guest.item = request.node
+    try:
+        yield vmtest_guest
+    finally:
+        vmtest_guest.item = None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from vmtest import config
+from vmtest.collect import pytest_report
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "experiment.schema.json").read_text())
@@ -32,6 +33,9 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "summary": config.SUMMARY_KEYS, "matrix": config.MATRIX_KEYS,
     **{f"metric_{src}": config.METRIC_COMMON_KEYS + keys
        for src, keys in config.METRIC_SOURCE_KEYS.items()},
+    "pytestScenario": config.PYTEST_SCENARIO_KEYS,
+    **{f"pytestMetric_{src}": config.PYTEST_METRIC_COMMON_KEYS + keys
+       for src, keys in config.PYTEST_METRIC_SOURCE_KEYS.items()},
 }
 
 
@@ -44,6 +48,8 @@ def test_every_level_has_the_loaders_keys():
         assert SCHEMA["$defs"][name]["additionalProperties"] is False, name
     sources = [r["$ref"].rsplit("_", 1)[1] for r in SCHEMA["$defs"]["metric"]["oneOf"]]
     assert sources == list(config.metrics_mod.SOURCES)
+    sources = [r["$ref"].rsplit("_", 1)[1] for r in SCHEMA["$defs"]["pytestMetric"]["oneOf"]]
+    assert sources == list(pytest_report.SOURCES) == list(config.PYTEST_METRIC_SOURCE_KEYS)
 
 
 # -- a validator for the subset of JSON Schema 2020-12 the file uses ----------------------

@@ -20,6 +20,7 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 from __future__ import annotations
 
 import gc
+import json
 import quopri
 import re
 import statistics
@@ -197,6 +198,12 @@ class Dump:
                 "timestamp": self.timestamp}
 
 
+# The fields of a dump's record that say what the page was (events_json() writes each
+# set of them once).
+_DUMP_STATE_KEYS = ("refcount", "mapcount", "mapping", "kind", "reason", "error", "flags",
+                    "aops")
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps() writes a str as
+
 # A kernel pointer printed as it is (not hashed): its low bits say what a mapping is.
 _REAL_POINTER = re.compile(r"^(?:ffff[0-9a-f]{12}|c[0-9a-f]{15}|[c-f][0-9a-f]{7})$")
 
@@ -296,9 +303,12 @@ class DmesgReport:
     def events(self) -> list[dict[str, Any]]:
         """Every event of the log, one record each with its identifying fields, in the
         order of the log where it is known (splats and failure lines carry their line)."""
-        out: list[dict[str, Any]] = [s.record() for s in self.splats]
-        out += [d.record() for d in self.dumps]
-        out += [{"type": "cma-failure", **f} for f in self.cma_failures]
+        return [*(s.record() for s in self.splats), *(d.record() for d in self.dumps),
+                *self._line_events()]
+
+    def _line_events(self) -> list[dict[str, Any]]:
+        """The records of events() after the splats and dumps: failure and loss lines."""
+        out: list[dict[str, Any]] = [{"type": "cma-failure", **f} for f in self.cma_failures]
         out += [{"type": "contig-busy", **f} for f in self.contig_busy]
         out += [{"type": "cma-available", **f} for f in self.cma_available]
         out += [{"type": "offline-failure", **f} for f in self.offline_failures]
@@ -336,12 +346,16 @@ class DmesgReport:
         """Per instrumented operation (kernels/patches/README.md): how many, how many
         failed, and the medians and totals of its counters."""
         out: dict[str, dict[str, Any]] = {}
+        by_op: dict[Any, list[dict[str, Any]]] = {}  # ops(op) of every op, in one pass
+        for s in self.whole_summaries():
+            by_op.setdefault(s.get("op"), []).append(s)
         for op in dict.fromkeys(str(s["op"]) for s in self.summaries):
-            rows = self.ops(op)
+            rows = by_op.get(op, [])
             entry: dict[str, Any] = {"count": len(rows),
                                      "failed": sum(1 for r in rows if r.get("ret", 0) != 0)}
             for key in SUMMARY_COUNTERS:
-                values = [r[key] for r in rows if isinstance(r.get(key), int)]
+                # (in a whole summary, every field but op and the time is a number)
+                values = [r[key] for r in rows if key in r]
                 if values:
                     entry[f"{key}_median"] = statistics.median(values)
                     entry[f"{key}_total"] = sum(values)
@@ -354,6 +368,39 @@ class DmesgReport:
         doc = self.to_dict()
         del doc["summaries"]
         return {"ops": self.op_summary(), **doc, "events": self.events()}
+
+    def summary_json(self, head: dict[str, Any] | None = None) -> str:
+        """json.dumps({**head, **summary_dict()}), the same text, written faster: the
+        dump records of the events (tens of thousands in a CMA log) are written as text,
+        each page state's part once, not built as dicts and encoded one by one."""
+        doc = self.to_dict()
+        del doc["summaries"]
+        text = json.dumps({**(head or {}), "ops": self.op_summary(), **doc})
+        return f"{text[:-1]}, \"events\": {self.events_json()}}}"
+
+    def events_json(self) -> str:
+        """json.dumps(events()), the same text (see summary_json())."""
+        dumps = json.dumps
+        parts = [dumps(s.record()) for s in self.splats]
+        states: dict[tuple[Any, ...], str] = {}
+        for d in self.dumps:
+            state = (d.refcount, d.mapcount, d.mapping, d.reason, d.error, tuple(d.flags),
+                     d.aops, d.anon)
+            middle = states.get(state)
+            if middle is None:  # record()'s fields from refcount to aops, in its order
+                record = d.record()
+                middle = states[state] = dumps(
+                    {k: record[k] for k in _DUMP_STATE_KEYS})[1:-1]
+            ts = d.timestamp
+            when = "null" if ts is None else repr(ts)
+            if "n" in when:  # inf, nan: JSON's own spelling
+                when = dumps(ts)
+            parts.append(f'{{"type": "dump", "page": '
+                         f'{"null" if d.page is None else _json_str(d.page)}, "pfn": '
+                         f'{"null" if d.pfn is None else _json_str(hex(d.pfn))}, {middle}, '
+                         f'"timestamp": {when}}}')
+        parts += map(dumps, self._line_events())
+        return f"[{', '.join(parts)}]"
 
     def crashed(self) -> bool:
         """A splat that means the kernel is broken, not just noisy."""

@@ -767,14 +767,19 @@ def parse(text: str) -> DmesgReport:
     quoted = soft_breaks and (_QP_HINT.search(text) or
                               (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
     raw = _unquote(text) if quoted else text
-    text, report.prefixes = logprefix.normalize(raw)
+    # "\n" + the text: what the scan reads (every line after a "\n"), made once.
+    given = "\n" + raw
+    scan, report.prefixes = logprefix.normalize_lines(given)
     if quoted:
         report.prefixes["quoted-printable"] = soft_breaks
-    report.starts_at_boot = _starts_at_boot(text)
-    text, origin = _unwrap(text, raw)
-    if origin is not None:
-        report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
-    parser = _Parser("\n" + text, report)
+    report.starts_at_boot = _starts_at_boot(scan[1:4097])
+    origin = None
+    if len(scan) <= _WRAP_MAX_TEXT + 1:  # (longer: _unwrap() leaves it as it is)
+        text, origin = _unwrap(raw if scan is given else scan[1:], raw)
+        if origin is not None:
+            report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
+            scan = "\n" + text
+    parser = _Parser(scan, report)
     parser.origin = origin
     # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
     # would walk them again and again (a third of the time).

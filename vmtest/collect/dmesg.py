@@ -493,6 +493,7 @@ class _Parser:
 
     def scan(self, start: int, end: int) -> None:
         report = self.report
+        dumps = report.dumps
         for m in _SCAN.finditer(self.text, start, end):
             kind = m.lastgroup
             if kind == "mmkv" or kind == "mm":
@@ -506,7 +507,33 @@ class _Parser:
                     rc = fields.get("rc")
                     self.pending_rc = rc if isinstance(rc, int) else None
             elif kind == "reason":
-                self.dump(m)
+                # one dump_page() block: a page that failed, with the error code of the
+                # last migrate_fail / "migrating pfn" line before it (inline: tens of
+                # thousands in a CMA log)
+                (page, ref, mapcount, mapping, pfn, poisoned, ts, reason, foreign, aops,
+                 aops_old, flags) = m.group("page", "ref", "map", "mapping", "pfn",
+                                            "poisoned", "ts", "reason", "foreign", "aops",
+                                            "aops_old", "flags")
+                if foreign is not None:
+                    self.dump_interleaved(m)
+                    continue
+                if poisoned is not None:
+                    ref = mapcount = mapping = None
+                dump = Dump(reason.strip(), None if pfn is None else int(pfn, 16),
+                            None if ref is None else int(ref),
+                            None if mapcount is None else int(mapcount), mapping,
+                            error=self.pending_rc,
+                            timestamp=None if ts is None else float(ts), page=page)
+                self.pending_rc = None
+                if aops_old is None:
+                    dump.aops = aops
+                elif aops is None or m.start("aops") < m.start("aops_old"):
+                    dump.aops = aops_old  # whichever form came last
+                else:
+                    dump.aops = aops
+                if flags is not None:
+                    _set_flags(dump, flags)
+                dumps.append(dump)
             elif kind == "obody":
                 self.orphan(m, m.start("obody"), m.end("obody"))
             elif kind == "hotplug":
@@ -541,18 +568,6 @@ class _Parser:
         if om := _OFFLINE_FAIL.match(line):
             self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                  "reason": om.group(3)})
-
-    def dump(self, m: re.Match[str]) -> None:
-        """One dump_page() block: a page that failed, with the error code of the last
-        migrate_fail / "migrating pfn" line before it."""
-        if m.group("foreign") is not None:
-            self.dump_interleaved(m)
-            return
-        dump = self.new_dump(m, m.group("reason"))
-        dump.aops = _aops(m)
-        if (flags := m.group("flags")) is not None:
-            _set_flags(dump, flags)
-        self.report.dumps.append(dump)
 
     def orphan(self, head: re.Match[str], start: int, end: int) -> None:
         """A head whose reason line never came (not printed, or lost): a dump with no
@@ -663,14 +678,6 @@ class _Parser:
                             {"what": "callbacks-suppressed", "where": sm.group(1),
                              "count": count})
                 pos = text.find(marker, pos + len(marker))
-
-
-def _aops(m: re.Match[str]) -> str | None:
-    """The aops of a block: whichever form came last."""
-    new, old = m.group("aops"), m.group("aops_old")
-    if new is not None and old is not None:
-        return new if m.start("aops") > m.start("aops_old") else old
-    return new if new is not None else old
 
 
 # The kernel's first messages (x86 and most: "Linux version"; arm64 before it: "Booting

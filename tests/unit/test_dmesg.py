@@ -352,3 +352,20 @@ def test_a_checkers_warning_blames_its_caller():
     line = text[start:end]
     (splat,) = splats.events(text, [(end, line, 1.000001)], [2])
     assert splat.kind == "warning" and splat.culprit == "blkg_free_workfn"
+
+
+def test_summary_json_is_json_dumps_of_summary_dict():
+    """`vmtest dmesg --json` writes summary_json(), which writes each page state's part
+    of the dump records once: the same text as json.dumps() of summary_dict(), on every
+    recorded and public log, and on a report whose dumps and values are of every kind."""
+    import json
+
+    for text in _all_logs():
+        report = dmesg.parse(text)
+        assert report.summary_json({"file": "x"}) == \
+            json.dumps({"file": "x", **report.summary_dict()})
+    report = dmesg.parse(_read("6.1-unpatched-cma.dmesg"))
+    report.dumps += [dmesg.Dump("", None, None, None, None, timestamp=float("inf")),
+                     dmesg.Dump("r\u00e9ason \"q\"", 0x10, -1, 0, "(null)", ["a\\b"], "\u00e4",
+                                True, -12, 1e-7, "(____ptrval____)")]
+    assert report.summary_json() == json.dumps(report.summary_dict())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +144,7 @@ def cmd_dmesg(args: argparse.Namespace) -> int:
 
         report = dmesg.parse(_read(name))
         if args.json:
-            print(json.dumps({"file": name, **report.summary_dict()}))
+            print(report.summary_json({"file": name}))
         else:
             print(render(name, report, args.top))
         crashed |= report.crashed()

@@ -20,6 +20,7 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 from __future__ import annotations
 
 import gc
+import json
 import quopri
 import re
 import statistics
@@ -197,6 +198,12 @@ class Dump:
                 "timestamp": self.timestamp}
 
 
+# The fields of a dump's record that say what the page was (events_json() writes each
+# set of them once).
+_DUMP_STATE_KEYS = ("refcount", "mapcount", "mapping", "kind", "reason", "error", "flags",
+                    "aops")
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps() writes a str as
+
 # A kernel pointer printed as it is (not hashed): its low bits say what a mapping is.
 _REAL_POINTER = re.compile(r"^(?:ffff[0-9a-f]{12}|c[0-9a-f]{15}|[c-f][0-9a-f]{7})$")
 
@@ -296,9 +303,12 @@ class DmesgReport:
     def events(self) -> list[dict[str, Any]]:
         """Every event of the log, one record each with its identifying fields, in the
         order of the log where it is known (splats and failure lines carry their line)."""
-        out: list[dict[str, Any]] = [s.record() for s in self.splats]
-        out += [d.record() for d in self.dumps]
-        out += [{"type": "cma-failure", **f} for f in self.cma_failures]
+        return [*(s.record() for s in self.splats), *(d.record() for d in self.dumps),
+                *self._line_events()]
+
+    def _line_events(self) -> list[dict[str, Any]]:
+        """The records of events() after the splats and dumps: failure and loss lines."""
+        out: list[dict[str, Any]] = [{"type": "cma-failure", **f} for f in self.cma_failures]
         out += [{"type": "contig-busy", **f} for f in self.contig_busy]
         out += [{"type": "cma-available", **f} for f in self.cma_available]
         out += [{"type": "offline-failure", **f} for f in self.offline_failures]
@@ -336,12 +346,16 @@ class DmesgReport:
         """Per instrumented operation (kernels/patches/README.md): how many, how many
         failed, and the medians and totals of its counters."""
         out: dict[str, dict[str, Any]] = {}
+        by_op: dict[Any, list[dict[str, Any]]] = {}  # ops(op) of every op, in one pass
+        for s in self.whole_summaries():
+            by_op.setdefault(s.get("op"), []).append(s)
         for op in dict.fromkeys(str(s["op"]) for s in self.summaries):
-            rows = self.ops(op)
+            rows = by_op.get(op, [])
             entry: dict[str, Any] = {"count": len(rows),
                                      "failed": sum(1 for r in rows if r.get("ret", 0) != 0)}
             for key in SUMMARY_COUNTERS:
-                values = [r[key] for r in rows if isinstance(r.get(key), int)]
+                # (in a whole summary, every field but op and the time is a number)
+                values = [r[key] for r in rows if key in r]
                 if values:
                     entry[f"{key}_median"] = statistics.median(values)
                     entry[f"{key}_total"] = sum(values)
@@ -354,6 +368,39 @@ class DmesgReport:
         doc = self.to_dict()
         del doc["summaries"]
         return {"ops": self.op_summary(), **doc, "events": self.events()}
+
+    def summary_json(self, head: dict[str, Any] | None = None) -> str:
+        """json.dumps({**head, **summary_dict()}), the same text, written faster: the
+        dump records of the events (tens of thousands in a CMA log) are written as text,
+        each page state's part once, not built as dicts and encoded one by one."""
+        doc = self.to_dict()
+        del doc["summaries"]
+        text = json.dumps({**(head or {}), "ops": self.op_summary(), **doc})
+        return f"{text[:-1]}, \"events\": {self.events_json()}}}"
+
+    def events_json(self) -> str:
+        """json.dumps(events()), the same text (see summary_json())."""
+        dumps = json.dumps
+        parts = [dumps(s.record()) for s in self.splats]
+        states: dict[tuple[Any, ...], str] = {}
+        for d in self.dumps:
+            state = (d.refcount, d.mapcount, d.mapping, d.reason, d.error, tuple(d.flags),
+                     d.aops, d.anon)
+            middle = states.get(state)
+            if middle is None:  # record()'s fields from refcount to aops, in its order
+                record = d.record()
+                middle = states[state] = dumps(
+                    {k: record[k] for k in _DUMP_STATE_KEYS})[1:-1]
+            ts = d.timestamp
+            when = "null" if ts is None else repr(ts)
+            if "n" in when:  # inf, nan: JSON's own spelling
+                when = dumps(ts)
+            parts.append(f'{{"type": "dump", "page": '
+                         f'{"null" if d.page is None else _json_str(d.page)}, "pfn": '
+                         f'{"null" if d.pfn is None else _json_str(hex(d.pfn))}, {middle}, '
+                         f'"timestamp": {when}}}')
+        parts += map(dumps, self._line_events())
+        return f"[{', '.join(parts)}]"
 
     def crashed(self) -> bool:
         """A splat that means the kernel is broken, not just noisy."""
@@ -446,6 +493,7 @@ class _Parser:
 
     def scan(self, start: int, end: int) -> None:
         report = self.report
+        dumps = report.dumps
         for m in _SCAN.finditer(self.text, start, end):
             kind = m.lastgroup
             if kind == "mmkv" or kind == "mm":
@@ -459,7 +507,33 @@ class _Parser:
                     rc = fields.get("rc")
                     self.pending_rc = rc if isinstance(rc, int) else None
             elif kind == "reason":
-                self.dump(m)
+                # one dump_page() block: a page that failed, with the error code of the
+                # last migrate_fail / "migrating pfn" line before it (inline: tens of
+                # thousands in a CMA log)
+                (page, ref, mapcount, mapping, pfn, poisoned, ts, reason, foreign, aops,
+                 aops_old, flags) = m.group("page", "ref", "map", "mapping", "pfn",
+                                            "poisoned", "ts", "reason", "foreign", "aops",
+                                            "aops_old", "flags")
+                if foreign is not None:
+                    self.dump_interleaved(m)
+                    continue
+                if poisoned is not None:
+                    ref = mapcount = mapping = None
+                dump = Dump(reason.strip(), None if pfn is None else int(pfn, 16),
+                            None if ref is None else int(ref),
+                            None if mapcount is None else int(mapcount), mapping,
+                            error=self.pending_rc,
+                            timestamp=None if ts is None else float(ts), page=page)
+                self.pending_rc = None
+                if aops_old is None:
+                    dump.aops = aops
+                elif aops is None or m.start("aops") < m.start("aops_old"):
+                    dump.aops = aops_old  # whichever form came last
+                else:
+                    dump.aops = aops
+                if flags is not None:
+                    _set_flags(dump, flags)
+                dumps.append(dump)
             elif kind == "obody":
                 self.orphan(m, m.start("obody"), m.end("obody"))
             elif kind == "hotplug":
@@ -494,18 +568,6 @@ class _Parser:
         if om := _OFFLINE_FAIL.match(line):
             self.report.offline_failures.append({"start": om.group(1), "end": om.group(2),
                                                  "reason": om.group(3)})
-
-    def dump(self, m: re.Match[str]) -> None:
-        """One dump_page() block: a page that failed, with the error code of the last
-        migrate_fail / "migrating pfn" line before it."""
-        if m.group("foreign") is not None:
-            self.dump_interleaved(m)
-            return
-        dump = self.new_dump(m, m.group("reason"))
-        dump.aops = _aops(m)
-        if (flags := m.group("flags")) is not None:
-            _set_flags(dump, flags)
-        self.report.dumps.append(dump)
 
     def orphan(self, head: re.Match[str], start: int, end: int) -> None:
         """A head whose reason line never came (not printed, or lost): a dump with no
@@ -618,14 +680,6 @@ class _Parser:
                 pos = text.find(marker, pos + len(marker))
 
 
-def _aops(m: re.Match[str]) -> str | None:
-    """The aops of a block: whichever form came last."""
-    new, old = m.group("aops"), m.group("aops_old")
-    if new is not None and old is not None:
-        return new if m.start("aops") > m.start("aops_old") else old
-    return new if new is not None else old
-
-
 # The kernel's first messages (x86 and most: "Linux version"; arm64 before it: "Booting
 # Linux on physical CPU"; a boot loader's "Booting Linux via ..." is not one).
 _BOOT = ("Linux version ", "Booting Linux on physical CPU")
@@ -720,14 +774,19 @@ def parse(text: str) -> DmesgReport:
     quoted = soft_breaks and (_QP_HINT.search(text) or
                               (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
     raw = _unquote(text) if quoted else text
-    text, report.prefixes = logprefix.normalize(raw)
+    # "\n" + the text: what the scan reads (every line after a "\n"), made once.
+    given = "\n" + raw
+    scan, report.prefixes = logprefix.normalize_lines(given)
     if quoted:
         report.prefixes["quoted-printable"] = soft_breaks
-    report.starts_at_boot = _starts_at_boot(text)
-    text, origin = _unwrap(text, raw)
-    if origin is not None:
-        report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
-    parser = _Parser("\n" + text, report)
+    report.starts_at_boot = _starts_at_boot(scan[1:4097])
+    origin = None
+    if len(scan) <= _WRAP_MAX_TEXT + 1:  # (longer: _unwrap() leaves it as it is)
+        text, origin = _unwrap(raw if scan is given else scan[1:], raw)
+        if origin is not None:
+            report.prefixes["wrapped"] = len(origin) and report.lines - len(origin)
+            scan = "\n" + text
+    parser = _Parser(scan, report)
     parser.origin = origin
     # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
     # would walk them again and again (a third of the time).

@@ -131,14 +131,21 @@ _WORK = re.compile(r"\n" + WORK_LINE, re.X | re.A)
 
 def normalize(text: str) -> tuple[str, dict[str, int]]:
     """`text` (no "\\r") with every line's prefixes taken off, and how many lines had
-    each prefix form (FORMS order). The same object comes back when nothing changed.
+    each prefix form (FORMS order). The same object comes back when nothing changed."""
+    scan = "\n" + text
+    out, counts = normalize_lines(scan)
+    return (text if out is scan else out[1:]), counts
+
+
+def normalize_lines(scan: str) -> tuple[str, dict[str, int]]:
+    """normalize() of "\\n" + a text, as "\\n" + the result (what the dmesg scan reads:
+    a 64 MiB log is not copied once more for it); `scan` itself when nothing changed.
 
     Only the lines _WORK finds go through _line(); the others are counted in bulk: those
     that start with "[" and were passed over are plain printk times."""
     counts: Counter[str] = Counter()
-    scan = "\n" + text
     pieces: list[str] = []
-    last = 1  # where the text not yet in pieces starts, in scan
+    last = 0  # where the text not yet in pieces starts, in scan (its "\n" kept)
     bracketed = 0  # lines found that start with "["
     find = scan.find
     for m in _WORK.finditer(scan):
@@ -158,8 +165,8 @@ def normalize(text: str) -> tuple[str, dict[str, int]]:
         counts["printk-time"] += plain_times
     if pieces:
         pieces.append(scan[last:])
-        text = "".join(pieces)
-    return text, {k: counts[k] for k in FORMS if counts[k]}
+        scan = "".join(pieces)
+    return scan, {k: counts[k] for k in FORMS if counts[k]}
 
 
 def normalize_by_line(text: str) -> tuple[str, dict[str, int]]:

@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vmtest"
 
 # Lowest first. A module belongs to the first entry that is a prefix of its name.
 STAGES = [
-    ("foundation", ("vmtest", "vmtest.errors", "vmtest.paths", "vmtest.deadline", "vmtest.procs")),
+    ("foundation", ("vmtest", "vmtest.errors", "vmtest.paths", "vmtest.deadline", "vmtest.procs",
+                    "vmtest.arch")),
     ("kernel", ("vmtest.kernel",)),
     ("guest", ("vmtest.guest",)),
     ("channel", ("vmtest.channel",)),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmtest import arch as archs
 from vmtest import paths
+from vmtest.arch import ARCHES
 from vmtest.errors import ConfigError
 from vmtest.kernel import kconfig
 from vmtest.qemu.accel import ACCELS
@@ -37,6 +40,19 @@ def add_kernel_args(p: argparse.ArgumentParser) -> None:
                    help="experiment definition: kernels and their variants (default: "
                         "configs/lru-migration.yaml unless --source/--patch/--fragment)")
     p.add_argument("--base", metavar="NAME", help="with --config: which kernel (default: all)")
+
+
+def add_arch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=None, metavar="NAME",
+                   help=f"guest architecture: {', '.join(ARCHES)} (default: the kernel's "
+                        "own, x86_64 unless the experiment file says otherwise)")
+
+
+def with_arch(spec: kbuild.BuildSpec, args: argparse.Namespace) -> kbuild.BuildSpec:
+    """spec for --arch, when given (ConfigError for an unknown name)."""
+    if not args.arch:
+        return spec
+    return dataclasses.replace(spec, arch=archs.get(args.arch).name)
 
 
 def uses_config(args: argparse.Namespace) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from vmtest import arch as archs
 from vmtest import paths
 from vmtest import scenarios as catalog
 from vmtest.errors import ConfigError
@@ -38,6 +39,7 @@ class KernelDef:
     source: KernelSource
     fragments: tuple[kconfig.Fragment, ...]
     variants: tuple[Variant, ...]
+    arch: str = archs.DEFAULT  # the guest architecture (arch.ARCHES)
 
     def variant(self, name: str, origin: str = "") -> Variant:
         for variant in self.variants:
@@ -48,7 +50,7 @@ class KernelDef:
 
     def build_spec(self, variant: Variant) -> BuildSpec:
         return BuildSpec(source=self.source, fragments=self.fragments, patches=variant.series,
-                         variant=variant.name, base=self.name)
+                         variant=variant.name, base=self.name, arch=self.arch)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,12 @@ def load(path: str | Path) -> Experiment:
             raise where.error(key, f"kernel name {name!r} must be letters, digits, '.', '-' "
                                    "or '_', not starting with '.' or '-'")
         _expect(where, key, body, dict, "a mapping")
-        _keys(where, key, body, {"source", "fragments", "patches", "variants", "description"})
+        _keys(where, key, body, {"source", "fragments", "patches", "variants", "description",
+                                 "arch"})
+        arch_name = str(body.get("arch", archs.DEFAULT))
+        if archs.ALIASES.get(arch_name, arch_name) not in archs.ARCHES:
+            raise where.error(f"{key}.arch", f"unknown architecture {arch_name!r}",
+                              hint=f"available: {', '.join(archs.ARCHES)}")
         source = _source(where, f"{key}.source", body.get("source", "debian:6.1"), base_dir)
         frag_names = body.get("fragments", list(kconfig.DEFAULT_FRAGMENTS))
         _expect(where, f"{key}.fragments", frag_names, list, "a list of fragment names")
@@ -209,7 +216,8 @@ def load(path: str | Path) -> Experiment:
             series += [_patch(where, f"{vkey}.patches[{i}]", p, base_dir)
                        for i, p in enumerate(vbody.get("patches", []))]
             variants.append(Variant(str(vname), tuple(series), str(vbody.get("description", ""))))
-        kernels.append(KernelDef(str(name), source, tuple(fragments), tuple(variants)))
+        kernels.append(KernelDef(str(name), source, tuple(fragments), tuple(variants),
+                                 archs.ALIASES.get(arch_name, arch_name)))
     scenario_defs = _scenarios(where, raw.get("scenarios") or {})
     matrix = _matrix(where, raw.get("matrix"), kernels, scenario_defs)
     return Experiment(path, tuple(kernels), scenario_defs, matrix)

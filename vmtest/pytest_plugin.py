@@ -31,12 +31,14 @@ from typing import Any, Literal
 
 import pytest
 
+from vmtest import arch as archs
 from vmtest import config, paths
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.deadline import Deadline
 from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
+from vmtest.kernel import images
 from vmtest.qemu import boot
 from vmtest.qemu.accel import ACCELS
 from vmtest.qemu.machine import Machine
@@ -60,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vmtest-variant", action="append", default=[], metavar="NAME",
                     help="variant (repeatable: each test runs on each; default: the first)")
     group.addoption("--vmtest-accel", choices=ACCELS, default="auto")
+    group.addoption("--vmtest-arch", default=None, metavar="NAME",
+                    help="guest architecture: x86_64 or arm64 (default: the kernel's)")
     group.addoption("--vmtest-scope", choices=SCOPES, default="module",
                     help="how long one guest lives (default: module)")
     group.addoption("--vmtest-kselftest-dir", metavar="DIR",
@@ -297,6 +301,9 @@ def _image(config_: pytest.Config,
         base = config_.getoption("vmtest_base")
         kdef = exp.kernel(base) if base else exp.kernels[0]
         spec = kdef.build_spec(kdef.variant(variant) if variant else kdef.variants[0])
+    arch = config_.getoption("vmtest_arch")
+    if arch:
+        spec = dataclasses.replace(spec, arch=archs.get(arch).name)
     built = kbuild.build_kernel(spec)
     return built.artifact.image, spec.variant, built
 
@@ -322,7 +329,8 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
     try:
         image, name, built = _image(request.config, vmtest_variant)
         opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
-                                programs=("bash",), boot_timeout_s=120)
+                                programs=("bash",), boot_timeout_s=120,
+                                arch=images.arch_of(image) or archs.DEFAULT)
         guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
                       request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:

@@ -92,7 +92,8 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
     started = time.monotonic()
     try:
         scenario.prepare(kernel)  # a build failure here is this run's, recorded below
-        opts = replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
+        opts = replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s,
+                                            arch=kernel.spec.arch),
                        **scenario.boot_overrides())
         with boot(kernel.artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel

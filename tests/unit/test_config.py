@@ -76,3 +76,15 @@ def test_unknown_kernel_and_variant_list_available():
     with pytest.raises(ConfigError) as exc:
         exp.kernel("6.1").variant("nope")
     assert "patched, unpatched" in (exc.value.hint or "")
+
+
+def test_a_kernel_may_be_for_arm64(tmp_path):
+    exp = config.load(_write(tmp_path, """
+kernels:
+  a: {source: debian:6.1, arch: aarch64}
+  x: {source: debian:6.1}
+"""))
+    assert exp.kernel("a").build_spec(exp.kernel("a").variants[0]).arch == "arm64"
+    assert exp.kernel("x").build_spec(exp.kernel("x").variants[0]).arch == "x86_64"
+    with pytest.raises(ConfigError, match=r"kernels\.k\.arch.*unknown architecture 'mips'"):
+        config.load(_write(tmp_path, "kernels:\n  k: {arch: mips}\n"))

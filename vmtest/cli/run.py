@@ -11,7 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmtest.channel import GUEST_PATH
-from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, one_spec, uses_config
+from vmtest.cli.common import (
+    Sub,
+    add_accel_arg,
+    add_arch_arg,
+    add_kernel_args,
+    one_spec,
+    uses_config,
+    with_arch,
+)
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError
 from vmtest.qemu.argv import Share, parse_size_mib
 
@@ -25,6 +33,7 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--kernel", help="a vmlinux (PVH), bzImage or build directory "
                    "(default: build --source)")
     add_accel_arg(p)
+    add_arch_arg(p)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
     p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
@@ -115,17 +124,31 @@ def _kernel_image(args: argparse.Namespace) -> Path:
     # The kernel named the same way last time, when nothing it was made from has changed:
     # no YAML, catalog or build stage loaded before QEMU starts (kernel/resolved.py).
     key = resolved.question("run", args.config if config else None, args.base, args.variant,
-                            args.source, args.patches, args.fragments)
+                            args.source, args.patches, args.fragments, args.arch)
     image = resolved.lookup(key)
     if image is not None:
         return image
     from vmtest.kernel import build as kbuild
 
-    spec = one_spec(args)
+    spec = with_arch(one_spec(args), args)
     stamps = resolved.snapshot(spec, Path(args.config) if config else None)
     image = kbuild.build(spec).image
     resolved.remember(key, stamps, image)
     return image
+
+
+def _guest_arch(image: Path, asked: str | None) -> str:
+    """The architecture of the kernel image (its header says), which --arch, when given,
+    must match."""
+    from vmtest import arch as archs
+    from vmtest.kernel.images import arch_of
+
+    found = arch_of(image)
+    wanted = archs.get(asked).name if asked else None
+    if wanted and found and wanted != found:
+        raise ConfigError(f"--arch {asked}: the kernel {image} is an {found} kernel",
+                          hint=f"drop --arch, or give an {wanted} kernel")
+    return found or wanted or archs.DEFAULT
 
 
 def copies(specs: list[str]) -> tuple[tuple[Path, str], ...]:
@@ -168,6 +191,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         raise ConfigError("--fetch needs SSH, and --console runs CMD without it",
                           hint="drop --console, or write results to a --share-rw folder")
     kernel = _kernel_image(args)
+    arch = _guest_arch(kernel, args.arch)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
     # Optional layers: stress-ng when the command uses it; bash whenever files come in
@@ -180,7 +204,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
-        programs=programs, copies=copied, shares=shared)
+        programs=programs, copies=copied, shares=shared, arch=arch)
     direct = not args.console and not args.ssh and not args.fetch
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
@@ -277,7 +301,7 @@ def _scenario_run(args: argparse.Namespace) -> int:
         if args.scenario in defined else scenarios.make(args.scenario, args.profile, overrides)
     from vmtest.kernel import build as kbuild
 
-    built = kbuild.build_kernel(kernel.build_spec(variant))
+    built = kbuild.build_kernel(with_arch(kernel.build_spec(variant), args))
     out = Path(args.output) if args.output else boot.new_run_dir(
         label=f"{args.scenario}-{variant.name}")
     print(f"run directory: {out}", file=sys.stderr)
@@ -315,7 +339,11 @@ def _kselftest_run(args: argparse.Namespace) -> int:
         args.variant = "patched"  # the built-in default: the kernel as shipped
     from vmtest.kernel import build as kbuild
 
-    built = kbuild.build_kernel(one_spec(args))
+    spec = with_arch(one_spec(args), args)
+    if spec.arch != "x86_64":
+        raise ConfigError(f"--kselftest on {spec.arch}: the selftests are not cross-built yet",
+                          hint="run them on an x86_64 guest (issue 27)")
+    built = kbuild.build_kernel(spec)
     scenario.prepare(built)  # a missing test or failed build: its own error, before boot
     out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")
     print(f"run directory: {out}", file=sys.stderr)

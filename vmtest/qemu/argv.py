@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtest import arch as archs
 from vmtest.channel.ports import PORT_NAMES
 from vmtest.errors import ConfigError
 
@@ -95,8 +96,13 @@ class MachineSpec:
     # The command's standard streams as virtio-serial ports (channel/ports.py), for a
     # `vmtest run -- CMD` that needs no SSH: names from ports.PORT_NAMES.
     ports: tuple[str, ...] = ()
+    # The guest's architecture (arch.ARCHES). arm64: QEMU's `virt` board, started by
+    # the -kernel loader with a device tree unless `firmware` is given (UEFI and ACPI,
+    # which pc-dimm hotplug needs there).
+    arch: str = archs.DEFAULT
 
     def validate(self) -> None:
+        archs.get(self.arch)
         if self.accel not in ("kvm", "tcg"):
             raise ConfigError(f"unknown accelerator {self.accel!r}", hint="use kvm or tcg")
         if self.cpus < 1:
@@ -125,8 +131,9 @@ class MachineSpec:
 
 
 def kernel_cmdline(spec: MachineSpec) -> str:
+    arm64 = spec.arch == "arm64"
     words = [
-        "console=ttyS0,115200",
+        "console=ttyAMA0" if arm64 else "console=ttyS0,115200",
         # Quiet console: printing to a UART under TCG is slow; dmesg keeps everything,
         # and oops/panic raise the console loglevel themselves (console_verbose()).
         f"loglevel={spec.loglevel}",
@@ -141,14 +148,22 @@ def kernel_cmdline(spec: MachineSpec) -> str:
         # A disposable test VM: speculative-execution mitigations only cost boot time
         # (alternatives patching, retpolines) and do not change mm behaviour.
         "mitigations=off",
-        "tsc=reliable",
-        "no_timer_check",
-        # PCI interrupt routing through the legacy PIRQ table, not ACPI link devices:
-        # evaluating the _SB.LNKx methods in the AML interpreter took ~0.4 s per virtio
-        # device under TCG (1.1 s of a 2.7 s boot-to-init, measured with initcall_debug).
-        # The SCI, and with it ACPI memory hotplug, is unaffected.
-        "acpi=noirq",
     ]
+    if arm64 and spec.firmware:
+        # edk2 hands the kernel ACPI tables; pc-dimm hotplug is ACPI's (the GED device),
+        # and arm64 takes ACPI over a device tree only when told to
+        # (arch/arm64/kernel/acpi.c, acpi_boot_table_init).
+        words.append("acpi=force")
+    elif not arm64:
+        words += [
+            "tsc=reliable",
+            "no_timer_check",
+            # PCI interrupt routing through the legacy PIRQ table, not ACPI link devices:
+            # evaluating the _SB.LNKx methods in the AML interpreter took ~0.4 s per virtio
+            # device under TCG (1.1 s of a 2.7 s boot-to-init, measured with
+            # initcall_debug). The SCI, and with it ACPI memory hotplug, is unaffected.
+            "acpi=noirq",
+        ]
     if spec.accel == "tcg":
         # A TCG vCPU is a host thread: on a busy host (parallel VMs) it can wait tens of
         # seconds for a core, which the soft-lockup detector reports as a lockup (seen
@@ -159,6 +174,23 @@ def kernel_cmdline(spec: MachineSpec) -> str:
     return " ".join(words)
 
 
+def _board(spec: MachineSpec) -> list[str]:
+    """-machine and -cpu for spec's architecture."""
+    if spec.arch == "arm64":
+        # gic-version=3: QEMU 7.2's `virt` defaults to a GICv2; the v3 and its ITS give
+        # the virtio-pci devices MSI-X without GICv2m.
+        # TCG: `max` with the implementation-defined pointer-authentication algorithm:
+        # the architected QARMA5 is costly to emulate on every function return
+        # (docs/system/arm/cpu-features.rst). KVM: the host CPU.
+        return ["-machine", f"virt,gic-version=3,accel={spec.accel}",
+                "-cpu", "max,pauth-impdef=on" if spec.accel == "tcg" else "host"]
+    # TCG: qemu64, not max: max brings LA57 (5-level paging) and dozens of features
+    # that TCG must emulate on every page walk and boot check; measured ~0.5-1 s of
+    # boot on these hosts. KVM: the host CPU.
+    return ["-machine", f"pc,accel={spec.accel}",
+            "-cpu", "qemu64" if spec.accel == "tcg" else "host"]
+
+
 def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: Path,
                port_fds: dict[str, int] | None = None) -> list[str]:
     """The full argv. QMP, the serial console and the command ports (spec.ports, one fd
@@ -166,11 +198,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
     spec.validate()
     argv = [
         spec.binary,
-        "-machine", f"pc,accel={spec.accel}",
-        # TCG: qemu64, not max: max brings LA57 (5-level paging) and dozens of features
-        # that TCG must emulate on every page walk and boot check; measured ~0.5-1 s of
-        # boot on these hosts. KVM: the host CPU.
-        "-cpu", "qemu64" if spec.accel == "tcg" else "host",
+        *_board(spec),
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M,slots={spec.slots},maxmem={spec.maxmem_mib}M",
         "-kernel", str(spec.kernel),
@@ -188,7 +216,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
         # Port 0: slirp picks a free port itself (no bind/close race); we read it back
         # with `info usernet`. Bound to 127.0.0.1 only.
         argv += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
-                 # romfile=: no iPXE option ROM, SeaBIOS skips network boot.
+                 # romfile=: no iPXE option ROM, the firmware skips network boot.
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
     for share in spec.shares:
         # security_model=none: the guest sees the host's owners and modes and acts with

@@ -57,3 +57,11 @@ def test_the_image_header_names_the_architecture(tmp_path, head, arch):
     image = tmp_path / "image"
     image.write_bytes(head)
     assert images.arch_of(image) == arch
+
+
+@pytest.mark.parametrize("name,arch", [("arm64-Image.head", "arm64"),
+                                       ("x86_64-vmlinux.head", "x86_64")])
+def test_real_images_say_their_architecture(data_dir, tmp_path, name, arch):
+    """The first 4 KiB of the images vmtest built from Debian's 6.1 (arm64 Image,
+    x86-64 PVH vmlinux)."""
+    assert images.arch_of(data_dir / "images" / name) == arch

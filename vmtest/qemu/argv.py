@@ -150,9 +150,10 @@ def kernel_cmdline(spec: MachineSpec) -> str:
         "mitigations=off",
     ]
     if arm64 and spec.firmware:
-        # edk2 hands the kernel ACPI tables; pc-dimm hotplug is ACPI's (the GED device),
-        # and arm64 takes ACPI over a device tree only when told to
-        # (arch/arm64/kernel/acpi.c, acpi_boot_table_init).
+        # pc-dimm hotplug is ACPI's (the GED device). Debian's edk2 hands the kernel ACPI
+        # tables and no device tree, so it uses ACPI anyway (checked: docs/findings.md);
+        # a firmware that passed both would get the device tree preferred
+        # (arch/arm64/kernel/acpi.c, acpi_boot_table_init) unless told otherwise.
         words.append("acpi=force")
     elif not arm64:
         words += [

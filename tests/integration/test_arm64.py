@@ -76,3 +76,23 @@ def test_an_arm64_hang_names_the_vcpus(arm64_kernel, boot_opts, run_dir):
     assert where.startswith("cpu0 ") and "+0x" in where, where
     assert Path(run_dir / "console.log").exists()
     assert "vCPUs at cpu0" in str(err.value)
+
+
+def test_virtio_mem_grows_and_shrinks_an_arm64_guest(arm64_kernel, boot_opts, run_dir):
+    """virtio-mem on the device-tree boot (no firmware): grow, online movable, shrink;
+    the shrink runs alloc_contig_range() and offline_pages() in the guest (the
+    instrumentation's vmtest-mm lines)."""
+    from vmtest.qemu import virtio_mem
+
+    opts = dataclasses.replace(boot_opts, arch="arm64", virtio_mem_mib=1024,
+                               boot_timeout_s=120)
+    with boot(arm64_kernel.image, opts, run_dir) as vm:
+        ssh = vm.ssh()
+        assert virtio_mem.resize(vm, 512, 60).done
+        total = ssh.check_output(
+            "for b in /sys/devices/system/memory/memory*; do [ $(cat $b/state) = offline ] "
+            "&& echo online_movable > $b/state; done; grep MemTotal /proc/meminfo")
+        assert int(total.split()[1]) > 1400 * 1024
+        assert virtio_mem.resize(vm, 0, 120).done
+        log = ssh.check_output("dmesg | grep vmtest-mm")
+        assert "op=alloc_contig_range" in log and "op=offline_pages" in log

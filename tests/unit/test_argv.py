@@ -26,6 +26,8 @@ def _spec(**kw):
     ("arm64-tcg-ports", _spec(arch="arm64", binary="qemu-system-aarch64", network=False,
                               ports=("stdin", "stdout", "stderr"))),
     ("arm64-kvm-ssh", _spec(arch="arm64", binary="qemu-system-aarch64", accel="kvm")),
+    # a virtio-mem device, empty at start
+    ("tcg-virtio-mem", _spec(virtio_mem_mib=1024)),
     # ... and through UEFI firmware with ACPI, for pc-dimm hotplug.
     ("arm64-tcg-firmware", _spec(arch="arm64", binary="qemu-system-aarch64",
                                  firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")),
@@ -58,6 +60,8 @@ def test_cmdline_reserves_cma_and_panics_hard():
     (_spec(cma_mib=2048, memory_mib=1024), "cma"),
     (_spec(maxmem_mib=512, memory_mib=1024), "maxmem"),
     (_spec(cpus=0), "cpus"),
+    (_spec(virtio_mem_mib=4096), "exceed maxmem"),
+    (_spec(virtio_mem_mib=3), "2 MiB block"),
 ])
 def test_bad_specs_are_refused(spec, message):
     with pytest.raises(ConfigError, match=message):

@@ -100,6 +100,9 @@ class MachineSpec:
     # the -kernel loader with a device tree unless `firmware` is given (UEFI and ACPI,
     # which pc-dimm hotplug needs there).
     arch: str = archs.DEFAULT
+    # A virtio-mem device of up to this size (0: none), empty at start; resized over QMP
+    # (qemu/virtio_mem.py). Its memory comes out of maxmem, beside the pc-dimm slots.
+    virtio_mem_mib: int = 0
 
     def validate(self) -> None:
         archs.get(self.arch)
@@ -110,6 +113,13 @@ class MachineSpec:
         if self.cma_mib >= self.memory_mib:
             raise ConfigError(f"cma ({self.cma_mib} MiB) must be smaller than the boot memory "
                               f"({self.memory_mib} MiB)")
+        if self.virtio_mem_mib < 0 or self.virtio_mem_mib % 2:
+            raise ConfigError(f"virtio-mem size {self.virtio_mem_mib} MiB is not a multiple of "
+                              "its 2 MiB block")
+        if self.memory_mib + self.virtio_mem_mib > self.maxmem_mib:
+            raise ConfigError(f"memory ({self.memory_mib} MiB) + virtio-mem "
+                              f"({self.virtio_mem_mib} MiB) exceed maxmem "
+                              f"({self.maxmem_mib} MiB)")
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
@@ -232,6 +242,11 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
             argv += ["-chardev", f"socket,id=port-{name},fd={fds[name]}",
                      "-device", f"virtserialport,bus=ports.0,chardev=port-{name},"
                                 f"name=vmtest.{name}"]
+    if spec.virtio_mem_mib:
+        # The id is what virtio_mem.resize() names in qom-set; requested-size=0: the
+        # guest starts without it (hot-plugged when resized).
+        argv += ["-object", f"memory-backend-ram,id=vmem0-mem,size={spec.virtio_mem_mib}M",
+                 "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-mem,requested-size=0"]
     if spec.firmware:
         argv += ["-bios", spec.firmware]
     argv += list(spec.qemu_extra)

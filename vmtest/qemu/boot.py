@@ -60,6 +60,8 @@ class BootOptions:
     # The run hot-plugs pc-dimms: on arm64 that needs ACPI, so the guest boots through
     # UEFI firmware (x86 guests always have ACPI).
     acpi_hotplug: bool = False
+    # A virtio-mem device of up to this size, empty at start (qemu/virtio_mem.py); 0: none.
+    virtio_mem_mib: int = 0
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -177,6 +179,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
         spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus,
                            firmware=firmware_for(target.name, opts.acpi_hotplug),
                            arch=target.name, binary=target.qemu,
+                           virtio_mem_mib=opts.virtio_mem_mib,
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,

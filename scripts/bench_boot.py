@@ -14,7 +14,9 @@ The four kinds take turns in a rotating order, after one unmeasured run of each 
 kind (the caches a user's first run fills).
 
 Prints min/median/max of each and the medians' ratios to the first floor (issue 12's
-bars: <= 1.3x without a share, <= 1.4x with one)."""
+bars: <= 1.3x without a share, <= 1.4x with one). --arch arm64: the same for an arm64
+guest (issue 27's bar: <= 1.3x), its floor the same Image with the same firmware choice
+(none: QEMU's -kernel loader and a device tree) and the arm64 busybox."""
 
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import vmtest
+from vmtest import arch as archs
 from vmtest import kernel_choice
 from vmtest.channel.ports import PORT_NAMES
 from vmtest.guest import rootfs
@@ -40,20 +44,21 @@ from vmtest.qemu.argv import MachineSpec, build_argv
 FLOOR_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
 
 
-def floor_initramfs(out: Path) -> Path:
-    busybox = rootfs.find_program("busybox")
+def floor_initramfs(out: Path, arch: str = archs.DEFAULT) -> Path:
+    busybox = rootfs.guest_programs(["busybox"], arch)[0][1]
     rootfs.write_cpio([rootfs.directory("/bin"), rootfs.file_from("/bin/busybox", busybox, 0o755),
                        rootfs.file_data("/init", FLOOR_INIT, 0o755)], out)
     return out
 
 
 def floor_run(kernel: Path, initrd: Path, accel: str, log: Path, *, network: bool = True,
-              ports: tuple[str, ...] = ()) -> float:
+              ports: tuple[str, ...] = (), arch: str = archs.DEFAULT) -> float:
     """QEMU with vmtest's argv until the guest's init powers it off. `network` and
     `ports`: the devices of the run it stands beside (`vmtest run -- CMD` starts its
     guest without a NIC and with its command's virtio-serial ports)."""
-    spec = MachineSpec(kernel=kernel, initrd=initrd, accel=accel, firmware=boot.firmware(),
-                       network=network, ports=ports)
+    spec = MachineSpec(kernel=kernel, initrd=initrd, accel=accel,
+                       firmware=boot.firmware_for(arch, False), network=network, ports=ports,
+                       arch=arch, binary=archs.get(arch).qemu)
     qmp, qmp_remote = socket.socketpair()
     con, con_remote = socket.socketpair()
     port_pairs = {name: socket.socketpair() for name in ports}
@@ -86,11 +91,13 @@ def floor_run(kernel: Path, initrd: Path, accel: str, log: Path, *, network: boo
             local.close()
 
 
-def vmtest_run(kernel_dir: str | None, accel: str, out: str, share: bool) -> float:
+def vmtest_run(kernel_dir: str | None, accel: str, out: str, share: bool,
+               arch: str = archs.DEFAULT) -> float:
     """The bar's command as a user types it: `vmtest run -- true` finds the default
     kernel itself (unless the benchmark was given --kernel)."""
     argv = [sys.executable, "-m", "vmtest.cli", "run",
             *(["--kernel", kernel_dir] if kernel_dir else []), "--accel", accel,
+            *(["--arch", arch] if arch != archs.DEFAULT else []),
             "--output", out, *([] if share else ["--no-share"]), "--", "true"]
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -105,8 +112,11 @@ def main() -> int:
     parser.add_argument("-n", "--runs", type=int, default=10)
     parser.add_argument("--accel", default="tcg", help="tcg (default) or kvm")
     parser.add_argument("--kernel", help="build directory (default: the default build)")
+    parser.add_argument("--arch", default=archs.DEFAULT, help="x86_64 (default) or arm64")
     args = parser.parse_args()
-    kernel_dir = args.kernel or str(kbuild.build(kernel_choice.default_build_spec()).directory)
+    arch = archs.get(args.arch).name
+    kernel_dir = args.kernel or str(kbuild.build(replace(kernel_choice.default_build_spec(),
+                                                         arch=arch)).directory)
     image = kbuild.image_at(Path(kernel_dir))
     # Users run vmtest from bytecode (pip compiles it at install, Python caches it on
     # first import); with PYTHONDONTWRITEBYTECODE set, as on some CI hosts, every run
@@ -123,13 +133,14 @@ def main() -> int:
     names = list(series)
     kinds = len(names)
     with tempfile.TemporaryDirectory(prefix="vmtest-bench-") as tmp:
-        initrd = floor_initramfs(Path(tmp) / "floor.cpio")
+        initrd = floor_initramfs(Path(tmp) / "floor.cpio", arch)
         measure = [
             lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor{i}.log",
-                                network=False, ports=PORT_NAMES),
-            lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor-nic{i}.log"),
-            lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/a{i}", False),
-            lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/b{i}", True)]
+                                network=False, ports=PORT_NAMES, arch=arch),
+            lambda i: floor_run(image, initrd, args.accel, Path(tmp) / f"floor-nic{i}.log",
+                                arch=arch),
+            lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/a{i}", False, arch),
+            lambda i: vmtest_run(args.kernel, args.accel, f"{tmp}/b{i}", True, arch)]
         for how in measure[2:]:  # unmeasured: what a user's first run fills (caches)
             how(-1)
         for i in range(args.runs):
@@ -139,7 +150,8 @@ def main() -> int:
             print(f"run {i}: " + ", ".join(f"{v[-1]:.2f} s" for v in series.values()),
                   flush=True)
     floor = statistics.median(series[names[0]])
-    print(f"kernel {image}; accelerator {args.accel}; {args.runs} runs each, interleaved; "
+    print(f"kernel {image} ({arch}); accelerator {args.accel}; {args.runs} runs each, "
+          "interleaved; "
           f"{os.cpu_count()} cores")
     for name, values in series.items():
         med = statistics.median(values)

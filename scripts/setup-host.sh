@@ -26,6 +26,10 @@ PACKAGES=(
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
     libcap-dev libnuma-dev liburing-dev rsync  # the kernel's mm selftests (vmtest run --kselftest)
+    # arm64 guests (--arch arm64): the cross compiler and static C library (kernel, the
+    # stressor), QEMU's arm64 emulator, edk2 for pc-dimm hotplug. Their busybox and
+    # dropbear come from Debian's archive at first use (vmtest/guest/sysroot.py).
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-efi-aarch64
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

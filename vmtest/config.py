@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from vmtest import arch as archs
 from vmtest import paths, yamlsrc
 from vmtest import scenarios as catalog
 from vmtest.collect import known_names, pytest_report
@@ -95,6 +96,7 @@ class KernelDef:
     source: KernelSource
     fragments: tuple[kconfig.Fragment, ...]
     variants: tuple[Variant, ...]
+    arch: str = archs.DEFAULT  # the guest architecture (arch.ARCHES)
 
     def variant(self, name: str, origin: str = "") -> Variant:
         for variant in self.variants:
@@ -107,7 +109,7 @@ class KernelDef:
         """What to build: cmdline, sysctl and machine are not part of it, so variants
         that differ only there have the same build key (one build serves them)."""
         return BuildSpec(source=self.source, fragments=self.fragments, patches=variant.series,
-                         variant=variant.name, base=self.name)
+                         variant=variant.name, base=self.name, arch=self.arch)
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class Experiment:
 # -- the keys each level allows (docs/experiment.schema.json lists the same; a unit test
 # keeps them equal) ----------------------------------------------------------------------
 TOP_KEYS = ("description", "kernels", "scenarios", "matrix")
-KERNEL_KEYS = ("source", "fragments", "patches", "variants", "description")
+KERNEL_KEYS = ("source", "fragments", "patches", "variants", "description", "arch")
 SOURCE_KEYS = ("git", "path", "ref")
 VARIANT_KEYS = ("patches", "drop", "description", "cmdline", "sysctl", "machine")
 MACHINE_KEYS = ("memory", "cpus", "numa", "cma", "slots", "maxmem")
@@ -308,6 +310,11 @@ def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
     if node.value is None:
         node.value = {}
     node.mapping(KERNEL_KEYS)  # unknown keys are errors
+    arch_node = node.child("arch", archs.DEFAULT)
+    try:
+        arch = archs.get(arch_node.text("an architecture name")).name
+    except ConfigError as exc:
+        raise arch_node.error(str(exc), exc.hint) from exc
     source = _source(node.child("source", "debian:6.1"), base_dir)
     fragments = []
     for item in node.child("fragments", list(kconfig.DEFAULT_FRAGMENTS)).items(
@@ -324,7 +331,7 @@ def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
     if not variants:
         raise variants_node.error("no variants defined", hint="leave variants: out for one "
                                                               "variant named default")
-    return KernelDef(name, source, tuple(fragments), tuple(variants))
+    return KernelDef(name, source, tuple(fragments), tuple(variants), arch)
 
 
 def _variant(parent: Node, name: str, node: Node, common: list[Path],

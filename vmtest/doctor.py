@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtest import arch as archs
 from vmtest import paths
 from vmtest.qemu import accel
 
@@ -50,6 +51,28 @@ def python_checks() -> list[Check]:
                         "'data' filter" if untar.HAS_DATA_FILTER
                         else "no 'data' filter (< 3.11.4): members checked by vmtest.untar"))
     return checks
+def arm64_checks() -> list[Check]:
+    """What arm64 guests need (`--arch arm64`), optional: the cross compiler and static
+    C library (kernel, stressor), QEMU's arm64 emulator, edk2 (pc-dimm hotplug), and
+    apt-get/dpkg-deb, which fetch Debian's arm64 busybox and dropbear (guest/sysroot.py).
+    Each missing part's fix is the one apt-get line for all that is missing."""
+    from vmtest.qemu.boot import EDK2_AARCH64
+
+    arm64 = archs.get("arm64")
+    parts = [  # (name, present, detail, package)
+        (arm64.gcc, shutil.which(arm64.gcc), "cross-builds arm64 kernels",
+         "gcc-aarch64-linux-gnu"),
+        ("arm64 static libc", Path("/usr/aarch64-linux-gnu/lib/libc.a").is_file() and
+         "/usr/aarch64-linux-gnu/lib/libc.a", "the guest stressor", "libc6-dev-arm64-cross"),
+        (arm64.qemu, shutil.which(arm64.qemu), "boots arm64 guests", "qemu-system-arm"),
+        ("arm64 UEFI firmware", EDK2_AARCH64.is_file() and str(EDK2_AARCH64),
+         "pc-dimm hotplug on arm64", "qemu-efi-aarch64"),
+        ("dpkg-deb", shutil.which("dpkg-deb"), "unpacks arm64 guest programs", "dpkg"),
+    ]
+    missing = [package for _, found, _, package in parts if not found]
+    fix = f"apt-get install --no-install-recommends {' '.join(missing)}"
+    return [Check(name, bool(found), str(found) if found else f"missing ({why}; --arch arm64)",
+                  fix, optional=True) for name, found, why, _ in parts]
 
 
 def run_checks() -> list[Check]:
@@ -80,6 +103,7 @@ def run_checks() -> list[Check]:
         ok = Path(path).exists()
         checks.append(Check(name, ok, path if ok else "missing (guest userland)",
                             f"apt-get install {package}"))
+    checks += arm64_checks()
     for series in ("6.1", "6.12"):
         tarball = Path(f"/usr/src/linux-source-{series}.tar.xz")
         checks.append(Check(f"linux-source-{series}", tarball.exists(),

@@ -22,6 +22,7 @@ The option table (`OPTIONS`) is written once: argparse gets `--NAME`, the pytest
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +84,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("variant", "variant", "variant name (with --config: default its kernel's first, "
            "`build`: all; ad hoc: the build's name, default 'default')", metavar="NAME",
            repeat_in_plugin=True),
+    Option("arch", "arch", "guest architecture: x86_64 or arm64 (default: the kernel's own: "
+           "the experiment file's `arch:`, an image's header, else x86_64)", metavar="NAME"),
     Option("accel", "accel", "auto: KVM where it really boots a guest, else TCG (default)",
            choices=ACCELS, default="auto"),
 )
-KERNEL = ("kernel", "source", "fragments", "patches", "config", "base", "variant")
-BUILD = ("source", "fragments", "patches", "config", "base", "variant")
+KERNEL = ("kernel", "source", "fragments", "patches", "config", "base", "variant", "arch")
+BUILD = ("source", "fragments", "patches", "config", "base", "variant", "arch")
 
 
 def _options(names: Iterable[str]) -> list[Option]:
@@ -121,6 +124,7 @@ class KernelChoice:
     config: Path | None = None
     base: str | None = None
     variant: str | None = None
+    arch: str | None = None  # --arch: overrides the kernel's own
     # for messages: how the options are spelled where they came from
     spelling: Callable[[str], str] = field(default=lambda name: f"--{name}", compare=False)
 
@@ -137,7 +141,7 @@ class KernelChoice:
                    fragments=tuple(get("fragments") or ()),
                    patches=tuple(Path(p) for p in get("patches") or ()),
                    config=Path(config) if config else None, base=get("base") or None,
-                   variant=variant or None,
+                   variant=variant or None, arch=get("arch") or None,
                    spelling=spelling or (lambda name: f"--{name}"))
 
     @property
@@ -189,9 +193,17 @@ class KernelChoice:
         """The one kernel to build."""
         self.check()
         if self.ad_hoc:
-            return self._ad_hoc_spec()
+            return self._with_arch(self._ad_hoc_spec())
         kernel, variant = self.kernel_def()
-        return kernel.build_spec(variant)
+        return self._with_arch(kernel.build_spec(variant))
+
+    def _with_arch(self, spec: BuildSpec) -> BuildSpec:
+        """The spec for --arch, when given (ConfigError for an unknown name)."""
+        if not self.arch:
+            return spec
+        from vmtest import arch as archs
+
+        return dataclasses.replace(spec, arch=archs.get(self.arch).name)
 
     def specs(self, *, every: bool = True) -> list[BuildSpec]:
         """`vmtest build`: what --base/--variant leave of the config's kernels and
@@ -203,7 +215,7 @@ class KernelChoice:
 
         exp = config.load(self.config_path)
         kernels = [exp.kernel(self.base)] if self.base else list(exp.kernels)
-        return [k.build_spec(v) for k in kernels
+        return [self._with_arch(k.build_spec(v)) for k in kernels
                 for v in ([k.variant(self.variant, f"{self.config_path}: ")]
                           if self.variant else k.variants)]
 
@@ -235,7 +247,7 @@ class KernelChoice:
 
         config = None if self.ad_hoc else str(self.config_path)
         key = resolved.question("run", config, self.base, self.variant, self.source,
-                                list(self.patches), list(self.fragments) or None)
+                                list(self.patches), list(self.fragments) or None, self.arch)
         image = resolved.lookup(key)
         if image is not None:
             return image

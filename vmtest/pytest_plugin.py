@@ -37,11 +37,13 @@ from typing import Any, Literal
 
 import pytest
 
+from vmtest import arch as archs
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest as collect_guest
 from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
+from vmtest.kernel import images
 from vmtest.kernel_choice import KernelChoice, add_pytest_options
 from vmtest.qemu import boot
 from vmtest.qemu.machine import Machine
@@ -377,7 +379,8 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
     try:
         image, name, built = _image(request.config, vmtest_variant)
         opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
-                                programs=("bash",), boot_timeout_s=120)
+                                programs=("bash",), boot_timeout_s=120,
+                                arch=images.arch_of(image) or archs.DEFAULT)
         guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
                       request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:

@@ -86,9 +86,9 @@ def new_document(kernel: BuiltKernel, scenario: Scenario, accel: str) -> dict[st
 
 
 def boot_options(scenario: Scenario, variant: Variant | None, *, accel: str,
-                 boot_timeout_s: float) -> boot_mod.BootOptions:
-    """How a run boots: the scenario's needs, then the variant's machine and kernel
-    parameters (its words after the scenario's)."""
+                 boot_timeout_s: float, arch: str = "x86_64") -> boot_mod.BootOptions:
+    """How a run boots: the kernel's architecture, the scenario's needs, then the
+    variant's machine and kernel parameters (its words after the scenario's)."""
     overrides = dict(scenario.boot_overrides())
     if variant is not None:
         mine = variant.boot_overrides()
@@ -96,8 +96,8 @@ def boot_options(scenario: Scenario, variant: Variant | None, *, accel: str,
         overrides |= mine
         if words:
             overrides["cmdline_extra"] = tuple(words)
-    return replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s),
-                   **overrides)
+    return replace(boot_mod.BootOptions(accel=accel, boot_timeout_s=boot_timeout_s,
+                                        arch=arch), **overrides)
 
 
 def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
@@ -116,7 +116,8 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
     started = time.monotonic()
     try:
         scenario.prepare(kernel)  # a build failure here is this run's, recorded below
-        opts = boot_options(scenario, variant, accel=accel, boot_timeout_s=boot_timeout_s)
+        opts = boot_options(scenario, variant, accel=accel, boot_timeout_s=boot_timeout_s,
+                            arch=kernel.spec.arch)
         with boot(kernel.artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)

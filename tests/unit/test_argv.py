@@ -8,7 +8,8 @@ from vmtest.qemu.argv import MachineSpec, Share, build_argv, kernel_cmdline, par
 
 
 def _spec(**kw):
-    return MachineSpec(kernel=Path("/k/bzImage"), initrd=Path("/t/initrd.cpio"), **kw)
+    kernel = Path("/k/Image" if kw.get("arch") == "arm64" else "/k/bzImage")
+    return MachineSpec(kernel=kernel, initrd=Path("/t/initrd.cpio"), **kw)
 
 
 @pytest.mark.parametrize("name,spec", [
@@ -21,6 +22,15 @@ def _spec(**kw):
                                  Share(Path("/srv/out"), 1, writable=True)))),
     # `vmtest run -- CMD`: no NIC, the command's streams on virtio-serial ports.
     ("tcg-ports", _spec(network=False, ports=("stdin", "stdout", "stderr"))),
+    # arm64 on `virt`: device-tree boot by QEMU's -kernel loader (no firmware) ...
+    ("arm64-tcg-ports", _spec(arch="arm64", binary="qemu-system-aarch64", network=False,
+                              ports=("stdin", "stdout", "stderr"))),
+    ("arm64-kvm-ssh", _spec(arch="arm64", binary="qemu-system-aarch64", accel="kvm")),
+    # a virtio-mem device, empty at start
+    ("tcg-virtio-mem", _spec(virtio_mem_mib=1024)),
+    # ... and through UEFI firmware with ACPI, for pc-dimm hotplug.
+    ("arm64-tcg-firmware", _spec(arch="arm64", binary="qemu-system-aarch64",
+                                 firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
     argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"),
@@ -63,6 +73,8 @@ def test_cmdline_reserves_cma_and_panics_hard():
     (_spec(cma_mib=2048, memory_mib=1024), "cma"),
     (_spec(maxmem_mib=512, memory_mib=1024), "maxmem"),
     (_spec(cpus=0), "cpus"),
+    (_spec(virtio_mem_mib=4096), "exceed maxmem"),
+    (_spec(virtio_mem_mib=3), "2 MiB block"),
 ])
 def test_bad_specs_are_refused(spec, message):
     with pytest.raises(ConfigError, match=message):
@@ -107,3 +119,17 @@ def test_a_command_line_word_cannot_smuggle_in_more(word):
     spec = MachineSpec(kernel=Path("/k"), initrd=Path("/i"), cmdline_extra=(word,))
     with pytest.raises(ConfigError, match="kernel command-line word"):
         spec.validate()
+
+
+def test_arm64_console_and_no_x86_words():
+    words = kernel_cmdline(_spec(arch="arm64")).split()
+    assert "console=ttyAMA0" in words
+    assert not {"acpi=noirq", "tsc=reliable", "no_timer_check", "acpi=force"} & set(words)
+    # Firmware means ACPI, which arm64 uses only when told to.
+    assert "acpi=force" in kernel_cmdline(_spec(arch="arm64", firmware="/f.fd")).split()
+    assert "console=ttyS0,115200" in kernel_cmdline(_spec()).split()
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(ConfigError, match="unknown architecture 'riscv64'"):
+        build_argv(_spec(arch="riscv64"), qmp_fd=3, console_fd=4, console_log=Path("/c"))

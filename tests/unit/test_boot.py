@@ -13,7 +13,7 @@ from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine
 
 
-def _no_initramfs(tmp: Path, *_) -> Path:
+def _no_initramfs(tmp: Path, *_, **__) -> Path:
     path = tmp / "initrd.cpio"
     path.write_bytes(b"")
     return path
@@ -153,7 +153,7 @@ def test_a_command_on_the_ports_boots_without_keys_or_network(tmp_path, store):
         made.append(kw)
         return FakeMachine(spec, run_dir, **kw)
 
-    def initramfs(tmp, host_key, client_key, *rest):
+    def initramfs(tmp, host_key, client_key, *rest, **_):
         given.update(keys=(host_key, client_key), command=rest[-1])
         return _no_initramfs(tmp)
 
@@ -176,7 +176,7 @@ def test_the_run_archive_holds_the_command_and_no_keys(tmp_path, monkeypatch):
     from vmtest.qemu.argv import Share
 
     overlays = []
-    monkeypatch.setattr(rootfs, "base_image", lambda: tmp_path / "base.cpio")
+    monkeypatch.setattr(rootfs, "base_image", lambda arch="x86_64": tmp_path / "base.cpio")
     monkeypatch.setattr(rootfs, "assemble",
                         lambda base, overlay, out, layers=(): overlays.append(overlay) or out)
     share = Share(Path("/home/u/work"), 0, required=False)

@@ -337,3 +337,13 @@ def test_a_script_of_the_folder_must_be_there_and_executable(tmp_path):
     assert f"{path}:5: scenarios.s.run: ./y.sh is not executable" in error()
     (tmp_path / "y.sh").chmod(0o755)
     assert config.load(path).scenario("s").custom.run == "./y.sh --fast"
+def test_a_kernel_may_be_for_arm64(tmp_path):
+    exp = config.load(_write(tmp_path, """
+kernels:
+  a: {source: debian:6.1, arch: aarch64}
+  x: {source: debian:6.1}
+"""))
+    assert exp.kernel("a").build_spec(exp.kernel("a").variants[0]).arch == "arm64"
+    assert exp.kernel("x").build_spec(exp.kernel("x").variants[0]).arch == "x86_64"
+    with pytest.raises(ConfigError, match=r"kernels\.k\.arch.*unknown architecture 'mips'"):
+        config.load(_write(tmp_path, "kernels:\n  k: {arch: mips}\n"))

@@ -106,7 +106,7 @@ def drive(scenario, transcript: Transcript, tmp_path: Path,
         machines.append(FakeMachine(*a, transcript=transcript, **kw))
         return machines[-1]
 
-    def initramfs(tmp, *args):
+    def initramfs(tmp, *args, **kw):
         return tmp / "initrd"
 
     @contextlib.contextmanager

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vmtest"
 STAGES = [
     ("foundation", ("vmtest.__init__", "vmtest.errors", "vmtest.paths", "vmtest.deadline",
                     "vmtest.procs", "vmtest.hostcmd", "vmtest.outcome", "vmtest.untar",
-                    "vmtest.provenance", "vmtest.yamlsrc")),
+                    "vmtest.provenance", "vmtest.yamlsrc", "vmtest.arch")),
     ("kernel", ("vmtest.kernel",)),
     ("guest", ("vmtest.guest",)),
     ("channel", ("vmtest.channel",)),

@@ -19,7 +19,7 @@ PANIC = b"[   12.3] Kernel panic - not syncing: sysrq triggered crash\n"
 LOST = ChannelError("SSH connection to the guest was lost mid-command: echo c")
 
 
-def _no_initramfs(tmp: Path, *_) -> Path:
+def _no_initramfs(tmp: Path, *_, **__) -> Path:
     path = tmp / "initrd.cpio"
     path.write_bytes(b"")
     return path
@@ -131,7 +131,7 @@ STEPS = [{"ssh": "dmesg", "status": 0, "out": LOG},
          {"ssh": "dmesg", "status": 0, "out": LOG + DELTA}]
 
 
-def _no_initramfs(tmp, *_):
+def _no_initramfs(tmp, *_, **__):
     (tmp / "initrd.cpio").write_bytes(b"")
     return tmp / "initrd.cpio"
 

@@ -285,7 +285,7 @@ def _run(tmp_path: Path, steps: list[dict], console_panic: bool = False) -> dict
     @contextlib.contextmanager
     def booted(image, opts, out_dir, **kw):
         with boot.boot(image, opts, out_dir, store=accel.VerdictStore(tmp_path / "a.json"),
-                       machine_class=factory, make_initramfs=lambda tmp, *a: tmp / "i",
+                       machine_class=factory, make_initramfs=lambda tmp, *a, **kw: tmp / "i",
                        **kw) as vm:
             yield vm
 

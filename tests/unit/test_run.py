@@ -68,7 +68,7 @@ def built_kernel(tmp_path: Path, variant: str = "patched") -> BuiltKernel:
 
 def fake_boot(tmp_path: Path, **fake) -> partial:
     """boot() on the fake machine, under TCG (no probe), without an initramfs."""
-    def no_initramfs(tmp, *_):
+    def no_initramfs(tmp, *_, **__):
         return tmp / "initrd.cpio"
 
     return partial(boot.boot, store=accel.VerdictStore(tmp_path / "accel.json"),
@@ -108,7 +108,7 @@ def test_interrupt_writes_interrupted_and_propagates(tmp_path):
 
     booted = partial(boot.boot, store=accel.VerdictStore(tmp_path / "a.json"),
                      machine_class=interrupting,
-                     make_initramfs=lambda tmp, *_: tmp / "initrd.cpio")
+                     make_initramfs=lambda tmp, *_, **__: tmp / "initrd.cpio")
     with pytest.raises(KeyboardInterrupt):
         experiment.run_scenario(built_kernel(tmp_path), scenarios.make("cma-stress", "quick"),
                                 out, accel="tcg", boot=booted)

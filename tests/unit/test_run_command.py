@@ -34,7 +34,7 @@ def replay(tmp_path, monkeypatch):
 
         monkeypatch.setattr(boot, "boot", partial(
             boot.boot, store=accel.VerdictStore(tmp_path / "accel.json"),
-            machine_class=machine, make_initramfs=lambda tmp, *_: tmp / "initrd.cpio"))
+            machine_class=machine, make_initramfs=lambda tmp, *_, **__: tmp / "initrd.cpio"))
         return made
 
     return use

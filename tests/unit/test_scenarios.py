@@ -46,7 +46,7 @@ def replay(name: str, tmp_path: Path, transcript: Transcript | None = None):
         return machines[-1]
 
     booted = partial(boot.boot, store=accel.VerdictStore(tmp_path / "accel.json"),
-                     machine_class=factory, make_initramfs=lambda tmp, *_: tmp / "initrd")
+                     machine_class=factory, make_initramfs=lambda tmp, *_, **__: tmp / "initrd")
     doc = run.run_scenario(built, scenario, tmp_path / "run", accel="tcg", boot=booted)
     return doc, recorded, machines[0]
 
@@ -104,7 +104,7 @@ def test_a_guest_that_crashes_mid_replay_keeps_the_verdict(tmp_path):
     built = BuiltKernel(spec, KernelArtifact(key="k" * 64, directory=tmp_path))
     booted = partial(boot.boot, store=accel.VerdictStore(tmp_path / "accel.json"),
                      machine_class=partial(FakeMachine, transcript=cut, end=crash),
-                     make_initramfs=lambda tmp, *_: tmp / "initrd")
+                     make_initramfs=lambda tmp, *_, **__: tmp / "initrd")
     doc = run.run_scenario(built, scenario, tmp_path / "run", accel="tcg", boot=booted)
     assert doc["verdict"] == "kernel-crash" and "Fatal exception" in doc["error"]
     assert json.loads((tmp_path / "run" / "result.json").read_text())["verdict"] == \

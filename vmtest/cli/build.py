@@ -30,7 +30,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     failed = 0
     for spec in specs:
         started = time.monotonic()
-        label = f"{spec.base or spec.source.describe()}/{spec.variant}"
+        label = f"{spec.base or spec.source.describe()}/{spec.variant}" + (
+            "" if spec.arch == "x86_64" else f" ({spec.arch})")
         try:
             artifact = kbuild.build(spec, jobs=args.jobs, force=args.force)
         except VmtestError as exc:

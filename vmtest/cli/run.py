@@ -103,6 +103,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _command_run(args, command)
 
 
+def _guest_arch(image: Path, asked: str | None) -> str:
+    """The architecture of the kernel image (its header says), which --arch, when given,
+    must match."""
+    from vmtest import arch as archs
+    from vmtest.kernel.images import arch_of
+
+    found = arch_of(image)
+    wanted = archs.get(asked).name if asked else None
+    if wanted and found and wanted != found:
+        raise ConfigError(f"--arch {asked}: the kernel {image} is an {found} kernel",
+                          hint=f"drop --arch, or give an {wanted} kernel")
+    return found or wanted or archs.DEFAULT
+
+
 def copies(specs: list[str]) -> tuple[tuple[Path, str], ...]:
     """--copy SRC[:DEST] -> (host path, guest path); a SRC that exists as given may hold
     colons, else the last colon separates DEST."""
@@ -143,6 +157,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         raise ConfigError("--fetch needs SSH, and --console runs CMD without it",
                           hint="drop --console, or write results to a --share-rw folder")
     kernel = kernel_choice_of(args).resolved_image()
+    arch = _guest_arch(kernel, args.arch)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
     # Optional layers: stress-ng when the command uses it; bash whenever files come in
@@ -155,7 +170,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
-        programs=programs, copies=copied, shares=shared)
+        programs=programs, copies=copied, shares=shared, arch=arch)
     kind = channel_kind(args)
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
@@ -253,7 +268,7 @@ def _scenario_run(args: argparse.Namespace) -> int:
         scenario = defined[args.scenario].make(args.profile, **overrides) \
             if args.scenario in defined else scenarios.make(args.scenario, args.profile,
                                                             overrides)
-        built = kbuild.build_kernel(kernel.build_spec(variant))
+        built = kbuild.build_kernel(choice.spec())
     out = Path(args.output) if args.output else boot.new_run_dir(
         label=f"{args.scenario}-{built.spec.variant}")
     print(f"run directory: {out}", file=sys.stderr)
@@ -290,7 +305,14 @@ def _kselftest_run(args: argparse.Namespace) -> int:
     if args.kselftest_dir:
         overrides["install_dir"] = str(Path(args.kselftest_dir).resolve())
     scenario = scenarios.make("kselftest", args.profile, overrides)
-    built = kernel_choice_of(args).built()
+    choice = kernel_choice_of(args)
+    spec = choice.spec()
+    if spec.arch != "x86_64":
+        raise ConfigError(f"--kselftest on {spec.arch}: the selftests are not cross-built yet",
+                          hint="run them on an x86_64 guest (issue 27)")
+    from vmtest.kernel import build as kbuild
+
+    built = kbuild.build_kernel(spec)
     scenario.prepare(built)  # a missing test or failed build: its own error, before boot
     out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")
     print(f"run directory: {out}", file=sys.stderr)

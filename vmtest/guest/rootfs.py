@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from vmtest import arch as archs
 from vmtest import hostcmd, paths
 from vmtest.errors import ConfigError, MissingRequirement
+from vmtest.guest import sysroot
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +133,20 @@ def find_program(name: str) -> Path:
 STRESSOR_DIR = Path(__file__).with_name("stressors")
 
 
-def stressor_binaries() -> list[Path]:
-    """The framework's own stressors (C), compiled statically once per source hash."""
+def stressor_binaries(arch: str = archs.DEFAULT) -> list[Path]:
+    """The framework's own stressors (C), compiled statically once per source hash (and
+    architecture: cross-compiled for a foreign one)."""
+    target = archs.get(arch)
+    packages = "build-essential" if target.native else " ".join(target.packages)
     built = []
     for source in sorted(STRESSOR_DIR.glob("*.c")):
         digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-        binary = paths.cache_dir("stressors", digest) / source.stem
+        binary = paths.cache_dir("stressors", digest if arch == archs.DEFAULT
+                                 else f"{digest}-{arch}") / source.stem
         if not binary.exists():
-            if shutil.which("gcc") is None:
-                raise MissingRequirement("gcc not found (compiles the guest stressors)",
-                                         hint="apt-get install build-essential")
+            if shutil.which(target.gcc) is None:
+                raise MissingRequirement(f"{target.gcc} not found (compiles the guest "
+                                         "stressors)", hint=f"apt-get install {packages}")
             # A name of this compile's own: concurrent first uses (pytest-xdist workers,
             # parallel matrix runs on a fresh cache) each compile, and the last rename wins
             # with the same bytes; a fixed name had one gcc write over another's output.
@@ -149,14 +155,15 @@ def stressor_binaries() -> list[Path]:
             os.close(fd)
             tmp = Path(tmp_name)
             try:
-                proc = subprocess.run(["gcc", "-O2", "-static", "-Wall", "-o", str(tmp),
+                proc = subprocess.run([target.gcc, "-O2", "-static", "-Wall", "-o", str(tmp),
                                        str(source)], capture_output=True, text=True,
                                       check=False)
                 if proc.returncode != 0:
                     raise MissingRequirement(
                         f"compiling {source.name} statically failed: "
                         f"{proc.stderr.strip()[-500:]}",
-                        hint="apt-get install libc6-dev (static glibc)")
+                        hint="apt-get install " + ("libc6-dev (static glibc)"
+                                                   if target.native else packages))
                 tmp.chmod(0o755)
                 os.replace(tmp, binary)
             finally:
@@ -181,7 +188,28 @@ OPTIONAL_PROGRAMS = ("stress-ng", "bash")
 HIDDEN_BY_MOUNTS = ("/tmp", "/dev", "/proc", "/sys", "/run")
 
 
-def base_manifest(extra_programs: Iterable[str] = ()) -> list[Entry]:
+def guest_programs(names: Iterable[str], arch: str = archs.DEFAULT
+                   ) -> list[tuple[str, Path]]:
+    """(guest path, host file) of each program and of the libraries they load: the
+    host's own programs for the host's architecture, else Debian's packages for arch
+    (guest/sysroot.py)."""
+    names = tuple(names)
+    target = archs.get(arch)
+    found: list[tuple[str, Path]] = []
+    if target.native:
+        binaries = [find_program(n) for n in names]
+        found += [(str(b), b) for b in binaries]
+        libs = shared_libraries(*binaries) if binaries else []
+        return found + [(lib, Path(lib).resolve()) for lib in libs]
+    root = sysroot.sysroot(target, names)
+    binaries = [sysroot.program(target, n, root) for n in names]
+    found += [("/" + str(b.relative_to(root)), b) for b in binaries]
+    libs = sysroot.shared_libraries(target, root, binaries) if binaries else []
+    return found + [(lib, sysroot.resolve_in(root, lib)) for lib in libs]
+
+
+def base_manifest(extra_programs: Iterable[str] = (),
+                  arch: str = archs.DEFAULT) -> list[Entry]:
     """Everything in the base image, in archive order (directories before contents)."""
     entries: dict[str, Entry] = {}
 
@@ -195,17 +223,18 @@ def base_manifest(extra_programs: Iterable[str] = ()) -> list[Entry]:
                 "tmp", "run", "root", "etc", "var/log", "etc/dropbear", "mnt"):
         add(directory("/" + top, 0o1777 if top == "tmp" else 0o755))
     add(directory("/root/.ssh", 0o700))
-    busybox = find_program("busybox")
+    # The applets of a foreign busybox: the host's busybox-static lists them (the same
+    # Debian version and configuration; it cannot run the guest's).
+    host_busybox = find_program("busybox")
+    busybox = host_busybox if archs.get(arch).native \
+        else guest_programs(["busybox"], arch)[0][1]
     add(file_from("/bin/busybox", busybox, 0o755))
-    for applet in busybox_applets(busybox):
+    for applet in busybox_applets(host_busybox):
         if applet.lstrip("/") != "bin/busybox":
             add(symlink("/" + applet.lstrip("/"), "/bin/busybox"))
-    for name in ("dropbear", *extra_programs):
-        program = find_program(name)
-        add(file_from(str(program), program, 0o755))
-        for lib in shared_libraries(program):
-            add(file_from(lib, Path(lib).resolve(), 0o755))
-    for binary in stressor_binaries():
+    for guest, host in guest_programs(("dropbear", *extra_programs), arch):
+        add(file_from(guest, host, 0o755))
+    for binary in stressor_binaries(arch):
         add(file_from(f"/usr/bin/{binary.name}", binary, 0o755))
     add(file_from("/init", INIT_SCRIPT, 0o755))
     add(file_from("/usr/bin/sudo", SUDO_SCRIPT, 0o755))
@@ -332,43 +361,51 @@ def _prune(folder: Path, name: str, keep: Path) -> None:
             continue
 
 
-def base_image() -> Path:
+def _image_name(name: str, arch: str) -> str:
+    return name if arch == archs.DEFAULT else f"{name}-{arch}"
+
+
+def base_image(arch: str = archs.DEFAULT) -> Path:
     """The cached base initramfs, built if its manifest changed."""
-    return _cached_image("base", _base_entries())
+    return _cached_image(_image_name("base", arch), _base_entries(arch))
 
 
-_BASE: list[Entry] = []
+_BASE: dict[str, list[Entry]] = {}
 
 
-def _base_entries() -> list[Entry]:
+def _base_entries(arch: str = archs.DEFAULT) -> list[Entry]:
     """base_manifest(), made once per process (a busybox and an ldd run, ~10 ms)."""
-    if not _BASE:
-        _BASE.extend(base_manifest())
-    return _BASE
+    if arch not in _BASE:
+        _BASE[arch] = base_manifest(arch=arch)
+    return _BASE[arch]
 
 
-def layer_image(program: str) -> Path:
+def layer_image(program: str, arch: str = archs.DEFAULT) -> Path:
     """An optional program with its libraries, as an archive appended after the base."""
     if program not in OPTIONAL_PROGRAMS:
         raise MissingRequirement(f"unknown optional guest program {program!r}",
                                  hint=f"available: {', '.join(OPTIONAL_PROGRAMS)}")
-    binary = find_program(program)
-    in_base = _base_paths()
-    entries = [file_from(str(binary), binary, 0o755)]
+    in_base = _base_paths(arch)
     # What the base image holds already (libc, the loader) is not unpacked twice.
-    entries += [file_from(lib, Path(lib).resolve(), 0o755) for lib in shared_libraries(binary)
-                if lib not in in_base]
-    return _cached_image(program, entries)
+    files = [(guest, host) for guest, host in guest_programs([program], arch)
+             if guest not in in_base]
+    have = set(in_base)
+    entries = []
+    for guest, host in files:
+        entries += [directory(d) for d in _parents(guest) if d not in have]
+        have.update(_parents(guest))
+        entries.append(file_from(guest, host, 0o755))
+    return _cached_image(_image_name(program, arch), entries)
 
 
-_BASE_PATHS: set[str] = set()
+_BASE_PATHS: dict[str, set[str]] = {}
 
 
-def _base_paths() -> set[str]:
+def _base_paths(arch: str = archs.DEFAULT) -> set[str]:
     """The guest paths of the base image (for layers to leave out)."""
-    if not _BASE_PATHS:
-        _BASE_PATHS.update(e.path for e in _base_entries())
-    return _BASE_PATHS
+    if arch not in _BASE_PATHS:
+        _BASE_PATHS[arch] = {e.path for e in _base_entries(arch)}
+    return _BASE_PATHS[arch]
 
 
 def _is_elf(path: Path) -> bool:

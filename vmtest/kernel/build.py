@@ -1,8 +1,9 @@
 """Kernel builds with ccache and a content-addressed artifact cache.
 
 The cache key covers everything that decides the bytes of the kernel: the source
-identity, the patch series (contents, in order), the fragments (contents), the
-compiler version and this recipe's version. Same key -> the stored image is used
+identity, the patch series (contents, in order), the fragments (contents, the
+architecture's own included), the architecture, the (cross) compiler's version and this
+recipe's version. Same key -> the stored image is used
 and make does not run.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from vmtest import arch as archs
 from vmtest import hostcmd, paths, procs
 from vmtest.deadline import utc_now
 from vmtest.errors import BuildError, ConfigError, MissingRequirement, PatchError
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 # Bump when the way a kernel is configured or built changes.
 # 2: vmlinux (PVH) instead of bzImage when the config has CONFIG_PVH; ccache depend mode.
 RECIPE_VERSION = "2"
-ARCH = "x86_64"
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,13 @@ class BuildSpec:
     patches: tuple[Path, ...] = ()
     variant: str = "default"
     base: str = ""  # a name for the base, e.g. "6.1"; recorded in the identity
+    arch: str = archs.DEFAULT  # a name of arch.ARCHES
 
 
+def all_fragments(spec: BuildSpec) -> tuple[kconfig.Fragment, ...]:
+    """spec's fragments, then its architecture's own (which overrides them)."""
+    own = archs.get(spec.arch).fragment
+    return spec.fragments + ((kconfig.load_fragment(own),) if own else ())
 
 
 @dataclass(frozen=True)
@@ -78,20 +84,26 @@ class KernelArtifact:
 
 
 def spec_for_source(source: str, *, fragments: tuple[str | Path, ...] = (),
-                    patches: tuple[Path, ...] = (), variant: str = "default") -> BuildSpec:
+                    patches: tuple[Path, ...] = (), variant: str = "default",
+                    arch: str = archs.DEFAULT) -> BuildSpec:
     """An ad hoc build (no config): a source as `parse_source` reads it, the default
     fragments unless others are named, patches in order."""
     return BuildSpec(source=parse_source(source),
                      fragments=tuple(kconfig.load_fragment(f)
                                      for f in (fragments or kconfig.DEFAULT_FRAGMENTS)),
-                     patches=patches, variant=variant, base=source)
+                     patches=patches, variant=variant, base=source, arch=arch)
 
 
-def compiler_version() -> str:
+def compiler_version(arch: str = archs.DEFAULT) -> str:
+    """The first line of `gcc --version` of the compiler that builds for arch."""
+    target = archs.get(arch)
+    gcc = shutil.which(target.gcc) or target.gcc
     try:
-        _, out = hostcmd.output(["gcc", "--version"], check=True)
+        _, out = hostcmd.output([gcc, "--version"], check=True)
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
-        raise MissingRequirement("gcc not found", hint="apt-get install build-essential") from exc
+        package = "build-essential" if target.native else " ".join(target.packages)
+        raise MissingRequirement(f"{target.gcc} not found",
+                                 hint=f"apt-get install {package}") from exc
     return out.splitlines()[0]
 
 
@@ -102,21 +114,24 @@ def cache_key(spec: BuildSpec, source_identity: str, compiler: str) -> str:
         digest.update(f"{label}:{len(value)}:".encode() + value + b"\n")
 
     put("recipe", RECIPE_VERSION.encode())
-    put("arch", ARCH.encode())
+    put("arch", spec.arch.encode())
     put("source", source_identity.encode())
     put("compiler", compiler.encode())
-    for frag in spec.fragments:
+    for frag in all_fragments(spec):
         put("fragment", frag.path.read_bytes())
     for patch in spec.patches:
         put("patch", patch.read_bytes())
     return digest.hexdigest()
 
 
-def make_args(key: str, variant: str) -> list[str]:
+def make_args(key: str, variant: str, arch: str = archs.DEFAULT) -> list[str]:
     """Arguments for every make call; the key lands in /proc/version (identity)."""
+    target = archs.get(arch)
+    cross = [f"CROSS_COMPILE={target.cross_compile}"] if target.cross_compile else []
     return [
-        f"ARCH={ARCH}",
-        "CC=ccache gcc",
+        f"ARCH={target.make_arch}",
+        f"CC=ccache {target.gcc}",
+        *cross,
         f"LOCALVERSION=-vmtest-{variant}",
         # Reproducible version string; the build host field carries the cache key so a
         # running guest can say exactly which build it is.
@@ -127,20 +142,23 @@ def make_args(key: str, variant: str) -> list[str]:
 
 
 def lookup(spec: BuildSpec) -> tuple[str, KernelArtifact | None]:
-    key = cache_key(spec, spec.source.identity(), compiler_version())
+    key = cache_key(spec, spec.source.identity(), compiler_version(spec.arch))
     directory = paths.cache_dir("kernels") / key[:24]
     if (directory / "meta.json").is_file() and any((directory / n).is_file() for n in IMAGES):
         return key, KernelArtifact.load(directory)
     return key, None
 
 
-def check_tools() -> None:
-    missing = [tool for tool in ("make", "gcc", "ccache", "flex", "bison", "bc")
+def check_tools(arch: str = archs.DEFAULT) -> None:
+    target = archs.get(arch)
+    missing = [tool for tool in ("make", "gcc", target.gcc, "ccache", "flex", "bison", "bc")
                if shutil.which(tool) is None]
     if missing:
+        cross = "" if target.native else " " + " ".join(target.packages)
         raise MissingRequirement(
-            f"kernel build tools missing: {', '.join(missing)}",
-            hint="apt-get install build-essential ccache flex bison bc libelf-dev libssl-dev")
+            f"kernel build tools missing: {', '.join(dict.fromkeys(missing))}",
+            hint="apt-get install build-essential ccache flex bison bc libelf-dev libssl-dev"
+                 + cross)
 
 
 def _touched_files(patch: Path) -> set[str]:
@@ -246,7 +264,7 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     if cached is not None and not force:
         log.info("kernel cache hit: %s (%s)", cached.release, cached.directory)
         return cached
-    check_tools()
+    check_tools(spec.arch)
     pristine = spec.source.tree()
     artifacts = paths.cache_dir("kernels")
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
@@ -272,6 +290,12 @@ def _work_dir(spec: BuildSpec) -> Path:
         _location(spec.source).encode()).hexdigest()[:16]
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def build_dir_of(work: Path, arch: str) -> Path:
+    """The kernel build dir of a base's working tree, one per architecture (x86-64's
+    keeps its old name)."""
+    return work / ("out" if arch == archs.DEFAULT else f"out-{arch}")
 
 
 @contextlib.contextmanager
@@ -300,8 +324,8 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     """Build into `staging` (the image, its config, meta.json and the log)."""
     artifacts = staging.parent
     tree = _prepare_worktree(pristine, work, spec, log_file)
-    build_dir = work / "out"
-    args = make_args(key, spec.variant)
+    build_dir = build_dir_of(work, spec.arch)
+    args = make_args(key, spec.variant, spec.arch)
     # Depend mode: a miss runs the compiler once and takes the includes from its -MMD
     # output; the default mode preprocesses every miss twice (+41 % on a cold build of
     # mm/ here, against +5 % in depend mode). Hits need the same manifest, which the
@@ -315,7 +339,9 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     # on 2 cores: 10 % faster on a cold mm/).
     jobs = jobs or (os.cpu_count() or 1) + 1
     pvh = "CONFIG_PVH=y" in dotconfig.splitlines()
-    target = "vmlinux" if pvh else "bzImage"
+    # arm64: Image, the uncompressed kernel QEMU loads itself (device tree) or edk2
+    # starts through its EFI stub. System.map names vCPU PCs (qemu/symbols.py).
+    target = "Image" if spec.arch == "arm64" else "vmlinux" if pvh else "bzImage"
     argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target]
     what = f"building {spec.source.describe()} ({spec.variant})"
     procs.progress.info("%s: %s (log: %s)", what, " ".join(argv), log_file)
@@ -333,7 +359,11 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
                               "tree without it to see whether the base builds")
     elapsed_s = time.monotonic() - started
     release = (build_dir / "include/config/kernel.release").read_text().strip()
-    shutil.copy(build_dir / ("vmlinux" if pvh else "arch/x86/boot/bzImage"), staging / target)
+    made = {"Image": "arch/arm64/boot/Image", "vmlinux": "vmlinux",
+            "bzImage": "arch/x86/boot/bzImage"}[target]
+    shutil.copy(build_dir / made, staging / target)
+    if target != "vmlinux":
+        shutil.copy(build_dir / "System.map", staging / "System.map")
     (staging / "config").write_text(dotconfig)
     meta = {
         "key": key,
@@ -344,8 +374,9 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
         "variant": spec.variant,
         "patches": [p.name for p in spec.patches],
         "patch_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in spec.patches],
-        "fragments": [f.name for f in spec.fragments],
-        "compiler": compiler_version(),
+        "fragments": [f.name for f in all_fragments(spec)],
+        "arch": spec.arch,
+        "compiler": compiler_version(spec.arch),
         "build_seconds": round(elapsed_s, 1),
         "jobs": jobs,
         "ccache": _ccache_delta(ccache_before, _ccache_stats(env)),
@@ -363,14 +394,15 @@ def _configure_if_needed(tree: Path, build_dir: Path, spec: BuildSpec, args: lis
     Re-running it rewrites .config and may make make rebuild more than the patches need.
     """
     stamp = build_dir / ".vmtest-config-inputs"
-    inputs = json.dumps({"fragments": [f.path.read_text() for f in spec.fragments],
+    fragments = list(all_fragments(spec))
+    inputs = json.dumps({"fragments": [f.path.read_text() for f in fragments],
                          "args": args[:2]})
     dotconfig = build_dir / ".config"
     if dotconfig.exists() and stamp.exists() and stamp.read_text() == inputs:
         text = dotconfig.read_text()
-        if not kconfig.verify(list(spec.fragments), text):
+        if not kconfig.verify(fragments, text, spec.arch):
             return text
-    text = kconfig.configure(tree, build_dir, list(spec.fragments), args, log_file)
+    text = kconfig.configure(tree, build_dir, fragments, args, log_file, spec.arch)
     stamp.write_text(inputs)
     return text
 

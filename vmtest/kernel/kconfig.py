@@ -29,7 +29,20 @@ REQUIRED = {
     "CONFIG_SERIAL_8250_CONSOLE": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y",
 }
 
+# The console driver differs per architecture (arch.Arch.console): x86's 8250, the
+# PL011 of arm64's `virt` board.
+REQUIRED_CONSOLE = {"x86_64": "CONFIG_SERIAL_8250_CONSOLE",
+                    "arm64": "CONFIG_SERIAL_AMBA_PL011_CONSOLE"}
+
 DEFAULT_FRAGMENTS = ("qemu-guest", "mm-migration", "mm-selftests")
+
+
+def required(arch: str = "x86_64") -> dict[str, str]:
+    """REQUIRED for one architecture."""
+    wanted = {sym: val for sym, val in REQUIRED.items()
+              if sym not in REQUIRED_CONSOLE.values()}
+    wanted[REQUIRED_CONSOLE[arch]] = "y"
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -77,13 +90,20 @@ class Dropped:
         return f"{self.fragment}: {self.symbol}{want} (got {self.symbol}{got})"
 
 
-def verify(fragments: list[Fragment], dotconfig: str) -> list[Dropped]:
-    """Every option asked for, by a fragment or by REQUIRED, that the final .config lacks."""
+def verify(fragments: list[Fragment], dotconfig: str, arch: str = "x86_64") -> list[Dropped]:
+    """Every option asked for, by a fragment or by REQUIRED, that the final .config lacks.
+    A symbol several fragments name is checked for the last one's value, the one
+    merge_config.sh keeps (a per-architecture fragment overrides the common ones)."""
     final = parse_config(dotconfig)
+    merged: dict[str, tuple[str, str | None]] = {}
+    for frag in fragments:
+        for sym, val in frag.options:
+            merged.pop(sym, None)  # re-inserted: the order stays the fragments' own
+            merged[sym] = (frag.name, val)
     wanted: list[tuple[str, str, str | None]] = [
-        (frag.name, sym, val) for frag in fragments for sym, val in frag.options
+        (origin, sym, val) for sym, (origin, val) in merged.items()
     ]
-    wanted += [("required by vmtest", sym, val) for sym, val in REQUIRED.items()]
+    wanted += [("required by vmtest", sym, val) for sym, val in required(arch).items()]
     dropped = []
     for origin, sym, val in wanted:
         got = final.get(sym)
@@ -96,7 +116,7 @@ def verify(fragments: list[Fragment], dotconfig: str) -> list[Dropped]:
 
 
 def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args: list[str],
-              log_file: Path) -> str:
+              log_file: Path, arch: str = "x86_64") -> str:
     """tinyconfig + fragments (merge_config.sh) + olddefconfig; returns the .config text."""
     build_dir.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as out:
@@ -113,7 +133,7 @@ def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args:
              str(build_dir / ".config"), *[str(f.path) for f in fragments]])
         run(["make", f"O={build_dir}", *make_args, "olddefconfig"])
     dotconfig = (build_dir / ".config").read_text()
-    dropped = verify(fragments, dotconfig)
+    dropped = verify(fragments, dotconfig, arch)
     if dropped:
         listing = "\n".join(f"  {d}" for d in dropped)
         raise KconfigError(

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vmtest import arch as archs
 from vmtest import hostcmd
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 # vmtest's code between a config and a cache key: an edit in a checkout resolves anew.
 CODE = ("config.py", "kernel/build.py", "kernel/kconfig.py", "kernel/source.py",
-        "kernel/images.py", "kernel_choice.py", "kernel/resolved.py")
+        "kernel/images.py", "kernel_choice.py", "kernel/resolved.py", "arch.py")
 
 
 STORE = hostcmd.StampedStore("resolved.json", keep=64)
@@ -49,16 +50,18 @@ def lookup(key: str) -> Path | None:
 def depends_on(spec: BuildSpec, config: Path | None) -> list[Path] | None:
     """Every file the spec's cache key was computed from; None when that is not a set of
     files (a source tree)."""
+    from vmtest.kernel.build import all_fragments
     from vmtest.kernel.source import DPKG_STATUS, DebianSource
 
     if not isinstance(spec.source, DebianSource):
         return None
-    gcc = shutil.which("gcc")
+    gcc = shutil.which(archs.get(spec.arch).gcc)
     if gcc is None:
         return None
     package = Path(__file__).resolve().parents[1]
     return [*([config.resolve()] if config else []),
-            *(f.path.resolve() for f in spec.fragments), *(p.resolve() for p in spec.patches),
+            *(f.path.resolve() for f in all_fragments(spec)),
+            *(p.resolve() for p in spec.patches),
             DPKG_STATUS, spec.source.tarball, Path(os.path.realpath(gcc)),
             *(package / name for name in CODE)]
 

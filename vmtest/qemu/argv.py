@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtest import arch as archs
 from vmtest.channel.ports import PORT_NAMES
 from vmtest.errors import ConfigError
 
@@ -98,8 +99,16 @@ class MachineSpec:
     # QEMU's seccomp filter (-sandbox), where this QEMU was built with it
     # (boot.sandbox_supported()).
     sandbox: bool = False
+    # The guest's architecture (arch.ARCHES). arm64: QEMU's `virt` board, started by
+    # the -kernel loader with a device tree unless `firmware` is given (UEFI and ACPI,
+    # which pc-dimm hotplug needs there).
+    arch: str = archs.DEFAULT
+    # A virtio-mem device of up to this size (0: none), empty at start; resized over QMP
+    # (qemu/virtio_mem.py). Its memory comes out of maxmem, beside the pc-dimm slots.
+    virtio_mem_mib: int = 0
 
     def validate(self) -> None:
+        archs.get(self.arch)
         if self.accel not in ("kvm", "tcg"):
             raise ConfigError(f"unknown accelerator {self.accel!r}", hint="use kvm or tcg")
         if self.cpus < 1:
@@ -107,6 +116,13 @@ class MachineSpec:
         if self.cma_mib >= self.memory_mib:
             raise ConfigError(f"cma ({self.cma_mib} MiB) must be smaller than the boot memory "
                               f"({self.memory_mib} MiB)")
+        if self.virtio_mem_mib < 0 or self.virtio_mem_mib % 2:
+            raise ConfigError(f"virtio-mem size {self.virtio_mem_mib} MiB is not a multiple of "
+                              "its 2 MiB block")
+        if self.memory_mib + self.virtio_mem_mib > self.maxmem_mib:
+            raise ConfigError(f"memory ({self.memory_mib} MiB) + virtio-mem "
+                              f"({self.virtio_mem_mib} MiB) exceed maxmem "
+                              f"({self.maxmem_mib} MiB)")
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
@@ -128,8 +144,9 @@ class MachineSpec:
 
 
 def kernel_cmdline(spec: MachineSpec) -> str:
+    arm64 = spec.arch == "arm64"
     words = [
-        "console=ttyS0,115200",
+        "console=ttyAMA0" if arm64 else "console=ttyS0,115200",
         # Quiet console: printing to a UART under TCG is slow; dmesg keeps everything,
         # and oops/panic raise the console loglevel themselves (console_verbose()).
         f"loglevel={spec.loglevel}",
@@ -144,14 +161,23 @@ def kernel_cmdline(spec: MachineSpec) -> str:
         # A disposable test VM: speculative-execution mitigations only cost boot time
         # (alternatives patching, retpolines) and do not change mm behaviour.
         "mitigations=off",
-        "tsc=reliable",
-        "no_timer_check",
-        # PCI interrupt routing through the legacy PIRQ table, not ACPI link devices:
-        # evaluating the _SB.LNKx methods in the AML interpreter took ~0.4 s per virtio
-        # device under TCG (1.1 s of a 2.7 s boot-to-init, measured with initcall_debug).
-        # The SCI, and with it ACPI memory hotplug, is unaffected.
-        "acpi=noirq",
     ]
+    if arm64 and spec.firmware:
+        # pc-dimm hotplug is ACPI's (the GED device). Debian's edk2 hands the kernel ACPI
+        # tables and no device tree, so it uses ACPI anyway (checked: docs/findings.md);
+        # a firmware that passed both would get the device tree preferred
+        # (arch/arm64/kernel/acpi.c, acpi_boot_table_init) unless told otherwise.
+        words.append("acpi=force")
+    elif not arm64:
+        words += [
+            "tsc=reliable",
+            "no_timer_check",
+            # PCI interrupt routing through the legacy PIRQ table, not ACPI link devices:
+            # evaluating the _SB.LNKx methods in the AML interpreter took ~0.4 s per virtio
+            # device under TCG (1.1 s of a 2.7 s boot-to-init, measured with
+            # initcall_debug). The SCI, and with it ACPI memory hotplug, is unaffected.
+            "acpi=noirq",
+        ]
     if spec.accel == "tcg":
         # A TCG vCPU is a host thread: on a busy host (parallel VMs) it can wait tens of
         # seconds for a core, which the soft-lockup detector reports as a lockup (seen
@@ -162,6 +188,23 @@ def kernel_cmdline(spec: MachineSpec) -> str:
     return " ".join(words)
 
 
+def _board(spec: MachineSpec) -> list[str]:
+    """-machine and -cpu for spec's architecture."""
+    if spec.arch == "arm64":
+        # gic-version=3: QEMU 7.2's `virt` defaults to a GICv2; the v3 and its ITS give
+        # the virtio-pci devices MSI-X without GICv2m.
+        # TCG: `max` with the implementation-defined pointer-authentication algorithm:
+        # the architected QARMA5 is costly to emulate on every function return
+        # (docs/system/arm/cpu-features.rst). KVM: the host CPU.
+        return ["-machine", f"virt,gic-version=3,accel={spec.accel}",
+                "-cpu", "max,pauth-impdef=on" if spec.accel == "tcg" else "host"]
+    # TCG: qemu64, not max: max brings LA57 (5-level paging) and dozens of features
+    # that TCG must emulate on every page walk and boot check; measured ~0.5-1 s of
+    # boot on these hosts. KVM: the host CPU.
+    return ["-machine", f"pc,accel={spec.accel}",
+            "-cpu", "qemu64" if spec.accel == "tcg" else "host"]
+
+
 def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: Path,
                port_fds: dict[str, int] | None = None) -> list[str]:
     """The full argv. QMP, the serial console and the command ports (spec.ports, one fd
@@ -169,11 +212,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
     spec.validate()
     argv = [
         spec.binary,
-        "-machine", f"pc,accel={spec.accel}",
-        # TCG: qemu64, not max: max brings LA57 (5-level paging) and dozens of features
-        # that TCG must emulate on every page walk and boot check; measured ~0.5-1 s of
-        # boot on these hosts. KVM: the host CPU.
-        "-cpu", "qemu64" if spec.accel == "tcg" else "host",
+        *_board(spec),
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M,slots={spec.slots},maxmem={spec.maxmem_mib}M",
         "-kernel", str(spec.kernel),
@@ -220,6 +259,11 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
             argv += ["-chardev", f"socket,id=port-{name},fd={fds[name]}",
                      "-device", f"virtserialport,bus=ports.0,chardev=port-{name},"
                                 f"name=vmtest.{name}"]
+    if spec.virtio_mem_mib:
+        # The id is what virtio_mem.resize() names in qom-set; requested-size=0: the
+        # guest starts without it (hot-plugged when resized).
+        argv += ["-object", f"memory-backend-ram,id=vmem0-mem,size={spec.virtio_mem_mib}M",
+                 "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-mem,requested-size=0"]
     if spec.firmware:
         argv += ["-bios", spec.firmware]
     argv += list(spec.qemu_extra)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -21,12 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vmtest import arch as archs
 from vmtest import hostcmd, paths
 from vmtest.channel import ports
 from vmtest.channel.keys import KeyPair
 from vmtest.channel.ports import Command
 from vmtest.deadline import file_stamp
-from vmtest.errors import InfraError, MissingRequirement
+from vmtest.errors import ConfigError, InfraError, MissingRequirement
 from vmtest.guest import rootfs, words
 from vmtest.qemu import accel as accel_mod
 from vmtest.qemu.argv import MachineSpec, Share
@@ -55,6 +57,12 @@ class BootOptions:
     # A command the init runs on virtio-serial ports (channel/ports.py) instead of SSH:
     # such a guest has no sshd, no keys and no network; Machine.run_command relays it.
     command: Command | None = None
+    arch: str = archs.DEFAULT  # the guest's architecture (arch.ARCHES)
+    # The run hot-plugs pc-dimms: on arm64 that needs ACPI, so the guest boots through
+    # UEFI firmware (x86 guests always have ACPI).
+    acpi_hotplug: bool = False
+    # A virtio-mem device of up to this size, empty at start (qemu/virtio_mem.py); 0: none.
+    virtio_mem_mib: int = 0
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -86,6 +94,26 @@ def sandbox_supported(binary: str = "qemu-system-x86_64") -> bool:
     return status == 0
 
 
+# edk2 for QEMU's arm64 `virt` board (Debian's qemu-efi-aarch64).
+EDK2_AARCH64 = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+
+
+def firmware_for(arch: str, acpi_hotplug: bool) -> str | None:
+    """The -bios of a guest: x86's qboot; on arm64 none (QEMU's own -kernel loader and
+    a device tree, the cheaper boot) unless pc-dimm hotplug is asked for, which `virt`
+    signals only through ACPI's GED device, which QEMU adds only with firmware
+    (hw/arm/virt.c: "missing acpi-ged device" otherwise)."""
+    if arch != "arm64":
+        return firmware()
+    if not acpi_hotplug:
+        return None
+    if not EDK2_AARCH64.is_file():
+        raise MissingRequirement(f"{EDK2_AARCH64} not found (UEFI firmware for arm64 guests "
+                                 "that hot-plug pc-dimms)", hint="apt-get install "
+                                 "qemu-efi-aarch64")
+    return str(EDK2_AARCH64)
+
+
 def new_run_dir(root: Path | None = None, label: str = "run") -> Path:
     root = root or paths.cache_dir("runs")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{file_stamp()}-{label}-", dir=root))
@@ -115,7 +143,7 @@ def mounts_script(shares: tuple[Share, ...], workdir_tag: str | None = None) -> 
 def initramfs(tmp: Path, host_key: KeyPair | None, client_key: KeyPair | None,
               programs: tuple[str, ...], copies: tuple[tuple[Path, str], ...] = (),
               layers: tuple[Path, ...] = (), shares: tuple[Share, ...] = (),
-              command: Command | None = None) -> Path:
+              command: Command | None = None, *, arch: str = archs.DEFAULT) -> Path:
     """The cached base image + optional program layers + prebuilt layers (a kselftest
     install) + this run's keys (none for a command on the ports), copies, the script
     that mounts its shares and its command."""
@@ -132,8 +160,8 @@ def initramfs(tmp: Path, host_key: KeyPair | None, client_key: KeyPair | None,
                     rootfs.file_data(ports.NONCE_PATH, command.nonce.encode() + b"\n", 0o600)]
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
-    return rootfs.assemble(rootfs.base_image(), overlay, tmp / "initrd.cpio",
-                           layers=[*(rootfs.layer_image(p) for p in programs), *layers])
+    return rootfs.assemble(rootfs.base_image(arch), overlay, tmp / "initrd.cpio",
+                           layers=[*(rootfs.layer_image(p, arch) for p in programs), *layers])
 
 
 MachineFactory = Callable[..., Any]  # (spec, run_dir, client_key=, host_key=) -> Machine
@@ -154,17 +182,27 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
     sweep_stale_tmp()
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     try:
+        target = archs.get(opts.arch)
+        if not target.native and opts.accel == "kvm":
+            raise ConfigError(f"--accel kvm: an {target.name} guest on an "
+                              f"{platform.machine()} host runs under TCG only",
+                              hint="use --accel auto or tcg")
         initrd = make_initramfs(tmp, host_key, client_key, opts.programs, opts.copies,
-                                opts.layers, opts.shares, command)
-        spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus, firmware=firmware(),
+                                opts.layers, opts.shares, command, arch=target.name)
+        spec = MachineSpec(kernel=kernel, initrd=initrd, cpus=opts.cpus,
+                           firmware=firmware_for(target.name, opts.acpi_hotplug),
+                           arch=target.name, binary=target.qemu,
+                           virtio_mem_mib=opts.virtio_mem_mib,
                            memory_mib=opts.memory_mib, cma_mib=opts.cma_mib, slots=opts.slots,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
                            shares=opts.shares, network=command is None,
                            ports=command.ports if command else (),
                            # a -sandbox of the user's own (--qemu-arg) is theirs
-                           sandbox="-sandbox" not in opts.qemu_extra and sandbox_supported())
-        choice = accel_mod.choose(opts.accel, store)
+                           sandbox="-sandbox" not in opts.qemu_extra
+                           and sandbox_supported(target.qemu))
+        # KVM runs a guest of the host's own architecture only.
+        choice = accel_mod.choose(opts.accel if target.native else "tcg", store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.kvm_broken and opts.accel == "auto":
             _warn_once(choice.note)

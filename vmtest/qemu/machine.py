@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from vmtest import arch as archs
 from vmtest.channel import ports
 from vmtest.channel.command import ChannelKind, CommandChannel, WatchedSSH
 from vmtest.channel.console import Console
@@ -168,7 +169,8 @@ class Machine(Lifecycle):
             raise InfraError(f"machine already {self.state.value}")
         if shutil.which(self.spec.binary) is None:
             raise MissingRequirement(f"{self.spec.binary} not found",
-                                     hint="apt-get install qemu-system-x86")
+                                     hint="apt-get install "
+                                          + " ".join(archs.get(self.spec.arch).packages))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._launch()

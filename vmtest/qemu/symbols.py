@@ -1,5 +1,6 @@
 """Where are the vCPUs? Program counters read over QMP, named from the kernel's own
-symbol table (`nm` on the ELF vmlinux), for hangs that print nothing."""
+symbol table (`nm` on the ELF vmlinux, or the System.map a build keeps beside an image
+that is no ELF file: arm64's Image, a bzImage), for hangs that print nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import subprocess
 from pathlib import Path
 
 _NM_LINE = re.compile(r"^([0-9a-f]+) ([tTwW]) (\S+)$")
-_RIP = re.compile(r"\bRIP=([0-9a-f]{16})\b")
+# x86-64's "RIP=" (target/i386/cpu-dump.c), arm64's " PC=" (target/arm/cpu.c,
+# aarch64_cpu_dump_state), one per vCPU in HMP `info registers -a`.
+_PC = re.compile(r"(?:\bRIP=|(?<![A-Z])PC=)([0-9a-f]{16})\b")
 
 
 def parse_nm(text: str) -> list[tuple[int, str]]:
@@ -24,11 +27,13 @@ def parse_nm(text: str) -> list[tuple[int, str]]:
 
 
 def load(image: Path) -> list[tuple[int, str]]:
-    """The text symbols of an ELF vmlinux; [] for a bzImage or when nm is missing."""
+    """The text symbols of an ELF vmlinux, else of the System.map beside the image; []
+    when there is neither (or nm is missing)."""
     try:
         with image.open("rb") as f:
             if f.read(4) != b"\x7fELF":
-                return []
+                system_map = image.with_name("System.map")
+                return parse_nm(system_map.read_text()) if system_map.is_file() else []
         out = subprocess.run(["nm", "-n", str(image)], capture_output=True, text=True,
                              timeout=60, check=False).stdout
     except (OSError, subprocess.SubprocessError):
@@ -46,5 +51,6 @@ def name(address: int, symbols: list[tuple[int, str]]) -> str:
 
 
 def parse_rips(info_registers: str) -> list[int]:
-    """The RIP of each vCPU from HMP `info registers -a`."""
-    return [int(m.group(1), 16) for m in _RIP.finditer(info_registers)]
+    """The program counter (x86-64's RIP, arm64's PC) of each vCPU from HMP
+    `info registers -a`."""
+    return [int(m.group(1), 16) for m in _PC.finditer(info_registers)]

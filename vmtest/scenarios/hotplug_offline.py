@@ -66,6 +66,8 @@ class HotplugOffline(Scenario):
     def boot_overrides(self) -> dict[str, Any]:
         p = self.params
         return super().boot_overrides() | {
+                # pc-dimms: on arm64 ACPI's, so the guest boots through UEFI (qemu/boot.py)
+                "acpi_hotplug": True,
                 "slots": max(4, p.dimms * 2),
                 "maxmem_mib": p.memory_mib + p.dimm_mib * p.dimms * 2}
 

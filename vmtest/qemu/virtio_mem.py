@@ -1,0 +1,74 @@
+"""virtio-mem: memory a running guest gains and gives back in 2 MiB device blocks, the
+way virtual machines resize today -- and whose shrinking runs `alloc_contig_range()` and
+`offline_and_remove_memory()` in the guest (drivers/virtio/virtio_mem.c), the paths the
+reference change touched.
+
+The device is given at start (`MachineSpec.virtio_mem_mib`: argv.py adds
+`-object memory-backend-ram` and `-device virtio-mem-pci,requested-size=0`); `resize()`
+asks for a size with QMP `qom-set requested-size` and waits, reading
+`query-memory-devices`, until the guest's driver has plugged or unplugged that much, or
+the time is up (a guest that cannot unplug -- unmovable pages -- stays above the request,
+and says so). No ACPI and no firmware: it works on arm64's device-tree boot too
+(docs/findings.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vmtest.errors import InfraError
+
+DEVICE_ID = "vmem0"  # the device argv.py adds (its memory backend: DEVICE_ID + "-mem")
+# QEMU's default device block: the host's THP size, 2 MiB on x86-64 hosts
+# (hw/virtio/virtio-mem.c, virtio_mem_default_block_size(); query-memory-devices said
+# block-size 2097152): sizes are multiples of it.
+BLOCK_MIB = 2
+
+
+class QMPMachine(Protocol):
+    def qmp_ok(self, command: str, **args: Any) -> Any: ...
+
+    def memory_devices(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Resize:
+    """One resize: what was asked, what the guest reached, how long it took."""
+
+    requested_mib: int
+    reached_mib: int
+    seconds: float
+
+    @property
+    def done(self) -> bool:
+        return self.reached_mib == self.requested_mib
+
+
+def state(devices: list[dict[str, Any]], device_id: str = DEVICE_ID) -> tuple[int, int]:
+    """(size, requested-size) in MiB of the virtio-mem device in query-memory-devices."""
+    for device in devices:
+        data = device.get("data", {})
+        if device.get("type") == "virtio-mem" and data.get("id") == device_id:
+            return int(data["size"]) >> 20, int(data["requested-size"]) >> 20
+    raise InfraError(f"no virtio-mem device {device_id!r} in the guest",
+                     hint="boot with BootOptions(virtio_mem_mib=...)")
+
+
+def resize(vm: QMPMachine, size_mib: int, timeout_s: float, *,
+           device_id: str = DEVICE_ID, poll_s: float = 0.2,
+           clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> Resize:
+    """Ask for size_mib and wait until the guest has it (or timeout_s has passed)."""
+    if size_mib < 0 or size_mib % BLOCK_MIB:
+        raise InfraError(f"virtio-mem size {size_mib} MiB is not a multiple of "
+                         f"{BLOCK_MIB} MiB")
+    started = clock()
+    vm.qmp_ok("qom-set", path=f"/machine/peripheral/{device_id}", property="requested-size",
+              value=size_mib << 20)
+    while True:
+        reached, requested = state(vm.memory_devices(), device_id)
+        if reached == requested == size_mib or clock() - started >= timeout_s:
+            return Resize(size_mib, reached, round(clock() - started, 3))
+        sleep(poll_s)

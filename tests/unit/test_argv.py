@@ -21,6 +21,10 @@ def _spec(**kw):
                                  Share(Path("/srv/out"), 1, writable=True)))),
     # `vmtest run -- CMD`: no NIC, the command's streams on virtio-serial ports.
     ("tcg-ports", _spec(network=False, ports=("stdin", "stdout", "stderr"))),
+    # a kselftest mm guest: two NUMA nodes, 1 GiB huge pages (issue 29)
+    ("tcg-numa-gbpages", _spec(cpus=3, memory_mib=8192, maxmem_mib=12288, numa_nodes=2,
+                               cpu_flags=("pdpe1gb",),
+                               cmdline_extra=("hugepagesz=1G", "hugepages=4"))),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
     argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"),
@@ -94,3 +98,26 @@ def test_a_command_line_word_cannot_smuggle_in_more(word):
     spec = MachineSpec(kernel=Path("/k"), initrd=Path("/i"), cmdline_extra=(word,))
     with pytest.raises(ConfigError, match="kernel command-line word"):
         spec.validate()
+
+
+def test_numa_nodes_split_memory_and_deal_cpus_round_robin():
+    argv = build_argv(_spec(cpus=3, memory_mib=4096, numa_nodes=2), qmp_fd=3, console_fd=4,
+                      console_log=Path("/r/console.log"))
+    assert argv[argv.index("-m") + 2:argv.index("-m") + 10] == [
+        "-object", "memory-backend-ram,id=numa0,size=2048M",
+        "-numa", "node,nodeid=0,cpus=0,cpus=2,memdev=numa0",
+        "-object", "memory-backend-ram,id=numa1,size=2048M",
+        "-numa", "node,nodeid=1,cpus=1,memdev=numa1"]
+    one = build_argv(_spec(numa_nodes=1), qmp_fd=3, console_fd=4,
+                     console_log=Path("/r/console.log"))
+    assert "-numa" not in one
+
+
+@pytest.mark.parametrize("spec,message", [
+    (_spec(cpus=1, numa_nodes=2), "numa_nodes 2"),
+    (_spec(memory_mib=1025, numa_nodes=2), "numa_nodes 2"),
+    (_spec(cpu_flags=("pdpe1gb,kvm=off",)), "CPU feature"),
+])
+def test_bad_numa_and_cpu_flags_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/r/console.log"))

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # 2: vmlinux (PVH) instead of bzImage when the config has CONFIG_PVH; ccache depend mode.
 RECIPE_VERSION = "2"
 ARCH = "x86_64"
+# Where a kernel built with modules keeps them in its cache folder: lib/modules/RELEASE.
+MODULES_DIR = "modules"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class KernelArtifact:
     @property
     def config(self) -> Path:
         return self.directory / "config"
+
+    @property
+    def modules(self) -> Path | None:
+        """The folder holding lib/modules/RELEASE, for a kernel built with modules."""
+        folder = self.directory / MODULES_DIR
+        return folder if (folder / "lib/modules").is_dir() else None
 
     @property
     def release(self) -> str:
@@ -303,16 +311,34 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     jobs = jobs or (os.cpu_count() or 1) + 1
     pvh = "CONFIG_PVH=y" in dotconfig.splitlines()
     target = "vmlinux" if pvh else "bzImage"
-    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target]
+    # A kernel with modules (the kselftest kernels: kernels/fragments/kselftest-mm.config)
+    # builds and installs them too; the others (tinyconfig has no modules) as before.
+    modules = "CONFIG_MODULES=y" in dotconfig.splitlines()
+    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target,
+            *(["modules"] if modules else [])]
     log.info("building %s (%s): %s", spec.source.describe(), spec.variant, " ".join(argv))
-    with log_file.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
+
+    def make(argv: list[str]) -> int:
+        with log_file.open("a") as out:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            return procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env).returncode
+
+    status = make(argv)
+    if status == 0 and modules:
+        # /lib/modules/RELEASE with modules.dep (the host's depmod), stripped: the guest
+        # gets it as an initramfs layer (guest/rootfs.modules_layer).
+        status = make(["make", f"O={build_dir}", *args, "modules_install",
+                       f"INSTALL_MOD_PATH={staging / MODULES_DIR}", "INSTALL_MOD_STRIP=1"])
+        for folder in (staging / MODULES_DIR).glob("lib/modules/*"):
+            for name in ("build", "source"):  # 6.1's links into the work tree
+                if (folder / name).is_symlink():
+                    (folder / name).unlink()
+    if status != 0:
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)
-        raise BuildError(f"kernel build failed (make exit {proc.returncode})",
+        raise BuildError(f"kernel build failed (make exit {status})",
                          log_path=failed_log, log_tail=kconfig.tail_lines(failed_log, 25),
                          hint="read the first error in the log; for a patch series, build the "
                               "tree without it to see whether the base builds")

@@ -54,6 +54,8 @@ class BootOptions:
     # A command the init runs on virtio-serial ports (channel/ports.py) instead of SSH:
     # such a guest has no sshd, no keys and no network; Machine.run_command relays it.
     command: Command | None = None
+    numa_nodes: int = 0  # NUMA nodes (0, 1: none), argv.MachineSpec's
+    cpu_flags: tuple[str, ...] = ()  # QEMU CPU features turned on
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -148,7 +150,8 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
                            maxmem_mib=opts.maxmem_mib, qemu_extra=opts.qemu_extra,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
                            shares=opts.shares, network=command is None,
-                           ports=command.ports if command else ())
+                           ports=command.ports if command else (),
+                           numa_nodes=opts.numa_nodes, cpu_flags=opts.cpu_flags)
         choice = accel_mod.choose(opts.accel, store)
         log.info("accelerator: %s (%s)", choice.accel, choice.note)
         if choice.kvm_broken and opts.accel == "auto":

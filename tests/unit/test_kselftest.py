@@ -165,3 +165,15 @@ def test_a_skip_names_the_options_it_points_at(text: str, expected: list[str]) -
     from vmtest.scenarios.kselftest import related_options
     missing = ["CONFIG_TEST_VMALLOC=m", "CONFIG_DEVICE_PRIVATE=y", "CONFIG_TEST_HMM=m"]
     assert related_options(text, missing) == expected
+
+
+def test_skips_by_reason_count_leaves_only() -> None:
+    from vmtest.scenarios.kselftest import skip_reasons
+
+    tests = {"mm:run_vmtests.sh": {"status": "fail"},
+             "mm:run_vmtests.sh::cow": {"status": "skip", "reason": "a runner's skip"},
+             "mm:run_vmtests.sh::cow::x": {"status": "skip", "reason": "no swap"},
+             "mm:run_vmtests.sh::cow::y": {"status": "skip", "reason": "no swap"},
+             "mm:run_vmtests.sh::cow::z": {"status": "skip"},
+             "mm:run_vmtests.sh::cow::w": {"status": "pass"}}
+    assert skip_reasons(tests) == {"no swap": 2, "(no reason given)": 1}

@@ -213,6 +213,7 @@ class Kselftest(Scenario):
     # -- the pure part -------------------------------------------------------------
     def outcome(self, log_text: str, dmesg_text: str) -> dict[str, Any]:
         results = ktap.parse(log_text)
+        ktap.mark_not_built(results)  # a stand-in for a program that did not compile
         reported = {ktap.selftest_id(r.name) for r in results}
         for entry in self.selected:  # asked for, never reported: the runner died
             if entry not in reported:
@@ -221,9 +222,12 @@ class Kselftest(Scenario):
                     reason="no result line: the run ended before this test reported"))
         counts = ktap.totals(results)
         missing = self.missing_options()
+        flat = ktap.flatten(results)
         tests: dict[str, dict[str, Any]] = {
-            path: {"status": r.status, **({"reason": r.reason} if r.reason else {})}
-            for path, r in ktap.flatten(results)}
+            path: {"status": r.status, **({"reason": r.reason} if r.reason else {}),
+                   **({"planned": r.planned, "ran": len(r.subtests)}
+                      if r.plan_mismatch else {})}
+            for path, r in flat}
         for path, info in tests.items():  # the kernel options behind a skip, when known
             coll = path.split(":", 1)[0]
             if info["status"] == "skip":
@@ -244,7 +248,10 @@ class Kselftest(Scenario):
                           "config_missing": missing,
                           "build_failures": self.install.build_failures()
                           if self.install else [],
-                          "guest": self.setup},
+                          "guest": self.setup,
+                          # planned N subtests, reported another number
+                          "plan_mismatch": [path for path, r in flat if r.plan_mismatch],
+                          "skip_reasons": skip_reasons(tests)},
             "loss": splats["loss"],
             "splats": splats["splats"],
         }
@@ -260,6 +267,18 @@ class Kselftest(Scenario):
 
         return (f"kselftest failures (median per run): {baseline} {fails(baseline)} -> "
                 f"{candidate} {fails(candidate)}")
+
+
+def skip_reasons(tests: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many leaf tests skipped for each reason, most first (a runner's own skip
+    line stands for its subtests: only leaves count)."""
+    parents = {path.rsplit(ktap.SEP, 1)[0] for path in tests if ktap.SEP in path}
+    counts: dict[str, int] = {}
+    for path, info in tests.items():
+        if info["status"] == "skip" and path not in parents:
+            reason = info.get("reason") or "(no reason given)"
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,3 +177,22 @@ def test_skips_by_reason_count_leaves_only() -> None:
              "mm:run_vmtests.sh::cow::z": {"status": "skip"},
              "mm:run_vmtests.sh::cow::w": {"status": "pass"}}
     assert skip_reasons(tests) == {"no swap": 2, "(no reason given)": 1}
+
+
+def test_boot_gives_what_the_collections_ask_for(install: SelftestInstall,
+                                                 tmp_path: Path) -> None:
+    from vmtest.kernel.selftest_needs import needs_for
+
+    sc = _scenario(install, "vm:soft-dirty memory-hotplug", memory_mib=5001)
+    sc.needs = needs_for(sc.collections())
+    sc.layer = tmp_path / "layer.cpio"
+    boot = sc.boot_overrides()
+    # the larger of the parameter and the needs, split evenly over two nodes
+    assert (boot["memory_mib"], boot["numa_nodes"], boot["cpus"]) == (8192, 2, 2)
+    assert boot["maxmem_mib"] == 8192 + 4096 and boot["cpu_flags"] == ("pdpe1gb",)
+    assert boot["cmdline_extra"][:2] == ("hugepagesz=1G", "hugepages=4")
+    sc = _scenario(install, "memory-hotplug", memory_mib=5001)
+    sc.needs = needs_for(sc.collections())
+    sc.layer = tmp_path / "layer.cpio"
+    boot = sc.boot_overrides()
+    assert (boot["memory_mib"], boot["numa_nodes"], boot["cmdline_extra"]) == (5001, 0, ())

@@ -87,9 +87,21 @@ def kselftest_table(doc: dict[str, Any]) -> str:
     counts = [f"{metrics[k]} {k[6:]}" for k in sorted(metrics)
               if k.startswith("tests_") and metrics[k]]
     lines.append("totals: " + (", ".join(counts) or "no tests reported"))
-    broken = doc.get("kselftest", {}).get("build_failures") or []
+    ks = doc.get("kselftest", {})
+    broken = ks.get("build_failures") or []
     if broken:
-        lines.append(f"did not compile (their tests fail): {' '.join(broken)}")
+        lines.append(f"did not compile (reported NOT_BUILT): {' '.join(broken)}")
+    for path in ks.get("plan_mismatch") or []:
+        info = tests.get(path, {})
+        lines.append(f"planned {info.get('planned')} subtests, reported {info.get('ran')}: "
+                     f"{path}")
+    reasons = ks.get("skip_reasons") or {}
+    if reasons:
+        lines.append("skipped, by reason:")
+        lines += [f"  {n:>4}  {reason}" for reason, n in reasons.items()]
+    guest = ks.get("guest") or {}
+    for need, why in (guest.get("not_given") or {}).items():
+        lines.append(f"the guest lacks {need}: {why}")
     for coll, options in (doc.get("kselftest", {}).get("config_missing") or {}).items():
         lines.append(f"{coll}/config asks for what this kernel lacks: {' '.join(options)}")
     return "\n".join(lines)

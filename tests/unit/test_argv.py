@@ -31,6 +31,10 @@ def _spec(**kw):
     # ... and through UEFI firmware with ACPI, for pc-dimm hotplug.
     ("arm64-tcg-firmware", _spec(arch="arm64", binary="qemu-system-aarch64",
                                  firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")),
+    # a kselftest mm guest: two NUMA nodes, 1 GiB huge pages (issue 29)
+    ("tcg-numa-gbpages", _spec(cpus=3, memory_mib=8192, maxmem_mib=12288, numa_nodes=2,
+                               cpu_flags=("pdpe1gb",),
+                               cmdline_extra=("hugepagesz=1G", "hugepages=4"))),
 ])
 def test_argv_golden(name, spec, data_dir, update_golden):
     argv = build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/run/console.log"),
@@ -133,3 +137,26 @@ def test_arm64_console_and_no_x86_words():
 def test_unknown_arch_is_refused():
     with pytest.raises(ConfigError, match="unknown architecture 'riscv64'"):
         build_argv(_spec(arch="riscv64"), qmp_fd=3, console_fd=4, console_log=Path("/c"))
+
+
+def test_numa_nodes_split_memory_and_deal_cpus_round_robin():
+    argv = build_argv(_spec(cpus=3, memory_mib=4096, numa_nodes=2), qmp_fd=3, console_fd=4,
+                      console_log=Path("/r/console.log"))
+    assert argv[argv.index("-m") + 2:argv.index("-m") + 10] == [
+        "-object", "memory-backend-ram,id=numa0,size=2048M",
+        "-numa", "node,nodeid=0,cpus=0,cpus=2,memdev=numa0",
+        "-object", "memory-backend-ram,id=numa1,size=2048M",
+        "-numa", "node,nodeid=1,cpus=1,memdev=numa1"]
+    one = build_argv(_spec(numa_nodes=1), qmp_fd=3, console_fd=4,
+                     console_log=Path("/r/console.log"))
+    assert "-numa" not in one
+
+
+@pytest.mark.parametrize("spec,message", [
+    (_spec(cpus=1, numa_nodes=2), "numa_nodes 2"),
+    (_spec(memory_mib=1025, numa_nodes=2), "numa_nodes 2"),
+    (_spec(cpu_flags=("pdpe1gb,kvm=off",)), "CPU feature"),
+])
+def test_bad_numa_and_cpu_flags_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_argv(spec, qmp_fd=3, console_fd=4, console_log=Path("/r/console.log"))

@@ -165,3 +165,34 @@ def test_a_skip_names_the_options_it_points_at(text: str, expected: list[str]) -
     from vmtest.scenarios.kselftest import related_options
     missing = ["CONFIG_TEST_VMALLOC=m", "CONFIG_DEVICE_PRIVATE=y", "CONFIG_TEST_HMM=m"]
     assert related_options(text, missing) == expected
+
+
+def test_skips_by_reason_count_leaves_only() -> None:
+    from vmtest.scenarios.kselftest import skip_reasons
+
+    tests = {"mm:run_vmtests.sh": {"status": "fail"},
+             "mm:run_vmtests.sh::cow": {"status": "skip", "reason": "a runner's skip"},
+             "mm:run_vmtests.sh::cow::x": {"status": "skip", "reason": "no swap"},
+             "mm:run_vmtests.sh::cow::y": {"status": "skip", "reason": "no swap"},
+             "mm:run_vmtests.sh::cow::z": {"status": "skip"},
+             "mm:run_vmtests.sh::cow::w": {"status": "pass"}}
+    assert skip_reasons(tests) == {"no swap": 2, "(no reason given)": 1}
+
+
+def test_boot_gives_what_the_collections_ask_for(install: SelftestInstall,
+                                                 tmp_path: Path) -> None:
+    from vmtest.kernel.selftest_needs import needs_for
+
+    sc = _scenario(install, "vm:soft-dirty memory-hotplug", memory_mib=5001)
+    sc.needs = needs_for(sc.collections())
+    sc.layer = tmp_path / "layer.cpio"
+    boot = sc.boot_overrides()
+    # the larger of the parameter and the needs, split evenly over two nodes
+    assert (boot["memory_mib"], boot["numa_nodes"], boot["cpus"]) == (8192, 2, 2)
+    assert boot["maxmem_mib"] == 8192 + 4096 and boot["cpu_flags"] == ("pdpe1gb",)
+    assert boot["cmdline_extra"][:2] == ("hugepagesz=1G", "hugepages=4")
+    sc = _scenario(install, "memory-hotplug", memory_mib=5001)
+    sc.needs = needs_for(sc.collections())
+    sc.layer = tmp_path / "layer.cpio"
+    boot = sc.boot_overrides()
+    assert (boot["memory_mib"], boot["numa_nodes"], boot["cmdline_extra"]) == (5001, 0, ())

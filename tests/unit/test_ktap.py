@@ -42,7 +42,7 @@ def test_specification_example_hierarchy() -> None:
     assert by_path["main_test::example_test_1::test_1"].output == ["test_1: initializing test_1"]
     # Leaves only: the parents stand for nothing of their own.
     assert ktap.totals(results) == {"pass": 3, "fail": 1, "skip": 2, "timeout": 0,
-                                    "xfail": 0, "missing": 0}
+                                    "xfail": 0, "missing": 0, "not_built": 0}
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -162,3 +162,24 @@ def test_run_vmtests_with_ktap_6_12_full_collection() -> None:
     assert "khugepaged did not compile" in by_path["mm:run_vmtests.sh::khugepaged"].reason
     totals = ktap.totals(results)
     assert totals["fail"] == 5 and totals["pass"] > 700 and totals["xfail"] == 3
+
+
+def test_a_stand_in_is_not_built_and_a_short_plan_is_named(data_dir) -> None:
+    """Recorded 6.12 run: khugepaged did not compile in Debian's tree (its stand-in ran),
+    memfd_secret planned 5 cases and reported 1."""
+    results = ktap.parse((data_dir / "kselftest" /
+                          "6.12-tcg-mm-memory-hotplug-full.log").read_text())
+    ktap.mark_not_built(results)
+    flat = dict(ktap.flatten(results))
+    khugepaged = flat["mm:run_vmtests.sh::khugepaged"]
+    assert khugepaged.status == "not_built"
+    assert khugepaged.reason == ("khugepaged.c did not compile: ‘KSFT_SKIP’ undeclared "
+                                 "(first use in this function)")
+    assert ktap.totals(results)["not_built"] == 2
+    assert [path for path, r in flat.items() if r.plan_mismatch] == [
+        "mm:run_vmtests.sh::memfd_secret", "mm:run_vmtests.sh::ksm_functional_tests"]
+    assert (flat["mm:run_vmtests.sh::memfd_secret"].planned,
+            len(flat["mm:run_vmtests.sh::memfd_secret"].subtests)) == (5, 1)
+    # a subtest does not take its parent's plan
+    first = next(path for path in flat if path.startswith("mm:run_vmtests.sh::madv_populate::"))
+    assert flat[first].planned is None and flat["mm:run_vmtests.sh::madv_populate"].planned

@@ -30,6 +30,9 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--cpus", type=int, default=2, help="vCPUs (default: %(default)s)")
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
     p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
+    p.add_argument("--numa", type=int, default=0, metavar="N",
+                   help="NUMA nodes: the memory split evenly, vCPUs dealt round-robin "
+                        "(default: none)")
     p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
     p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S",
@@ -170,7 +173,8 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         cma_mib=parse_size_mib(args.cma, "--cma"), slots=args.slots,
         maxmem_mib=parse_size_mib(args.maxmem, "--maxmem"), boot_timeout_s=args.boot_timeout,
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
-        programs=programs, copies=copied, shares=shared, arch=arch)
+        programs=programs, copies=copied, shares=shared, arch=arch,
+        numa_nodes=args.numa)
     kind = channel_kind(args)
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
@@ -305,13 +309,17 @@ def _kselftest_run(args: argparse.Namespace) -> int:
     if args.kselftest_dir:
         overrides["install_dir"] = str(Path(args.kselftest_dir).resolve())
     scenario = scenarios.make("kselftest", args.profile, overrides)
-    choice = kernel_choice_of(args)
-    spec = choice.spec()
+    from vmtest.kernel import build as kbuild
+    from vmtest.kernel import selftest_needs
+
+    # The kernel named, with what the collections' `config` files ask for (modules,
+    # swap, NUMA, ...): a kernel of its own, the named one's cache entry left as it is.
+    colls = [word.split(":", 1)[0] for word in args.kselftest.replace(",", " ").split()]
+    spec = selftest_needs.with_fragments(kernel_choice_of(args).spec(),
+                                         selftest_needs.needs_for(colls))
     if spec.arch != "x86_64":
         raise ConfigError(f"--kselftest on {spec.arch}: the selftests are not cross-built yet",
                           hint="run them on an x86_64 guest (issue 27)")
-    from vmtest.kernel import build as kbuild
-
     built = kbuild.build_kernel(spec)
     scenario.prepare(built)  # a missing test or failed build: its own error, before boot
     out = Path(args.output) if args.output else boot.new_run_dir(label="kselftest")

@@ -28,12 +28,15 @@ _RESULT = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*?)\s*$")
 _LEGACY_HEAD = re.compile(r"^running (.+?)\s*$")
 _LEGACY_MARK = re.compile(r"^\[(PASS|FAIL|SKIP)\]\s*(.*)$")
 _HEADER = re.compile(r"^(?:K?TAP version \d+|1\.\.\d+)$")
+_PLAN = re.compile(r"^1\.\.(\d+)\b")
 _SELFTEST_NAME = re.compile(r"^selftests:\s*(\S+):\s*(.+)$")
 _NOISE = re.compile(r"^(?:-+|TAP version \d+|KTAP version \d+|1\.\.\d+.*|#?\s*Totals:.*|"
                     r"\[(?:PASS|FAIL|SKIP)\]|SUMMARY:.*|timeout set to \d+|"
                     r"selftests: \S+: \S+|running .*)$")
 
-STATUSES = ("pass", "fail", "skip", "timeout", "xfail", "missing")
+# not_built: a program of the tree's selftests that did not compile on the host (its
+# stand-in says so, kernel/selftests.py): no verdict on the kernel.
+STATUSES = ("pass", "fail", "skip", "timeout", "xfail", "missing", "not_built")
 
 
 @dataclass
@@ -45,11 +48,20 @@ class TestResult:
     reason: str = ""  # why it skipped, timed out or failed, when the output says
     output: list[str] = field(default_factory=list)  # its own lines, one level stripped
     subtests: list[TestResult] = field(default_factory=list)
+    planned: int | None = None  # its subtests' plan ("1..N"), when it printed one
+
+    @property
+    def plan_mismatch(self) -> bool:
+        """It planned N subtests and reported another number (a test that stopped
+        half-way: ksft_exit_fail_msg, a crash)."""
+        return self.planned is not None and self.planned != len(self.subtests)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status}
         if self.number is not None:
             out["number"] = self.number
+        if self.planned is not None:
+            out["planned"] = self.planned
         if self.directive:
             out["directive"] = self.directive
         if self.reason:
@@ -148,14 +160,15 @@ def _legacy(lines: list[str], segments: list[tuple[str, int, int | None]]) -> li
         subtests = _parse_lines(body) if any(_RESULT.match(b) for b in body) else []
         result = TestResult(name=name, status=status, number=len(results) + 1,
                             output=[b for b in body if not _HEADER.match(b.strip())],
-                            subtests=subtests)
+                            subtests=subtests, planned=_plan(body))
         if status != "pass":
             result.reason = m.group(2).strip() or _reason_from(body, status)
         results.append(result)
     return results
 
 
-def _children(block: list[str], parent: str) -> list[TestResult]:
+def _children(block: list[str], parent: str,
+              plan: int | None) -> tuple[list[TestResult], int | None]:
     """The subtests in a test's block: KTAP at this level, or run_vmtests.sh's older
     'running' segments when KTAP lines sit inside them (the tests' own, not the
     runner's: 6.1 prints its tests' KTAP unindented). A block that is just the
@@ -168,9 +181,15 @@ def _children(block: list[str], parent: str) -> list[TestResult]:
     if segments and (inside or not results):
         found = _legacy(block, segments)
         if len(found) == 1 and found[0].name == parent:
-            return found[0].subtests
-        return found
-    return _parse_lines(block) if results else []
+            return found[0].subtests, found[0].planned
+        return found, None  # the runner's own list: no plan of its own (pre-KTAP)
+    return (_parse_lines(block) if results else []), plan
+
+
+def _plan(block: list[str]) -> int | None:
+    """The plan ("1..N") at this level of a test's block: its subtests' count."""
+    plans = [int(p.group(1)) for b in block if (p := _PLAN.match(b.strip()))]
+    return plans[-1] if plans else None
 
 
 def parse(text: str) -> list[TestResult]:
@@ -181,23 +200,27 @@ def parse(text: str) -> list[TestResult]:
 def _parse_lines(lines: list[str]) -> list[TestResult]:
     results: list[TestResult] = []
     block: list[str] = []  # the lines since the previous result, one level down
+    plan: int | None = None  # a "1..N" one level down: the next result's subtests
     for raw in lines:
         line = raw.rstrip("\r")
         m = _RESULT.match(line)
         if m is None:
             inner = _strip_level(line)
             block.append(inner if inner is not None else line)
+            if inner is not None and (p := _PLAN.match(inner.strip())):
+                plan = int(p.group(1))
             continue
         ok = m.group(1) == "ok"
         name, directive = _split_directive(m.group(3))
         if directive.startswith("exit="):
             ok = False
         status = _status(ok, directive)
-        subtests = _children(block, name)
+        subtests, planned = _children(block, name, plan)
         result = TestResult(name=name, status=status,
                             number=int(m.group(2)) if m.group(2) else None,
                             directive=directive, subtests=subtests,
-                            output=[b for b in block if not _HEADER.match(b.strip())])
+                            output=[b for b in block if not _HEADER.match(b.strip())],
+                            planned=planned)
         reason = directive.split(None, 1)[1] if len(directive.split(None, 1)) > 1 \
             and status in ("skip", "xfail") else ""
         failed = [t.name or f"#{t.number}" for t in subtests if t.status in ("fail", "timeout")]
@@ -217,7 +240,7 @@ def _parse_lines(lines: list[str]) -> list[TestResult]:
                 reason = "partly skipped: " + "; ".join(dict.fromkeys(skipped[-3:]))
         result.reason = reason
         results.append(result)
-        block = []
+        block, plan = [], None
     return results
 
 
@@ -254,12 +277,32 @@ def totals(results: list[TestResult]) -> dict[str, int]:
         for item in items:
             if item.subtests:
                 walk(item.subtests)
-                # A runner that failed or timed out outside its subtests counts too.
+                # A runner that failed or timed out outside its subtests counts too
+                # (not for a subtest that was not built: that is why it failed).
                 if item.status in ("fail", "timeout") and all(
-                        s.status != item.status for s in item.subtests):
+                        s.status not in (item.status, "not_built") for s in item.subtests):
                     counts[item.status] += 1
             else:
                 counts[item.status] += 1
 
     walk(results)
     return counts
+
+
+# What kernel/selftests.py's stand-in for a program that did not compile prints.
+_NOT_BUILT = re.compile(r"vmtest: (\S+) did not compile on the host: (.*)$")
+
+
+def mark_not_built(results: list[TestResult]) -> None:
+    """A failed test whose output is a stand-in's "did not compile" line is not built,
+    not failed: its reason is the compiler's error (in place, subtests too)."""
+    for result in results:
+        mark_not_built(result.subtests)
+        if result.status != "fail":
+            continue
+        for line in result.output:
+            m = _NOT_BUILT.search(line.lstrip("# "))
+            if m and not result.subtests:
+                result.status = "not_built"
+                result.reason = f"{m.group(1)}.c did not compile: {m.group(2).strip()}"
+                break

@@ -414,12 +414,14 @@ def _is_elf(path: Path) -> bool:
 
 
 def tree_layer(name: str, host_dir: Path, guest_dir: str,
-               programs: Iterable[str] = ()) -> Path:
+               programs: Iterable[str] = (), *, libraries: bool = True) -> Path:
     """A host folder of programs (a kselftest install) at guest_dir, with the shared
-    libraries its ELF files need and the named host programs, as a cached archive
-    appended after the base."""
+    libraries its ELF files need (unless `libraries` is False: kernel modules are ELF
+    but load no libraries) and the named host programs, as a cached archive appended
+    after the base."""
     entries = copy_entries(host_dir, guest_dir)
-    binaries = [e.source for e in entries if e.source is not None and _is_elf(e.source)]
+    binaries = [e.source for e in entries if libraries and e.source is not None
+                and _is_elf(e.source)]
     for program in programs:
         binary = find_program(program)
         entries.append(file_from(str(binary), binary, 0o755))

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Bump when the way a kernel is configured or built changes.
 # 2: vmlinux (PVH) instead of bzImage when the config has CONFIG_PVH; ccache depend mode.
 RECIPE_VERSION = "2"
+# Where a kernel built with modules keeps them in its cache folder: lib/modules/RELEASE.
+MODULES_DIR = "modules"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class KernelArtifact:
     @property
     def config(self) -> Path:
         return self.directory / "config"
+
+    @property
+    def modules(self) -> Path | None:
+        """The folder holding lib/modules/RELEASE, for a kernel built with modules."""
+        folder = self.directory / MODULES_DIR
+        return folder if (folder / "lib/modules").is_dir() else None
 
     @property
     def release(self) -> str:
@@ -342,18 +350,36 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
     # arm64: Image, the uncompressed kernel QEMU loads itself (device tree) or edk2
     # starts through its EFI stub. System.map names vCPU PCs (qemu/symbols.py).
     target = "Image" if spec.arch == "arm64" else "vmlinux" if pvh else "bzImage"
-    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target]
+    # A kernel with modules (the kselftest kernels: kernels/fragments/kselftest-mm.config)
+    # builds and installs them too; the others (tinyconfig has no modules) as before.
+    modules = "CONFIG_MODULES=y" in dotconfig.splitlines()
+    argv = ["make", f"O={build_dir}", *args, f"-j{jobs}", target,
+            *(["modules"] if modules else [])]
     what = f"building {spec.source.describe()} ({spec.variant})"
     procs.progress.info("%s: %s (log: %s)", what, " ".join(argv), log_file)
-    with log_file.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        proc = procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env,
-                               heartbeat=procs.log_heartbeat(what, log_file))
-    if proc.returncode != 0:
+
+    def make(argv: list[str]) -> int:
+        with log_file.open("a") as out:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            return procs.run_group(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env, heartbeat=procs.log_heartbeat(what, log_file)
+                                   ).returncode
+
+    status = make(argv)
+    if status == 0 and modules:
+        # /lib/modules/RELEASE with modules.dep (the host's depmod), stripped: the guest
+        # gets it as an initramfs layer (guest/rootfs.modules_layer).
+        status = make(["make", f"O={build_dir}", *args, "modules_install",
+                       f"INSTALL_MOD_PATH={staging / MODULES_DIR}", "INSTALL_MOD_STRIP=1"])
+        for folder in (staging / MODULES_DIR).glob("lib/modules/*"):
+            for name in ("build", "source"):  # 6.1's links into the work tree
+                if (folder / name).is_symlink():
+                    (folder / name).unlink()
+    if status != 0:
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)
-        raise BuildError(f"kernel build failed (make exit {proc.returncode})",
+        raise BuildError(f"kernel build failed (make exit {status})",
                          log_path=failed_log, log_tail=kconfig.tail_lines(failed_log, 25),
                          hint="read the first error in the log; for a patch series, build the "
                               "tree without it to see whether the base builds")

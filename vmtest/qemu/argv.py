@@ -106,6 +106,11 @@ class MachineSpec:
     # A virtio-mem device of up to this size (0: none), empty at start; resized over QMP
     # (qemu/virtio_mem.py). Its memory comes out of maxmem, beside the pc-dimm slots.
     virtio_mem_mib: int = 0
+    # NUMA nodes (0 or 1: none): the boot memory split evenly over them, each a RAM
+    # backend of its own, the vCPUs dealt round-robin (the kernel reads QEMU's SRAT).
+    numa_nodes: int = 0
+    # CPU model features turned on (+NAME), e.g. pdpe1gb for 1 GiB huge pages.
+    cpu_flags: tuple[str, ...] = ()
 
     def validate(self) -> None:
         archs.get(self.arch)
@@ -126,6 +131,14 @@ class MachineSpec:
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
+        if self.numa_nodes < 0 or self.numa_nodes > max(self.cpus, 1) \
+                or (self.numa_nodes > 1 and self.memory_mib % self.numa_nodes):
+            raise ConfigError(f"numa_nodes {self.numa_nodes} does not fit {self.cpus} vCPUs "
+                              f"and {self.memory_mib} MiB",
+                              hint="at most one node per vCPU, memory divisible by nodes")
+        for flag in self.cpu_flags:
+            if not flag or not all(c.isalnum() or c in "-_." for c in flag):
+                raise ConfigError(f"CPU feature {flag!r} is not a QEMU feature name")
         for name in self.ports:
             if name not in PORT_NAMES:
                 raise ConfigError(f"unknown command port {name!r}")
@@ -202,7 +215,22 @@ def _board(spec: MachineSpec) -> list[str]:
     # that TCG must emulate on every page walk and boot check; measured ~0.5-1 s of
     # boot on these hosts. KVM: the host CPU.
     return ["-machine", f"pc,accel={spec.accel}",
-            "-cpu", "qemu64" if spec.accel == "tcg" else "host"]
+            "-cpu", ",".join(["qemu64" if spec.accel == "tcg" else "host",
+                              *(f"+{flag}" for flag in spec.cpu_flags)])]
+
+
+def numa_args(spec: MachineSpec) -> list[str]:
+    """-object/-numa pairs for spec.numa_nodes nodes (none for 0 or 1): QEMU wants the
+    nodes' backends to add up to -m exactly; the hot-added DIMMs go to node 0."""
+    if spec.numa_nodes <= 1:
+        return []
+    size = spec.memory_mib // spec.numa_nodes
+    out: list[str] = []
+    for node in range(spec.numa_nodes):
+        cpus = [f"cpus={cpu}" for cpu in range(node, spec.cpus, spec.numa_nodes)]
+        out += ["-object", f"memory-backend-ram,id=numa{node},size={size}M",
+                "-numa", ",".join(["node", f"nodeid={node}", *cpus, f"memdev=numa{node}"])]
+    return out
 
 
 def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: Path,
@@ -215,6 +243,7 @@ def build_argv(spec: MachineSpec, *, qmp_fd: int, console_fd: int, console_log: 
         *_board(spec),
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M,slots={spec.slots},maxmem={spec.maxmem_mib}M",
+        *numa_args(spec),
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", kernel_cmdline(spec),

@@ -63,6 +63,8 @@ class BootOptions:
     acpi_hotplug: bool = False
     # A virtio-mem device of up to this size, empty at start (qemu/virtio_mem.py); 0: none.
     virtio_mem_mib: int = 0
+    numa_nodes: int = 0  # NUMA nodes (0, 1: none), argv.MachineSpec's
+    cpu_flags: tuple[str, ...] = ()  # QEMU CPU features turned on
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -198,6 +200,7 @@ def boot(kernel: Path, opts: BootOptions, run_dir: Path,
                            cmdline_extra=opts.cmdline_extra, log_buf_len=opts.log_buf_len,
                            shares=opts.shares, network=command is None,
                            ports=command.ports if command else (),
+                           numa_nodes=opts.numa_nodes, cpu_flags=opts.cpu_flags,
                            # a -sandbox of the user's own (--qemu-arg) is theirs
                            sandbox="-sandbox" not in opts.qemu_extra
                            and sandbox_supported(target.qemu))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import guest, ktap
 from vmtest.errors import ConfigError, InfraError
+from vmtest.kernel.selftest_needs import GuestNeeds, needs_for
 from vmtest.scenarios.base import Scenario, ScenarioParams, elapsed_since, guest_run
 
 if TYPE_CHECKING:
@@ -61,7 +62,10 @@ class Kselftest(Scenario):
         self.install: SelftestInstall | None = None
         self.selected: list[str] = []
         self.layer: Path | None = None
+        self.modules_layer: Path | None = None
         self.kernel_config = ""
+        self.needs = GuestNeeds()
+        self.setup: dict[str, Any] = {}  # what the guest's set-up gave and did not
 
     @classmethod
     def validate(cls, p: KselftestParams) -> None:
@@ -97,14 +101,31 @@ class Kselftest(Scenario):
                                        programs=("timeout", "tr"))
         config = kernel.artifact.config if kernel is not None else None
         self.kernel_config = config.read_text() if config and config.is_file() else ""
+        self.needs = needs_for(self.collections())
+        modules = kernel.artifact.modules if kernel is not None else None
+        if modules is not None and self.needs.modules:
+            self.modules_layer = rootfs.tree_layer(
+                f"modules-{kernel.artifact.key[:16]}" if kernel else "modules",
+                modules / "lib/modules", "/lib/modules", libraries=False)
+
+    def collections(self) -> list[str]:
+        return list(dict.fromkeys(t.split(":", 1)[0] for t in self.selected))
 
     def boot_overrides(self) -> dict[str, Any]:
         if self.layer is None:
             raise InfraError("kselftest scenario was not prepared (no selftests built)")
         # bash: run_vmtests.sh and mem-on-off-test.sh are bash scripts.
+        needs = self.needs
+        nodes = needs.numa_nodes if needs.numa_nodes > 1 else 0
+        memory = max(self.params.memory_mib, needs.memory_mib)
+        memory += -memory % max(nodes, 1)  # split evenly over the nodes
         return super().boot_overrides() | {
-            "programs": ("bash",), "layers": (self.layer,),
-            "maxmem_mib": self.params.memory_mib + 4 * 1024}  # room for hot-added DIMMs
+            "programs": ("bash",),
+            "layers": (self.layer, *([self.modules_layer] if self.modules_layer else [])),
+            "memory_mib": memory, "cpus": max(self.params.cpus, needs.cpus, nodes),
+            "numa_nodes": nodes, "cpu_flags": needs.cpu_flags,
+            "cmdline_extra": needs.boot_cmdline(),
+            "maxmem_mib": memory + 4 * 1024}  # room for hot-added DIMMs
 
     def time_limit_s(self) -> float:
         """Every selected test at its full timeout, plus boot and collection."""
@@ -165,6 +186,18 @@ class Kselftest(Scenario):
 
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
         started = time.monotonic()
+        plan = guest_setup(self.needs, self.kernel_config, self.modules_layer is not None)
+        setup_log = run_dir / "guest-setup.log"
+        if guest_run(vm, plan.script, setup_log, timeout_s=300) != 0:
+            raise InfraError("the guest's set-up for the selftests failed",
+                             log_path=setup_log,
+                             log_tail=setup_log.read_text(errors="replace")[-1500:])
+        given = parse_setup(setup_log.read_text(errors="replace"))
+        not_given = dict(plan.not_given) | shortfalls(self.needs, given)
+        if self.needs.offline_memory_mib:  # memory-hotplug: memory to online and offline
+            guest.hot_add(vm, [(self.needs.offline_memory_mib, None)])
+            given["offline_memory_mib"] = self.needs.offline_memory_mib
+        self.setup = {"given": given, "not_given": not_given}
         log_path = run_dir / "kselftest.log"
         status = guest_run(vm, self.command(vm.spec.accel), log_path,
                            timeout_s=self.time_limit_s())
@@ -175,12 +208,13 @@ class Kselftest(Scenario):
         outcome["metrics"]["runner_status"] = status
         outcome["timings"] = {"kselftest_s": elapsed_since(started)}
         outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
-            "kselftest_log": str(log_path)}
+            "kselftest_log": str(log_path), "guest_setup_log": str(setup_log)}
         return outcome
 
     # -- the pure part -------------------------------------------------------------
     def outcome(self, log_text: str, dmesg_text: str) -> dict[str, Any]:
         results = ktap.parse(log_text)
+        ktap.mark_not_built(results)  # a stand-in for a program that did not compile
         reported = {ktap.selftest_id(r.name) for r in results}
         for entry in self.selected:  # asked for, never reported: the runner died
             if entry not in reported:
@@ -189,9 +223,12 @@ class Kselftest(Scenario):
                     reason="no result line: the run ended before this test reported"))
         counts = ktap.totals(results)
         missing = self.missing_options()
+        flat = ktap.flatten(results)
         tests: dict[str, dict[str, Any]] = {
-            path: {"status": r.status, **({"reason": r.reason} if r.reason else {})}
-            for path, r in ktap.flatten(results)}
+            path: {"status": r.status, **({"reason": r.reason} if r.reason else {}),
+                   **({"planned": r.planned, "ran": len(r.subtests)}
+                      if r.plan_mismatch else {})}
+            for path, r in flat}
         for path, info in tests.items():  # the kernel options behind a skip, when known
             coll = path.split(":", 1)[0]
             if info["status"] == "skip":
@@ -211,7 +248,11 @@ class Kselftest(Scenario):
             "kselftest": {"selected": self.selected, "results": [r.to_dict() for r in results],
                           "config_missing": missing,
                           "build_failures": self.install.build_failures()
-                          if self.install else []},
+                          if self.install else [],
+                          "guest": self.setup,
+                          # planned N subtests, reported another number
+                          "plan_mismatch": [path for path, r in flat if r.plan_mismatch],
+                          "skip_reasons": skip_reasons(tests)},
             "loss": splats["loss"],
             "splats": splats["splats"],
         }
@@ -227,6 +268,103 @@ class Kselftest(Scenario):
 
         return (f"kselftest failures (median per run): {baseline} {fails(baseline)} -> "
                 f"{candidate} {fails(candidate)}")
+
+
+def skip_reasons(tests: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many leaf tests skipped for each reason, most first (a runner's own skip
+    line stands for its subtests: only leaves count)."""
+    parents = {path.rsplit(ktap.SEP, 1)[0] for path in tests if ktap.SEP in path}
+    counts: dict[str, int] = {}
+    for path, info in tests.items():
+        if info["status"] == "skip" and path not in parents:
+            reason = info.get("reason") or "(no reason given)"
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupPlan:
+    """The guest's set-up before the tests: a script, and what it cannot give."""
+
+    script: str
+    not_given: dict[str, str]  # need -> why vmtest cannot give it
+
+
+# The set-up script's report lines: "vmtest-setup NAME VALUE".
+SETUP_WORD = "vmtest-setup"
+
+
+def guest_setup(needs: GuestNeeds, kernel_config: str, modules: bool) -> SetupPlan:
+    """What to do in the guest for `needs` on a kernel with this .config (empty:
+    unknown, everything is tried): swap on zram, cgroup v2 mounted, the modules' index
+    checked; then a report of what the guest has (swap, huge pages, NUMA nodes)."""
+    have = set(kernel_config.splitlines())
+
+    def lacks(*options: str) -> list[str]:
+        return [o for o in options if kernel_config and f"{o}=y" not in have]
+
+    steps: list[tuple[str, str]] = []
+    not_given: dict[str, str] = {}
+    if needs.swap_mib:
+        missing = lacks("CONFIG_SWAP", "CONFIG_ZRAM")
+        if missing:
+            not_given["swap"] = f"the kernel lacks {', '.join(missing)}"
+        else:
+            steps.append(("swap", f"echo {needs.swap_mib}M > /sys/block/zram0/disksize && "
+                                  "mkswap /dev/zram0 >/dev/null && swapon /dev/zram0"))
+    if needs.cgroup2:
+        missing = lacks("CONFIG_CGROUPS")
+        if missing:
+            not_given["cgroup2"] = f"the kernel lacks {', '.join(missing)}"
+        else:
+            steps.append(("cgroup2", "mount -t cgroup2 none /sys/fs/cgroup"))
+    for module in needs.modules:
+        if lacks("CONFIG_MODULES") or not modules:
+            not_given[f"module {module}"] = "the kernel was built without modules " \
+                "(CONFIG_MODULES, kernels/fragments/kselftest-mm.config)"
+        else:
+            # modprobe finds it through the index depmod wrote (names use - or _)
+            pattern = module.replace("-", "[-_]")
+            steps.append((f"module {module}",
+                          f"grep -q '/{pattern}\\.ko' /lib/modules/$(uname -r)/modules.dep"))
+    lines = [f"{{ {command}; }} || {{ echo \"vmtest: set-up failed: {what}\" >&2; exit 1; }}"
+             for what, command in steps]
+    lines += [
+        f"echo {SETUP_WORD} swap_kib $(awk '/^SwapTotal:/ {{print $2}}' /proc/meminfo)",
+        f"for d in /sys/kernel/mm/hugepages/hugepages-*; do [ -d $d ] && "
+        f"echo {SETUP_WORD} ${{d##*/}} $(cat $d/nr_hugepages); done",
+        f"echo {SETUP_WORD} numa_nodes $(ls -d /sys/devices/system/node/node* 2>/dev/null "
+        f"| wc -l)",
+        f"echo {SETUP_WORD} cpus $(nproc)",
+        f"grep -q cgroup2 /proc/mounts && echo {SETUP_WORD} cgroup2 1 || true",
+    ]
+    return SetupPlan("\n".join(lines) + "\n", not_given)
+
+
+def parse_setup(text: str) -> dict[str, int]:
+    """The set-up script's report: {"swap_kib": 1048572, "hugepages-2048kB": 128, ...}."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == SETUP_WORD and words[2].isdigit():
+            out[words[1]] = int(words[2])
+    return out
+
+
+def shortfalls(needs: GuestNeeds, given: dict[str, int]) -> dict[str, str]:
+    """What the guest has less of than asked (huge pages the memory did not hold, nodes
+    the kernel did not bring up)."""
+    out = {}
+    for what, asked, key in (("1 GiB huge pages", needs.hugepages_1g, "hugepages-1048576kB"),
+                             ("2 MiB huge pages", needs.hugepages_2m, "hugepages-2048kB"),
+                             ("NUMA nodes", needs.numa_nodes, "numa_nodes")):
+        if asked > 1 or (asked and key != "numa_nodes"):
+            got = given.get(key, 0)
+            if got < asked:
+                out[what] = f"{got} of {asked} (the kernel or the memory did not give more)"
+    if needs.swap_mib and not given.get("swap_kib"):
+        out.setdefault("swap", "no swap active after swapon")
+    return out
 
 
 def related_options(text: str, options: list[str]) -> list[str]:

@@ -254,6 +254,18 @@ def _one_of(node: Node, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
+def _proc_name(node: Node, what: str, prompt: str, pattern: re.Pattern[str],
+               known: Any, hint: str) -> str:
+    """A /proc counter or field name: well formed, and not a near miss of a known one (a
+    typo); a name unlike any known one may exist in another kernel, where the guest says."""
+    name = node.text(prompt)
+    if not pattern.fullmatch(name):
+        raise node.error(f"bad {what} name {name!r}")
+    if name not in known and _near(name, known):
+        raise node.error(f"unknown {what} {name!r}{_near(name, known)}", hint=hint)
+    return name
+
+
 def _near(value: str, known: Any) -> str:
     close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -707,28 +719,18 @@ def _metric(node: Node) -> MetricDef:
     elif source == "vmstat":
         if "counter" not in body:
             raise node.error("from: vmstat needs counter: (a /proc/vmstat name)")
-        counter = body["counter"].text("a /proc/vmstat counter name")
-        if not metrics_mod.COUNTER_NAME.fullmatch(counter):
-            raise body["counter"].error(f"bad vmstat counter name {counter!r}")
-        if counter not in known_names.VMSTAT and _near(counter, known_names.VMSTAT):
-            # close to a known one: a typo (a name unlike any known one may exist in
-            # another kernel; the guest says)
-            raise body["counter"].error(f"unknown vmstat counter {counter!r}"
-                                        f"{_near(counter, known_names.VMSTAT)}",
-                                        hint="names as /proc/vmstat prints them")
-        values["counter"] = counter
+        values["counter"] = _proc_name(body["counter"], "vmstat counter",
+                                       "a /proc/vmstat counter name",
+                                       metrics_mod.COUNTER_NAME, known_names.VMSTAT,
+                                       "names as /proc/vmstat prints them")
         take("delta")
     elif source == "meminfo":
         if "field" not in body:
             raise node.error("from: meminfo needs field: (a /proc/meminfo name)")
-        fname = body["field"].text("a /proc/meminfo field name")
-        if not metrics_mod.MEMINFO_FIELD.fullmatch(fname):
-            raise body["field"].error(f"bad meminfo field name {fname!r}")
-        if fname not in known_names.MEMINFO and _near(fname, known_names.MEMINFO):
-            raise body["field"].error(f"unknown meminfo field {fname!r}"
-                                      f"{_near(fname, known_names.MEMINFO)}",
-                                      hint="names as /proc/meminfo prints them, without ':'")
-        values["field_name"] = fname
+        values["field_name"] = _proc_name(body["field"], "meminfo field",
+                                          "a /proc/meminfo field name",
+                                          metrics_mod.MEMINFO_FIELD, known_names.MEMINFO,
+                                          "names as /proc/meminfo prints them, without ':'")
         take("delta")
     elif source == "file":
         if "path" not in body:

@@ -77,6 +77,20 @@ def missing_data() -> list[str]:
 
 
 @contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at path (fcntl: released if the holder dies), held
+    for the block: one build at a time per working tree, one fetch per sysroot."""
+    import fcntl
+
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def publishing(final: Path) -> Iterator[Path]:
     """A fresh staging folder beside `final`, of its own (mkdtemp);
     when the block ends without an error it becomes `final` at once (rename(2); what was

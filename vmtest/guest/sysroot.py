@@ -15,14 +15,11 @@ every ELF machine), looked up in the sysroot's multiarch folders.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 from vmtest import paths
@@ -97,7 +94,7 @@ def sysroot(arch: Arch, programs: tuple[str, ...]) -> Path:
     if (root / ".complete").exists():
         return root
     state = paths.cache_dir("apt", arch.debian)
-    with _locked(state / "lock"):
+    with paths.locked(state / "lock"):
         if (root / ".complete").exists():
             return root
         opts = apt_options(arch, state)
@@ -137,16 +134,6 @@ def program(arch: Arch, name: str, root: Path) -> Path:
         raise MissingRequirement(f"{name} missing from the {arch.debian} packages ({path})",
                                  hint=f"remove {root} to fetch them again")
     return path
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")

@@ -10,7 +10,6 @@ and make does not run.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -277,7 +276,7 @@ def build(spec: BuildSpec, *, jobs: int | None = None, force: bool = False) -> K
     artifacts = paths.cache_dir("kernels")
     log_file = paths.cache_dir("logs") / f"build-{key[:24]}.log"
     work = _work_dir(spec)
-    with _locked(work / "lock"):
+    with paths.locked(work / "lock"):
         # Another process may have built this key while we waited for the lock.
         _, cached = lookup(spec)
         if cached is not None and not force:
@@ -312,19 +311,8 @@ def worktree(spec: BuildSpec, log_file: Path) -> Iterator[tuple[Path, Path]]:
     lock: for what else is built from the same tree (the selftests)."""
     pristine = spec.source.tree()
     work = _work_dir(spec)
-    with _locked(work / "lock"):
+    with paths.locked(work / "lock"):
         yield _prepare_worktree(pristine, work, spec, log_file), work / "out"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One build at a time per base (they share a working tree and build dir)."""
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging: Path,

@@ -7,7 +7,6 @@ and a *tree* (a directory ready for `make O=...`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -182,8 +181,7 @@ def _extracting(dest: Path) -> Iterator[Path | None]:
     if (dest / STAMP).exists():
         yield None
         return
-    with open(dest.with_name(f".{dest.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with paths.locked(dest.with_name(f".{dest.name}.lock")):
         if (dest / STAMP).exists():  # filled while we waited
             yield None
             return

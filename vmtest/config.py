@@ -343,6 +343,12 @@ def _kernel(parent: Node, name: str, node: Node, base_dir: Path) -> KernelDef:
     if not variants:
         raise variants_node.error("no variants defined", hint="leave variants: out for one "
                                                               "variant named default")
+    numa = [v.name for v in variants if (v.machine.numa_nodes or 0) > 1]
+    if numa and not any(("CONFIG_NUMA", "y") in f.options for f in fragments):
+        raise variants_node.error(f"variant {numa[0]} asks for NUMA nodes, and the kernel's "
+                                  "fragments do not turn CONFIG_NUMA on",
+                                  hint="add the fragment numa to the kernel's fragments: "
+                                       "[qemu-guest, mm-migration, mm-selftests, numa]")
     return KernelDef(name, source, tuple(fragments), tuple(variants), arch)
 
 

@@ -347,3 +347,14 @@ kernels:
     assert exp.kernel("x").build_spec(exp.kernel("x").variants[0]).arch == "x86_64"
     with pytest.raises(ConfigError, match=r"kernels\.k\.arch.*unknown architecture 'mips'"):
         config.load(_write(tmp_path, "kernels:\n  k: {arch: mips}\n"))
+
+
+def test_numa_nodes_need_a_numa_kernel(tmp_path):
+    body = ("kernels:\n  k:\n    source: debian:6.1\n{frag}    variants:\n"
+            "      two: {{machine: {{numa: 2}}}}\n")
+    with pytest.raises(ConfigError, match="CONFIG_NUMA") as exc:
+        config.load(_write(tmp_path, body.format(frag="")))
+    assert "add the fragment numa" in (exc.value.hint or "")
+    exp = config.load(_write(tmp_path, body.format(
+        frag="    fragments: [qemu-guest, mm-migration, mm-selftests, numa]\n")))
+    assert exp.kernel("k").variant("two").boot_overrides()["numa_nodes"] == 2

@@ -308,21 +308,6 @@ kernels:
                                                "        drop: []\n        drop: []\n")
 
 
-def test_numa_is_refused_until_boot_can_make_numa_guests(tmp_path):
-    """machine: {numa: N} reaches BootOptions.numa_nodes; until qemu/boot.py has that
-    field, a file asking for it is refused on load rather than failing in every run."""
-    import dataclasses
-
-    from vmtest.qemu.boot import BootOptions
-
-    path = _write(tmp_path, "kernels:\n  k:\n    variants:\n      v: {machine: {numa: 2}}\n")
-    if "numa_nodes" in {f.name for f in dataclasses.fields(BootOptions)}:
-        assert config.load(path).kernel("k").variant("v").boot_overrides()["numa_nodes"] == 2
-    else:
-        assert ":4: kernels.k.variants.v.machine.numa: NUMA guests are not supported" in \
-            _error(tmp_path, path.read_text())
-
-
 def test_a_script_of_the_folder_must_be_there_and_executable(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(DATA_SCENARIO.replace("./x.sh", "./y.sh --fast"))

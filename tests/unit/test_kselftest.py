@@ -188,7 +188,7 @@ def test_boot_gives_what_the_collections_ask_for(install: SelftestInstall,
     sc.layer = tmp_path / "layer.cpio"
     boot = sc.boot_overrides()
     # the larger of the parameter and the needs, split evenly over two nodes
-    assert (boot["memory_mib"], boot["numa_nodes"], boot["cpus"]) == (8192, 2, 2)
+    assert (boot["memory_mib"], boot["numa_nodes"], boot["cpus"]) == (8192, 2, 3)
     assert boot["maxmem_mib"] == 8192 + 4096 and boot["cpu_flags"] == ("pdpe1gb",)
     assert boot["cmdline_extra"][:2] == ("hugepagesz=1G", "hugepages=4")
     sc = _scenario(install, "memory-hotplug", memory_mib=5001)

@@ -94,8 +94,10 @@ _MM = GuestNeeds(
     # maps 2 GiB regions: "Cannot allocate memory" with 2 GiB).
     memory_mib=8192,
     # migration (move_pages between two nodes, one thread per CPU but one), mbind in
-    # ksm_tests -N and the NUMA cases of cow/migration: "NUMA not available".
-    numa_nodes=2, cpus=2,
+    # ksm_tests -N and the NUMA cases of cow/migration: "NUMA not available". migration
+    # needs 2 threads besides the main one (mm/migration.c: nthreads =
+    # numa_num_task_cpus() - 1, "Not enough threads or NUMA nodes available" below 2).
+    numa_nodes=2, cpus=3,
     # cow's and others' MADV_PAGEOUT cases: "MADV_PAGEOUT did not work, is swap enabled?"
     swap_mib=1024,
     # run_vmtests.sh: charge_reserved_hugetlb.sh / hugetlb_reparenting_test.sh

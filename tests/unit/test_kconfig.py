@@ -86,3 +86,19 @@ def test_the_arm64_config_olddefconfig_made_has_all_that_was_asked(data_dir):
     assert kconfig.verify(frags, text, "arm64") == []
     assert {d.symbol for d in kconfig.verify(frags[:-1], text)} >= {
         "CONFIG_PVH", "CONFIG_SERIAL_8250_CONSOLE"}
+
+
+def test_a_failed_builds_first_error_is_shown_though_make_went_on(tmp_path):
+    log = tmp_path / "build.log"
+    log.write_text("  CC      mm/a.o\n"
+                   "/t/mm/cma.c:1:2: error: #error vmtest fault injection\n"
+                   "    1 | #error vmtest fault injection\n"
+                   + "".join(f"  CC      drivers/x{i}.o\n" for i in range(40))
+                   + "make: *** [Makefile:250: __sub-make] Error 2\n")
+    shown = kconfig.build_errors(log)
+    assert shown.splitlines()[0] == "/t/mm/cma.c:1:2: error: #error vmtest fault injection"
+    assert shown.splitlines()[-1] == "make: *** [Makefile:250: __sub-make] Error 2"
+    assert "drivers/x0.o" not in shown  # the middle is left out
+    # no error line (a killed make): the end of the log
+    log.write_text("".join(f"line {i}\n" for i in range(50)))
+    assert kconfig.build_errors(log).splitlines()[-1] == "line 49"

@@ -368,7 +368,7 @@ def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging
         failed_log = artifacts / f"failed-{key[:24]}.log"
         shutil.copy(log_file, failed_log)
         raise BuildError(f"kernel build failed (make exit {status})",
-                         log_path=failed_log, log_tail=kconfig.tail_lines(failed_log, 25),
+                         log_path=failed_log, log_tail=kconfig.build_errors(failed_log),
                          hint="read the first error in the log; for a patch series, build the "
                               "tree without it to see whether the base builds")
     elapsed_s = time.monotonic() - started

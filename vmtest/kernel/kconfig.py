@@ -144,6 +144,26 @@ def configure(tree: Path, build_dir: Path, fragments: list[Fragment], make_args:
     return dotconfig
 
 
+# A compiler's or the linker's error line (gcc: "FILE:LINE:COL: error: ..." and "fatal
+# error:"; ld: "undefined reference"); make's own "*** ... Error N" lines are not these.
+_ERROR_LINE = re.compile(r": (?:fatal )?error: |#error |undefined reference to ")
+
+
+def build_errors(path: Path, first: int = 8, last: int = 12) -> str:
+    """What a failed build's log says went wrong: its first error lines (make -j goes on
+    with other files after the first error, which then sits far above the end), then its
+    last lines."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in text if _ERROR_LINE.search(line)][:first]
+    tail = text[-last:]
+    if not errors:
+        return "\n".join(text[-(first + last):])
+    return "\n".join([*errors, "...", *(line for line in tail if line not in errors)])
+
+
 def tail_lines(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

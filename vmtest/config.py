@@ -431,24 +431,12 @@ def _machine(node: Node) -> MachineOptions:
                                  hint="at most 64")
     if numa is not None and numa > 8:
         raise body["numa"].error(f"{numa} NUMA nodes: at most 8")
-    if numa is not None and not _boots_numa():
-        raise body["numa"].error("NUMA guests are not supported by this vmtest yet",
-                                 hint="leave numa: out (issue 26 adds it)")
     if cma is not None and memory is not None and cma >= memory:
         raise body["cma"].error(f"cma ({cma} MiB) must be smaller than memory ({memory} MiB)")
     if maxmem is not None and memory is not None and maxmem < memory:
         raise body["maxmem"].error(f"maxmem ({maxmem} MiB) is below memory ({memory} MiB)")
     return MachineOptions(memory_mib=memory, cpus=cpus, numa_nodes=numa, cma_mib=cma,
                           slots=slots, maxmem_mib=maxmem)
-
-
-def _boots_numa() -> bool:
-    """Whether qemu/boot.py's BootOptions has NUMA nodes (imported only when asked)."""
-    import dataclasses
-
-    from vmtest.qemu import boot
-
-    return "numa_nodes" in {f.name for f in dataclasses.fields(boot.BootOptions)}
 
 
 # -- scenarios ----------------------------------------------------------------------------

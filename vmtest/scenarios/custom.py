@@ -57,8 +57,7 @@ class MachineOptions:
                                  for f in dataclasses.fields(self)})
 
     def boot_overrides(self) -> dict[str, Any]:
-        """The BootOptions fields these set (numa_nodes: a field BootOptions gets with
-        NUMA guests)."""
+        """The BootOptions fields these set."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) is not None}
 

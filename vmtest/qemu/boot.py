@@ -55,7 +55,8 @@ class BootOptions:
     shares: tuple[Share, ...] = ()  # host folders the guest mounts (virtio-9p)
     layers: tuple[Path, ...] = ()  # prebuilt archives (rootfs.tree_layer) after the base
     # A command the init runs on virtio-serial ports (channel/ports.py) instead of SSH:
-    # such a guest has no sshd, no keys and no network; Machine.commands(ChannelKind.PORTS) relays it.
+    # such a guest has no sshd, no keys and no network; Machine.commands(PORTS) relays
+    # it.
     command: Command | None = None
     arch: str = archs.DEFAULT  # the guest's architecture (arch.ARCHES)
     # The run hot-plugs pc-dimms: on arm64 that needs ACPI, so the guest boots through

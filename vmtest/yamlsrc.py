@@ -120,8 +120,15 @@ class Node:
                 if key not in allowed:
                     bad = self.child(key)
                     bad.line = self.key_line(key)
-                    raise bad.error("unknown key",
-                                    hint=f"allowed here: {', '.join(sorted(allowed))}")
+                    allowed_here = f"allowed here: {', '.join(sorted(allowed))}"
+                    if bad.value is None and any(c.isspace() for c in key):
+                        # `{description: a, b c}`: in a flow mapping a comma ends the
+                        # value, and the rest is read as a key of its own with no value
+                        raise bad.error("unknown key (the rest of a value cut at a comma?)",
+                                        hint="inside {...} a comma ends a value: quote a "
+                                             "value that has one (description: \"a, b\"); "
+                                             + allowed_here)
+                    raise bad.error("unknown key", hint=allowed_here)
         return {key: self.child(key) for key in self.value}
 
     def items(self, what: str = "a list") -> list[Node]:

@@ -199,6 +199,19 @@ def test_schema_errors_say_file_line_and_key(tmp_path, text, line, message):
     assert message in rendered
 
 
+def test_a_value_cut_at_a_comma_in_a_flow_mapping_says_so(tmp_path):
+    # What issue 26's author from the docs wrote first: YAML reads the text after the
+    # comma as a key of its own, with no value.
+    rendered = _error(tmp_path, DATA_SCENARIO + "      - {name: c, from: exit,\n"
+                      "         description: the held buffer, read after the command}\n")
+    assert f"{tmp_path / 'exp.yaml'}:9: scenarios.s.metrics[1].read after the command: " \
+           "unknown key (the rest of a value cut at a comma?)" in rendered
+    assert 'quote a value that has one (description: "a, b"); allowed here: ' \
+           "better, description, from, name" in rendered
+    # a plain unknown key keeps the plain message
+    assert "(the rest of" not in _error(tmp_path, DATA_SCENARIO + "    timeout: 5\n")
+
+
 def test_unknown_key_lists_the_allowed_ones(tmp_path):
     rendered = _error(tmp_path, DATA_SCENARIO + "    timeout: 5\n")
     assert "fix: allowed here: description, env, load, machine, metrics, run, setup, " \

@@ -63,7 +63,9 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.3g}"
+        # Counts and kB run to tens of thousands: 41021 page faults as "4.1e+04" hides the
+        # figure a reader compares; from 1000 up the whole number says it exactly.
+        return f"{v:.0f}" if 1000 <= abs(v) < 1e15 else f"{v:.3g}"
     return str(v)
 
 

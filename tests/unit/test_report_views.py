@@ -157,3 +157,12 @@ def test_regressions_and_crashes_become_actions_annotations(data):
 def test_no_annotations_without_regressions(exp):
     docs = [_doc(v, "cma-stress", 10 + i) for v in ("unpatched", "patched") for i in range(3)]
     assert report.github_annotations(compare.build(exp, docs)) == []
+
+
+@pytest.mark.parametrize("value,shown", [
+    (41021.0, "41021"), (1505.0, "1505"), (30720.0, "30720"), (1000.0, "1000"),
+    (835.0, "835"), (0.333, "0.333"), (15.25, "15.2"), (0.0, "0"),
+    (float("inf"), "inf"), (None, "n/a"), (3, "3")])
+def test_numbers_from_a_thousand_up_are_whole_not_exponents(value, shown):
+    # a table of page-fault counts read "4.1e+04 [4.1e+04, 4.1e+04]" (issue 26's run)
+    assert report._fmt(value) == shown

@@ -66,8 +66,10 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--no-share", action="store_true",
                    help="do not share the current folder (CMD runs in /root)")
     p.add_argument("--scenario", help="run a scenario instead of CMD (cma-stress, "
-                                      "hotplug-offline); writes result.json")
-    p.add_argument("--profile", default="quick", help="scenario profile (quick, seed)")
+                                      "hotplug-offline, or one --config defines); writes "
+                                      "result.json")
+    p.add_argument("--profile", default="quick",
+                   help="scenario profile (quick, verdict, seed; default quick)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a scenario parameter (repeatable)")
     p.add_argument("--kselftest", metavar="COLL[:TEST]",

@@ -418,7 +418,11 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
         guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
                       request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:
-        pytest.fail(f"vmtest could not boot the guest: {exc.render()}", pytrace=False)
+        failure = exc.render()
+    else:
+        failure = ""
+    if failure:  # outside the except: the report says it once, without the chained error
+        pytest.fail(f"vmtest could not boot the guest: {failure}", pytrace=False)
     try:
         yield guest
     finally:

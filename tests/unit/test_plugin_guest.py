@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vmtest import pytest_plugin
 from vmtest.errors import ChannelError, ConfigError
 from vmtest.pytest_plugin import Guest, with_numa
 from vmtest.qemu import accel, boot
@@ -212,14 +213,18 @@ def test_a_failed_tests_kernel_log_reaches_junitxml(pytester):
     result.stdout.fnmatch_lines(["*vmtest: kernel log since the test began*"])
 
 
-def test_the_plugin_refuses_numa_nodes_of_a_kernel_without_them_before_booting(pytester):
+def test_the_plugin_refuses_numa_nodes_of_a_kernel_without_them_before_booting(
+        pytester, monkeypatch):
     build = pytester.mkdir("build")
     (build / "vmlinux").write_bytes(b"")
     (build / "config").write_text("# CONFIG_NUMA is not set\n")
-    pytester.makeconftest("from vmtest.qemu import boot\n"
-                          "def _no_boot(*a, **kw):\n"
-                          "    raise AssertionError('booted')\n"
-                          "boot.boot = _no_boot\n")
+
+    class NoBoot(Guest):
+        def __init__(self, *args, **kwargs) -> None:
+            raise AssertionError("booted")
+
+    # the session runs in this process: the fixture's Guest (which boots) is this
+    monkeypatch.setattr(pytest_plugin, "Guest", NoBoot)
     pytester.makepyfile(test_n="def test_nodes(vm):\n    pass\n")
     result = pytester.runpytest_inprocess("--vmtest-kernel", str(build), "--vmtest-numa", "2",
                                           "-p", "no:cacheprovider")

@@ -40,6 +40,7 @@ from vmtest.guest import sysctl as sysctl_mod
 from vmtest.kernel import kconfig
 from vmtest.kernel.build import BuildSpec
 from vmtest.kernel.source import DEBIAN_SERIES, DebianSource, KernelSource, LocalTree
+from vmtest.qemu.argv import MAX_NUMA_NODES
 from vmtest.scenarios import custom, pytest_scenario
 from vmtest.scenarios.custom import CustomSpec, MachineOptions
 from vmtest.scenarios.pytest_scenario import PytestSpec
@@ -429,8 +430,8 @@ def _machine(node: Node) -> MachineOptions:
     if cpus is not None and cpus > 64:
         raise body["cpus"].error(f"{cpus} CPUs is more than a TCG guest here can use",
                                  hint="at most 64")
-    if numa is not None and numa > 8:
-        raise body["numa"].error(f"{numa} NUMA nodes: at most 8")
+    if numa is not None and numa > MAX_NUMA_NODES:
+        raise body["numa"].error(f"{numa} NUMA nodes: at most {MAX_NUMA_NODES}")
     if cma is not None and memory is not None and cma >= memory:
         raise body["cma"].error(f"cma ({cma} MiB) must be smaller than memory ({memory} MiB)")
     if maxmem is not None and memory is not None and maxmem < memory:

@@ -16,7 +16,9 @@ A user names the kernel to boot in one of three ways, and every command (`vmtest
 (`KernelChoice.specs(every=True)`); everything else boots one.
 
 The option table (`OPTIONS`) is written once: argparse gets `--NAME`, the pytest plugin
-`--vmtest-NAME`, with the same help.
+`--vmtest-NAME`, with the same help and checks. Beside the kernel it holds the machine
+options both front ends offer (`MACHINE`: --accel, --numa); a NUMA machine asks something
+of the kernel too, which `check_numa` holds against the kernel's config before a boot.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 from vmtest import paths
 from vmtest.errors import ConfigError
 from vmtest.kernel import kconfig
+from vmtest.kernel.images import config_of
 from vmtest.qemu.accel import ACCELS
+from vmtest.qemu.argv import MAX_NUMA_NODES
 
 if TYPE_CHECKING:  # YAML and the build stage load when a kernel is resolved, not parsed
     from vmtest.config import KernelDef, Variant
@@ -52,6 +56,9 @@ class Option:
     repeat: bool = False  # may be given several times (a list)
     choices: tuple[str, ...] | None = None
     default: Any = None
+    # The value from its text, or argparse.ArgumentTypeError: a usage error that names
+    # the option, in both front ends (pytest's options are argparse's).
+    type: Callable[[str], Any] | None = None
     # The plugin runs each test on each variant named: there --variant repeats.
     repeat_in_plugin: bool = False
 
@@ -61,10 +68,24 @@ class Option:
             kwargs["metavar"] = self.metavar
         if self.choices:
             kwargs["choices"] = self.choices
+        if self.type:
+            kwargs["type"] = self.type
         if self.repeat:
             kwargs["action"] = "append"
         kwargs["default"] = self.default
         return kwargs
+
+
+def numa_nodes(text: str) -> int:
+    """--numa's N: a whole number 0..MAX_NUMA_NODES (0 and 1: no NUMA nodes)."""
+    try:
+        nodes = int(text)
+    except ValueError:
+        nodes = -1
+    if not 0 <= nodes <= MAX_NUMA_NODES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of NUMA nodes from 0 to "
+                                         f"{MAX_NUMA_NODES}")
+    return nodes
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -88,9 +109,13 @@ OPTIONS: tuple[Option, ...] = (
            "the experiment file's `arch:`, an image's header, else x86_64)", metavar="NAME"),
     Option("accel", "accel", "auto: KVM where it really boots a guest, else TCG (default)",
            choices=ACCELS, default="auto"),
+    Option("numa", "numa", "NUMA nodes: the memory split evenly, vCPUs dealt round-robin; "
+           "the kernel needs CONFIG_NUMA, e.g. the fragment numa (default: none)",
+           metavar="N", type=numa_nodes, default=0),
 )
 KERNEL = ("kernel", "source", "fragments", "patches", "config", "base", "variant", "arch")
 BUILD = ("source", "fragments", "patches", "config", "base", "variant", "arch")
+MACHINE = ("accel", "numa")
 
 
 def _options(names: Iterable[str]) -> list[Option]:
@@ -104,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] = KERNEL
         parser.add_argument(f"--{option.flag}", **option.argparse_kwargs())
 
 
-def add_pytest_options(group: Any, names: Iterable[str] = (*KERNEL, "accel")) -> None:
+def add_pytest_options(group: Any, names: Iterable[str] = (*KERNEL, *MACHINE)) -> None:
     """The named options of the table, as `--vmtest-flag` (pytest's OptionGroup)."""
     for option in _options(names):
         kwargs = option.argparse_kwargs() | {"dest": f"vmtest_{option.name}"}
@@ -258,6 +283,25 @@ class KernelChoice:
         image = kbuild.build(spec).image
         resolved.remember(key, stamps, image)
         return image
+
+
+def check_numa(nodes: int, image: Path,
+               spelling: Callable[[str], str] = lambda name: f"--{name}") -> None:
+    """Refuse NUMA nodes (nodes > 1) for a kernel whose config turns CONFIG_NUMA off: it
+    ignores QEMU's SRAT and boots one node, so a test of NUMA would pass or skip on a
+    guest that is not what was asked for. An image whose config is not beside it
+    (images.config_of) is not checked here."""
+    config = config_of(image) if nodes > 1 else None
+    if config is None:
+        return
+    if kconfig.parse_config(config.read_text(errors="replace")).get("CONFIG_NUMA") == "y":
+        return
+    defaults = " ".join(f"{spelling('fragment')} {name}" for name in kconfig.DEFAULT_FRAGMENTS)
+    raise ConfigError(f"{spelling('numa')} {nodes}: the kernel {image} is built without "
+                      f"CONFIG_NUMA (its config: {config}), so its guest has one node",
+                      hint=f"add the fragment numa to the kernel's: {defaults} "
+                           f"{spelling('fragment')} numa, or `numa` in an experiment "
+                           "kernel's fragments")
 
 
 def default_build_spec() -> BuildSpec:

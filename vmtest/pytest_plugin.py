@@ -10,7 +10,9 @@ options name: --vmtest-kernel PATH (a built image), --vmtest-source SOURCE (buil
 default fragments), or --vmtest-config YAML with --vmtest-base and --vmtest-variant
 (default: the built-in reference experiment, its first kernel and variant). Several
 --vmtest-variant options, or @pytest.mark.vmtest_variants("patched", "unpatched"), run a
-test once per variant (ids: the variant names).
+test once per variant (ids: the variant names). --vmtest-numa N gives the guest N NUMA
+nodes (`vmtest run --numa`'s option; a kernel whose config lacks CONFIG_NUMA is refused,
+and a guest that boots with fewer nodes fails its tests).
 
 A kernel splat (WARNING, BUG, Oops, KASAN, ...) in the guest's log while a test runs fails
 that test unless it is marked @pytest.mark.vmtest_expect_splat; a failed test's report
@@ -40,11 +42,11 @@ import pytest
 from vmtest import arch as archs
 from vmtest.collect import dmesg as dmesg_parser
 from vmtest.collect import guest as collect_guest
-from vmtest.errors import InfraError, VmtestError
+from vmtest.errors import ConfigError, InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
 from vmtest.kernel import images
-from vmtest.kernel_choice import KernelChoice, add_pytest_options
+from vmtest.kernel_choice import KernelChoice, add_pytest_options, check_numa
 from vmtest.qemu import boot
 from vmtest.qemu.machine import Machine
 from vmtest.scenarios.pytest_scenario import Attachment
@@ -58,8 +60,8 @@ CMA_DEBUGFS = memory.CMA_DEBUGFS
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vmtest", "kernel tests in a QEMU guest (vmtest)")
-    # The kernel options of `vmtest run`, as --vmtest-NAME (--vmtest-variant repeats:
-    # each test runs on each variant named).
+    # The kernel and machine options of `vmtest run`, as --vmtest-NAME (--vmtest-variant
+    # repeats: each test runs on each variant named).
     add_pytest_options(group)
     group.addoption("--vmtest-scope", choices=SCOPES, default="module",
                     help="how long one guest lives (default: module)")
@@ -169,7 +171,26 @@ class Guest:
         self._mark = 0
         self._layers_in = set()
         self.suspect = ""
+        if self.opts.numa_nodes > 1:
+            try:
+                self._check_numa_nodes()
+            except BaseException:
+                self._stack.close()  # no test gets this guest, and no teardown stops it
+                raise
         return self.machine
+
+    def _check_numa_nodes(self) -> None:
+        """The guest has the NUMA nodes asked for: a kernel without NUMA, or without
+        ACPI NUMA (x86's X86_64_ACPI_NUMA reads QEMU's SRAT), boots one, which no config
+        beside an image may have said (kernel_choice.check_numa)."""
+        text = self.run("ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l",
+                        timeout_s=60).stdout.strip()
+        nodes = int(text) if text.isdigit() else 0
+        if nodes < self.opts.numa_nodes:
+            raise ConfigError(f"--vmtest-numa {self.opts.numa_nodes}: the guest of {self.image} "
+                              f"booted with {nodes} NUMA node(s)",
+                              hint="build the kernel with the fragment numa (CONFIG_NUMA; on "
+                                   "x86 CONFIG_X86_64_ACPI_NUMA)")
 
     @property
     def boots(self) -> int:
@@ -349,6 +370,16 @@ def _image(config_: pytest.Config,
     return built.artifact.image, built.spec.variant, built
 
 
+def with_numa(opts: boot.BootOptions, numa_nodes: int) -> boot.BootOptions:
+    """opts for --vmtest-numa N: N nodes, each with a vCPU (vmtest's rule: at most one
+    node per vCPU) and an equal share of the memory (QEMU's node backends add up to -m),
+    so that every N the option takes boots; opts as they are for 0 and 1."""
+    if numa_nodes <= 1:
+        return opts
+    return dataclasses.replace(opts, numa_nodes=numa_nodes, cpus=max(opts.cpus, numa_nodes),
+                               memory_mib=opts.memory_mib - opts.memory_mib % numa_nodes)
+
+
 def _scope(fixture_name: str, config: pytest.Config) -> Scope:
     chosen = config.getoption("vmtest_scope")
     return next(s for s in SCOPES if s == chosen)
@@ -378,13 +409,20 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
         return
     try:
         image, name, built = _image(request.config, vmtest_variant)
-        opts = boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
-                                programs=("bash",), boot_timeout_s=120,
-                                arch=images.arch_of(image) or archs.DEFAULT)
+        nodes = request.config.getoption("vmtest_numa")
+        check_numa(nodes, image, spelling=lambda flag: f"--vmtest-{flag}")
+        opts = with_numa(boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
+                                          programs=("bash",), boot_timeout_s=120,
+                                          arch=images.arch_of(image) or archs.DEFAULT),
+                         nodes)
         guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
                       request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:
-        pytest.fail(f"vmtest could not boot the guest: {exc.render()}", pytrace=False)
+        failure = exc.render()
+    else:
+        failure = ""
+    if failure:  # outside the except: the report says it once, without the chained error
+        pytest.fail(f"vmtest could not boot the guest: {failure}", pytrace=False)
     try:
         yield guest
     finally:

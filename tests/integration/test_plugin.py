@@ -1,9 +1,10 @@
 """The pytest plugin on real guests (issue 12, part 2): the examples/ suite on both 6.1
-variants, JUnit ids per variant, and a WARN that fails a test with the splat in its
-report."""
+variants, JUnit ids per variant, a WARN that fails a test with the splat in its report,
+and the NUMA example on a two-node guest (--vmtest-numa)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from vmtest.kernel import build as kbuild
+from vmtest.kernel import kconfig, selftest_needs
+from vmtest.kernel_choice import KernelChoice
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -76,3 +81,35 @@ def test_a_test_that_panics_the_guest_leaves_a_fresh_guest_for_the_next(kernel, 
     assert f"{rounds} passed, {rounds} xfailed" in proc.stdout
     boots = re.findall(r"BOOT ([0-9a-f-]{36})", proc.stdout)
     assert len(boots) == rounds and len(set(boots)) == rounds, boots
+
+
+def test_the_numa_example_passes_on_a_two_node_guest(default_spec, tmp_path):
+    """--vmtest-numa 2 on a kernel with CONFIG_NUMA: the example migrates its pages
+    between the nodes (passed, not skipped). The kernel is named ad hoc the way a user
+    names it, and is the kselftest kernel of the default 6.1 (its fragments, kselftest-mm's
+    CONFIG_NUMA, its patch): test_kselftest.py builds it, so this test builds nothing."""
+    patch = default_spec.patches[0]
+    fragments = [f.name for f in default_spec.fragments]
+    options = ["--vmtest-source", "debian:6.1", "--vmtest-patch", str(patch)]
+    for name in (*fragments, "kselftest-mm"):
+        options += ["--vmtest-fragment", name]
+    ad_hoc = KernelChoice(source="debian:6.1", patches=(patch,),
+                          fragments=(*fragments, "kselftest-mm")).spec()
+    kselftest_kernel = selftest_needs.with_fragments(default_spec,
+                                                     selftest_needs.needs_for(["mm"]))
+    assert ad_hoc.patches == default_spec.patches and len(ad_hoc.patches) == 1
+    key, cached = kbuild.lookup(ad_hoc)
+    assert key == kbuild.lookup(kselftest_kernel)[0]
+    assert any(("CONFIG_NUMA", "y") in f.options for f in kselftest_kernel.fragments)
+    assert "CONFIG_NUMA" not in kconfig.parse_config("".join(
+        f.path.read_text() for f in default_spec.fragments))  # the default one-node kernel
+
+    proc = _pytest(f"{EXAMPLES}/test_mm.py::test_migration_between_numa_nodes", "-v", "-rA",
+                   "--log-level=INFO", "--vmtest-numa", "2", *options,
+                   "--vmtest-accel", os.environ.get("VMTEST_ACCEL", "auto"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "test_migration_between_numa_nodes PASSED" in proc.stdout, proc.stdout[-4000:]
+    assert "1 passed" in proc.stdout and "skipped" not in proc.stdout
+    if cached is not None:  # the plugin booted that cache entry and built nothing
+        assert f"kernel cache hit: {cached.release} ({cached.directory})" in proc.stdout
+        assert "building " not in proc.stdout

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from vmtest.errors import ChannelError
-from vmtest.pytest_plugin import Guest
+from vmtest import pytest_plugin
+from vmtest.errors import ChannelError, ConfigError
+from vmtest.pytest_plugin import Guest, with_numa
 from vmtest.qemu import accel, boot
+from vmtest.qemu.argv import MachineSpec, numa_args
 from vmtest.qemu.fake import FakeMachine, Transcript
 
 MARK = {"ssh": "dmesg", "status": 0, "out": "[    0.000000] Linux version 6.1.0-fake\n"}
@@ -40,11 +42,11 @@ class Guests:
         self.made.append(machine)
         return machine
 
-    def guest(self) -> Guest:
+    def guest(self, opts: boot.BootOptions | None = None) -> Guest:
         boot_fn = functools.partial(boot.boot, store=accel.VerdictStore(
             self.tmp_path / "accel.json"), machine_class=self.factory,
             make_initramfs=_no_initramfs)
-        return Guest(Path("/k/vmlinux"), "patched", boot.BootOptions(accel="tcg"),
+        return Guest(Path("/k/vmlinux"), "patched", opts or boot.BootOptions(accel="tcg"),
                      self.tmp_path / "runs", boot_fn=boot_fn)
 
 
@@ -112,6 +114,47 @@ def test_a_healthy_guest_is_kept(tmp_path):
     assert guest.boots == 1 and guests.made[0].replayed_all
 
 
+# -- --vmtest-numa N ---------------------------------------------------------------------
+NODES = "ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l"
+
+
+@pytest.mark.parametrize("nodes", range(2, 9))
+def test_every_number_of_numa_nodes_the_option_takes_gives_a_machine_that_boots(nodes):
+    opts = with_numa(boot.BootOptions(accel="tcg"), nodes)
+    assert opts.numa_nodes == nodes and opts.cpus >= nodes
+    MachineSpec(kernel=Path("/k/vmlinux"), initrd=Path("/i"), cpus=opts.cpus,
+                memory_mib=opts.memory_mib, numa_nodes=opts.numa_nodes).validate()
+    assert opts.memory_mib > 1000 and numa_args(MachineSpec(
+        kernel=Path("/k"), initrd=Path("/i"), cpus=opts.cpus, memory_mib=opts.memory_mib,
+        numa_nodes=nodes)).count("-numa") == nodes
+
+
+def test_no_numa_nodes_leave_the_plain_guest():
+    plain = boot.BootOptions(accel="tcg")
+    assert with_numa(plain, 0) == plain and with_numa(plain, 1) == plain
+
+
+def test_a_numa_guest_that_boots_with_the_nodes_asked_for_is_used(tmp_path):
+    guests = Guests(tmp_path, {"steps": [{"ssh": NODES, "status": 0, "out": "2\n"}, MARK]})
+    guest = guests.guest(with_numa(boot.BootOptions(accel="tcg"), 2))
+    guest.begin_test()
+    assert guests.made[0].spec.numa_nodes == 2 and guests.made[0].replayed_all
+
+
+@pytest.mark.fault("pytest plugin: --vmtest-numa 2 on a kernel that boots one node (no "
+                   "config beside the image to tell before the boot)",
+                   verdict="the tests that take `vm` error in their set-up", exit="pytest 1",
+                   message="vmtest could not boot the guest: --vmtest-numa 2: the guest of "
+                           "IMAGE booted with 1 NUMA node(s)",
+                   kept="the boot's console.log")
+def test_a_numa_guest_that_boots_fewer_nodes_is_refused_and_stopped(tmp_path):
+    guests = Guests(tmp_path, {"steps": [{"ssh": NODES, "status": 0, "out": "1\n"}]})
+    with pytest.raises(ConfigError, match=r"--vmtest-numa 2: the guest of /k/vmlinux booted "
+                                          r"with 1 NUMA node\(s\)"):
+        guests.guest(with_numa(boot.BootOptions(accel="tcg"), 2))
+    assert guests.made[0].replayed_all and guests.made[0].unusable()  # not left running
+
+
 pytest_plugins = ["pytester"]
 
 CONFTEST = '''
@@ -168,3 +211,33 @@ def test_a_failed_tests_kernel_log_reaches_junitxml(pytester):
     assert "vmtest: kernel log since the test began" in failure.text
     assert "oom-kill: a line with ESC" in failure.text
     result.stdout.fnmatch_lines(["*vmtest: kernel log since the test began*"])
+
+
+def test_the_plugin_refuses_numa_nodes_of_a_kernel_without_them_before_booting(
+        pytester, monkeypatch):
+    build = pytester.mkdir("build")
+    (build / "vmlinux").write_bytes(b"")
+    (build / "config").write_text("# CONFIG_NUMA is not set\n")
+
+    class NoBoot(Guest):
+        def __init__(self, *args, **kwargs) -> None:
+            raise AssertionError("booted")
+
+    # the session runs in this process: the fixture's Guest (which boots) is this
+    monkeypatch.setattr(pytest_plugin, "Guest", NoBoot)
+    pytester.makepyfile(test_n="def test_nodes(vm):\n    pass\n")
+    result = pytester.runpytest_inprocess("--vmtest-kernel", str(build), "--vmtest-numa", "2",
+                                          "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*vmtest could not boot the guest: --vmtest-numa 2: the "
+                                 "kernel * is built without CONFIG_NUMA*"])
+    out = result.stdout.str()
+    assert "booted" not in out and "During handling" not in out  # said once, no traceback
+
+
+def test_the_plugin_refuses_a_number_of_numa_nodes_out_of_range(pytester):
+    pytester.makepyfile(test_n="def test_nodes(vm):\n    pass\n")
+    result = pytester.runpytest_inprocess("--vmtest-numa", "9", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --vmtest-numa: '9' is not a number of NUMA "
+                                 "nodes from 0 to 8"])

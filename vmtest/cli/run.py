@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vmtest import kernel_choice
 from vmtest.channel.command import ChannelKind
 from vmtest.cli.common import Sub, add_accel_arg, add_kernel_args, kernel_choice_of
 from vmtest.errors import EXIT_CMD_VMTEST, EXIT_FAIL, EXIT_OK, ConfigError
@@ -30,9 +31,7 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--cpus", type=int, default=2, help="vCPUs (default: %(default)s)")
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
     p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
-    p.add_argument("--numa", type=int, default=0, metavar="N",
-                   help="NUMA nodes: the memory split evenly, vCPUs dealt round-robin "
-                        "(default: none)")
+    kernel_choice.add_arguments(p, ("numa",))  # the plugin's --vmtest-numa too
     p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
     p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S",
@@ -163,6 +162,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
                           hint="drop --console, or write results to a --share-rw folder")
     kernel = kernel_choice_of(args).resolved_image()
     arch = _guest_arch(kernel, args.arch)
+    kernel_choice.check_numa(args.numa, kernel)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
     # Optional layers: stress-ng when the command uses it; bash whenever files come in

@@ -50,3 +50,14 @@ def arch_of(image: Path) -> str | None:
     if head[0x202:0x206] == b"HdrS":
         return "x86_64"
     return None
+
+
+def config_of(image: Path) -> Path | None:
+    """The kernel config an image was built with, where it lies beside it: `config` in a
+    `vmtest build` directory, `.config` in a build directory (O=) holding vmlinux, or
+    the tree's `.config` of an arch/*/boot image; None where there is none."""
+    folder = image.parent
+    candidates = [folder / "config", folder / ".config"]
+    if folder.name == "boot" and folder.parent.parent.name == "arch":
+        candidates.append(folder.parent.parent.parent / ".config")
+    return next((path for path in candidates if path.is_file()), None)

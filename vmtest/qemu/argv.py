@@ -14,6 +14,10 @@ from vmtest import arch as archs
 from vmtest.channel.ports import PORT_NAMES
 from vmtest.errors import ConfigError
 
+# The most NUMA nodes a guest gets (`vmtest run --numa`, the plugin's --vmtest-numa, an
+# experiment's `machine: {numa: N}`): one per vCPU at most, and TCG guests here use few.
+MAX_NUMA_NODES = 8
+
 _SIZE = re.compile(r"^(\d+)([KMGT]?)(?:i?B)?$", re.IGNORECASE)
 _UNIT = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -131,11 +135,12 @@ class MachineSpec:
         if self.maxmem_mib < self.memory_mib:
             raise ConfigError(f"maxmem ({self.maxmem_mib} MiB) is below memory "
                               f"({self.memory_mib} MiB)")
-        if self.numa_nodes < 0 or self.numa_nodes > max(self.cpus, 1) \
+        if self.numa_nodes < 0 or self.numa_nodes > min(max(self.cpus, 1), MAX_NUMA_NODES) \
                 or (self.numa_nodes > 1 and self.memory_mib % self.numa_nodes):
             raise ConfigError(f"numa_nodes {self.numa_nodes} does not fit {self.cpus} vCPUs "
                               f"and {self.memory_mib} MiB",
-                              hint="at most one node per vCPU, memory divisible by nodes")
+                              hint=f"at most one node per vCPU and {MAX_NUMA_NODES} in all, "
+                                   "memory divisible by nodes")
         for flag in self.cpu_flags:
             if not flag or not all(c.isalnum() or c in "-_." for c in flag):
                 raise ConfigError(f"CPU feature {flag!r} is not a QEMU feature name")

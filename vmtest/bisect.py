@@ -20,10 +20,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import site
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -413,7 +415,8 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
     try:
         # In a session of its own: an interruption stops git, the step and its VM.
         proc = procs.run_group([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
-                                "bisect-step", "--tree", str(tree), *step_args])
+                                "bisect-step", "--tree", str(tree), *step_args],
+                               env=step_env(os.environ))
         found = subprocess.run([*git, "rev-parse", "--verify", "--quiet",
                                 f"refs/bisect/{terms[1] if terms else 'bad'}"],
                                capture_output=True, text=True, check=False).stdout.strip()
@@ -430,6 +433,23 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
         raise
     finally:
         subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
+
+
+def step_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of `git bisect run`'s steps: they import the vmtest this process
+    runs. git runs them in the tree, so a vmtest found through the current folder (`python
+    -m vmtest.cli` in a checkout, pytest's rootdir) is not found there, and Python's "No
+    module named vmtest" exits 1, which git reads as bad; nor may another vmtest installed
+    in the interpreter (an editable install of another checkout) stand in for this one. A
+    site folder is not added: the interpreter searches it anyway, and on PYTHONPATH it would
+    come before the standard library."""
+    here = str(Path(__file__).resolve().parents[1])
+    sites = {str(Path(p).resolve()) for p in [*site.getsitepackages(),
+                                               site.getusersitepackages()]}
+    env = dict(environ)
+    if here not in sites:
+        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [environ.get("PYTHONPATH")])])
+    return env
 
 
 def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],

@@ -279,3 +279,19 @@ def test_a_scenario_of_an_experiment_file_is_bisected_by_its_metric_and_directio
     doc = {"verdict": "ok", "metrics": {"ops": 50}}
     assert bisect.judge(doc, "ops", 40, lower_is_better=False).judgement == bisect.GOOD
     assert bisect.judge(doc, "ops", 60, lower_is_better=False).judgement == bisect.BAD
+
+
+def test_steps_import_the_vmtest_that_runs_the_bisection(tmp_path):
+    """git runs a step in the tree: it must import this vmtest there (not fail to import
+    one, which exits 1, read by git as bad; nor import another checkout's)."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "PYTHONPATH": str(tmp_path / "elsewhere")}
+    found = subprocess.run([sys.executable, "-c", "import sys, vmtest; "
+                            "print(vmtest.__file__); print(sys.path)"],
+                           cwd=tmp_path, env=bisect.step_env(env), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert found[0] == bisect.__file__.replace("bisect.py", "__init__.py")
+    assert str(tmp_path / "elsewhere") in found[1]  # the user's PYTHONPATH is kept

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import re
 import site
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import paths, procs, provenance, run, scenarios, sequential
-from vmtest.errors import ConfigError, VmtestError
+from vmtest.errors import ConfigError, InfraError, VmtestError
 from vmtest.kernel.build import build_kernel
 from vmtest.kernel.source import LocalTree
 from vmtest.kernel_choice import KernelChoice
@@ -421,6 +422,17 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
                                 f"refs/bisect/{terms[1] if terms else 'bad'}"],
                                capture_output=True, text=True, check=False).stdout.strip()
         if log_dir is not None and proc.returncode == 0 and found:
+            bisect_log = subprocess.run([*git, "bisect", "log"], capture_output=True,
+                                        text=True, check=False).stdout
+            unjudged = unexplained_judgements(bisect_log, step_log(log_dir),
+                                              terms or ("good", "bad"))
+            if unjudged:
+                raise InfraError(
+                    f"git bisect marked {', '.join(unjudged)} without a vmtest step judging "
+                    "it so: the step exited before vmtest ran (its error is above), and "
+                    "git read that as a judgement; no first commit is named",
+                    hint="run the step's command by hand: `python3 -m vmtest.cli "
+                         "bisect-step --tree TREE ...` (git bisect run's line above)")
             path, subject = write_report(tree, log_dir, found, terms or ("good", "bad"),
                                          time.monotonic() - started_at)
             say(f"\nvmtest bisect: first {(terms or ('good', 'bad'))[1]} commit {found[:12]} "
@@ -433,6 +445,23 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
         raise
     finally:
         subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
+
+
+def unexplained_judgements(bisect_log: str, steps: list[dict[str, Any]],
+                           terms: tuple[str, str]) -> list[str]:
+    """The commits `git bisect log` marks old or new (terms) that no step of this
+    bisection's log judged so, as "COMMIT (TERM)". git bisect run reads any exit status
+    1-127 but 125 as "new": a step whose Python did not get as far as vmtest (no module
+    vmtest, a broken interpreter) would otherwise name a first commit. A skip needs no
+    step's word: vmtest's own failures skip without logging."""
+    judged = {(s.get("commit"), s.get("exit")) for s in steps}
+    codes = {terms[0]: GOOD, terms[1]: BAD}
+    unexplained = []
+    for line in bisect_log.splitlines():
+        m = re.fullmatch(r"git bisect (\S+) ([0-9a-f]{40})", line.strip())
+        if m and m[1] in codes and (m[2][:12], codes[m[1]]) not in judged:
+            unexplained.append(f"{m[2][:12]} ({m[1]})")
+    return unexplained
 
 
 def step_env(environ: Mapping[str, str]) -> dict[str, str]:

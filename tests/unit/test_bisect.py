@@ -1,10 +1,11 @@
 import json
 import subprocess
+import sys
 
 import pytest
 
 from vmtest import bisect, cli
-from vmtest.errors import ConfigError
+from vmtest.errors import ConfigError, InfraError
 
 
 @pytest.mark.parametrize("doc,code", [
@@ -285,7 +286,6 @@ def test_steps_import_the_vmtest_that_runs_the_bisection(tmp_path):
     """git runs a step in the tree: it must import this vmtest there (not fail to import
     one, which exits 1, read by git as bad; nor import another checkout's)."""
     import os
-    import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
         "PYTHONPATH": str(tmp_path / "elsewhere")}
@@ -295,3 +295,42 @@ def test_steps_import_the_vmtest_that_runs_the_bisection(tmp_path):
                            text=True, check=True).stdout.splitlines()
     assert found[0] == bisect.__file__.replace("bisect.py", "__init__.py")
     assert str(tmp_path / "elsewhere") in found[1]  # the user's PYTHONPATH is kept
+
+
+@pytest.mark.fault("bisect: a step's Python exits before vmtest runs (no module vmtest, a "
+                   "broken interpreter): git reads its status 1 as bad",
+                   verdict="infrastructure", exit="3",
+                   message="vmtest: error: git bisect marked COMMIT (bad) without a vmtest step "
+                           "judging it so: ... no first commit is named",
+                   kept="the step log; the tree: git bisect reset")
+def test_a_judgement_no_step_made_names_no_first_commit(history, tmp_path, monkeypatch):
+    log_dir = tmp_path / "log"
+    python = tmp_path / "python3"  # like an interpreter without vmtest: exit 1 at once
+    python.write_text("#!/bin/sh\necho \"No module named vmtest\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    said = []
+    with pytest.raises(InfraError, match=r"git bisect marked [0-9a-f]{12} \(bad\) without"):
+        bisect.start(history, "good", "bad", [], log_dir=log_dir, say=said.append)
+    assert not said  # no first commit named
+    assert not (log_dir / "report.json").exists()
+    assert subprocess.run(["git", "-C", str(history), "bisect", "log"], capture_output=True,
+                          check=False).returncode != 0  # reset
+
+
+def test_git_judgements_are_checked_against_the_steps_log(history):
+    middle = _git(history, "rev-parse", "HEAD~1").strip()
+    _git(history, "bisect", "start", "--term-old", "broken", "--term-new", "fixed", "bad",
+         "good")
+    _git(history, "bisect", "fixed", middle)
+    log = _git(history, "bisect", "log")
+    _git(history, "bisect", "reset")
+    terms = ("broken", "fixed")
+    assert bisect.unexplained_judgements(log, [], terms) == [f"{middle[:12]} (fixed)"]
+    assert bisect.unexplained_judgements(
+        log, [{"commit": middle[:12], "exit": bisect.BAD}], terms) == []
+    # a step that said the other thing does not explain it
+    assert bisect.unexplained_judgements(
+        log, [{"commit": middle[:12], "exit": bisect.GOOD}], terms) == [
+        f"{middle[:12]} (fixed)"]
+    assert bisect.unexplained_judgements(log.replace(" fixed ", " skip "), [], terms) == []

@@ -344,8 +344,10 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
         earlier = read_endpoints(log_dir)
     except ConfigError:
         earlier = None
+    # config: another file's scenario of the same name is another measurement
     wanted = {"good_commit": good, "bad_commit": bad, "metric": metric, "alpha": alpha,
-              "max_runs": max_runs, "scenario": scenario, "profile": profile}
+              "max_runs": max_runs, "scenario": scenario, "profile": profile,
+              "config": str(config) if config else None}
     if earlier is not None and all(earlier.get(k) == v for k, v in wanted.items()) \
             and earlier.get("decided"):
         say(f"vmtest bisect: endpoints: measured before (good {earlier['good']}, bad "
@@ -506,6 +508,11 @@ def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
              f"{len(steps)} steps, {doc['wall_s']:.0f} s in all (builds {doc['build_s']:.0f} s, "
              f"runs {doc['runs_s']:.0f} s)", ""]
     if endpoints:
+        config = endpoints.get("config")
+        lines += [f"Scenario {endpoints.get('scenario')} ("
+                  + (f"from {config}" if config else "built in")
+                  + f", profile {endpoints.get('profile')}), metric {endpoints.get('metric')}",
+                  ""]
         lines += [f"Endpoints ({endpoints.get('metric')}): {terms[0]} {endpoints['good']}, "
                   f"{terms[1]} {endpoints['bad']} (p = {endpoints['p_value']:.2g})", ""]
     lines += ["| commit | subject | decision | values | build s | runs s |",

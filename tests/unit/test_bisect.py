@@ -334,3 +334,34 @@ def test_git_judgements_are_checked_against_the_steps_log(history):
         log, [{"commit": middle[:12], "exit": bisect.GOOD}], terms) == [
         f"{middle[:12]} (fixed)"]
     assert bisect.unexplained_judgements(log.replace(" fixed ", " skip "), [], terms) == []
+
+
+def test_endpoints_and_report_name_the_experiment_file_of_the_scenario(history, tmp_path,
+                                                                       monkeypatch):
+    runs = []
+
+    def runner(built, scenario, profile, accel, out, config=None):
+        def run_one(i):
+            runs.append(config)
+            return {"verdict": "ok", "metrics": {"m": 2.0 if "good" in str(out) else 1.0}}
+        return run_one
+
+    monkeypatch.setattr(bisect, "_build", lambda *a, **k: object())
+    monkeypatch.setattr(bisect, "_runner", runner)
+    log_dir = tmp_path / "log"
+    one, other = tmp_path / "a" / "exp.yaml", tmp_path / "b" / "exp.yaml"
+
+    def measure(config):
+        return bisect.endpoints_measured(history, "good", "bad", "drains", "quick", "m", [],
+                                         [], "tcg", log_dir, 0.01, 6, config=config)
+
+    assert measure(one)["config"] == str(one) and runs == [one] * 12
+    measure(one)  # the same file: measured before, not run again
+    assert len(runs) == 12
+    # another file's scenario of the same name is another measurement
+    assert measure(other)["config"] == str(other) and runs[12:] == [other] * 12
+    first = _git(history, "rev-parse", "HEAD").strip()
+    path, _ = bisect.write_report(history, log_dir, first, ("good", "bad"), 10.0)
+    assert f"Scenario drains (from {other}, profile quick), metric m" in path.read_text()
+    endpoints = json.loads((log_dir / "report.json").read_text())["endpoints"]
+    assert (endpoints["scenario"], endpoints["metric"]) == ("drains", "m")

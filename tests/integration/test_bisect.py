@@ -34,9 +34,12 @@ def _history(*args: str) -> tuple[Path, dict[str, Any]]:
     and package give the same commits, so a history (and the kernels built from its
     commits) is made once per machine and package version (--reuse)."""
     repo = paths.cache_dir("test-histories") / "-".join(a.strip("-") for a in args)
+    # the script imports vmtest: this checkout's, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-history.py"),
                            str(repo), *args, "--reuse"], capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=900, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
     return repo, json.loads(proc.stdout.splitlines()[-1])
 

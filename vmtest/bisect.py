@@ -278,10 +278,13 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
         plan = step_plan(endpoints)
         decision = classify_commit(run_one, metric, endpoints, plan, crash_is, jobs)
     runs_s = time.monotonic() - started - build_s
-    say(f"vmtest bisect: {commit}: {decision.why} (build {build_s:.0f} s, runs "
-        f"{runs_s:.0f} s; {out})")
+    # whether make ran: a step's -v lines are not shown (git bisect run starts it)
+    cached = built.artifact.cached
+    say(f"vmtest bisect: {commit}: {decision.why} (build {build_s:.0f} s"
+        f"{', from the cache' if cached else ''}, runs {runs_s:.0f} s; {out})")
     _log(log_dir, {"commit": commit, "exit": decision.judgement, "why": decision.why,
                    "values": list(decision.values), "build_s": round(build_s, 1),
+                   "cached": cached, "kernel": str(built.artifact.directory),
                    "runs_s": round(runs_s, 1), "results": str(out), "final": decision.final})
     return decision.judgement
 

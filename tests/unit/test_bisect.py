@@ -365,3 +365,22 @@ def test_endpoints_and_report_name_the_experiment_file_of_the_scenario(history, 
     assert f"Scenario drains (from {other}, profile quick), metric m" in path.read_text()
     endpoints = json.loads((log_dir / "report.json").read_text())["endpoints"]
     assert (endpoints["scenario"], endpoints["metric"]) == ("drains", "m")
+
+
+def test_a_step_says_whether_its_kernel_came_from_the_cache(history, tmp_path, monkeypatch):
+    from vmtest.kernel.build import BuildSpec, BuiltKernel, KernelArtifact
+    from vmtest.kernel.source import LocalTree
+
+    spec = BuildSpec(source=LocalTree(history), fragments=(), variant="bisect", base="t")
+    for cached in (True, False):
+        log_dir = tmp_path / f"log-{cached}"
+        monkeypatch.setattr(bisect, "_build", lambda *a, c=cached, **k: BuiltKernel(
+            spec, KernelArtifact(key="k" * 64, directory=tmp_path / "k", cached=c)))
+        monkeypatch.setattr(bisect, "_runner",
+                            lambda *a, **k: _docs([3], "fail_to_migrate_dumps"))
+        said = []
+        assert bisect.step(history, "cma-stress", "quick", "fail_to_migrate_dumps", 10, [], [],
+                           "tcg", log_dir, say=said.append) == bisect.GOOD
+        entry = bisect.step_log(log_dir)[-1]
+        assert entry["cached"] is cached and entry["kernel"] == str(tmp_path / "k")
+        assert ("from the cache" in said[-1]) is cached

@@ -20,17 +20,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import re
+import site
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vmtest import paths, procs, provenance, run, scenarios, sequential
-from vmtest.errors import ConfigError, VmtestError
+from vmtest.errors import ConfigError, InfraError, VmtestError
 from vmtest.kernel.build import build_kernel
 from vmtest.kernel.source import LocalTree
 from vmtest.kernel_choice import KernelChoice
@@ -275,10 +278,13 @@ def step(tree: Path, scenario: str, profile: str, metric: str, threshold: float 
         plan = step_plan(endpoints)
         decision = classify_commit(run_one, metric, endpoints, plan, crash_is, jobs)
     runs_s = time.monotonic() - started - build_s
-    say(f"vmtest bisect: {commit}: {decision.why} (build {build_s:.0f} s, runs "
-        f"{runs_s:.0f} s; {out})")
+    # whether make ran: a step's -v lines are not shown (git bisect run starts it)
+    cached = built.artifact.cached
+    say(f"vmtest bisect: {commit}: {decision.why} (build {build_s:.0f} s"
+        f"{', from the cache' if cached else ''}, runs {runs_s:.0f} s; {out})")
     _log(log_dir, {"commit": commit, "exit": decision.judgement, "why": decision.why,
                    "values": list(decision.values), "build_s": round(build_s, 1),
+                   "cached": cached, "kernel": str(built.artifact.directory),
                    "runs_s": round(runs_s, 1), "results": str(out), "final": decision.final})
     return decision.judgement
 
@@ -341,8 +347,10 @@ def endpoints_measured(tree: Path, good: str, bad: str, scenario: str, profile: 
         earlier = read_endpoints(log_dir)
     except ConfigError:
         earlier = None
+    # config: another file's scenario of the same name is another measurement
     wanted = {"good_commit": good, "bad_commit": bad, "metric": metric, "alpha": alpha,
-              "max_runs": max_runs, "scenario": scenario, "profile": profile}
+              "max_runs": max_runs, "scenario": scenario, "profile": profile,
+              "config": str(config) if config else None}
     if earlier is not None and all(earlier.get(k) == v for k, v in wanted.items()) \
             and earlier.get("decided"):
         say(f"vmtest bisect: endpoints: measured before (good {earlier['good']}, bad "
@@ -413,11 +421,23 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
     try:
         # In a session of its own: an interruption stops git, the step and its VM.
         proc = procs.run_group([*git, "bisect", "run", sys.executable, "-m", "vmtest.cli",
-                                "bisect-step", "--tree", str(tree), *step_args])
+                                "bisect-step", "--tree", str(tree), *step_args],
+                               env=step_env(os.environ))
         found = subprocess.run([*git, "rev-parse", "--verify", "--quiet",
                                 f"refs/bisect/{terms[1] if terms else 'bad'}"],
                                capture_output=True, text=True, check=False).stdout.strip()
         if log_dir is not None and proc.returncode == 0 and found:
+            bisect_log = subprocess.run([*git, "bisect", "log"], capture_output=True,
+                                        text=True, check=False).stdout
+            unjudged = unexplained_judgements(bisect_log, step_log(log_dir),
+                                              terms or ("good", "bad"))
+            if unjudged:
+                raise InfraError(
+                    f"git bisect marked {', '.join(unjudged)} without a vmtest step judging "
+                    "it so: the step exited before vmtest ran (its error is above), and "
+                    "git read that as a judgement; no first commit is named",
+                    hint="run the step's command by hand: `python3 -m vmtest.cli "
+                         "bisect-step --tree TREE ...` (git bisect run's line above)")
             path, subject = write_report(tree, log_dir, found, terms or ("good", "bad"),
                                          time.monotonic() - started_at)
             say(f"\nvmtest bisect: first {(terms or ('good', 'bad'))[1]} commit {found[:12]} "
@@ -430,6 +450,40 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
         raise
     finally:
         subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
+
+
+def unexplained_judgements(bisect_log: str, steps: list[dict[str, Any]],
+                           terms: tuple[str, str]) -> list[str]:
+    """The commits `git bisect log` marks old or new (terms) that no step of this
+    bisection's log judged so, as "COMMIT (TERM)". git bisect run reads any exit status
+    1-127 but 125 as "new": a step whose Python did not get as far as vmtest (no module
+    vmtest, a broken interpreter) would otherwise name a first commit. A skip needs no
+    step's word: vmtest's own failures skip without logging."""
+    judged = {(s.get("commit"), s.get("exit")) for s in steps}
+    codes = {terms[0]: GOOD, terms[1]: BAD}
+    unexplained = []
+    for line in bisect_log.splitlines():
+        m = re.fullmatch(r"git bisect (\S+) ([0-9a-f]{40})", line.strip())
+        if m and m[1] in codes and (m[2][:12], codes[m[1]]) not in judged:
+            unexplained.append(f"{m[2][:12]} ({m[1]})")
+    return unexplained
+
+
+def step_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of `git bisect run`'s steps: they import the vmtest this process
+    runs. git runs them in the tree, so a vmtest found through the current folder (`python
+    -m vmtest.cli` in a checkout, pytest's rootdir) is not found there, and Python's "No
+    module named vmtest" exits 1, which git reads as bad; nor may another vmtest installed
+    in the interpreter (an editable install of another checkout) stand in for this one. A
+    site folder is not added: the interpreter searches it anyway, and on PYTHONPATH it would
+    come before the standard library."""
+    here = str(Path(__file__).resolve().parents[1])
+    sites = {str(Path(p).resolve()) for p in [*site.getsitepackages(),
+                                               site.getusersitepackages()]}
+    env = dict(environ)
+    if here not in sites:
+        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [environ.get("PYTHONPATH")])])
+    return env
 
 
 def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
@@ -457,6 +511,11 @@ def write_report(tree: Path, log_dir: Path, first: str, terms: tuple[str, str],
              f"{len(steps)} steps, {doc['wall_s']:.0f} s in all (builds {doc['build_s']:.0f} s, "
              f"runs {doc['runs_s']:.0f} s)", ""]
     if endpoints:
+        config = endpoints.get("config")
+        lines += [f"Scenario {endpoints.get('scenario')} ("
+                  + (f"from {config}" if config else "built in")
+                  + f", profile {endpoints.get('profile')}), metric {endpoints.get('metric')}",
+                  ""]
         lines += [f"Endpoints ({endpoints.get('metric')}): {terms[0]} {endpoints['good']}, "
                   f"{terms[1]} {endpoints['bad']} (p = {endpoints['p_value']:.2g})", ""]
     lines += ["| commit | subject | decision | values | build s | runs s |",

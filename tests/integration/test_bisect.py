@@ -2,8 +2,9 @@
 (scripts/make-history.py): real builds of every step, real guests, the hotplug-offline
 scenario's drains per offline (2.0 with d479960e44f2 reverted, 1.0 with it) as the
 metric. The planted commit is found in both directions, a planted build failure is
-skipped, an interrupted bisection resumes without running a finished step again, and
-endpoints that do not differ stop it before git is touched."""
+skipped, an interrupted bisection resumes without running a finished step again,
+endpoints that do not differ stop it before git is touched, and a scenario defined as
+data in an experiment file (no Python) finds it by its own metric."""
 
 from __future__ import annotations
 
@@ -34,9 +35,12 @@ def _history(*args: str) -> tuple[Path, dict[str, Any]]:
     and package give the same commits, so a history (and the kernels built from its
     commits) is made once per machine and package version (--reuse)."""
     repo = paths.cache_dir("test-histories") / "-".join(a.strip("-") for a in args)
+    # the script imports vmtest: this checkout's, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-history.py"),
                            str(repo), *args, "--reuse"], capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=900, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
     return repo, json.loads(proc.stdout.splitlines()[-1])
 
@@ -130,6 +134,70 @@ def test_finds_the_commit_that_fixed_it(tmp_path):
     assert report["first"] == info["planted"] and report["terms"] == ["broken", "fixed"]
     assert "first fixed commit" in err
     assert len([e for e in report["steps"] if e.get("final")]) <= _steps_bar(info)
+
+
+# A scenario defined as data (docs/experiments.md), measuring what the planted commit
+# changes. The built-in load hot-adds a DIMM of one memory block, onlines it movable and
+# fills tmpfs, whose pages land in it (a movable allocation's zonelist starts at
+# ZONE_MOVABLE: gfp_zone(), include/linux/gfp.h); after the command it offlines the block.
+# offline_pages() (mm/memory_hotplug.c) on a block holding pages drains the LRU caches
+# twice with d479960e44f2 reverted (lru_add_drain_all() on every pass of its migration
+# loop: the one that migrates, the one that finds the block empty), once with it
+# (lru_cache_disable() before the loop); an empty block would drain once either way, so
+# the fill sees to it that there are pages. The metric: the instrumentation's
+# offline_pages summary lines (kernels/patches/README.md).
+DRAINS_EXPERIMENT = """\
+kernels:  # the format needs one; vmtest bisect builds --tree's commits instead
+  "6.1": {source: debian:6.1}
+scenarios:
+  offline-drains:
+    description: a hot-added block filled with tmpfs pages, offlined
+    run: "true"
+    machine: {slots: 2, maxmem: 2G}
+    load:
+      hotplug: {dimm: 128M, dimms: 1}
+      fill: 64M
+    metrics:
+      - name: offline_drains
+        from: dmesg
+        summary: {op: offline_pages, field: drains, reduce: mean}
+        description: all-CPU LRU drains per offline_pages()
+"""
+
+
+def test_finds_it_by_a_scenario_defined_in_an_experiment_file(tmp_path):
+    # test_finds_the_commit_that_fixed_it's history, with the same fragments and no patch:
+    # the kernels of the endpoints and of the steps are in the build cache after it
+    repo, info = _history("--commits", "6", "--direction", "fix", "--seed", "2")
+    folder = tmp_path / "experiment"  # copied into every guest: the file alone
+    folder.mkdir()
+    config = folder / "drains.yaml"
+    config.write_text(DRAINS_EXPERIMENT)
+    log_dir = tmp_path / "bisect"
+    # 6 runs a side separate constant endpoints at alpha 0.01; a step decides in 4
+    proc = subprocess.run([sys.executable, "-m", "vmtest.cli", "bisect", "--tree", str(repo),
+                           "--good", "old", "--bad", "new", "--term-old", "broken",
+                           "--term-new", "fixed", "--config", str(config),
+                           "--scenario", "offline-drains", "--metric", "offline_drains",
+                           "--max-runs", "6", "--jobs", "2", "--accel", ACCEL,
+                           "--log-dir", str(log_dir)],
+                          capture_output=True, text=True, timeout=3600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((log_dir / "report.json").read_text())
+    assert report["first"] == info["planted"], proc.stderr[-3000:]
+    endpoints = report["endpoints"]
+    assert (endpoints["scenario"], endpoints["metric"], endpoints["config"]) == (
+        "offline-drains", "offline_drains", str(config))
+    # the file's metric separates them: two drains per offline broken, one fixed
+    assert min(endpoints["good"]) >= 2.0 and endpoints["bad"] == [1.0] * 6, endpoints
+    steps = [e for e in report["steps"] if e.get("final")]
+    # every step judged by its runs of the file's scenario (none skipped, none unlogged)
+    assert steps and all(e["exit"] in (0, 1) and "offline_drains" in e["why"]
+                         for e in steps), steps
+    assert len(steps) <= _steps_bar(info)
+    text = (log_dir / "report.md").read_text()
+    assert f"Scenario offline-drains (from {config}, profile quick), metric offline_drains" \
+        in text, text
 
 
 def test_endpoints_that_do_not_differ_stop_it_before_git_is_touched(regression, tmp_path):

@@ -1,10 +1,11 @@
 import json
 import subprocess
+import sys
 
 import pytest
 
 from vmtest import bisect, cli
-from vmtest.errors import ConfigError
+from vmtest.errors import ConfigError, InfraError
 
 
 @pytest.mark.parametrize("doc,code", [
@@ -279,3 +280,107 @@ def test_a_scenario_of_an_experiment_file_is_bisected_by_its_metric_and_directio
     doc = {"verdict": "ok", "metrics": {"ops": 50}}
     assert bisect.judge(doc, "ops", 40, lower_is_better=False).judgement == bisect.GOOD
     assert bisect.judge(doc, "ops", 60, lower_is_better=False).judgement == bisect.BAD
+
+
+def test_steps_import_the_vmtest_that_runs_the_bisection(tmp_path):
+    """git runs a step in the tree: it must import this vmtest there (not fail to import
+    one, which exits 1, read by git as bad; nor import another checkout's)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "PYTHONPATH": str(tmp_path / "elsewhere")}
+    found = subprocess.run([sys.executable, "-c", "import sys, vmtest; "
+                            "print(vmtest.__file__); print(sys.path)"],
+                           cwd=tmp_path, env=bisect.step_env(env), capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert found[0] == bisect.__file__.replace("bisect.py", "__init__.py")
+    assert str(tmp_path / "elsewhere") in found[1]  # the user's PYTHONPATH is kept
+
+
+@pytest.mark.fault("bisect: a step's Python exits before vmtest runs (no module vmtest, a "
+                   "broken interpreter): git reads its status 1 as bad",
+                   verdict="infrastructure", exit="3",
+                   message="vmtest: error: git bisect marked COMMIT (bad) without a vmtest step "
+                           "judging it so: ... no first commit is named",
+                   kept="the step log; the tree: git bisect reset")
+def test_a_judgement_no_step_made_names_no_first_commit(history, tmp_path, monkeypatch):
+    log_dir = tmp_path / "log"
+    python = tmp_path / "python3"  # like an interpreter without vmtest: exit 1 at once
+    python.write_text("#!/bin/sh\necho \"No module named vmtest\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    said = []
+    with pytest.raises(InfraError, match=r"git bisect marked [0-9a-f]{12} \(bad\) without"):
+        bisect.start(history, "good", "bad", [], log_dir=log_dir, say=said.append)
+    assert not said  # no first commit named
+    assert not (log_dir / "report.json").exists()
+    assert subprocess.run(["git", "-C", str(history), "bisect", "log"], capture_output=True,
+                          check=False).returncode != 0  # reset
+
+
+def test_git_judgements_are_checked_against_the_steps_log(history):
+    middle = _git(history, "rev-parse", "HEAD~1").strip()
+    _git(history, "bisect", "start", "--term-old", "broken", "--term-new", "fixed", "bad",
+         "good")
+    _git(history, "bisect", "fixed", middle)
+    log = _git(history, "bisect", "log")
+    _git(history, "bisect", "reset")
+    terms = ("broken", "fixed")
+    assert bisect.unexplained_judgements(log, [], terms) == [f"{middle[:12]} (fixed)"]
+    assert bisect.unexplained_judgements(
+        log, [{"commit": middle[:12], "exit": bisect.BAD}], terms) == []
+    # a step that said the other thing does not explain it
+    assert bisect.unexplained_judgements(
+        log, [{"commit": middle[:12], "exit": bisect.GOOD}], terms) == [
+        f"{middle[:12]} (fixed)"]
+    assert bisect.unexplained_judgements(log.replace(" fixed ", " skip "), [], terms) == []
+
+
+def test_endpoints_and_report_name_the_experiment_file_of_the_scenario(history, tmp_path,
+                                                                       monkeypatch):
+    runs = []
+
+    def runner(built, scenario, profile, accel, out, config=None):
+        def run_one(i):
+            runs.append(config)
+            return {"verdict": "ok", "metrics": {"m": 2.0 if "good" in str(out) else 1.0}}
+        return run_one
+
+    monkeypatch.setattr(bisect, "_build", lambda *a, **k: object())
+    monkeypatch.setattr(bisect, "_runner", runner)
+    log_dir = tmp_path / "log"
+    one, other = tmp_path / "a" / "exp.yaml", tmp_path / "b" / "exp.yaml"
+
+    def measure(config):
+        return bisect.endpoints_measured(history, "good", "bad", "drains", "quick", "m", [],
+                                         [], "tcg", log_dir, 0.01, 6, config=config)
+
+    assert measure(one)["config"] == str(one) and runs == [one] * 12
+    measure(one)  # the same file: measured before, not run again
+    assert len(runs) == 12
+    # another file's scenario of the same name is another measurement
+    assert measure(other)["config"] == str(other) and runs[12:] == [other] * 12
+    first = _git(history, "rev-parse", "HEAD").strip()
+    path, _ = bisect.write_report(history, log_dir, first, ("good", "bad"), 10.0)
+    assert f"Scenario drains (from {other}, profile quick), metric m" in path.read_text()
+    endpoints = json.loads((log_dir / "report.json").read_text())["endpoints"]
+    assert (endpoints["scenario"], endpoints["metric"]) == ("drains", "m")
+
+
+def test_a_step_says_whether_its_kernel_came_from_the_cache(history, tmp_path, monkeypatch):
+    from vmtest.kernel.build import BuildSpec, BuiltKernel, KernelArtifact
+    from vmtest.kernel.source import LocalTree
+
+    spec = BuildSpec(source=LocalTree(history), fragments=(), variant="bisect", base="t")
+    for cached in (True, False):
+        log_dir = tmp_path / f"log-{cached}"
+        monkeypatch.setattr(bisect, "_build", lambda *a, c=cached, **k: BuiltKernel(
+            spec, KernelArtifact(key="k" * 64, directory=tmp_path / "k", cached=c)))
+        monkeypatch.setattr(bisect, "_runner",
+                            lambda *a, **k: _docs([3], "fail_to_migrate_dumps"))
+        said = []
+        assert bisect.step(history, "cma-stress", "quick", "fail_to_migrate_dumps", 10, [], [],
+                           "tcg", log_dir, say=said.append) == bisect.GOOD
+        entry = bisect.step_log(log_dir)[-1]
+        assert entry["cached"] is cached and entry["kernel"] == str(tmp_path / "k")
+        assert ("from the cache" in said[-1]) is cached

@@ -98,8 +98,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     for frag in args.fragments or ():
         step_args += ["--fragment", frag]
     tree = args.tree.resolve()
-    key = "-".join([tree.name, args.good, args.bad, args.scenario, args.profile,
-                    args.metric]).replace("/", "_")
+    key = "-".join([tree.name, args.good, args.bad, *([config.stem] if config else []),
+                    args.scenario, args.profile, args.metric]).replace("/", "_")
     log_dir = args.log_dir.resolve() if args.log_dir else bisect.default_log_dir(key)
     bisect.check_log_dir(log_dir, args.resume)
     step_args += ["--log-dir", str(log_dir)]

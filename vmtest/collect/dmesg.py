@@ -68,7 +68,7 @@ _SPLAT_MARKERS = (" invoked oom-killer: ", "page allocation ")  # failure: / sta
 # a "[    1.234567] " timestamp.
 # (Possessive, and "(?:X|)" for "(?:X)?": re runs an optional group three times slower,
 # and this runs on every line.)
-_PFX = r"(?>[\ \t]*+(?:<\d++>|)(?:\d++,\d++,\d++,[^;\n]*+;|)(?:\[\ *+(?P<ts>\d++\.\d++)\]\ ?|))"
+_PFX = r"(?>[\ \t]*+(?:<\d++>|)(?:\d\d*+,\d++,\d++,[^;\n]*+;|)(?:\[\ *+(?P<ts>\d++\.\d++)\]\ ?|))"
 _PFX_NOTS = _PFX.replace("?P<ts>", "?:")
 _LINE_PREFIX = re.compile(_PFX, re.A)
 # A dump_page() head, as kernels 4.x-6.x print it: "page:%p count:..." (4.x, mapping
@@ -86,7 +86,7 @@ _BODY_OTHER = (r"(?:raw:|head:|memcg:|page_type:|compound_|invalid\ mapping"
 # The mapping's operations: "aops:NAME ..." (5.8+), "NAME_aops[ name:...]" (5.4-5.7).
 _AOPS = (r"""(?:mapping->a_ops|aops):[ \t]*(?P<aops>\S+)[^\n]*
           | (?P<aops_old>[A-Za-z_]\w*_aops)(?=[\ \n]|\Z)[^\n]*""")
-_FLAGS = r"(?P<flags>(?:anon\ |ksm\ |page\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*"
+_FLAGS = r"(?P<flags>(?:anon\ |ksm\ |page\ |)flags:\ 0x[0-9a-f]+\([^)\n]*\))[^\n]*"
 # A line that is surely a block's own: the lines of _AOPS, _FLAGS and _BODY_OTHER.
 _KNOWN = (r"""(?:(?:mapping->a_ops|aops):[ \t]*\S|[A-Za-z_]\w*_aops(?=[\ \n]|\Z)
               |(?:anon\ |ksm\ |page\ )?flags:\ 0x[0-9a-f]+\([^)\n]*\)|""" + _BODY_OTHER
@@ -102,18 +102,18 @@ SPLAT_STARTS = ("Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "O
 # Lines the CMA / contiguous allocator prints (_Parser.cma_line() reads them).
 CMA_STARTS = ("cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ")
 _SCAN = re.compile(r"\n" + _PFX + r"""(?:
-        vmtest-mm:\ (?:(?P<mmkv>(?:\w++\ )?(?:\w++=[^\s=]++\ )*+\w++=[^\s=]++)(?=\n|\Z)
+        vmtest-mm:\ (?:(?P<mmkv>(?:\w++\ |)(?:\w++=[^\s=]++\ )*+\w++=[^\s=]++)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
       # A block's body: what the page is (aops, flags), the other lines __dump_page()
       # prints, and lines of other CPUs ("foreign": scanned again). A block longer than
       # 32 lines is not one; a head without its reason line is a dump of the lines that
       # are surely its own ("obody"), with no reason.
       | """ + _HEAD + r"""(?:
-          (?P<body>(?:\n""" + _PFX_NOTS + r"""(?>
+          (?P<body>(?>(?:\n""" + _PFX_NOTS + r"""(?!page\ dumped\ because:\ )(?>
               """ + _AOPS + r"""
             | """ + _FLAGS + r"""
             | """ + _BODY_OTHER + r"""[^\n]*
-            | (?P<foreign>)[^\n]*)){0,32}?)
+            | (?P<foreign>)[^\n]*)){0,32}))
           \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
         | (?P<obody>(?:\n""" + _PFX_NOTS + _KNOWN + r""")*))
       | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
@@ -409,11 +409,9 @@ class DmesgReport:
 
 def _well_formed(summary: dict[str, Any]) -> bool:
     """Every field of an instrumentation summary but op (and the line's time) is a number
-    (kernels/patches/README.md)."""
-    for key, value in summary.items():
-        if not isinstance(value, int) and key != "op" and key != "timestamp":
-            return False
-    return True
+    (kernels/patches/README.md). A field's value is an int or, where it is not a number,
+    a str (_number()); the time is a float or None."""
+    return [*map(type, summary.values())].count(str) == (type(summary.get("op")) is str)
 
 
 def _number(value: str) -> int | str:

@@ -107,26 +107,62 @@ def _line(line: str, counts: Counter[str]) -> str:
 # where _line() then finds nothing to do). Possessive and dispatched on the first
 # character, so that a message's first word costs one look; one per _STEP alternative:
 # priority, kmsg, iso, line number, a digit-led host before "kernel:"; time, delta,
-# relative, dmesg -T/-H, caller id (also after blanks), Android's caller; quote; syslog,
-# dmesg -x, host-kernel.
-HINT = r"""(?:<\d | \d++(?:,|-|\ ++[A-Z\[]|[\w.-]*+\ kernel:)
+# relative, dmesg -T/-H, caller id (also after blanks), Android's caller; quote -- and,
+# led by a letter (HINT_WORD): syslog, dmesg -x, host-kernel.
+HINT_SIGN = r"""(?:<\d | \d++(?:,|-|\ ++[A-Z\[]|[\w.-]*+\ kernel:)
   | \ *+\[(?:\ *+[\d+TC]|<\ *\d|[A-Z])
-  | >
-  | [^\s\d\[<>]\S*+\ ++(?:\d{1,2}\ \d\d:|kernel:)
+  | >)"""
+HINT_WORD = r"""(?:[^\s\d\[<>]\S*+\ ++(?:\d{1,2}\ \d\d:|kernel:)
   | \w++\ *+:(?:emerg|alert|crit|err|warn|notice|info|debug)
   | kernel:)"""
+HINT = f"(?:{HINT_SIGN}|{HINT_WORD})"
 # A printk time that _line() leaves as it is, after its "[" (possessive: this runs on
 # every line; a time with "@cpu" is rewritten).
 _STAMP_REST = r"\ *+\d++\.\d++\]"
-# A line (its start, after "\n") that _line() may change or count something other than
-# one printk time on. Every other line either starts with a printk time that no other
-# prefix follows (_line() counts it and leaves it) or has nothing at its start after
-# blanks that is a prefix and no time glued into it (_line() leaves it, counts nothing).
-WORK_LINE = (r"(?!\[" + _STAMP_REST + r"\ ?+(?!" + HINT + r"))"
-             r"(?:\[|[\ \t]*+(?=" + HINT + r")|[^\n]*?" + _GLUED.pattern + r")")
-# Those lines, found by one pass over the whole text ("\n" + text), so that the others
-# -- nearly every line of a plain dmesg -- cost nothing in Python.
-_WORK = re.compile(r"\n" + WORK_LINE, re.X | re.A)
+# The rest of a line up to a printk time glued into it (_GLUED), a "[" at a time: the
+# characters between cost one look each.
+_TO_GLUED = r"[^\n\[]*+(?:(?!" + _GLUED.pattern + r")\[[^\n\[]*+)*+(?=" + _GLUED.pattern + ")"
+
+
+def _work_line(hint: str) -> str:
+    """A line (its start, after "\\n") that _line() may change or count something other
+    than one printk time on, where `hint` says where a prefix may start. Every other line
+    either starts with a printk time that no other prefix follows (_line() counts it and
+    leaves it) or has nothing at its start after blanks that is a prefix and no time glued
+    into it (_line() leaves it, counts nothing)."""
+    return (r"(?!\[" + _STAMP_REST + r"\ ?+(?!" + hint + r"))"
+            r"(?:\[|[\ \t]*+(?=" + hint + r")|" + _TO_GLUED + ")")
+
+
+WORK_LINE = _work_line(HINT)
+_WORK_LINE = re.compile(r"\n" + WORK_LINE, re.X | re.A)
+# Those lines are found by two passes over the whole text ("\n" + text), so that the
+# others -- nearly every line of a plain dmesg -- cost nothing in Python: one tried at
+# every line start with the prefixes a sign leads (the first word of a message, checked
+# on every line, cost twice as much as all the rest), and one that finds where a word-led
+# prefix may be by its colon -- "Nov 29 12:00:00 ", "host kernel: ", "kern  :warn  : " --
+# whose lines are then tried with the whole of WORK_LINE.
+_WORK_SIGN = re.compile(r"\n" + _work_line(HINT_SIGN), re.X | re.A)
+_WORD_COLON = re.compile(r":(?:(?<=\ \d\d:)|(?<=kernel:)"
+                         r"|emerg|alert|crit|err|warn|notice|info|debug)", re.A)
+
+
+def work_lines(scan: str) -> list[int]:
+    """Where each line of `scan` ("\\n" + a text) that WORK_LINE matches starts (its
+    "\\n"), in order."""
+    found = [m.start() for m in _WORK_SIGN.finditer(scan)]
+    word: list[int] = []
+    rfind, match = scan.rfind, _WORK_LINE.match
+    last = -1
+    for m in _WORD_COLON.finditer(scan):
+        start = rfind("\n", 0, m.start())
+        if start != last:
+            last = start
+            if match(scan, start):
+                word.append(start)
+    if word:
+        found = sorted({*found, *word})
+    return found
 
 
 def normalize(text: str) -> tuple[str, dict[str, int]]:
@@ -141,15 +177,15 @@ def normalize_lines(scan: str) -> tuple[str, dict[str, int]]:
     """normalize() of "\\n" + a text, as "\\n" + the result (what the dmesg scan reads:
     a 64 MiB log is not copied once more for it); `scan` itself when nothing changed.
 
-    Only the lines _WORK finds go through _line(); the others are counted in bulk: those
+    Only the lines work_lines() finds go through _line(); the others are counted in bulk: those
     that start with "[" and were passed over are plain printk times."""
     counts: Counter[str] = Counter()
     pieces: list[str] = []
     last = 0  # where the text not yet in pieces starts, in scan (its "\n" kept)
     bracketed = 0  # lines found that start with "["
     find = scan.find
-    for m in _WORK.finditer(scan):
-        start = m.start() + 1
+    for newline in work_lines(scan):
+        start = newline + 1
         end = find("\n", start)
         if end < 0:
             end = len(scan)

@@ -81,10 +81,10 @@ def scripted(scenario: custom.CustomScenario, *, status: int = 0, missing_event:
     steps.append({"ssh": scenario.in_workdir(spec.run, env=True), "status": status,
                   "out": (REC / "6.1-cma-stress.stdout.txt").read_text(), "err": "warn\n"})
     steps.append({"ssh": f"echo 0 > {custom.TRACING}/tracing_on\n"
-                         + metrics.snapshot_script(files), "status": 0,
-                  "out": _snapshot("after", "983040")})
-    steps.append({"ssh": "dmesg", "status": 0,
-                  "out": (LOGS / "6.1-unpatched-cma.dmesg").read_text()})
+                         + metrics.snapshot_script(files)
+                         + f"\necho '{custom._LOG_SEPARATOR}' && dmesg", "status": 0,
+                  "out": _snapshot("after", "983040") + custom._LOG_SEPARATOR + "\n"
+                  + (LOGS / "6.1-unpatched-cma.dmesg").read_text()})
     steps.append({"ssh": f"cat {custom.TRACING}/trace", "status": 0,
                   "out": (LOGS / "6.1-unpatched-cma-alloc-timing.trace").read_text()})
     steps.append({"ssh": "cat /proc/uptime", "status": 0, "out": "20.00 35.00\n"})

@@ -13,6 +13,7 @@ guest), the load stops, "after" is read, dmesg and the trace are saved, and the 
 from __future__ import annotations
 
 import dataclasses
+import io
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -264,9 +265,9 @@ class CustomScenario(Scenario):
             if spec.load.cma_alloc:
                 cma_log = ssh.check_output(f"cat {CMA_LOG}")
         offlined = self.hotplug_remove(vm, hotplug) if hotplug else []
-        after_text = ssh.check_output("\n".join([*stop_tracing,
-                                                 metrics.snapshot_script(files)]))
-        artifacts = self.save_logs(vm, run_dir, traced=bool(events))
+        after_text, artifacts = self.after(vm, run_dir, [*stop_tracing,
+                                                          metrics.snapshot_script(files)],
+                                           traced=bool(events))
         (run_dir / "snapshots.txt").write_text(f"### before\n{before_text}\n### after\n"
                                                f"{after_text}")
         obs = Observations(stdout=stdout.read_text(errors="replace"),
@@ -316,18 +317,27 @@ class CustomScenario(Scenario):
                 hint=f"the events it has: ls {TRACING}/events/SUBSYSTEM in the guest "
                      "(`vmtest run -- ls ...`); an event may need a kernel option")
 
-    def save_logs(self, vm: Machine, run_dir: Path, traced: bool) -> dict[str, Path]:
-        """dmesg.txt, and trace.txt when the metrics traced events."""
+    def after(self, vm: Machine, run_dir: Path, commands: list[str],
+              traced: bool) -> tuple[str, dict[str, Path]]:
+        """The output of `commands` ("after") and the saved logs: dmesg.txt, and
+        trace.txt when the metrics traced events. One round trip for the snapshot and
+        the kernel log (each costs a scenario run time that `vmtest run -- CMD` does not
+        spend)."""
         ssh = vm.ssh()
         paths = {"dmesg": run_dir / "dmesg.txt"}
-        with paths["dmesg"].open("wb") as out:
-            if ssh.run("dmesg", stdout=out, timeout_s=120) != 0:
-                raise InfraError("reading dmesg in the guest failed")
+        out = io.BytesIO()
+        status = ssh.run("\n".join([*commands, f"echo '{_LOG_SEPARATOR}' && dmesg"]),
+                         stdout=out, timeout_s=120)
+        text, sep, log = out.getvalue().partition(f"{_LOG_SEPARATOR}\n".encode())
+        if status != 0 or not sep:
+            raise InfraError(f"reading the guest's state after the command failed (exit "
+                             f"{status}): {text.decode(errors='replace')[-300:]}")
+        paths["dmesg"].write_bytes(log)
         if traced:
             paths["trace"] = run_dir / "trace.txt"
             with paths["trace"].open("wb") as out:
                 ssh.run(f"cat {TRACING}/trace", stdout=out, timeout_s=120)
-        return paths
+        return text.decode(errors="replace"), paths
 
     def hotplug_add(self, vm: Machine) -> list[str]:
         """Hot-add the DIMMs, online their blocks movable; the new blocks."""
@@ -382,6 +392,10 @@ class CustomScenario(Scenario):
         return {"metrics": values, "exit_status": obs.exit_status,
                 "loss": report["loss"] | {"trace_events_lost": trace["lost"]},
                 "splats": report["splats"]}
+
+
+# Between the "after" snapshot and the kernel log in after()'s one output.
+_LOG_SEPARATOR = "### vmtest: dmesg follows"
 
 
 def tracing_command(events: tuple[str, ...]) -> str:

@@ -335,8 +335,8 @@ class CustomScenario(Scenario):
         paths["dmesg"].write_bytes(log)
         if traced:
             paths["trace"] = run_dir / "trace.txt"
-            with paths["trace"].open("wb") as out:
-                ssh.run(f"cat {TRACING}/trace", stdout=out, timeout_s=120)
+            with paths["trace"].open("wb") as trace:
+                ssh.run(f"cat {TRACING}/trace", stdout=trace, timeout_s=120)
         return text.decode(errors="replace"), paths
 
     def hotplug_add(self, vm: Machine) -> list[str]:

@@ -131,6 +131,9 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
             if (cpu := vm.cpu_seconds()) is not None:
                 doc["timings"]["qemu_cpu_s"] = round(cpu, 2)
                 doc["timings"]["qemu_wall_s"] = round(time.monotonic() - started, 2)
+            # Everything measured is saved: QEMU is told to quit, as `vmtest run -- CMD`
+            # does, not the guest asked to power off and waited for.
+            vm.shutdown(graceful=False)
         doc.update({k: v for k, v in outcome.items() if k not in ("timings", "artifacts")})
         doc["timings"].update(outcome.get("timings", {}))
         doc["artifacts"].update(outcome.get("artifacts", {}))

@@ -160,6 +160,12 @@ def test_a_scenario_run_adds_the_fragment_on_x86_only():
     assert kbuild.with_config(spec, {}) is spec  # pc-dimm: the default kernel, as cached
 
 
+@pytest.mark.fault("hotplug-offline backend virtio-mem on a built kernel without "
+                   "CONFIG_VIRTIO_MEM (a matrix of an experiment file refuses it on load)",
+                   verdict="infrastructure, before QEMU starts", exit="3",
+                   message="hotplug-offline backend virtio-mem: the kernel DIR is built "
+                           "without CONFIG_VIRTIO_MEM (add the fragment virtio-mem)",
+                   kept="result.json")
 def test_a_built_kernel_without_virtio_mem_is_refused_before_boot(tmp_path):
     kernel = tmp_path / "k"
     kernel.mkdir()
@@ -208,3 +214,27 @@ def test_a_shrink_gets_the_summaries_between_its_marks():
         unmarked["drains_all"] is None
     assert memory.mark_command("it0-shrink", "begin") == \
         "echo '<6>vmtest-scenario: step=it0-shrink begin' > /dev/kmsg"
+
+
+def test_a_shrink_the_guest_did_not_finish_counts_its_blocks_as_timed_out():
+    from vmtest.qemu.virtio_mem import Resize
+
+    sc = scenarios.make("hotplug-offline", "quick", {"backend": "virtio-mem"})
+    blocks = ["memory32", "memory33"]
+    resizes = [
+        hotplug_offline.resize_record(0, "grow", Resize(256, 256, 0.2), blocks),
+        hotplug_offline.resize_record(0, "shrink", Resize(0, 0, 3.0), blocks, left=[],
+                                      mark="it0-shrink"),
+        hotplug_offline.resize_record(1, "grow", Resize(256, 256, 0.2), blocks),
+        # asked again twice, still 128 MiB short when the time was up
+        hotplug_offline.resize_record(1, "shrink", Resize(0, 128, 40.0, retries=2), blocks,
+                                      left=["memory32"], mark="it1-shrink"),
+    ]
+    out = sc.outcome_resizes(resizes, {}, {}, LOG)
+    m = out["metrics"]
+    assert (m["blocks"], m["blocks_offlined"], m["blocks_timed_out"]) == (4, 3, 1)
+    assert out["virtio_mem"]["unplug_retries"] == 2
+    assert (out["virtio_mem"]["shrinks_done"], out["virtio_mem"]["shrinks"]) == (1, 2)
+    # the unfinished shrink has no end mark: its time is the host's
+    assert m["offline_seconds_total"] == round(3.0 + 40.0, 2)
+    assert m["drains"] == 4 and m["drains_per_offline"] == 2.0 and m["failed_pages"] == 3

@@ -222,6 +222,11 @@ def test_a_virtio_mem_device_on_a_kernel_without_the_driver_is_refused(tmp_path)
     kernel_choice.check_virtio_mem(256, _image_dir(tmp_path / "bare", None) / "vmlinux")
 
 
+@pytest.mark.fault("vmtest run --virtio-mem 1G on a kernel built without CONFIG_VIRTIO_MEM "
+                   "(x86_64's default fragments)", verdict="refused before the boot",
+                   exit="125 (vmtest did not run CMD)",
+                   message="--virtio-mem 1024M: the kernel DIR is built without "
+                           "CONFIG_VIRTIO_MEM (add the fragment virtio-mem)", kept="nothing")
 def test_vmtest_run_refuses_a_virtio_mem_device_before_booting(tmp_path, monkeypatch, capsys):
     def no_boot(*args, **kwargs):
         raise AssertionError("booted")

@@ -5,6 +5,8 @@ that replay it on the fake machine (vmtest/qemu/fake.py).
     python3 scripts/record_transcript.py --variant unpatched --scenario cma-stress
     python3 scripts/record_transcript.py --config examples/experiments/compaction/compaction.yaml \
         --variant proactive-on --scenario frag
+    python3 scripts/record_transcript.py --variant patched --scenario hotplug-offline \
+        --set backend=virtio-mem --label virtio-mem
 
 writes tests/data/transcripts/<kernel>-<variant>-<scenario>-<profile>.jsonl.gz (every SSH
 command, its status and output, every hotplug QMP call, in order) and, beside it, the
@@ -31,6 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vmtest import config, kernel_choice, paths, run, scenarios
 from vmtest.channel.command import ChannelKind
 from vmtest.channel.ports import Command
@@ -54,6 +58,10 @@ def main() -> int:
     ap.add_argument("--stdin", type=Path, help="with --command: a file as its stdin")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--accel", default="tcg")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a scenario parameter (as `vmtest run --set`)")
+    ap.add_argument("--label", help="with --set: a word for the transcript's name "
+                                    "(<kernel>-<variant>-<scenario>-<label>-<profile>)")
     args = ap.parse_args()
     if args.command:
         return record_command(args.command, args.name or "command", args.stdin, args.accel)
@@ -62,12 +70,15 @@ def main() -> int:
     exp = config.load(args.config)
     kdef = exp.kernel(args.kernel)
     variant = kdef.variant(args.variant)
-    built = kbuild.build_kernel(kdef.build_spec(variant))
     machines: list[RecordingMachine] = []
     # The scenario as the config defines it (a data-defined one is only there).
     defined = {s.name: s for s in exp.scenarios}
-    scenario = defined[args.scenario].make(args.profile) if args.scenario in defined \
-        else scenarios.make(args.scenario, args.profile)
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    scenario = defined[args.scenario].make(args.profile, **overrides) \
+        if args.scenario in defined else scenarios.make(args.scenario, args.profile, overrides)
+    # with what the scenario needs of the kernel (hotplug-offline's virtio-mem: its fragment)
+    built = kbuild.build_kernel(kbuild.with_config(kdef.build_spec(variant),
+                                                   scenario.kernel_needs()))
 
     @contextlib.contextmanager
     def recording_boot(image: Path, opts: boot_mod.BootOptions, out_dir: Path,
@@ -80,7 +91,8 @@ def main() -> int:
             guest.apply_sysctl(vm, variant.sysctl)
             yield vm
 
-    name = f"{args.kernel}-{args.variant}-{args.scenario}-{args.profile}"
+    label = f"-{args.label}" if args.label else ""
+    name = f"{args.kernel}-{args.variant}-{args.scenario}{label}-{args.profile}"
     with tempfile.TemporaryDirectory(prefix="vmtest-record-") as tmp:
         doc = run.run_scenario(built, scenario, Path(tmp), accel=args.accel,
                                boot=recording_boot)

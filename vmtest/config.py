@@ -810,7 +810,27 @@ def _matrix(node: Node, kernels: list[KernelDef],
                 raise (body.get("profile") or node).error(
                     f"scenario {sname} has no profile {profile!r}",
                     hint=f"its profiles: {', '.join(profiles)}")
+            _check_kernel_config(body["scenarios"], sname, defined[sname].make(profile),
+                                 [known_k[k] for k in names])
     return MatrixDef(tuple(names), tuple(variants), tuple(sc_names), reps, profile)
+
+
+def _check_kernel_config(node: Node, sname: str, scenario: catalog.Scenario,
+                         kernels: list[KernelDef]) -> None:
+    """Each kernel of the matrix turns on what the scenario needs of it (hotplug-offline's
+    virtio-mem backend: CONFIG_VIRTIO_MEM), as NUMA variants need the fragment numa."""
+    from vmtest.kernel.build import all_fragments
+
+    for symbol, fragment in scenario.kernel_needs().items():
+        for kernel in kernels:
+            if kconfig.fragments_have(all_fragments(kernel.build_spec(kernel.variants[0])),
+                                      symbol):
+                continue
+            names = [f.name for f in kernel.fragments]
+            raise node.error(f"scenario {sname} needs {symbol}, which the fragments of "
+                             f"kernel {kernel.name} do not turn on (add the fragment "
+                             f"{fragment})",
+                             hint=f"fragments: [{', '.join([*names, fragment])}]")
 
 
 # -- pytest scenarios (`pytest: FILE`): kept apart from the rest of the loader ------------

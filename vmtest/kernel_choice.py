@@ -17,8 +17,9 @@ A user names the kernel to boot in one of three ways, and every command (`vmtest
 
 The option table (`OPTIONS`) is written once: argparse gets `--NAME`, the pytest plugin
 `--vmtest-NAME`, with the same help and checks. Beside the kernel it holds the machine
-options both front ends offer (`MACHINE`: --accel, --numa); a NUMA machine asks something
-of the kernel too, which `check_numa` holds against the kernel's config before a boot.
+options both front ends offer (`MACHINE`: --accel, --numa, --virtio-mem); a NUMA machine
+and a virtio-mem device ask something of the kernel too, which `check_numa` and
+`check_virtio_mem` hold against the kernel's config before a boot.
 """
 
 from __future__ import annotations
@@ -88,6 +89,20 @@ def numa_nodes(text: str) -> int:
     return nodes
 
 
+def virtio_mem_size(text: str) -> int:
+    """--virtio-mem's SIZE in MiB: 0 (none) or a multiple of the device's 2 MiB block."""
+    from vmtest.qemu.argv import parse_size_mib
+
+    try:
+        size = parse_size_mib(text, "virtio-mem size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if size < 0 or size % 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a multiple of 2 MiB (virtio-mem's "
+                                         "device block)")
+    return size
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("kernel", "kernel", "boot this image: a vmlinux (PVH), bzImage or `vmtest build` "
            "directory (nothing is built)", metavar="PATH"),
@@ -112,10 +127,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("numa", "numa", "NUMA nodes: the memory split evenly, vCPUs dealt round-robin; "
            "the kernel needs CONFIG_NUMA, e.g. the fragment numa (default: none)",
            metavar="N", type=numa_nodes, default=0),
+    Option("virtio_mem", "virtio-mem", "a virtio-mem device of up to SIZE (e.g. 1G), empty at "
+           "boot, resized over QMP; the kernel needs CONFIG_VIRTIO_MEM (on x86_64 the "
+           "fragment virtio-mem; default: none)", metavar="SIZE", type=virtio_mem_size,
+           default=0),
 )
 KERNEL = ("kernel", "source", "fragments", "patches", "config", "base", "variant", "arch")
 BUILD = ("source", "fragments", "patches", "config", "base", "variant", "arch")
-MACHINE = ("accel", "numa")
+MACHINE = ("accel", "numa", "virtio_mem")
 
 
 def _options(names: Iterable[str]) -> list[Option]:
@@ -307,3 +326,13 @@ def check_numa(nodes: int, image: Path,
 def default_build_spec() -> BuildSpec:
     """The built-in default kernel: what `vmtest run` boots with no kernel options."""
     return KernelChoice().spec()
+
+
+def check_virtio_mem(size_mib: int, image: Path,
+                     spelling: Callable[[str], str] = lambda name: f"--{name}") -> None:
+    """Refuse a virtio-mem device (size_mib > 0) for a kernel whose config beside its
+    image lacks CONFIG_VIRTIO_MEM: the device would stay empty (kconfig.check_virtio_mem).
+    An image whose config is not beside it is not checked here."""
+    if size_mib > 0:
+        kconfig.check_virtio_mem(config_of(image), f"{spelling('virtio-mem')} {size_mib}M",
+                                 fragment_flag=spelling("fragment"))

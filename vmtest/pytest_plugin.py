@@ -12,7 +12,10 @@ default fragments), or --vmtest-config YAML with --vmtest-base and --vmtest-vari
 --vmtest-variant options, or @pytest.mark.vmtest_variants("patched", "unpatched"), run a
 test once per variant (ids: the variant names). --vmtest-numa N gives the guest N NUMA
 nodes (`vmtest run --numa`'s option; a kernel whose config lacks CONFIG_NUMA is refused,
-and a guest that boots with fewer nodes fails its tests).
+and a guest that boots with fewer nodes fails its tests). --vmtest-virtio-mem SIZE gives
+the guest a virtio-mem device of up to SIZE, empty at boot, which `vm.resize_memory(MIB)`
+grows and shrinks (a kernel whose config lacks CONFIG_VIRTIO_MEM is refused: on x86_64
+build it with the fragment virtio-mem).
 
 A kernel splat (WARNING, BUG, Oops, KASAN, ...) in the guest's log while a test runs fails
 that test unless it is marked @pytest.mark.vmtest_expect_splat; a failed test's report
@@ -46,7 +49,7 @@ from vmtest.errors import ConfigError, InfraError, VmtestError
 from vmtest.guest import memory
 from vmtest.kernel import build as kbuild
 from vmtest.kernel import images
-from vmtest.kernel_choice import KernelChoice, add_pytest_options, check_numa
+from vmtest.kernel_choice import KernelChoice, add_pytest_options, check_numa, check_virtio_mem
 from vmtest.qemu import boot
 from vmtest.qemu.machine import Machine
 from vmtest.scenarios.pytest_scenario import Attachment
@@ -329,6 +332,23 @@ class Guest:
         out = self.run(memory.offline_command(block, timeout_s), timeout_s=timeout_s + 30)
         return memory.parse_offline_result(out.stdout).get("state") == "offline"
 
+    def resize_memory(self, size_mib: int, timeout_s: float = 120) -> int:
+        """Resize the guest's virtio-mem device (--vmtest-virtio-mem) to size_mib and wait
+        until the guest's driver has plugged or unplugged that much, or timeout_s has
+        passed; returns the size it reached (MiB). Memory it adds comes offline: online
+        it with set_state(). The guest's driver retries a shrink it could not finish only
+        after 50 s: asked again each 10 s the size stands still."""
+        from vmtest.qemu import virtio_mem
+
+        if not self.opts.virtio_mem_mib and not self.attached:
+            raise pytest.UsageError("vm.resize_memory() needs a virtio-mem device: "
+                                    "--vmtest-virtio-mem SIZE")
+        try:
+            return virtio_mem.resize(self.machine, size_mib, timeout_s, stall_s=10).reached_mib
+        except VmtestError as exc:
+            self.suspect = f"a virtio-mem resize of an earlier test failed: {exc}"
+            raise
+
     # -- CMA -----------------------------------------------------------------------
     def cma_area(self) -> str:
         return collect_guest.cma_area(self.machine)
@@ -411,10 +431,13 @@ def vmtest_guest(request: pytest.FixtureRequest, vmtest_variant: str | None,
         image, name, built = _image(request.config, vmtest_variant)
         nodes = request.config.getoption("vmtest_numa")
         check_numa(nodes, image, spelling=lambda flag: f"--vmtest-{flag}")
+        virtio_mem_mib = request.config.getoption("vmtest_virtio_mem")
+        check_virtio_mem(virtio_mem_mib, image, spelling=lambda flag: f"--vmtest-{flag}")
         opts = with_numa(boot.BootOptions(accel=request.config.getoption("vmtest_accel"),
                                           programs=("bash",), boot_timeout_s=120,
                                           arch=images.arch_of(image) or archs.DEFAULT),
                          nodes)
+        opts = boot.with_virtio_mem(opts, virtio_mem_mib)
         guest = Guest(image, name, opts, tmp_path_factory.mktemp(f"vmtest-{name}"), built,
                       request.config.getoption("vmtest_kselftest_dir"))
     except VmtestError as exc:

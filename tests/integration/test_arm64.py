@@ -100,3 +100,31 @@ def test_virtio_mem_grows_and_shrinks_an_arm64_guest(arm64_kernel, boot_opts, ru
         assert virtio_mem.resize(vm, 0, 120).done
         log = ssh.check_output("dmesg | grep vmtest-mm")
         assert "op=alloc_contig_range" in log and "op=offline_pages" in log
+
+
+def test_hotplug_offline_on_virtio_mem_reports_drains_per_offline_on_arm64(
+        arm64_kernel, default_spec, tmp_path):
+    """The hotplug-offline scenario with `backend: virtio-mem` on the cached arm64 kernel
+    (its own fragment has CONFIG_VIRTIO_MEM: the same build, a cache hit), quick profile:
+    each iteration's shrink runs alloc_contig_range() and offline_pages() in the guest,
+    whose summaries give the same metrics as the pc-dimm backend."""
+    from vmtest import run, scenarios
+
+    spec = dataclasses.replace(default_spec, arch="arm64")
+    scenario = scenarios.make("hotplug-offline", "quick", {"backend": "virtio-mem"})
+    assert kbuild.with_config(spec, scenario.kernel_needs()) is spec  # nothing to add
+    doc = run.run_scenario(kbuild.BuiltKernel(spec, arm64_kernel), scenario, tmp_path / "run",
+                           accel=FOREIGN_ACCEL)
+    assert doc["verdict"] == "ok", doc.get("error")
+    m, vmem = doc["metrics"], doc["virtio_mem"]
+    print({k: v for k, v in m.items() if k != "vmstat"}, vmem)
+    assert m["blocks"] == 4 and m["blocks_offlined"] == 4 and m["blocks_timed_out"] == 0
+    assert vmem["shrinks_done"] == vmem["shrinks"] == 2
+    assert vmem["offline_pages_calls"] >= 4 and m["drains"] >= vmem["offline_pages_calls"]
+    assert m["drains_per_offline"] == round(m["drains"] / vmem["offline_pages_calls"], 2)
+    shrinks = [r for r in doc["resizes"] if r["direction"] == "shrink"]
+    assert all(r["marked"] and r["reached_mib"] == 0 for r in shrinks)
+    assert doc["identity"]["parameters"]["backend"] == "virtio-mem"
+    argv = (tmp_path / "run" / "qemu.argv").read_text()
+    assert argv.startswith("qemu-system-aarch64 ") and "virtio-mem-pci" in argv
+    assert "-bios" not in argv  # the device-tree boot: no edk2, no ACPI

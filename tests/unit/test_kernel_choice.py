@@ -190,3 +190,50 @@ def test_vmtest_run_refuses_numa_nodes_of_a_kernel_without_them_before_booting(
     assert status == 125  # vmtest did not run CMD (errors.EXIT_CMD_VMTEST)
     err = capsys.readouterr().err
     assert "--numa 2: the kernel" in err and "built without CONFIG_NUMA" in err
+
+
+# -- --virtio-mem SIZE -------------------------------------------------------------------
+def test_a_virtio_mem_size_parses_alike_in_both_front_ends(capsys):
+    run_parser, _ = cli.build_parser(["run", "--", "true"])
+    plugin = _plugin_parser()
+    for text, mib in (("1G", 1024), ("256M", 256), ("512", 512), ("0", 0)):
+        assert run_parser.parse_args(["run", "--virtio-mem", text, "--",
+                                      "true"]).virtio_mem == mib
+        assert plugin.parse_args(["--vmtest-virtio-mem", text]).vmtest_virtio_mem == mib
+    assert plugin.parse_args([]).vmtest_virtio_mem == 0  # no device by default
+    for text in ("3M", "lots"):
+        with pytest.raises(SystemExit) as exc:
+            plugin.parse_args(["--vmtest-virtio-mem", text])
+        assert exc.value.code == 2
+        assert "argument --vmtest-virtio-mem: " in capsys.readouterr().err
+
+
+def test_a_virtio_mem_device_on_a_kernel_without_the_driver_is_refused(tmp_path):
+    image = _image_dir(tmp_path / "no", "# CONFIG_VIRTIO_MEM is not set\n") / "vmlinux"
+    with pytest.raises(ConfigError) as exc:
+        kernel_choice.check_virtio_mem(1024, image, spelling=lambda f: f"--vmtest-{f}")
+    message = str(exc.value)
+    assert message.startswith("--vmtest-virtio-mem 1024M: the kernel ") and "\n" not in message
+    assert message.endswith("built without CONFIG_VIRTIO_MEM (add the fragment virtio-mem)")
+    assert "--vmtest-fragment virtio-mem" in (exc.value.hint or "")
+    kernel_choice.check_virtio_mem(0, image)  # no device: nothing asked of the kernel
+    kernel_choice.check_virtio_mem(
+        256, _image_dir(tmp_path / "yes", "CONFIG_VIRTIO_MEM=y\n") / "vmlinux")
+    kernel_choice.check_virtio_mem(256, _image_dir(tmp_path / "bare", None) / "vmlinux")
+
+
+@pytest.mark.fault("vmtest run --virtio-mem 1G on a kernel built without CONFIG_VIRTIO_MEM "
+                   "(x86_64's default fragments)", verdict="refused before the boot",
+                   exit="125 (vmtest did not run CMD)",
+                   message="--virtio-mem 1024M: the kernel DIR is built without "
+                           "CONFIG_VIRTIO_MEM (add the fragment virtio-mem)", kept="nothing")
+def test_vmtest_run_refuses_a_virtio_mem_device_before_booting(tmp_path, monkeypatch, capsys):
+    def no_boot(*args, **kwargs):
+        raise AssertionError("booted")
+
+    monkeypatch.setattr("vmtest.qemu.boot.boot", no_boot)
+    build = _image_dir(tmp_path / "build", "CONFIG_MMU=y\n")
+    status = cli.main(["run", "--kernel", str(build), "--virtio-mem", "1G", "--no-share",
+                       "--", "true"])
+    assert status == 125
+    assert "--virtio-mem 1024M: the kernel" in capsys.readouterr().err

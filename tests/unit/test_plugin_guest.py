@@ -241,3 +241,37 @@ def test_the_plugin_refuses_a_number_of_numa_nodes_out_of_range(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --vmtest-numa: '9' is not a number of NUMA "
                                  "nodes from 0 to 8"])
+
+
+# -- --vmtest-virtio-mem SIZE, vm.resize_memory() ------------------------------------------
+def _devices(size_mib: int, requested_mib: int) -> dict:
+    return {"qmp": "memory_devices", "args": [], "return": [
+        {"type": "virtio-mem", "data": {"id": "vmem0", "size": size_mib << 20,
+                                        "requested-size": requested_mib << 20}}]}
+
+
+def _ask(size_mib: int) -> dict:
+    return {"qmp": "qom-set", "args": [{"path": "/machine/peripheral/vmem0",
+                                        "property": "requested-size",
+                                        "value": size_mib << 20}]}
+
+
+def test_resize_memory_waits_for_the_guest_and_says_what_it_reached(tmp_path):
+    guests = Guests(tmp_path, {"steps": [
+        _ask(512), _devices(128, 512), _devices(512, 512),
+        _ask(0), _devices(0, 0)]})
+    opts = boot.with_virtio_mem(boot.BootOptions(accel="tcg"), 1024)
+    assert (opts.virtio_mem_mib, opts.maxmem_mib) == (1024, 4096)
+    assert boot.with_virtio_mem(boot.BootOptions(accel="tcg", maxmem_mib=1024),
+                                512).maxmem_mib == 1536  # room beside the boot memory
+    guest = guests.guest(opts)
+    assert guests.made[0].spec.virtio_mem_mib == 1024
+    assert guest.resize_memory(512) == 512
+    assert guest.resize_memory(0) == 0
+    assert guests.made[0].replayed_all
+
+
+def test_resize_memory_without_a_device_is_a_usage_error(tmp_path):
+    guest = Guests(tmp_path, {"steps": []}).guest()
+    with pytest.raises(pytest.UsageError, match="--vmtest-virtio-mem SIZE"):
+        guest.resize_memory(256)

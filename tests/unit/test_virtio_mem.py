@@ -81,3 +81,31 @@ def test_no_device_and_bad_sizes_are_named(recorded):
     assert virtio_mem.state(recorded, "vm0") == (0, 0)
     with pytest.raises(InfraError, match="not a multiple of 2 MiB"):
         virtio_mem.resize(GuestLike(recorded), 3, 1, device_id="vm0")
+
+
+class StuckUntilAskedAgain(GuestLike):
+    """A guest whose driver gives up a shrink at floor_mib (-EBUSY: its retry timer,
+    50 s) and finishes it once asked again (the config-changed handler runs at once)."""
+
+    def qmp_ok(self, command, **args):
+        super().qmp_ok(command, **args)
+        asks = sum(1 for c, a in self.calls if c == "qom-set" and a["value"] == 0)
+        if asks >= 2:
+            self.floor = 0
+
+
+def test_a_shrink_that_stands_still_is_asked_for_again_and_counted(recorded):
+    vm, clock = StuckUntilAskedAgain(recorded), Clock()
+    virtio_mem.resize(vm, 512, 10, device_id="vm0", clock=clock, sleep=clock.sleep)
+    vm.floor = 256 << 20
+    shrunk = virtio_mem.resize(vm, 0, 60, device_id="vm0", stall_s=5, clock=clock,
+                               sleep=clock.sleep)
+    assert shrunk.done and shrunk.retries == 1
+    # the second qom-set came once the size had stood at 256 MiB for stall_s
+    assert [a["value"] for c, a in vm.calls if c == "qom-set"] == [512 << 20, 0, 0]
+    # without stall_s, nothing is asked again: the guest stays where it stopped
+    vm2, clock2 = StuckUntilAskedAgain(recorded), Clock()
+    virtio_mem.resize(vm2, 512, 10, device_id="vm0", clock=clock2, sleep=clock2.sleep)
+    vm2.floor = 256 << 20
+    stuck = virtio_mem.resize(vm2, 0, 20, device_id="vm0", clock=clock2, sleep=clock2.sleep)
+    assert (stuck.reached_mib, stuck.retries, stuck.done) == (256, 0, False)

@@ -31,7 +31,8 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--cpus", type=int, default=2, help="vCPUs (default: %(default)s)")
     p.add_argument("--memory", default="1G", help="boot memory (default: %(default)s)")
     p.add_argument("--cma", default="256M", help="cma= reservation (default: %(default)s)")
-    kernel_choice.add_arguments(p, ("numa",))  # the plugin's --vmtest-numa too
+    # the plugin's --vmtest-numa and --vmtest-virtio-mem too
+    kernel_choice.add_arguments(p, ("numa", "virtio_mem"))
     p.add_argument("--slots", type=int, default=4, help="pc-dimm hotplug slots")
     p.add_argument("--maxmem", default="4G", help="memory limit with hotplug")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="S",
@@ -163,6 +164,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
     kernel = kernel_choice_of(args).resolved_image()
     arch = _guest_arch(kernel, args.arch)
     kernel_choice.check_numa(args.numa, kernel)
+    kernel_choice.check_virtio_mem(args.virtio_mem, kernel)
     shared = () if args.console else shares(args)
     copied = copies(args.copy)
     # Optional layers: stress-ng when the command uses it; bash whenever files come in
@@ -177,6 +179,7 @@ def _command_run(args: argparse.Namespace, command: list[str]) -> int:
         qemu_extra=tuple(args.qemu_arg or ()), cmdline_extra=tuple(args.append or ()),
         programs=programs, copies=copied, shares=shared, arch=arch,
         numa_nodes=args.numa)
+    opts = boot.with_virtio_mem(opts, args.virtio_mem)
     kind = channel_kind(args)
     # ssh semantics: the words are joined with spaces and run by the guest's shell.
     line = " ".join(command)
@@ -261,12 +264,12 @@ def _scenario_run(args: argparse.Namespace) -> int:
                           hint="use --config/--base/--variant or --source/--patch")
     overrides = _overrides(args.set)
     variant: Variant | None = None
+    from vmtest.kernel import build as kbuild
+
     if choice.ad_hoc:
-        built = choice.built()
         scenario = scenarios.make(args.scenario, args.profile, overrides)
     else:
         from vmtest import config
-        from vmtest.kernel import build as kbuild
 
         kernel, variant = choice.kernel_def()
         # The scenario as the config defines it (its params), else the catalog's.
@@ -274,7 +277,9 @@ def _scenario_run(args: argparse.Namespace) -> int:
         scenario = defined[args.scenario].make(args.profile, **overrides) \
             if args.scenario in defined else scenarios.make(args.scenario, args.profile,
                                                             overrides)
-        built = kbuild.build_kernel(choice.spec())
+    # The kernel named, with what the scenario needs of it (hotplug-offline's virtio-mem
+    # backend on x86_64: the fragment virtio-mem): a kernel of its own beside it.
+    built = kbuild.build_kernel(kbuild.with_config(choice.spec(), scenario.kernel_needs()))
     out = Path(args.output) if args.output else boot.new_run_dir(
         label=f"{args.scenario}-{built.spec.variant}")
     print(f"run directory: {out}", file=sys.stderr)

@@ -14,6 +14,7 @@ from vmtest.collect import tracefs
 from vmtest.deadline import Deadline
 from vmtest.errors import InfraError
 from vmtest.guest import memory, sysctl
+from vmtest.qemu import virtio_mem
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.qemu.machine import Machine
@@ -58,6 +59,33 @@ def hot_add(vm: Machine, dimms: list[tuple[int, str | None]],
             raise InfraError(f"hot-added memory did not appear in the guest ({len(new)} of "
                              f"{expect} blocks after {timeout_s:.0f} s)",
                              hint="CONFIG_ACPI_HOTPLUG_MEMORY / CONFIG_MEMORY_HOTPLUG?")
+        time.sleep(0.2)
+
+
+def grow_virtio_mem(vm: Machine, size_mib: int, timeout_s: float = 60
+                    ) -> tuple[virtio_mem.Resize, list[str]]:
+    """Resize the guest's virtio-mem device up to size_mib and wait until the guest
+    shows the memory blocks its driver added, offline (vmtest's kernels do not online
+    new memory on their own): (the resize, the new blocks in address order). A device
+    that does not reach the size is an infrastructure error (no driver, or no room)."""
+    known = offline_blocks(vm)
+    before_mib, _ = virtio_mem.state(vm.memory_devices())
+    grown = virtio_mem.resize(vm, size_mib, timeout_s)
+    if not grown.done:
+        raise InfraError(f"the guest's virtio-mem device reached {grown.reached_mib} of "
+                         f"{size_mib} MiB in {grown.seconds:.0f} s",
+                         hint="the kernel needs CONFIG_VIRTIO_MEM (the fragment virtio-mem "
+                              "on x86_64); the driver keeps at most 1 GiB offline "
+                              "(drivers/virtio/virtio_mem.c, offline_threshold)")
+    expect = (size_mib - before_mib) // memory.BLOCK_MIB
+    deadline = Deadline(timeout_s)
+    while True:
+        new = sorted(offline_blocks(vm) - known, key=memory.block_start_pfn)
+        if len(new) >= expect:
+            return grown, new
+        if deadline.expired:
+            raise InfraError(f"virtio-mem memory did not appear in the guest ({len(new)} of "
+                             f"{expect} blocks after {timeout_s:.0f} s)")
         time.sleep(0.2)
 
 

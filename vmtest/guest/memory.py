@@ -4,6 +4,7 @@ the hotplug scenario and the pytest plugin's helpers run them."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 MEMORY_SYSFS = "/sys/devices/system/memory"
@@ -53,3 +54,41 @@ def parse_offline_result(out: str) -> dict[str, str]:
     """The fields of offline_command()'s result line."""
     line = next((x for x in out.splitlines() if x.startswith("rc=")), "")
     return dict(w.split("=", 1) for w in line.split() if "=" in w)
+
+
+# Every memory block the guest has (online or offline): a block virtio-mem unplugged
+# is removed, its folder gone (offline_and_remove_memory(), mm/memory_hotplug.c).
+PRESENT_BLOCKS_COMMAND = f"ls -d {MEMORY_SYSFS}/memory[0-9]*"
+
+
+def parse_present_blocks(out: str) -> set[str]:
+    """Block names from the paths PRESENT_BLOCKS_COMMAND prints."""
+    return {line.rsplit("/", 1)[1] for line in out.split() if "/memory" in line}
+
+
+# A scenario's step marked in the kernel's log (at KERN_INFO: the ring buffer, not the
+# console), so that the instrumentation's summaries printed between a step's two marks
+# are that step's: a summary line and a mark carry the same printk clock.
+MARK = "vmtest-scenario:"
+
+
+def mark_command(step: str, edge: str) -> str:
+    """Write 'vmtest-scenario: step=STEP EDGE' into the kernel's log (/dev/kmsg)."""
+    return f"echo '<6>{MARK} step={step} {edge}' > /dev/kmsg"
+
+
+def parse_marks(dmesg_text: str) -> dict[str, tuple[float, float | None]]:
+    """{step: (begin time, end time or None)} from the marks in a dmesg text (printk
+    times, '[ 12.345678] vmtest-scenario: step=S begin')."""
+    marks: dict[str, tuple[float, float | None]] = {}
+    for m in _MARK_LINE.finditer(dmesg_text):
+        step, edge, at = m.group(2), m.group(3), float(m.group(1))
+        if edge == "begin":
+            marks[step] = (at, None)
+        elif step in marks:
+            marks[step] = (marks[step][0], at)
+    return marks
+
+
+_MARK_LINE = re.compile(r"^\[\s*(\d+\.\d+)\]\s*" + re.escape(MARK)
+                        + r" step=(\S+) (begin|end)\s*$", re.M)

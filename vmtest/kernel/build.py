@@ -54,6 +54,24 @@ def all_fragments(spec: BuildSpec) -> tuple[kconfig.Fragment, ...]:
     return spec.fragments + ((kconfig.load_fragment(own),) if own else ())
 
 
+def with_config(spec: BuildSpec, needs: dict[str, str]) -> BuildSpec:
+    """spec with, for each symbol of `needs` ({CONFIG_X: the fragment that turns it
+    on}) that its fragments and its architecture's leave off, that fragment appended:
+    another kernel, with its own cache key (a virtio-mem run's x86_64 kernel), or spec
+    itself when nothing is missing (arm64's fragment has CONFIG_VIRTIO_MEM)."""
+    have = all_fragments(spec)
+    names = {f.name for f in spec.fragments}
+    extra = tuple(dict.fromkeys(
+        fragment for symbol, fragment in needs.items()
+        if not kconfig.fragments_have(have, symbol) and fragment not in names))
+    if not extra:
+        return spec
+    from dataclasses import replace
+
+    return replace(spec, fragments=spec.fragments + tuple(kconfig.load_fragment(name)
+                                                          for name in extra))
+
+
 @dataclass(frozen=True)
 class KernelArtifact:
     """A built kernel in the cache."""

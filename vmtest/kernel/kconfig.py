@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +170,39 @@ def tail_lines(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# virtio-mem's driver: in arm64's own fragment, in this one for x86_64 (not a default:
+# every cached kernel would be built again for it). A run that asks for virtio-mem adds
+# it where vmtest builds the kernel (`with_virtio_mem`), and refuses a kernel built
+# without it (`check_virtio_mem`), as NUMA guests do the fragment numa.
+VIRTIO_MEM_FRAGMENT = "virtio-mem"
+VIRTIO_MEM = "CONFIG_VIRTIO_MEM"
+
+
+def fragments_have(fragments: Iterable[Fragment], symbol: str, value: str = "y") -> bool:
+    """Whether the merged fragments set symbol to value (a later fragment wins)."""
+    got: str | None = None
+    for frag in fragments:
+        for sym, val in frag.options:
+            if sym == symbol:
+                got = val
+    return got == value
+
+
+def check_virtio_mem(config: Path | None, what: str,
+                     fragment_flag: str = "--fragment") -> None:
+    """Refuse a kernel whose config (beside its image) lacks CONFIG_VIRTIO_MEM=y for
+    `what` (a guest with a virtio-mem device): the device would stay empty, and the
+    run wait for memory that never comes. A kernel with no config beside it is not
+    checked here."""
+    if config is None or not config.is_file():
+        return
+    if parse_config(config.read_text(errors="replace")).get(VIRTIO_MEM) == "y":
+        return
+    defaults = " ".join(f"{fragment_flag} {name}" for name in DEFAULT_FRAGMENTS)
+    raise ConfigError(f"{what}: the kernel {config.parent} is built without {VIRTIO_MEM} "
+                      f"(add the fragment {VIRTIO_MEM_FRAGMENT})",
+                      hint=f"its config: {config}; build it with {defaults} "
+                           f"{fragment_flag} {VIRTIO_MEM_FRAGMENT}, or list "
+                           f"{VIRTIO_MEM_FRAGMENT} in an experiment kernel's fragments")

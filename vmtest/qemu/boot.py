@@ -68,6 +68,15 @@ class BootOptions:
     cpu_flags: tuple[str, ...] = ()  # QEMU CPU features turned on
 
 
+def with_virtio_mem(opts: BootOptions, size_mib: int) -> BootOptions:
+    """opts with a virtio-mem device of up to size_mib (0: opts as they are), and room
+    for it beside the boot memory: QEMU takes its memory out of maxmem (qemu/argv.py)."""
+    if not size_mib:
+        return opts
+    return replace(opts, virtio_mem_mib=size_mib,
+                   maxmem_mib=max(opts.maxmem_mib, opts.memory_mib + size_mib))
+
+
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 _WARNED: set[str] = set()
 

@@ -63,6 +63,10 @@ class Transcript:
         return cls(lines[0]["header"], lines[1:])
 
 
+# QMP commands a scenario sends itself (qemu/virtio_mem.py's resize), recorded as sent;
+# the machine's own (the SSH port, a DIMM's object-add) stay inside its methods.
+RECORDED_QMP = ("qom-set",)
+
 # vmtest's errors a recorded command may have ended with, by name.
 _ERRORS: dict[str, type[VmtestError]] = {
     name: kind for name, kind in vars(errors).items()
@@ -291,6 +295,10 @@ class FakeMachine(Lifecycle):
     def memory_devices(self) -> list[dict[str, Any]]:
         return list(self._qmp_step("memory_devices", []))
 
+    def qmp_ok(self, command: str, **args: Any) -> Any:
+        """The QMP commands a transcript holds (RECORDED_QMP: a virtio-mem resize's)."""
+        return self._qmp_step(command, [args])
+
     def shutdown(self, *, graceful: bool = True) -> None:
         self.state = State.STOPPED
 
@@ -362,4 +370,10 @@ class RecordingMachine(Machine):
     def memory_devices(self) -> list[dict[str, Any]]:
         result = super().memory_devices()
         self.transcript.steps.append({"qmp": "memory_devices", "args": [], "return": result})
+        return result
+
+    def qmp_ok(self, command: str, **args: Any) -> Any:
+        result = super().qmp_ok(command, **args)
+        if command in RECORDED_QMP:
+            self.transcript.steps.append({"qmp": command, "args": [args], "return": result})
         return result

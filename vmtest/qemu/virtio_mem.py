@@ -9,7 +9,14 @@ asks for a size with QMP `qom-set requested-size` and waits, reading
 `query-memory-devices`, until the guest's driver has plugged or unplugged that much, or
 the time is up (a guest that cannot unplug -- unmovable pages -- stays above the request,
 and says so). No ACPI and no firmware: it works on arm64's device-tree boot too
-(docs/findings.md)."""
+(docs/findings.md).
+
+A guest that could not unplug all it was asked to retries on its own only after its
+retry timer, 50 s doubling up to 5 min (drivers/virtio/virtio_mem.c,
+VIRTIO_MEM_RETRY_TIMER_MIN_MS); asked again (QEMU notifies the guest of a `qom-set` even
+of the same size, hw/virtio/virtio-mem.c), its config-changed handler runs the work at
+once. `resize(stall_s=...)` asks again each time the size has stood still, short of
+the request, that long, and counts those retries."""
 
 from __future__ import annotations
 
@@ -40,6 +47,9 @@ class Resize:
     requested_mib: int
     reached_mib: int
     seconds: float
+    # How often the size stood still short of the request for stall_s and the request
+    # was made again (the guest's driver woken to retry).
+    retries: int = 0
 
     @property
     def done(self) -> bool:
@@ -57,18 +67,30 @@ def state(devices: list[dict[str, Any]], device_id: str = DEVICE_ID) -> tuple[in
 
 
 def resize(vm: QMPMachine, size_mib: int, timeout_s: float, *,
-           device_id: str = DEVICE_ID, poll_s: float = 0.2,
+           device_id: str = DEVICE_ID, poll_s: float = 0.2, stall_s: float | None = None,
            clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep) -> Resize:
-    """Ask for size_mib and wait until the guest has it (or timeout_s has passed)."""
+    """Ask for size_mib and wait until the guest has it (or timeout_s has passed); with
+    stall_s, ask again whenever the size has not moved for that long (a retry)."""
     if size_mib < 0 or size_mib % BLOCK_MIB:
         raise InfraError(f"virtio-mem size {size_mib} MiB is not a multiple of "
                          f"{BLOCK_MIB} MiB")
+
+    def ask() -> None:
+        vm.qmp_ok("qom-set", path=f"/machine/peripheral/{device_id}",
+                  property="requested-size", value=size_mib << 20)
+
     started = clock()
-    vm.qmp_ok("qom-set", path=f"/machine/peripheral/{device_id}", property="requested-size",
-              value=size_mib << 20)
+    ask()
+    retries, last, moved = 0, None, started
     while True:
         reached, requested = state(vm.memory_devices(), device_id)
-        if reached == requested == size_mib or clock() - started >= timeout_s:
-            return Resize(size_mib, reached, round(clock() - started, 3))
+        now = clock()
+        if reached == requested == size_mib or now - started >= timeout_s:
+            return Resize(size_mib, reached, round(now - started, 3), retries)
+        if reached != last:
+            last, moved = reached, now
+        elif stall_s is not None and now - moved >= stall_s:
+            ask()
+            retries, moved = retries + 1, now
         sleep(poll_s)

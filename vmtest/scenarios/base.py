@@ -97,6 +97,13 @@ class Scenario:
         """Before boot: build what the scenario needs from the kernel's tree (kselftest
         builds the tree's selftests). Called again on the same scenario: nothing to do."""
 
+    def kernel_needs(self) -> dict[str, str]:
+        """Kernel options this scenario needs beyond vmtest's defaults, each with the
+        fragment that turns it on ({CONFIG_X: fragment}): added where vmtest builds the
+        kernel for a run (`vmtest run --scenario`), required of an experiment's kernels
+        (config.py), checked against a built kernel's config in `prepare`."""
+        return {}
+
     def boot_overrides(self) -> dict[str, Any]:
         """BootOptions fields this scenario needs (memory, cma, cpus)."""
         p = self.params

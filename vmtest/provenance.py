@@ -51,9 +51,15 @@ def _first_line(argv: list[str]) -> str:
     return out.splitlines()[0].strip() if status == 0 and out.strip() else "unknown"
 
 
-def describe(qemu: str = "qemu-system-x86_64") -> dict[str, Any]:
-    """The provenance record: each tool's answer is remembered until its binary changes
-    (hostcmd), so this costs a few stat(2) calls after the first time."""
+def describe(arch: str = "x86_64") -> dict[str, Any]:
+    """The provenance record of a run whose guest is `arch`: its QEMU and the compiler
+    that built its kernel (the cross compiler of a foreign architecture). Each tool's
+    answer is remembered until its binary changes (hostcmd), so this costs a few stat(2)
+    calls after the first time."""
+    from vmtest import arch as archs
+
+    target = archs.get(arch)
     return {"vmtest": __version__, "vmtest_commit": commit(),
-            "qemu": _first_line([qemu, "--version"]), "gcc": _first_line(["gcc", "--version"]),
+            "qemu": _first_line([target.qemu, "--version"]),
+            "gcc": _first_line([target.gcc, "--version"]),
             "host_kernel": platform.release(), "python": platform.python_version()}

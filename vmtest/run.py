@@ -82,7 +82,7 @@ def new_document(kernel: BuiltKernel, scenario: Scenario, accel: str) -> dict[st
                         patches=[p.name for p in spec.patches], scenario=scenario.name,
                         profile=scenario.profile, parameters=scenario.parameters(),
                         accel=accel, kernel_release=kernel.artifact.release,
-                        build_key=kernel.artifact.key)
+                        build_key=kernel.artifact.key, arch=spec.arch)
 
 
 def boot_options(scenario: Scenario, variant: Variant | None, *, accel: str,

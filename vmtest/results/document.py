@@ -32,7 +32,7 @@ VERDICTS = tuple(RunVerdict)
 
 def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: str,
         parameters: dict[str, Any], accel: str, kernel_release: str = "",
-        build_key: str = "") -> dict[str, Any]:
+        build_key: str = "", arch: str = "x86_64") -> dict[str, Any]:
     """A document for a run that starts now: identity filled in, verdict ok until the
     run says otherwise, nothing measured yet."""
     return {
@@ -46,7 +46,7 @@ def new(*, base: str, variant: str, patches: list[str], scenario: str, profile: 
             "seed": int(parameters.get("seed", 0)), "accel": accel,
         },
         "host": host_info(),
-        "provenance": provenance.describe(),
+        "provenance": provenance.describe(arch),
         "started_at": utc_now(),
         "timings": {}, "metrics": {}, "attribution": [], "splats": [], "artifacts": {},
     }

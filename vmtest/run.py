@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import guest
-from vmtest.errors import VmtestError
+from vmtest.errors import Terminated, VmtestError
 from vmtest.kernel.build import BuiltKernel
 from vmtest.outcome import RunVerdict
 from vmtest.qemu import boot as boot_mod
@@ -72,7 +72,8 @@ def verdict_for(exc: BaseException) -> tuple[RunVerdict, str]:
     if isinstance(exc, VmtestError):
         return verdict, exc.render()
     if verdict is RunVerdict.INTERRUPTED:
-        return verdict, "interrupted (SIGINT) before the run finished"
+        signal = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        return verdict, f"interrupted ({signal}) before the run finished"
     return verdict, f"vmtest failed: {type(exc).__name__}: {exc}"
 
 

@@ -58,6 +58,13 @@ def test_verdict_for(exc, verdict):
     assert got == verdict and error
 
 
+def test_an_interruption_names_its_signal():
+    from vmtest.errors import Terminated
+
+    assert "(SIGTERM)" in experiment.verdict_for(Terminated())[1]
+    assert "(SIGINT)" in experiment.verdict_for(KeyboardInterrupt())[1]
+
+
 def built_kernel(tmp_path: Path, variant: str = "patched") -> BuiltKernel:
     spec = BuildSpec(source=DebianSource("6.1"), fragments=(
         kconfig.load_fragment("qemu-guest"),), patches=(), variant=variant, base="6.1")

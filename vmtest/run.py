@@ -65,6 +65,19 @@ def clock_problem(ratio: float | None) -> str | None:
             "`vmtest matrix --resume` runs it again")
 
 
+def _keep_partial(doc: dict[str, Any], scenario: Scenario, out_dir: Path) -> None:
+    """What an interrupted run measured before it was stopped (Scenario.partial), kept in
+    its document under `partial`: not a result (the verdict stays interrupted), but not
+    lost either."""
+    try:
+        partial = scenario.partial(out_dir)
+    except Exception:  # the interruption is what the run reports, not this
+        log.debug("reading what the interrupted run measured failed", exc_info=True)
+        return
+    if partial:
+        doc["partial"] = {k: v for k, v in partial.items() if k not in ("timings", "artifacts")}
+
+
 def verdict_for(exc: BaseException) -> tuple[RunVerdict, str]:
     """(verdict, error) of a run that ended with exc: the kernel's fault (its verdict:
     kernel-crash, hang, timeout) or the machinery's (infrastructure)."""
@@ -145,6 +158,7 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
             document.fail(doc, RunVerdict.INFRASTRUCTURE, problem)
     except KeyboardInterrupt as exc:
         document.fail(doc, *verdict_for(exc))
+        _keep_partial(doc, scenario, out_dir)
         raise  # not a measurement: `--resume` runs it again
     except VmtestError as exc:
         document.fail(doc, *verdict_for(exc))

@@ -196,3 +196,24 @@ def test_boot_gives_what_the_collections_ask_for(install: SelftestInstall,
     sc.layer = tmp_path / "layer.cpio"
     boot = sc.boot_overrides()
     assert (boot["memory_mib"], boot["numa_nodes"], boot["cmdline_extra"]) == (5001, 0, ())
+
+
+def test_an_interrupted_run_keeps_the_tests_that_reported(install: SelftestInstall,
+                                                         tmp_path: Path) -> None:
+    """SIGINT/SIGTERM mid-run: the document stays not a result (interrupted), and what
+    reported before the stop is kept under `partial` (run._keep_partial)."""
+    from vmtest import run as run_mod
+
+    text = RECORDED.read_text()
+    sc = _scenario(install, "vm:madv_populate vm:soft-dirty memory-hotplug")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    doc: dict[str, object] = {"verdict": "interrupted", "metrics": {}}
+    run_mod._keep_partial(doc, sc, run_dir)
+    assert "partial" not in doc  # no log yet: nothing to keep
+    (run_dir / "kselftest.log").write_text(text[:text.index("ok 2 selftests: vm: soft-dirty")])
+    run_mod._keep_partial(doc, sc, run_dir)
+    partial = doc["partial"]
+    assert isinstance(partial, dict) and doc["verdict"] == "interrupted"
+    assert partial["metrics"]["tests_pass"] > 0 and partial["metrics"]["tests_missing"] == 2
+    assert partial["tests"]["vm:soft-dirty"]["status"] == "missing"

@@ -130,6 +130,12 @@ class Scenario:
         """Drive the guest; return the scenario's part of the result document."""
         raise NotImplementedError
 
+    def partial(self, run_dir: Path) -> dict[str, Any] | None:
+        """What a run stopped before its end (interrupted) measured, from the logs it
+        saved as it went: kept in its document, which stays not a result. None: nothing
+        a scenario can say before its end."""
+        return None
+
     # -- the load ------------------------------------------------------------------
     # Injectable so that a replayed run (vmtest/qemu/fake.py) does not wait.
     sleep = staticmethod(time.sleep)

@@ -211,6 +211,14 @@ class Kselftest(Scenario):
             "kselftest_log": str(log_path), "guest_setup_log": str(setup_log)}
         return outcome
 
+    def partial(self, run_dir: Path) -> dict[str, Any] | None:
+        """The tests that reported before the run was stopped (the TAP log is written as
+        the guest prints it); the others are "missing"."""
+        log_path = run_dir / "kselftest.log"
+        if not log_path.is_file():
+            return None
+        return self.outcome(log_path.read_text(errors="replace"), "")
+
     # -- the pure part -------------------------------------------------------------
     def outcome(self, log_text: str, dmesg_text: str) -> dict[str, Any]:
         results = ktap.parse(log_text)

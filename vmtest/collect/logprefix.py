@@ -121,7 +121,10 @@ HINT = f"(?:{HINT_SIGN}|{HINT_WORD})"
 _STAMP_REST = r"\ *+\d++\.\d++\]"
 # The rest of a line up to a printk time glued into it (_GLUED), a "[" at a time: the
 # characters between cost one look each.
-_TO_GLUED = r"[^\n\[]*+(?:(?!" + _GLUED.pattern + r")\[[^\n\[]*+)*+(?=" + _GLUED.pattern + ")"
+# (Atomic, not a possessive repeat of the group: CPython 3.11.2's re, Debian 12's, never
+# matches that form here.)
+_TO_GLUED = (r"(?>[^\n\[]*+(?:(?!" + _GLUED.pattern + r")\[[^\n\[]*+)*)(?="
+             + _GLUED.pattern + ")")
 
 
 def _work_line(hint: str) -> str:

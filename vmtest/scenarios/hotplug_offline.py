@@ -256,6 +256,7 @@ class HotplugOffline(Scenario):
         from vmtest.collect import dmesg as dmesg_parser
 
         report = dmesg_parser.parse(dmesg_text)
+        log_metrics, log_parts = _from_the_log(report, before, after)
         attach_summaries(blocks, report.ops("offline_pages"))
         done = [r for r in blocks if r.get("summary")]
         metrics = {
@@ -272,17 +273,12 @@ class HotplugOffline(Scenario):
             "drains_all": sum(int(r.get("drains_all") or 0) for r in done)
             if any("drains_all" in r for r in done) else None,
             "failed_pages": sum(int(r.get("failed_pages") or 0) for r in done),
-            "hotplug_dumps": report.dumps_by_reason().get("fail to migrate (hotplug)", 0),
-            "migration_failure_lines": len(report.hotplug_migrate_failures),
-            "vmstat": snapshot.vmstat_delta(before, after),
+            **log_metrics,
         }
-        loss_and_splats = report.to_dict()
         return {
             "metrics": metrics,
             "blocks": blocks,
-            "attribution": report.attribution_table(),
-            "loss": loss_and_splats["loss"],
-            "splats": loss_and_splats["splats"],
+            **log_parts,
         }
 
     def outcome_resizes(self, resizes: list[dict[str, Any]], before: dict[str, Any],
@@ -295,6 +291,7 @@ class HotplugOffline(Scenario):
         from vmtest.collect import dmesg as dmesg_parser
 
         report = dmesg_parser.parse(dmesg_text)
+        log_metrics, log_parts = _from_the_log(report, before, after)
         attach_shrink_summaries(resizes, report.whole_summaries(),
                                 memory.parse_marks(dmesg_text))
         grows = [r for r in resizes if r["direction"] == "grow"]
@@ -314,11 +311,8 @@ class HotplugOffline(Scenario):
             "drains_all": sum(r["drains_all"] for r in shrinks)
             if any(r["drains_all"] is not None for r in shrinks) else None,
             "failed_pages": sum(r["failed_pages"] for r in shrinks),
-            "hotplug_dumps": report.dumps_by_reason().get("fail to migrate (hotplug)", 0),
-            "migration_failure_lines": len(report.hotplug_migrate_failures),
-            "vmstat": snapshot.vmstat_delta(before, after),
+            **log_metrics,
         }
-        loss_and_splats = report.to_dict()
         return {
             "metrics": metrics,
             "resizes": resizes,
@@ -332,10 +326,20 @@ class HotplugOffline(Scenario):
                 "alloc_contig_range_calls": sum(r["alloc_contig_range"] for r in shrinks),
                 "failed_calls": sum(r["failed_ops"] for r in shrinks),
             },
-            "attribution": report.attribution_table(),
-            "loss": loss_and_splats["loss"],
-            "splats": loss_and_splats["splats"],
+            **log_parts,
         }
+
+
+def _from_the_log(report: Any, before: dict[str, Any], after: dict[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What either backend reads off the kernel log (a dmesg.DmesgReport) and the
+    /proc/vmstat snapshots: the last metrics, and the document's parts after them."""
+    loss_and_splats = report.to_dict()
+    return ({"hotplug_dumps": report.dumps_by_reason().get("fail to migrate (hotplug)", 0),
+             "migration_failure_lines": len(report.hotplug_migrate_failures),
+             "vmstat": snapshot.vmstat_delta(before, after)},
+            {"attribution": report.attribution_table(), "loss": loss_and_splats["loss"],
+             "splats": loss_and_splats["splats"]})
 
 
 SUMMARY_KEYS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import __version__, hostcmd
+from vmtest import arch as archs
 
 PACKAGE = Path(__file__).resolve().parent
 # Written into the wheel by build_backend/vmtest_backend.py from the checkout it was
@@ -56,8 +57,6 @@ def describe(arch: str = "x86_64") -> dict[str, Any]:
     that built its kernel (the cross compiler of a foreign architecture). Each tool's
     answer is remembered until its binary changes (hostcmd), so this costs a few stat(2)
     calls after the first time."""
-    from vmtest import arch as archs
-
     target = archs.get(arch)
     return {"vmtest": __version__, "vmtest_commit": commit(),
             "qemu": _first_line([target.qemu, "--version"]),

@@ -29,7 +29,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ import yaml
 from vmtest import config, kernel_choice, paths, run, scenarios
 from vmtest.channel.command import ChannelKind
 from vmtest.channel.ports import Command
-from vmtest.collect import guest
 from vmtest.errors import VmtestError
 from vmtest.kernel import build as kbuild
 from vmtest.qemu import boot as boot_mod
@@ -83,19 +81,16 @@ def main() -> int:
     @contextlib.contextmanager
     def recording_boot(image: Path, opts: boot_mod.BootOptions, out_dir: Path,
                        **kw: Any) -> Iterator[RecordingMachine]:
-        # The variant boots as it says (kernel parameters, machine) and has its sysctls
-        # set before the scenario starts: what run.py does once it is wired.
-        opts = replace(opts, **variant.boot_overrides())
         with boot_mod.boot(image, opts, out_dir, machine_class=RecordingMachine, **kw) as vm:
             machines.append(vm)
-            guest.apply_sysctl(vm, variant.sysctl)
             yield vm
 
     label = f"-{args.label}" if args.label else ""
     name = f"{args.kernel}-{args.variant}-{args.scenario}{label}-{args.profile}"
     with tempfile.TemporaryDirectory(prefix="vmtest-record-") as tmp:
+        # the variant boots as it says (kernel parameters, machine, sysctls), as in a matrix
         doc = run.run_scenario(built, scenario, Path(tmp), accel=args.accel,
-                               boot=recording_boot)
+                               boot=recording_boot, variant=variant)
     if doc["verdict"] != "ok":
         print(f"record: the run's verdict is {doc['verdict']}: {doc.get('error')}",
               file=sys.stderr)

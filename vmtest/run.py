@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from vmtest.collect import guest
 from vmtest.errors import Terminated, VmtestError
+from vmtest.guest import sysctl as sysctl_mod
 from vmtest.kernel.build import BuiltKernel
 from vmtest.outcome import RunVerdict
 from vmtest.qemu import boot as boot_mod
 from vmtest.qemu.machine import Machine
 from vmtest.results import document
+from vmtest.scenarios import onports
 from vmtest.scenarios.base import Scenario
 
 if TYPE_CHECKING:
@@ -44,6 +46,14 @@ def _guest_uptime(vm: Machine) -> Reading | None:
         return (before + after) / 2, float(text.split()[0])
     except (VmtestError, ValueError, IndexError):
         return None
+
+
+def _runner_steps(sysctl: tuple[tuple[str, str], ...], when: str) -> list[onports.Step]:
+    """The runner's own steps around a scenario's on the ports: the variant's sysctls
+    (set before the scenario starts, read back) and a clock reading."""
+    steps = [onports.Step("sysctl", sysctl_mod.write_command(sysctl), timeout_s=60)] \
+        if sysctl else []
+    return [*steps, onports.Step(f"uptime-{when}", "cat /proc/uptime", timeout_s=30)]
 
 
 def clock_ratio(start: Reading | None, end: Reading | None) -> float | None:
@@ -132,16 +142,31 @@ def run_scenario(kernel: BuiltKernel, scenario: Scenario, out_dir: Path, *,
         scenario.prepare(kernel)  # a build failure here is this run's, recorded below
         opts = boot_options(scenario, variant, accel=accel, boot_timeout_s=boot_timeout_s,
                             arch=kernel.spec.arch)
+        sysctl = variant.sysctl if variant is not None else ()
+        steps = scenario.guest_steps()
+        if steps is not None:  # one script on the ports: no sshd, no network
+            steps = [*_runner_steps(sysctl, "start"), *steps, *_runner_steps((), "end")]
+            opts = replace(opts, command=onports.command(steps))
         with boot(kernel.artifact.image, opts, out_dir) as vm:
             doc["identity"]["accel"] = vm.spec.accel
             doc["timings"]["boot_s"] = round(vm.boot_s or 0, 3)
-            if variant is not None and variant.sysctl:
-                # set before the scenario starts, as the guest reads them back
-                doc["sysctl"] = guest.apply_sysctl(vm, variant.sysctl)
-            clock_start = _guest_uptime(vm)
-            outcome = scenario.run(vm, out_dir)
-            vm.check()
-            clock_end = _guest_uptime(vm)
+            if steps is not None:
+                doc["identity"]["channel"] = "ports"
+                sections = onports.run(vm, steps, out_dir)
+                if sysctl:
+                    doc["sysctl"] = guest.check_sysctl(sysctl, sections["sysctl"].text)
+                clock_start, clock_end = (sections.reading("uptime-start"),
+                                          sections.reading("uptime-end"))
+                outcome = scenario.outcome_from(sections, out_dir)
+                vm.check()
+            else:
+                if sysctl:
+                    # set before the scenario starts, as the guest reads them back
+                    doc["sysctl"] = guest.apply_sysctl(vm, sysctl)
+                clock_start = _guest_uptime(vm)
+                outcome = scenario.run(vm, out_dir)
+                vm.check()
+                clock_end = _guest_uptime(vm)
             if (cpu := vm.cpu_seconds()) is not None:
                 doc["timings"]["qemu_cpu_s"] = round(cpu, 2)
                 doc["timings"]["qemu_wall_s"] = round(time.monotonic() - started, 2)

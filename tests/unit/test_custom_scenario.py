@@ -24,7 +24,7 @@ from vmtest.kernel.build import BuildSpec, BuiltKernel, KernelArtifact
 from vmtest.kernel.source import DebianSource
 from vmtest.qemu import accel, boot
 from vmtest.qemu.fake import FakeMachine, Transcript
-from vmtest.scenarios import custom
+from vmtest.scenarios import custom, onports
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REC, LOGS = DATA / "metrics", DATA / "logs"
@@ -59,36 +59,56 @@ def _snapshot(label: str, file_value: str | None) -> str:
                                       else "### unreadable") + "\n### end\n")
 
 
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def ports_output(answers: list[tuple[str, str, int]]) -> str:
+    """What the guest script prints on stdout (scenarios/onports.py): its token, then
+    each step's output between its markers."""
+    out = [TOKEN + "\n"]
+    for name, text, status in answers:
+        out += [f"{TOKEN} begin {name}\n", text, f"{TOKEN} end {name} {status}\n"]
+    return "".join(out)
+
+
 def scripted(scenario: custom.CustomScenario, *, status: int = 0, missing_event: str = "",
              file_before: str | None = "0") -> Transcript:
-    """The exchanges of one run of `scenario` (the experiment above), answered with
-    recorded real output."""
+    """One run of `scenario` (the experiment above) as one script on the ports, each of
+    its steps answered with recorded real output."""
     spec = scenario.spec
     events = metrics.trace_events(spec.metrics)
     files = metrics.files(spec.metrics)
-    steps = [{"ssh": "cat /proc/uptime", "status": 0, "out": "10.00 15.00\n"}]
+    steps = [*run._runner_steps((), "start"), *scenario.guest_steps(),
+             *run._runner_steps((), "end")]
+    # what each step runs, in order: a change in what the scenario sends fails here
+    bodies = {s.name: s.body for s in steps}
+    assert list(bodies) == ["uptime-start", "events", "setup0", "before", "command", "after",
+                            "dmesg", "trace", "uptime-end"]
     check = "; ".join(f"[ -e {custom.TRACING}/events/{e}/enable ] || echo MISSING {e}"
                       for e in events)
-    steps.append({"ssh": check, "status": 0,
-                  "out": f"MISSING {missing_event}\n" if missing_event else ""})
+    assert bodies["events"].startswith(f"m=$({check})")
+    assert bodies["setup0"] == scenario.in_workdir(spec.setup[0])
+    assert bodies["before"] == (f"echo '{metrics.DMESG_MARK}' > /dev/kmsg\n"
+                                + metrics.snapshot_script(files) + "\n"
+                                + custom.tracing_command(events))
+    assert bodies["command"] == scenario.in_workdir(spec.run, env=True)
+    assert bodies["after"] == (f"echo 0 > {custom.TRACING}/tracing_on\n"
+                               + metrics.snapshot_script(files))
+    assert bodies["trace"] == f"cat {custom.TRACING}/trace"
+    answers = [("uptime-start", "10.00 15.00\n", 0)]
     if missing_event:
-        return Transcript({"release": "6.1.192-vmtest-patched"}, steps)
-    steps += [{"ssh": scenario.in_workdir(c), "status": 0, "out": ""} for c in spec.setup]
-    steps.append({"ssh": f"echo '{metrics.DMESG_MARK}' > /dev/kmsg\n"
-                         + metrics.snapshot_script(files) + "\n"
-                         + custom.tracing_command(events),
-                  "status": 0, "out": _snapshot("before", file_before)})
-    steps.append({"ssh": scenario.in_workdir(spec.run, env=True), "status": status,
-                  "out": (REC / "6.1-cma-stress.stdout.txt").read_text(), "err": "warn\n"})
-    steps.append({"ssh": f"echo 0 > {custom.TRACING}/tracing_on\n"
-                         + metrics.snapshot_script(files)
-                         + f"\necho '{custom._LOG_SEPARATOR}' && dmesg", "status": 0,
-                  "out": _snapshot("after", "983040") + custom._LOG_SEPARATOR + "\n"
-                  + (LOGS / "6.1-unpatched-cma.dmesg").read_text()})
-    steps.append({"ssh": f"cat {custom.TRACING}/trace", "status": 0,
-                  "out": (LOGS / "6.1-unpatched-cma-alloc-timing.trace").read_text()})
-    steps.append({"ssh": "cat /proc/uptime", "status": 0, "out": "20.00 35.00\n"})
-    return Transcript({"release": "6.1.192-vmtest-patched", "boot_s": 1.0}, steps)
+        answers.append(("events", f"MISSING {missing_event}\n", 1))
+    else:
+        answers += [("events", "", 0), ("setup0", "", 0),
+                    ("before", _snapshot("before", file_before), 0),
+                    ("command", (REC / "6.1-cma-stress.stdout.txt").read_text(), status),
+                    ("after", _snapshot("after", "983040"), 0),
+                    ("dmesg", (LOGS / "6.1-unpatched-cma.dmesg").read_text(), 0),
+                    ("trace", (LOGS / "6.1-unpatched-cma-alloc-timing.trace").read_text(), 0),
+                    ("uptime-end", "20.00 35.00\n", 0)]
+    return Transcript({"release": "6.1.192-vmtest-patched", "boot_s": 1.0},
+                      [{"ports": onports.script(steps), "status": 0,
+                        "out": ports_output(answers), "err": "" if missing_event else "warn\n"}])
 
 
 def drive(scenario, transcript: Transcript, tmp_path: Path,

@@ -28,11 +28,14 @@ class ChannelKind(enum.StrEnum):
 
 class CommandChannel(Protocol):
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         """Run a shell command line in the guest; stream its stdout and stderr (None:
         discard); `stdin`, a file descriptor, to its end as its input (None: end of file
         at once); its exit status. Raises CommandTimeout past `timeout_s`, KernelCrash
-        or InfraError when the guest or QEMU goes away meanwhile."""
+        or InfraError when the guest or QEMU goes away meanwhile. `watch`, the caller's
+        own check, is called while the command runs (at least every ~0.1 s on the ports
+        and SSH) and stops it by raising."""
         ...
 
 
@@ -45,6 +48,19 @@ class WatchedSSH:
         self._watch = watch
 
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         return self.ssh.run(command, stdout=stdout, stderr=stderr, timeout_s=timeout_s,
-                            watch=self._watch, stdin=stdin)
+                            watch=both(self._watch, watch), stdin=stdin)
+
+
+def both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    """The machine's check, then the caller's."""
+    if second is None:
+        return first
+
+    def watch() -> None:
+        first()
+        second()
+
+    return watch

@@ -71,7 +71,8 @@ class ConsoleChannel:
         self._gone = gone
 
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         if stdin is not None:
             raise ChannelError("the console channel has no standard input for the command",
                                hint="run it on the ports (the default) or over --ssh")
@@ -85,6 +86,8 @@ class ConsoleChannel:
         pattern = f"{end}:(\\d+)".encode()
         while True:
             self._watch()
+            if watch is not None:
+                watch()
             idx = session.expect([pattern, pexpect.TIMEOUT, pexpect.EOF],
                                  timeout=deadline.remaining_s(0.5))
             if idx == 0:

@@ -27,6 +27,7 @@ import contextlib
 import os
 import secrets
 import selectors
+import shlex
 import socket
 import threading
 import time
@@ -56,15 +57,19 @@ class Command:
     stdin: bool = False
     # The share it runs in, once mounted (the current folder's); else /root.
     workdir_tag: str | None = None
+    # Variables for the line itself, not part of it (scenarios/onports.py's token).
+    env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def new(cls, line: str, stdin: bool = False, workdir_tag: str | None = None) -> Command:
-        return cls(line, secrets.token_hex(16), stdin, workdir_tag)
+    def new(cls, line: str, stdin: bool = False, workdir_tag: str | None = None,
+            env: tuple[tuple[str, str], ...] = ()) -> Command:
+        return cls(line, secrets.token_hex(16), stdin, workdir_tag, env)
 
     @property
     def script(self) -> str:
         """What the init runs: the line with the PATH every channel gives a command."""
-        return f"export PATH={GUEST_PATH}; {self.line}\n"
+        env = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.env)
+        return f"export PATH={GUEST_PATH}; {env}{self.line}\n"
 
     @property
     def ports(self) -> tuple[str, ...]:
@@ -220,7 +225,8 @@ class PortsChannel:
         self._used = False
 
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         if command != self.command.line:
             raise ChannelError("the ports run the command given at boot, not another",
                                hint="boot with BootOptions(command=Command.new(LINE)), or "
@@ -231,9 +237,11 @@ class PortsChannel:
         said_from = 0
         word = words.said(words.NOPORTS)
 
-        def watch() -> None:
+        def check() -> None:
             nonlocal said_from
             self._watch()
+            if watch is not None:
+                watch()
             said = self._said(said_from)
             said_from += max(0, len(said) - len(word))
             if word in said:
@@ -244,4 +252,4 @@ class PortsChannel:
                                    log_path=self._console_log)
 
         return relay(self._socks, self.command, stdout=stdout, stderr=stderr, stdin=stdin,
-                     timeout_s=timeout_s, watch=watch)
+                     timeout_s=timeout_s, watch=check)

@@ -120,8 +120,13 @@ def apply_sysctl(vm: Machine, settings: tuple[tuple[str, str], ...]) -> dict[str
     reads back otherwise (clamped) is an infrastructure error naming the sysctl."""
     if not settings:
         return {}
-    values, missing, refused = sysctl.parse_readback(
-        vm.ssh().check_output(sysctl.write_command(settings)))
+    return check_sysctl(settings, vm.ssh().check_output(sysctl.write_command(settings)))
+
+
+def check_sysctl(settings: tuple[tuple[str, str], ...], readback: str) -> dict[str, str]:
+    """apply_sysctl's verdict on what sysctl.write_command printed (over SSH, or as a
+    step of a run on the ports)."""
+    values, missing, refused = sysctl.parse_readback(readback)
     if missing:
         raise InfraError(f"the guest kernel has no sysctl {', '.join(missing)}",
                          hint="check the name (sysctl -a in the guest); some need a kernel "

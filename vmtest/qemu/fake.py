@@ -133,12 +133,15 @@ class FakeCommands:
         self._watch = watch
 
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         step = self._cursor.next(self._kind, command)
         if stdin is not None:
             while os.read(stdin, 65536):
                 pass
         self._watch()
+        if watch is not None:
+            watch()
         if stdout is not None:
             stdout.write(_bytes(step.get("out", "")))
         if stderr is not None:
@@ -155,12 +158,13 @@ class _RecordingCommands:
         self._transcript = transcript
 
     def run(self, command: str, *, stdin: int | None = None, stdout: IO[bytes] | None = None,
-            stderr: IO[bytes] | None = None, timeout_s: float | None = None) -> int:
+            stderr: IO[bytes] | None = None, timeout_s: float | None = None,
+            watch: Callable[[], None] | None = None) -> int:
         out, err = io.BytesIO(), io.BytesIO()
         step: dict[str, Any] = {self._kind: command}
         try:
             status = self._inner.run(command, stdin=stdin, stdout=out, stderr=err,
-                                     timeout_s=timeout_s)
+                                     timeout_s=timeout_s, watch=watch)
             step["status"] = status
         except VmtestError as exc:
             step |= {"raise": type(exc).__name__, "message": str(exc)}

@@ -18,6 +18,7 @@ from vmtest.guest.load import LoadParams
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.kernel.build import BuiltKernel
     from vmtest.qemu.machine import Machine
+    from vmtest.scenarios.onports import Sections, Step
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ def _typed(scenario: str, key: str, value: Any, kind: Any) -> Any:
         raise ConfigError(f"scenario {scenario}: parameter {key} must be {kind.__name__}, got "
                           f"{type(value).__name__} {value!r}")
     return value
+
+
+LOAD_DIED = "the guest load (lru-stress) died during the scenario"
+LOAD_HINT = "lower fill_mib / stress_*_mib (out of memory or tmpfs space?)"
 
 
 class Scenario:
@@ -130,6 +135,18 @@ class Scenario:
         """Drive the guest; return the scenario's part of the result document."""
         raise NotImplementedError
 
+    def guest_steps(self) -> list[Step] | None:
+        """The whole guest part as steps of one script on the ports (scenarios/onports.py),
+        when the scenario needs nothing from the host between them: the run then boots
+        without sshd or network and ends with `outcome_from`. None: it drives the guest
+        from the host (`run`)."""
+        return None
+
+    def outcome_from(self, sections: Sections, run_dir: Path) -> dict[str, Any]:
+        """The scenario's part of the result document from its steps' output (a run of
+        `guest_steps`; their files are saved in run_dir)."""
+        raise NotImplementedError
+
     def partial(self, run_dir: Path) -> dict[str, Any] | None:
         """What a run stopped before its end (interrupted) measured, from the logs it
         saved as it went: kept in its document, which stays not a result. None: nothing
@@ -151,9 +168,8 @@ class Scenario:
         """The stressor must still run: a dead load would make any result meaningless."""
         ssh = vm.ssh()
         if ssh.run(load.RUNNING_COMMAND, timeout_s=30) != 0:
-            raise InfraError("the guest load (lru-stress) died during the scenario",
-                             log_tail=ssh.check_output(load.LOG_COMMAND)[-1500:],
-                             hint="lower fill_mib / stress_*_mib (out of memory or tmpfs space?)")
+            raise InfraError(LOAD_DIED, log_tail=ssh.check_output(load.LOG_COMMAND)[-1500:],
+                             hint=LOAD_HINT)
 
     def stop_load(self, vm: Machine, run_dir: Path) -> Path:
         """Stop the load; its log is saved as lru-stress.log in the run directory."""

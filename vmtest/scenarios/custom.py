@@ -16,6 +16,7 @@ import dataclasses
 import io
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 from vmtest.collect import metrics
 from vmtest.collect.metrics import MetricDef, Observations
 from vmtest.deadline import Deadline
-from vmtest.errors import InfraError
+from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import load as load_mod
 from vmtest.guest import memory
-from vmtest.scenarios.base import Scenario, elapsed_since
+from vmtest.scenarios import onports
+from vmtest.scenarios.base import LOAD_DIED, LOAD_HINT, Scenario, elapsed_since
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.qemu.machine import Machine
@@ -268,6 +270,15 @@ class CustomScenario(Scenario):
         after_text, artifacts = self.after(vm, run_dir, [*stop_tracing,
                                                           metrics.snapshot_script(files)],
                                            traced=bool(events))
+        return self._result(run_dir, before_text, after_text, status, cma_log, timings,
+                            artifacts, offlined)
+
+    def _result(self, run_dir: Path, before_text: str, after_text: str, status: int | None,
+                cma_log: str, timings: dict[str, float], artifacts: dict[str, Path],
+                offlined: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The outcome from what the run saved (stdout.txt, stderr.txt, the kernel log,
+        the trace) and read (before, after, the CMA load's log), over SSH or the ports."""
+        stdout, stderr = run_dir / "stdout.txt", run_dir / "stderr.txt"
         (run_dir / "snapshots.txt").write_text(f"### before\n{before_text}\n### after\n"
                                                f"{after_text}")
         obs = Observations(stdout=stdout.read_text(errors="replace"),
@@ -285,9 +296,87 @@ class CustomScenario(Scenario):
             outcome["hotplug"] = offlined
         outcome["timings"] = timings
         outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
-            "stdout": str(stdout), "stderr": str(stderr), "setup": str(setup_log),
+            "stdout": str(stdout), "stderr": str(stderr), "setup": str(run_dir / "setup.log"),
             "snapshots": str(run_dir / "snapshots.txt")}
         return outcome
+
+    # -- the guest part as one script on the ports ------------------------------------
+    def guest_steps(self) -> list[onports.Step] | None:
+        """What run() does, as steps of one guest script: every data-defined scenario
+        but one whose load hot-adds DIMMs (QMP, from the host, between the steps)."""
+        spec = self.spec
+        if spec.load.hotplug is not None:
+            return None
+        Step = onports.Step
+        events = metrics.trace_events(spec.metrics)
+        files = metrics.files(spec.metrics)
+        steps = []
+        if events:
+            checks = "; ".join(f"[ -e {TRACING}/events/{e}/enable ] || echo MISSING {e}"
+                               for e in events)
+            steps.append(Step("events", f'm=$({checks})\n[ -z "$m" ] || {{ echo "$m"; exit 1; }}',
+                              timeout_s=30, failure=self._missing_events))
+        steps += [Step(f"setup{i}", self.in_workdir(command), save_as="setup.log",
+                       failure=self._setup_failed(command))
+                  for i, command in enumerate(spec.setup)]
+        steps.append(Step("before", "\n".join(
+            [MARK_COMMAND, metrics.snapshot_script(files),
+             *([tracing_command(events)] if events else [])])))
+        if spec.load.background:
+            steps.append(Step("load-start", spec.load.start_command(self.cpus, self.params.seed),
+                              timeout_s=300))
+        steps.append(Step("command", self.in_workdir(spec.run, env=True),
+                          timeout_s=spec.timeout_s, user=True, save_as="stdout.txt"))
+        stop_tracing = [f"echo 0 > {TRACING}/tracing_on"] if events else []
+        if spec.load.background:
+            if spec.load.lru_stress:
+                steps.append(Step("load-check", f"{load_mod.RUNNING_COMMAND} || "
+                                                f"{{ {load_mod.LOG_COMMAND}; exit 1; }}",
+                                  timeout_s=30, failure=self._load_died))
+            steps.append(Step("load-stop", "\n".join([*stop_tracing,
+                                                      spec.load.stop_command()]),
+                              timeout_s=60))
+            stop_tracing = []
+            if spec.load.cma_alloc:
+                steps.append(Step("cma-log", f"cat {CMA_LOG}"))
+        steps.append(Step("after", "\n".join([*stop_tracing, metrics.snapshot_script(files)])))
+        steps.append(Step("dmesg", "dmesg", save_as="dmesg.txt"))
+        if events:
+            steps.append(Step("trace", f"cat {TRACING}/trace", save_as="trace.txt"))
+        return steps
+
+    def outcome_from(self, sections: onports.Sections, run_dir: Path) -> dict[str, Any]:
+        first = min(s.began for s in sections.values()
+                    if not s.name.startswith(("uptime-", "sysctl")))
+        command = sections["command"]
+        assert command.ended is not None
+        timings = {"setup_s": round(command.began - first, 3),
+                   "command_s": round(command.ended - command.began, 3)}
+        artifacts = {"dmesg": run_dir / "dmesg.txt"}
+        if "trace" in sections:
+            artifacts["trace"] = run_dir / "trace.txt"
+        if not (run_dir / "setup.log").exists():
+            (run_dir / "setup.log").write_bytes(b"")
+        cma = sections.get("cma-log")
+        return self._result(run_dir, sections["before"].text, sections["after"].text,
+                            command.status, cma.text if cma else "", timings, artifacts)
+
+    def _missing_events(self, section: onports.Section) -> VmtestError:
+        missing = [line.split(" ", 1)[1] for line in section.text.splitlines()
+                   if line.startswith("MISSING ")]
+        return metrics.MetricUnavailable(
+            f"scenario {self.spec.name}: the guest kernel has no trace event "
+            f"{', '.join(missing)}", hint=_EVENTS_HINT)
+
+    def _setup_failed(self, command: str) -> Callable[[onports.Section], VmtestError]:
+        def failure(section: onports.Section) -> VmtestError:
+            return InfraError(f"scenario {self.spec.name}: setup command failed (exit "
+                              f"{section.status}): {command}", log_tail=section.tail())
+        return failure
+
+    @staticmethod
+    def _load_died(section: onports.Section) -> VmtestError:
+        return InfraError(LOAD_DIED, log_tail=section.tail(), hint=LOAD_HINT)
 
     @property
     def cpus(self) -> int:
@@ -314,8 +403,7 @@ class CustomScenario(Scenario):
             raise metrics.MetricUnavailable(
                 f"scenario {self.spec.name}: the guest kernel has no trace event "
                 f"{', '.join(missing)}",
-                hint=f"the events it has: ls {TRACING}/events/SUBSYSTEM in the guest "
-                     "(`vmtest run -- ls ...`); an event may need a kernel option")
+                hint=_EVENTS_HINT)
 
     def after(self, vm: Machine, run_dir: Path, commands: list[str],
               traced: bool) -> tuple[str, dict[str, Path]]:
@@ -393,6 +481,9 @@ class CustomScenario(Scenario):
                 "loss": report["loss"] | {"trace_events_lost": trace["lost"]},
                 "splats": report["splats"]}
 
+
+_EVENTS_HINT = (f"the events it has: ls {TRACING}/events/SUBSYSTEM in the guest "
+                "(`vmtest run -- ls ...`); an event may need a kernel option")
 
 # Between the "after" snapshot and the kernel log in after()'s one output.
 _LOG_SEPARATOR = "### vmtest: dmesg follows"

@@ -50,6 +50,15 @@ def test_each_steps_output_status_and_stderr(tmp_path):
         assert bytes(s["three"].out) == b"after\n" and not demux.outside
 
 
+def test_what_the_command_left_running_prints_later_is_not_the_next_steps(tmp_path):
+    """...for a second at most: then its relay stops (its writes fail, as over SSH)."""
+    steps = [Step("cmd", "echo now; (sleep 1.3; echo late) &", user=True),
+             Step("after", "sleep 0.5; echo after")]
+    demux, _, _ = run_here(steps, tmp_path)
+    assert bytes(demux.sections["cmd"].out) == b"now\n"
+    assert bytes(demux.sections["after"].out) == b"after\n"
+
+
 def test_a_failed_step_of_vmtests_own_ends_the_script(tmp_path):
     demux, _, status = run_here([Step("setup0", "echo no; exit 4"), Step("cmd", "echo x",
                                                                            user=True)],

@@ -22,6 +22,7 @@ whose shell text is broken fails alone, as it would over SSH.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -36,6 +37,8 @@ from vmtest.errors import ChannelError, CommandTimeout, InfraError, VmtestError
 
 if TYPE_CHECKING:
     from vmtest.qemu.machine import Machine
+
+log = logging.getLogger(__name__)
 
 TOKEN_VAR = "VMTEST_STEP"
 STEP_DIR = "/run/vmtest-steps"
@@ -106,10 +109,21 @@ def script(steps: list[Step]) -> str:
         end = _delimiter(step.body)
         lines += [f"cat > {STEP_DIR}/{i} <<'{end}'", step.body.rstrip("\n"), end]
     for i, step in enumerate(steps):
-        redirect = "" if step.user else " 2>&1"
-        lines += [f'printf "%s begin %s\\n" "$t" {step.name}',
-                  f"sh {STEP_DIR}/{i}{redirect} </dev/null; s=$?",
-                  f'printf "%s end %s %d\\n" "$t" {step.name} "$s"']
+        lines.append(f'printf "%s begin %s\\n" "$t" {step.name}')
+        if step.user:
+            # The command's stdout through a fifo and a relay that ends with it -- or a
+            # second later when something it left in the background holds the fifo (as
+            # SSH would not wait either): later output must not land in the next step's.
+            fifo = f"{STEP_DIR}/out"
+            lines += [f"rm -f {fifo}; mkfifo {fifo} || exit 125",
+                      f"cat {fifo} & r=$!",
+                      f"sh {STEP_DIR}/{i} </dev/null >{fifo}; s=$?",
+                      # (the watchdog holds none of the script's streams open)
+                      '(exec >/dev/null 2>&1; sleep 1; kill "$r") & w=$!',
+                      'wait "$r"; kill "$w" 2>/dev/null']
+        else:
+            lines.append(f"sh {STEP_DIR}/{i} </dev/null 2>&1; s=$?")
+        lines.append(f'printf "%s end %s %d\\n" "$t" {step.name} "$s"')
         if not step.user:
             lines.append('[ "$s" = 0 ] || exit 0')
     return "\n".join(lines) + "\n"
@@ -242,6 +256,9 @@ def run(vm: Machine, steps: list[Step], run_dir: Path, *,
         demux.end()
         _save(demux, steps, run_dir)
     sections = Sections(demux.sections)
+    for section in sections.values():
+        log.debug("guest step %s: exit %s, %.3f s, %d bytes", section.name, section.status,
+                  (section.ended or section.began) - section.began, len(section.out))
     if status != 0:
         raise InfraError(f"the guest script of the run failed (exit {status})",
                          log_tail=bytes(demux.outside).decode(errors="replace")[-1500:])

@@ -190,3 +190,19 @@ def test_the_run_archive_holds_the_command_and_no_keys(tmp_path, monkeypatch):
     script = files[boot.MOUNTS_SCRIPT].decode()
     assert "say MOUNTED vmtest0; workdir=/home/u/work; fi" in script
     assert "workdir" not in boot.mounts_script((share,)).decode()
+
+
+def test_sshd_is_unpacked_only_by_runs_that_talk_ssh(tmp_path, monkeypatch):
+    from vmtest.channel import ports
+    from vmtest.channel.keys import KeyPair
+    from vmtest.guest import rootfs
+
+    layers: list[list] = []
+    monkeypatch.setattr(rootfs, "base_image", lambda arch="x86_64": tmp_path / "base.cpio")
+    monkeypatch.setattr(rootfs, "layer_image", lambda program, arch="x86_64": program)
+    monkeypatch.setattr(rootfs, "assemble",
+                        lambda base, overlay, out, layers_=(), **kw:
+                        layers.append(list(kw.get("layers", layers_))) or out)
+    boot.initramfs(tmp_path, None, None, ("bash",), command=ports.Command.new("true"))
+    boot.initramfs(tmp_path, KeyPair.generate(), KeyPair.generate(), ("bash",))
+    assert layers == [["bash"], ["dropbear", "bash"]]

@@ -1,7 +1,7 @@
 """The guest's initramfs (cpio "newc"), assembled from host binaries.
 
-The base image (busybox, dropbear, stress-ng, their shared libraries, the init) is
-cached by a hash of its manifest. Per-run secrets (SSH host key, authorized key) go
+The base image (busybox, the stressors, the init) is cached by a hash of its manifest;
+optional programs (sshd, bash, stress-ng) are archives of their own. Per-run secrets (SSH host key, authorized key) go
 into a small second archive; the kernel unpacks concatenated archives in order
 (Documentation/driver-api/early-userspace/buffer-format.rst), so each run writes
 base + overlay without rebuilding the base.
@@ -180,8 +180,10 @@ def busybox_applets(busybox: Path) -> list[str]:
 # Programs shipped as optional layers: stress-ng and its libraries are 25 MiB, which
 # costs ~0.35 s of every TCG boot to unpack; runs that use it get the layer appended.
 # bash comes along when a run brings files or names it: scripts written for bash run
-# as written (busybox sh is the guest's /bin/sh).
-OPTIONAL_PROGRAMS = ("stress-ng", "bash")
+# as written (busybox sh is the guest's /bin/sh). dropbear and its libraries (2-4 MiB)
+# come with every run that talks SSH (boot.initramfs): a run whose command is on the
+# ports does not unpack them (under arm64 TCG every MiB unpacked shows in the boot).
+OPTIONAL_PROGRAMS = ("stress-ng", "bash", "dropbear")
 
 # Where files copied into the guest may not go: the init mounts tmpfs, proc, sysfs and
 # devtmpfs over these after the archive is unpacked (init.sh), hiding what was there.
@@ -232,7 +234,7 @@ def base_manifest(extra_programs: Iterable[str] = (),
     for applet in busybox_applets(host_busybox):
         if applet.lstrip("/") != "bin/busybox":
             add(symlink("/" + applet.lstrip("/"), "/bin/busybox"))
-    for guest, host in guest_programs(("dropbear", *extra_programs), arch):
+    for guest, host in guest_programs(extra_programs, arch) if extra_programs else []:
         add(file_from(guest, host, 0o755))
     for binary in stressor_binaries(arch):
         add(file_from(f"/usr/bin/{binary.name}", binary, 0o755))

@@ -172,6 +172,8 @@ def initramfs(tmp: Path, host_key: KeyPair | None, client_key: KeyPair | None,
                     rootfs.file_data(ports.NONCE_PATH, command.nonce.encode() + b"\n", 0o600)]
     for host, guest in copies:
         overlay += rootfs.copy_entries(host, guest)
+    # sshd only where the run talks SSH (a run with keys)
+    programs = ("dropbear", *programs) if host_key is not None else programs
     return rootfs.assemble(rootfs.base_image(arch), overlay, tmp / "initrd.cpio",
                            layers=[*(rootfs.layer_image(p, arch) for p in programs), *layers])
 

@@ -1,10 +1,10 @@
 """The guest's initramfs (cpio "newc"), assembled from host binaries.
 
 The base image (busybox, the stressors, the init) is cached by a hash of its manifest;
-optional programs (sshd, bash, stress-ng) are archives of their own. Per-run secrets (SSH host key, authorized key) go
-into a small second archive; the kernel unpacks concatenated archives in order
-(Documentation/driver-api/early-userspace/buffer-format.rst), so each run writes
-base + overlay without rebuilding the base.
+optional programs (sshd, bash, stress-ng) are archives of their own. Per-run secrets
+(SSH host key, authorized key) go into a small second archive; the kernel unpacks
+concatenated archives in order (Documentation/driver-api/early-userspace/
+buffer-format.rst), so each run writes base + layers + overlay without rebuilding any.
 """
 
 from __future__ import annotations

@@ -248,3 +248,20 @@ def test_ssh_listens_on_127_0_0_1_only(kernel, boot_opts, run_dir):
         for address in _host_addresses():
             with pytest.raises(OSError):
                 socket.create_connection((address, port), timeout=5).close()
+
+
+def test_a_command_asleep_is_described_while_it_sleeps(kernel, boot_opts, run_dir):
+    """StallWatch on a real guest: a command that prints, then sleeps in the kernel with
+    the vCPUs idle, is described (its task, state and kernel stack) and goes on."""
+    from vmtest.scenarios.base import StallWatch, guest_run
+
+    stall = StallWatch(run_dir, after_s=3)
+    with boot(kernel.image, boot_opts, run_dir) as vm:
+        status = guest_run(vm, "echo start; sleep 9; echo end", run_dir / "out.txt",
+                           timeout_s=60, stall=stall)
+    assert status == 0 and (run_dir / "out.txt").read_text() == "start\nend\n"
+    assert len(stall.stalls) == 1, stall.stalls
+    report = (run_dir / "stall-1.txt").read_text()
+    sleeping = [line for line in report.splitlines() if line.endswith(": sleep 9 ")]
+    assert sleeping and " state S " in sleeping[0], report
+    assert "nanosleep" in report  # its kernel stack

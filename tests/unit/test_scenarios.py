@@ -160,3 +160,65 @@ def test_declared_metrics_are_what_a_run_produces(name, tmp_path):
     doc, _, _ = replay(name, tmp_path)
     numbers = {k for k, v in doc["metrics"].items() if not isinstance(v, dict)}
     assert set(scenarios.get(doc["identity"]["scenario"]).METRICS) == numbers
+
+
+class _StallVm:
+    """What StallWatch asks of a machine: its checks, QEMU's CPU time, an SSH answer."""
+
+    def __init__(self, answer: str) -> None:
+        self.cpu = 10.0
+        self.asked: list[str] = []
+        vm = self
+
+        class Ssh:
+            def check_output(self, command, timeout_s=60):
+                vm.asked.append(command)
+                return answer
+
+        self._ssh = Ssh()
+
+    def check(self):
+        pass
+
+    def cpu_seconds(self):
+        return self.cpu
+
+    def ssh(self):
+        return self._ssh
+
+
+def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_path):
+    import io
+
+    from vmtest.scenarios.base import STALL_COMMAND, StallWatch
+
+    answer = ("### pid 80 state S wchan do_wait: sh run_vmtests.sh\n"
+              "### pid 91 state D wchan folio_wait_bit_common: ./mremap_test\n"
+              "[<0>] folio_wait_bit_common+0x13d/0x350\n")
+    vm = _StallVm(answer)
+    stall = StallWatch(tmp_path, after_s=300)
+    now = [0.0]
+    stall.clock = lambda: now[0]
+    out = io.BytesIO()
+    watch = stall.watching(vm, out)
+    out.write(b"ok 1\n")
+    watch()
+    now[0] = 200.0
+    watch()  # quiet, but not for long enough
+    assert vm.asked == []
+    now[0] = 400.0
+    vm.cpu = 10.5  # 0.5 CPU s in 400 s: asleep
+    watch()
+    watch()  # once per stall
+    assert vm.asked == [STALL_COMMAND]
+    assert stall.stalls == [{"quiet_s": 400, "report": str(tmp_path / "stall-1.txt"),
+                             "blocked": ["pid 91 state D wchan folio_wait_bit_common: "
+                                         "./mremap_test"]}]
+    assert (tmp_path / "stall-1.txt").read_text() == answer
+    # output again, then quiet with QEMU busy: a slow test, not a stall
+    out.write(b"ok 2\n")
+    watch()
+    now[0] = 800.0
+    vm.cpu = 300.0
+    watch()
+    assert len(vm.asked) == 1

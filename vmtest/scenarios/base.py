@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vmtest.errors import ConfigError, InfraError
+from vmtest.errors import ConfigError, InfraError, VmtestError
 from vmtest.guest import load
 from vmtest.guest.load import LoadParams
 
@@ -193,10 +193,85 @@ def change(comp: dict[str, Any], baseline: str, candidate: str, label: str, *,
             f"{comp['verdict']})")
 
 
-def guest_run(vm: Machine, script: str, out_path: Path, timeout_s: float) -> int:
-    """Run a long guest script, streaming its output into out_path."""
+def guest_run(vm: Machine, script: str, out_path: Path, timeout_s: float,
+              stall: StallWatch | None = None) -> int:
+    """Run a long guest script, streaming its output into out_path; `stall` watches it
+    for a guest that went to sleep on it."""
     with out_path.open("wb") as out:
-        return vm.ssh().run(script, stdout=out, stderr=out, timeout_s=timeout_s, watch=vm.check)
+        watch = vm.check if stall is None else stall.watching(vm, out)
+        return vm.ssh().run(script, stdout=out, stderr=out, timeout_s=timeout_s, watch=watch)
+
+
+# What a stuck guest is waiting on: every user task that is not vmtest's own plumbing,
+# with its state, the kernel function it sleeps in and its kernel stack
+# (/proc/PID/stack: root only), and the memory picture. Read-only: nothing goes into the
+# kernel log (a sysrq-w there would read as splats to the scenario's parser).
+STALL_COMMAND = r"""for d in /proc/[0-9]*; do
+  read -r stat < $d/stat 2>/dev/null || continue
+  cmd=$(tr '\0' ' ' < $d/cmdline 2>/dev/null | head -c 200); [ -n "$cmd" ] || continue
+  case "$cmd" in *dropbear*|/init*|*vmtest-stall*) continue;; esac
+  st=${stat##*) }; st=${st%% *}
+  echo "### pid ${d#/proc/} state $st wchan $(cat $d/wchan 2>/dev/null): $cmd"
+  cat $d/stack 2>/dev/null
+done
+echo '### /proc/meminfo'; head -20 /proc/meminfo
+echo '### /proc/loadavg'; cat /proc/loadavg
+: vmtest-stall"""
+
+
+class StallWatch:
+    """A long guest command whose output has stood still for `after_s` while QEMU used
+    (almost) no CPU: the guest is asleep on something, not slow. Once per stall, what
+    its tasks wait on is saved (STALL_COMMAND over a second SSH session, into
+    `stall-N.txt` beside the output) and named in a warning; the command goes on (its
+    own time limit decides). `stalls` lists them for the result document."""
+
+    IDLE_CPU_SHARE = 0.05  # QEMU's CPU seconds per second below which the guest sleeps
+
+    def __init__(self, run_dir: Path, after_s: float) -> None:
+        self.run_dir = run_dir
+        self.after_s = after_s
+        self.stalls: list[dict[str, Any]] = []
+        self.clock = time.monotonic
+
+    def watching(self, vm: Machine, out: Any) -> Any:
+        """The `watch` of a command whose output goes to the file `out`."""
+        last_size, since, cpu_at = -1, self.clock(), vm.cpu_seconds()
+        reported = False
+
+        def watch() -> None:
+            nonlocal last_size, since, cpu_at, reported
+            vm.check()
+            size = out.tell()
+            now = self.clock()
+            if size != last_size:
+                last_size, since, cpu_at, reported = size, now, vm.cpu_seconds(), False
+                return
+            if reported or now - since < self.after_s:
+                return
+            cpu = vm.cpu_seconds()
+            reported = True
+            if cpu is not None and cpu_at is not None and \
+                    (cpu - cpu_at) / (now - since) > self.IDLE_CPU_SHARE:
+                return  # busy: slow, not stuck
+            self.stalls.append(self.report(vm, now - since))
+
+        return watch
+
+    def report(self, vm: Machine, quiet_s: float) -> dict[str, Any]:
+        path = self.run_dir / f"stall-{len(self.stalls) + 1}.txt"
+        try:
+            text = vm.ssh().check_output(STALL_COMMAND, timeout_s=60)
+        except VmtestError as exc:  # the guest does not answer either
+            text = f"the guest did not answer over SSH: {exc}"
+        path.write_text(text)
+        tasks = [line[4:] for line in text.splitlines() if line.startswith("### pid ")]
+        # the tasks in D state, else the newest (the command's deepest children)
+        waiting = [t for t in tasks if " state D " in t] or tasks[-3:]
+        what = "; ".join(t[:160] for t in waiting[:3]) or "no task"
+        log.warning("the guest looks stuck: no output for %.0f s and its vCPUs idle; "
+                    "waiting: %s (%s)", quiet_s, what, path)
+        return {"quiet_s": round(quiet_s), "blocked": waiting, "report": str(path)}
 
 
 def elapsed_since(start: float) -> float:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from vmtest.collect import guest, ktap
 from vmtest.errors import ConfigError, InfraError
 from vmtest.kernel.selftest_needs import GuestNeeds, needs_for
-from vmtest.scenarios.base import Scenario, ScenarioParams, elapsed_since, guest_run
+from vmtest.scenarios.base import (Scenario, ScenarioParams, StallWatch, elapsed_since,
+                                   guest_run)
 
 if TYPE_CHECKING:
     from vmtest.kernel.build import BuiltKernel
@@ -32,6 +33,9 @@ GUEST_DIR = "/opt/kselftest"
 # Emulation is 10-50x slower than a CPU for these tests; 10x keeps run_vmtests.sh's
 # hugetlb/userfaultfd runs inside their limit here and a hung test bounded.
 TCG_TIMEOUT_SCALE = 10.0
+# Output standing still this long with the guest's vCPUs idle: a stall worth describing
+# (a test that sleeps on purpose sleeps less; a slow one keeps QEMU busy).
+STALL_S = {"kvm": 120.0, "tcg": 300.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +203,18 @@ class Kselftest(Scenario):
             given["offline_memory_mib"] = self.needs.offline_memory_mib
         self.setup = {"given": given, "not_given": not_given}
         log_path = run_dir / "kselftest.log"
+        # A test that sleeps on something (a hang, not a slow test) is described while it
+        # hangs: what its tasks wait on, before its timeout kills them.
+        stall = StallWatch(run_dir, after_s=STALL_S.get(vm.spec.accel, STALL_S["tcg"]))
         status = guest_run(vm, self.command(vm.spec.accel), log_path,
-                           timeout_s=self.time_limit_s())
+                           timeout_s=self.time_limit_s(), stall=stall)
         vm.check()
         artifacts = guest.save_logs(vm, run_dir)
         outcome = self.outcome(log_path.read_text(errors="replace"),
                                artifacts["dmesg"].read_text(errors="replace"))
         outcome["metrics"]["runner_status"] = status
+        if stall.stalls:
+            outcome["stalls"] = stall.stalls
         outcome["timings"] = {"kselftest_s": elapsed_since(started)}
         outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
             "kselftest_log": str(log_path), "guest_setup_log": str(setup_log)}

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from vmtest.collect import guest, ktap
 from vmtest.errors import ConfigError, InfraError
 from vmtest.kernel.selftest_needs import GuestNeeds, needs_for
-from vmtest.scenarios.base import (Scenario, ScenarioParams, StallWatch, elapsed_since,
-                                   guest_run)
+from vmtest.scenarios.base import Scenario, ScenarioParams, StallWatch, elapsed_since, guest_run
 
 if TYPE_CHECKING:
     from vmtest.kernel.build import BuiltKernel

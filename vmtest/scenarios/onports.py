@@ -256,9 +256,9 @@ def run(vm: Machine, steps: list[Step], run_dir: Path, *,
         demux.end()
         _save(demux, steps, run_dir)
     sections = Sections(demux.sections)
-    for section in sections.values():
-        log.debug("guest step %s: exit %s, %.3f s, %d bytes", section.name, section.status,
-                  (section.ended or section.began) - section.began, len(section.out))
+    for done in sections.values():
+        log.debug("guest step %s: exit %s, %.3f s, %d bytes", done.name, done.status,
+                  (done.ended or done.began) - done.began, len(done.out))
     if status != 0:
         raise InfraError(f"the guest script of the run failed (exit {status})",
                          log_tail=bytes(demux.outside).decode(errors="replace")[-1500:])

@@ -186,6 +186,9 @@ class _StallVm:
     def ssh(self):
         return self._ssh
 
+    def where_are_the_vcpus(self):
+        return "cpu0 migrate_pages+0x10"
+
 
 def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_path):
     import io
@@ -215,10 +218,13 @@ def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_pa
                              "blocked": ["pid 91 state D wchan folio_wait_bit_common: "
                                          "./mremap_test"]}]
     assert (tmp_path / "stall-1.txt").read_text() == answer
-    # output again, then quiet with QEMU busy: a slow test, not a stall
+    # output again, then quiet with QEMU busy: slow or spinning -- where its vCPUs are,
+    # nothing asked of the guest
     out.write(b"ok 2\n")
     watch()
     now[0] = 800.0
     vm.cpu = 300.0
     watch()
     assert len(vm.asked) == 1
+    assert stall.stalls[1] == {"quiet_s": 400, "busy": True, "vcpus": "cpu0 migrate_pages+0x10",
+                               "report": str(tmp_path / "stall-2.txt")}

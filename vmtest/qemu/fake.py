@@ -239,6 +239,9 @@ class FakeMachine(Lifecycle):
     def cpu_seconds(self) -> float | None:
         return None  # no QEMU: nothing measured
 
+    def where_are_the_vcpus(self) -> str:
+        return ""  # no QEMU: no registers
+
     def launch(self) -> None:
         if self._launch_error is not None:
             raise self._launch_error

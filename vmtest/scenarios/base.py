@@ -220,11 +220,12 @@ echo '### /proc/loadavg'; cat /proc/loadavg
 
 
 class StallWatch:
-    """A long guest command whose output has stood still for `after_s` while QEMU used
-    (almost) no CPU: the guest is asleep on something, not slow. Once per stall, what
-    its tasks wait on is saved (STALL_COMMAND over a second SSH session, into
-    `stall-N.txt` beside the output) and named in a warning; the command goes on (its
-    own time limit decides). `stalls` lists them for the result document."""
+    """A long guest command whose output has stood still for `after_s`. While QEMU used
+    (almost) no CPU the guest is asleep on something, not slow: what its tasks wait on is
+    saved (STALL_COMMAND over a second SSH session, into `stall-N.txt` beside the output)
+    and named in a warning. While it was busy, where its vCPUs are (a spin, or just slow).
+    Once per stall; the command goes on (its own time limit decides). `stalls` lists them
+    for the result document."""
 
     IDLE_CPU_SHARE = 0.05  # QEMU's CPU seconds per second below which the guest sleeps
 
@@ -251,12 +252,21 @@ class StallWatch:
                 return
             cpu = vm.cpu_seconds()
             reported = True
-            if cpu is not None and cpu_at is not None and \
-                    (cpu - cpu_at) / (now - since) > self.IDLE_CPU_SHARE:
-                return  # busy: slow, not stuck
-            self.stalls.append(self.report(vm, now - since))
+            busy = cpu is not None and cpu_at is not None and \
+                (cpu - cpu_at) / (now - since) > self.IDLE_CPU_SHARE
+            self.stalls.append(self.busy(vm, now - since) if busy
+                               else self.report(vm, now - since))
 
         return watch
+
+    def busy(self, vm: Machine, quiet_s: float) -> dict[str, Any]:
+        """Quiet but busy: slow, or spinning -- where the vCPUs are (QMP, the kernel's
+        symbols), nothing asked of the guest."""
+        path = self.run_dir / f"stall-{len(self.stalls) + 1}.txt"
+        where = vm.where_are_the_vcpus()
+        path.write_text(f"no output for {quiet_s:.0f} s, the vCPUs busy at: {where}\n")
+        log.info("no output for %.0f s, the guest busy; vCPUs at %s", quiet_s, where)
+        return {"quiet_s": round(quiet_s), "busy": True, "vcpus": where, "report": str(path)}
 
     def report(self, vm: Machine, quiet_s: float) -> dict[str, Any]:
         path = self.run_dir / f"stall-{len(self.stalls) + 1}.txt"

@@ -195,8 +195,8 @@ def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_pa
 
     from vmtest.scenarios.base import STALL_COMMAND, StallWatch
 
-    answer = ("### pid 80 state S wchan do_wait: sh run_vmtests.sh\n"
-              "### pid 91 state D wchan folio_wait_bit_common: ./mremap_test\n"
+    answer = ("### pid 80 ppid 1 state S wchan do_wait: sh run_vmtests.sh\n"
+              "### pid 91 ppid 80 state D wchan folio_wait_bit_common: ./mremap_test\n"
               "[<0>] folio_wait_bit_common+0x13d/0x350\n")
     vm = _StallVm(answer)
     stall = StallWatch(tmp_path, after_s=300)
@@ -215,8 +215,8 @@ def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_pa
     watch()  # once per stall
     assert vm.asked == [STALL_COMMAND]
     assert stall.stalls == [{"quiet_s": 400, "report": str(tmp_path / "stall-1.txt"),
-                             "blocked": ["pid 91 state D wchan folio_wait_bit_common: "
-                                         "./mremap_test"]}]
+                             "blocked": ["pid 91 ppid 80 state D wchan "
+                                         "folio_wait_bit_common: ./mremap_test"]}]
     assert (tmp_path / "stall-1.txt").read_text() == answer
     # output again, then quiet with QEMU busy: slow or spinning -- where its vCPUs are,
     # nothing asked of the guest
@@ -228,3 +228,23 @@ def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_pa
     assert len(vm.asked) == 1
     assert stall.stalls[1] == {"quiet_s": 400, "busy": True, "vcpus": "cpu0 migrate_pages+0x10",
                                "report": str(tmp_path / "stall-2.txt")}
+
+
+def test_stuck_tasks_are_the_blocked_else_the_newest_leaves():
+    from vmtest.scenarios.base import stuck_tasks
+
+    # what a real stall showed (6.12, run_vmtests.sh's hugetlb cgroup test): no task in D
+    report = "\n".join([
+        "### pid 1722 ppid 1721 state S wchan do_wait: /bin/bash ./run_vmtests.sh",
+        "### pid 23481 ppid 1722 state S wchan do_wait: /bin/bash ./run_vmtests.sh",
+        "### pid 23482 ppid 1722 state S wchan pipe_read: sed -e s/^/# /",
+        "### pid 23567 ppid 23481 state S wchan do_wait: bash write_hugetlb_memory.sh",
+        "[<0>] do_wait+0xc2/0xe8",
+        "### pid 23568 ppid 23481 state S wchan pipe_read: tee /tmp/tmp.3kBejB",
+        "### pid 23572 ppid 23567 state S wchan hrtimer_nanosleep: ./write_to_hugetlbfs -l",
+        "### pid 98 ppid 1 state S wchan do_wait: /bin/sh ./run_kselftest.sh"])
+    assert [t.split(" wchan")[0] for t in stuck_tasks(report)] == [
+        "pid 23572 ppid 23567 state S", "pid 23568 ppid 23481 state S",
+        "pid 23482 ppid 1722 state S"]
+    assert stuck_tasks(report + "\n### pid 5 ppid 1 state D wchan io_schedule: sync") == [
+        "pid 5 ppid 1 state D wchan io_schedule: sync"]

@@ -46,6 +46,10 @@ PROGRAMS = {
     # run_vmtests.sh draws its separators with tr's [:graph:], which busybox's tr lacks.
     "timeout": ("/usr/bin/timeout", "coreutils"),
     "tr": ("/usr/bin/tr", "coreutils"),
+    # charge_reserved_hugetlb.sh ends its background writer with `killall -2 --wait`:
+    # busybox's killall has no --wait, kills nothing, and the writer (which sleeps until
+    # killed) holds run_vmtests.sh's output pipe open -- the whole run hung there.
+    "killall": ("/usr/bin/killall", "psmisc"),
 }
 
 

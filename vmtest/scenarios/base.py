@@ -208,15 +208,33 @@ def guest_run(vm: Machine, script: str, out_path: Path, timeout_s: float,
 # kernel log (a sysrq-w there would read as splats to the scenario's parser).
 STALL_COMMAND = r"""for d in /proc/[0-9]*; do
   read -r stat < $d/stat 2>/dev/null || continue
-  cmd=$(tr '\0' ' ' < $d/cmdline 2>/dev/null | head -c 200); [ -n "$cmd" ] || continue
+  cmd=$(tr '\0' ' ' < $d/cmdline 2>/dev/null); [ -n "$cmd" ] || continue
   case "$cmd" in *dropbear*|/init*|*vmtest-stall*) continue;; esac
-  st=${stat##*) }; st=${st%% *}
-  echo "### pid ${d#/proc/} state $st wchan $(cat $d/wchan 2>/dev/null): $cmd"
+  rest=${stat##*) }; st=${rest%% *}; rest=${rest#* }; pp=${rest%% *}
+  echo "### pid ${d#/proc/} ppid $pp state $st wchan $(cat $d/wchan 2>/dev/null):" \
+       "$(echo "$cmd" | head -c 200)"
   cat $d/stack 2>/dev/null
 done
 echo '### /proc/meminfo'; head -20 /proc/meminfo
 echo '### /proc/loadavg'; cat /proc/loadavg
 : vmtest-stall"""
+
+
+def stuck_tasks(report: str, most: int = 3) -> list[str]:
+    """The tasks of a STALL_COMMAND report worth naming: those in D state, else the
+    newest leaves (tasks with no child listed: what the others wait for)."""
+    tasks: list[tuple[int, int, str]] = []
+    for line in report.splitlines():
+        words = line.split(" ", 5)
+        if line.startswith("### pid ") and len(words) > 5 and words[2].isdigit() \
+                and words[4].isdigit():
+            tasks.append((int(words[2]), int(words[4]), line[4:]))
+    blocked = [t for _, _, t in tasks if " state D " in t]
+    if blocked:
+        return blocked[:most]
+    parents = {ppid for _, ppid, _ in tasks}
+    leaves = sorted((t for t in tasks if t[0] not in parents), reverse=True)
+    return [t for _, _, t in leaves[:most]]
 
 
 class StallWatch:
@@ -275,10 +293,8 @@ class StallWatch:
         except VmtestError as exc:  # the guest does not answer either
             text = f"the guest did not answer over SSH: {exc}"
         path.write_text(text)
-        tasks = [line[4:] for line in text.splitlines() if line.startswith("### pid ")]
-        # the tasks in D state, else the newest (the command's deepest children)
-        waiting = [t for t in tasks if " state D " in t] or tasks[-3:]
-        what = "; ".join(t[:160] for t in waiting[:3]) or "no task"
+        waiting = stuck_tasks(text)
+        what = "; ".join(t[:160] for t in waiting) or "no task"
         log.warning("the guest looks stuck: no output for %.0f s and its vCPUs idle; "
                     "waiting: %s (%s)", quiet_s, what, path)
         return {"quiet_s": round(quiet_s), "blocked": waiting, "report": str(path)}

@@ -32,6 +32,8 @@ GUEST_DIR = "/opt/kselftest"
 # Emulation is 10-50x slower than a CPU for these tests; 10x keeps run_vmtests.sh's
 # hugetlb/userfaultfd runs inside their limit here and a hung test bounded.
 TCG_TIMEOUT_SCALE = 10.0
+# GNU programs the selftests call with options busybox's lack (rootfs.PROGRAMS says why).
+KSELFTEST_PROGRAMS = ("timeout", "tr", "killall")
 # Output standing still this long with the guest's vCPUs idle: a stall worth describing
 # (a test that sleeps on purpose sleeps less; a slow one keeps QEMU busy).
 STALL_S = {"kvm": 120.0, "tcg": 300.0}
@@ -101,7 +103,7 @@ class Kselftest(Scenario):
         self.selected = self.install.select(p.tests)
         self.layer = rootfs.tree_layer(f"kselftest-{self.install.directory.name}",
                                        self.install.directory, GUEST_DIR,
-                                       programs=("timeout", "tr"))
+                                       programs=KSELFTEST_PROGRAMS)
         config = kernel.artifact.config if kernel is not None else None
         self.kernel_config = config.read_text() if config and config.is_file() else ""
         self.needs = needs_for(self.collections())

@@ -217,17 +217,21 @@ def test_a_stall_is_described_once_while_it_lasts_and_a_busy_guest_is_not(tmp_pa
     assert stall.stalls == [{"quiet_s": 400, "report": str(tmp_path / "stall-1.txt"),
                              "blocked": ["pid 91 ppid 80 state D wchan "
                                          "folio_wait_bit_common: ./mremap_test"]}]
-    assert (tmp_path / "stall-1.txt").read_text() == answer
-    # output again, then quiet with QEMU busy: slow or spinning -- where its vCPUs are,
-    # nothing asked of the guest
+    assert (tmp_path / "stall-1.txt").read_text() == \
+        "no output for 400 s; the vCPUs idle\n" + answer
+    # output again, then quiet with QEMU busy: slow or spinning -- where its vCPUs are
     out.write(b"ok 2\n")
     watch()
     now[0] = 800.0
     vm.cpu = 300.0
     watch()
-    assert len(vm.asked) == 1
+    assert len(vm.asked) == 2  # the tasks too: a spin may keep another task waiting
     assert stall.stalls[1] == {"quiet_s": 400, "busy": True, "vcpus": "cpu0 migrate_pages+0x10",
-                               "report": str(tmp_path / "stall-2.txt")}
+                               "report": str(tmp_path / "stall-2.txt"),
+                               "blocked": ["pid 91 ppid 80 state D wchan "
+                                           "folio_wait_bit_common: ./mremap_test"]}
+    assert (tmp_path / "stall-2.txt").read_text().startswith(
+        "no output for 400 s; the vCPUs busy at: cpu0 migrate_pages+0x10\n### pid 80")
 
 
 def test_stuck_tasks_are_the_blocked_else_the_newest_leaves():

@@ -278,25 +278,28 @@ class StallWatch:
         return watch
 
     def busy(self, vm: Machine, quiet_s: float) -> dict[str, Any]:
-        """Quiet but busy: slow, or spinning -- where the vCPUs are (QMP, the kernel's
-        symbols), nothing asked of the guest."""
-        path = self.run_dir / f"stall-{len(self.stalls) + 1}.txt"
+        """Quiet but busy: slow, or spinning (a vCPU in a loop, another task asleep
+        waiting for it) -- where the vCPUs are (QMP, the kernel's symbols), and what the
+        tasks wait on as for a stall."""
         where = vm.where_are_the_vcpus()
-        path.write_text(f"no output for {quiet_s:.0f} s, the vCPUs busy at: {where}\n")
-        log.info("no output for %.0f s, the guest busy; vCPUs at %s", quiet_s, where)
-        return {"quiet_s": round(quiet_s), "busy": True, "vcpus": where, "report": str(path)}
+        record = self.report(vm, quiet_s, head=f"the vCPUs busy at: {where}", warn=False)
+        log.info("no output for %.0f s, the guest busy; vCPUs at %s; tasks: %s", quiet_s,
+                 where, "; ".join(t[:120] for t in record["blocked"]))
+        return record | {"busy": True, "vcpus": where}
 
-    def report(self, vm: Machine, quiet_s: float) -> dict[str, Any]:
+    def report(self, vm: Machine, quiet_s: float, head: str = "",
+               warn: bool = True) -> dict[str, Any]:
         path = self.run_dir / f"stall-{len(self.stalls) + 1}.txt"
         try:
             text = vm.ssh().check_output(STALL_COMMAND, timeout_s=60)
         except VmtestError as exc:  # the guest does not answer either
             text = f"the guest did not answer over SSH: {exc}"
-        path.write_text(text)
+        path.write_text(f"no output for {quiet_s:.0f} s; {head or 'the vCPUs idle'}\n{text}")
         waiting = stuck_tasks(text)
-        what = "; ".join(t[:160] for t in waiting) or "no task"
-        log.warning("the guest looks stuck: no output for %.0f s and its vCPUs idle; "
-                    "waiting: %s (%s)", quiet_s, what, path)
+        if warn:
+            what = "; ".join(t[:160] for t in waiting) or "no task"
+            log.warning("the guest looks stuck: no output for %.0f s and its vCPUs idle; "
+                        "waiting: %s (%s)", quiet_s, what, path)
         return {"quiet_s": round(quiet_s), "blocked": waiting, "report": str(path)}
 
 

@@ -53,7 +53,8 @@ def _runner_steps(sysctl: tuple[tuple[str, str], ...], when: str) -> list[onport
     (set before the scenario starts, read back) and a clock reading."""
     steps = [onports.Step("sysctl", sysctl_mod.write_command(sysctl), timeout_s=60)] \
         if sysctl else []
-    return [*steps, onports.Step(f"uptime-{when}", "cat /proc/uptime", timeout_s=30)]
+    return [*steps, onports.Step(f"uptime-{when}", 'read -r up < /proc/uptime; echo "$up"',
+                                 timeout_s=30)]
 
 
 def clock_ratio(start: Reading | None, end: Reading | None) -> float | None:

@@ -300,3 +300,18 @@ def test_the_comparison_reads_each_metrics_direction():
     assert verdicts["alloc_ms"] == "improved" and verdicts["hugepages"] == "regressed"
     assert section["headline"].startswith("alloc_ms (median per run): proactive-off 32.5 -> "
                                           "proactive-on 3.25")
+
+
+def test_the_big_kernel_ring_only_for_scenarios_that_count_kernel_messages(tmp_path):
+    """8 MiB of ring (thousands of dump_page()s) costs ~0.5 s of a TCG boot: only a
+    scenario with a dmesg metric asks for it."""
+    path = tmp_path / "exp" / "exp.yaml"
+    path.parent.mkdir()
+    path.write_text(EXPERIMENT.replace(
+        "      - {name: fail_dumps, from: dmesg, dump_reason: fail to migrate}\n", ""))
+    (path.parent / "work.sh").write_text("#!/bin/sh\n")
+    (path.parent / "work.sh").chmod(0o755)
+    quiet = config.load(path).scenario("s").make("quick")
+    assert "log_buf_len" not in quiet.boot_overrides()
+    path.write_text(EXPERIMENT)
+    assert config.load(path).scenario("s").make("quick").boot_overrides()["log_buf_len"] == "8M"

@@ -71,11 +71,11 @@ def test_step_text_that_looks_like_the_script(tmp_path):
     """A step's text is data: quotes, a here-document delimiter the script would use, $t,
     a broken line -- each stays in its own step."""
     tricky = "echo \"$t\" 'VMTEST_STEP_END_0'\ncat <<'VMTEST_STEP_END_0'\ninside\nVMTEST_STEP_END_0"
-    steps = [Step("a", tricky), Step("b", "echo 'unterminated", user=True),
+    steps = [Step("a", tricky, own=False), Step("b", "echo 'unterminated", user=True),
              Step("c", f"echo {TOKEN} not a marker")]
     demux, _, _ = run_here(steps, tmp_path)
     s = demux.sections
-    # $t is the script's own variable, not the step's: the token never reaches a step
+    # $t is the script's own variable: the token never reaches the experiment's steps
     assert bytes(s["a"].out) == b" VMTEST_STEP_END_0\ninside\n"
     assert s["b"].status == 2  # a shell syntax error fails that step alone
     assert bytes(s["c"].out) == f"{TOKEN} not a marker\n".encode()

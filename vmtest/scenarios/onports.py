@@ -72,21 +72,27 @@ def _failed(section: Section) -> VmtestError:
 @dataclass(frozen=True)
 class Step:
     """One part of the guest script. `body`: shell text the guest's sh runs (from a
-    file). A step of vmtest's own has its stderr with its stdout and ends the script when
-    it fails (`failure` makes the error it raises on the host); the experiment's own
-    command (`user`) keeps its stderr apart and its status is a result. `save_as`: the
-    run directory's file its output goes to (steps saved to the same file are joined)."""
+    file). A step other than the experiment's command has its stderr with its stdout and
+    ends the script when it fails (`failure` makes the error it raises on the host); the
+    experiment's own command (`user`) keeps its stderr apart and its status is a result.
+    `save_as`: the run directory's file its output goes to (steps saved to the same file
+    are joined)."""
 
     name: str
     body: str
     timeout_s: float = 120.0
     user: bool = False
+    # vmtest's own text (not the experiment's): run in a subshell of the script, which
+    # sees the script's variables; the experiment's setup commands run as `sh FILE`
+    own: bool = True
     save_as: str | None = None
     failure: Callable[[Section], VmtestError] = _failed
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"step name {self.name!r}")
+        if self.user and self.own:
+            object.__setattr__(self, "own", False)  # the experiment's: a shell of its own
 
 
 def _delimiter(body: str) -> str:
@@ -121,6 +127,10 @@ def script(steps: list[Step]) -> str:
                       # (the watchdog holds none of the script's streams open)
                       '(exec >/dev/null 2>&1; sleep 1; kill "$r") & w=$!',
                       'wait "$r"; kill "$w" 2>/dev/null']
+        elif step.own:
+            # vmtest's own text: in a subshell of the script (a fork, no exec of a shell
+            # -- each exec costs milliseconds under TCG)
+            lines.append(f"( . {STEP_DIR}/{i} ) </dev/null 2>&1; s=$?")
         else:
             lines.append(f"sh {STEP_DIR}/{i} </dev/null 2>&1; s=$?")
         lines.append(f'printf "%s end %s %d\\n" "$t" {step.name} "$s"')

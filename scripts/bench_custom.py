@@ -14,6 +14,7 @@ metrics). Both are `vmtest` processes as a user types them; wall time includes b
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,12 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in walls.items()}
     print(f"median wall: vmtest run -- CMD {med['command']:.2f} s, data-defined scenario "
           f"{med['scenario']:.2f} s: {med['scenario'] / med['command']:.2f}x")
+    # each scenario run beside the command run just before it
+    pairs = sorted(sc / cmd for sc, cmd in zip(walls["scenario"], walls["command"],
+                                                strict=True))
+    print(f"per pair (scenario / the command run before it): median "
+          f"{statistics.median(pairs):.2f}x, range {pairs[0]:.2f}-{pairs[-1]:.2f}x; "
+          f"load average now {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -265,3 +265,21 @@ def test_a_command_asleep_is_described_while_it_sleeps(kernel, boot_opts, run_di
     sleeping = [line for line in report.splitlines() if line.endswith(": sleep 9 ")]
     assert sleeping and " state S " in sleeping[0], report
     assert "nanosleep" in report  # its kernel stack
+
+
+def test_a_process_left_behind_holding_the_output_is_ended(kernel, boot_opts, run_dir):
+    """What a test script leaves behind (an orphan holding its output pipe: the command
+    would never end) is ended once the output stood still, and named; the command then
+    ends by itself."""
+    from vmtest.scenarios.base import StallWatch, guest_run
+
+    stall = StallWatch(run_dir, after_s=3, reap=("vmtest-test-runner",))
+    started = time.monotonic()
+    with boot(kernel.image, boot_opts, run_dir) as vm:
+        status = guest_run(vm, ": vmtest-test-runner; sh -c '(sleep 600 &); echo started' "
+                               "| cat; echo finished", run_dir / "out.txt",
+                           timeout_s=120, stall=stall)
+    assert status == 0 and (run_dir / "out.txt").read_text() == "started\nfinished\n"
+    assert [r for s in stall.stalls for r in s.get("reaped", [])] == \
+        [r for r in stall.stalls[0]["reaped"] if r.endswith(": sleep 600 ")] != []
+    assert time.monotonic() - started < 100

@@ -252,3 +252,42 @@ def test_stuck_tasks_are_the_blocked_else_the_newest_leaves():
         "pid 23482 ppid 1722 state S"]
     assert stuck_tasks(report + "\n### pid 5 ppid 1 state D wchan io_schedule: sync") == [
         "pid 5 ppid 1 state D wchan io_schedule: sync"]
+
+
+STALLS = Path(__file__).resolve().parents[1] / "data" / "stalls"
+
+
+@pytest.mark.parametrize("name, left", [
+    # 6.12 run_vmtests.sh: the hugetlb cgroup test exited, its writer (asleep until
+    # killed), the writer's script and the tee of its output left to init
+    ("6.12-charge-reserved-hugetlb.txt", [23578, 23579, 23583]),
+    # 6.1 vm:migration: the test child spinning on after its harness went away
+    ("6.1-migration.txt", [119]),
+])
+def test_what_a_stalled_test_left_behind_from_real_reports(name, left):
+    from vmtest.scenarios.base import leftovers
+    from vmtest.scenarios.kselftest import GUEST_DIR
+
+    report = (STALLS / name).read_text()
+    markers = ("run_kselftest.sh", "kselftest/runner.sh", GUEST_DIR)
+    assert leftovers(report, markers) == left
+    # nothing of vmtest's own: the console loop is an orphan too, but older than the run
+    assert leftovers(report, ("no such command",)) == []
+
+
+def test_a_stall_ends_what_the_command_left_behind(tmp_path):
+    import io
+
+    from vmtest.scenarios.base import StallWatch
+
+    report = (STALLS / "6.1-migration.txt").read_text().split("\n", 1)[1]
+    vm = _StallVm(report)
+    stall = StallWatch(tmp_path, after_s=300, reap=("/opt/kselftest",))
+    now = [0.0]
+    stall.clock = lambda: now[0]
+    watch = stall.watching(vm, io.BytesIO())
+    watch()
+    now[0] = 301.0
+    watch()
+    assert vm.asked[1] == "kill -9 119 2>/dev/null; :"
+    assert stall.stalls[0]["reaped"] == ["119: ./migration "]

@@ -237,19 +237,55 @@ def stuck_tasks(report: str, most: int = 3) -> list[str]:
     return [t for _, _, t in leaves[:most]]
 
 
+def _tasks(report: str) -> list[tuple[int, int, str]]:
+    """(pid, ppid, command line) of each task of a STALL_COMMAND report."""
+    tasks = []
+    for line in report.splitlines():
+        words = line.split(" ", 7)
+        if line.startswith("### pid ") and len(words) > 7 and words[2].isdigit() \
+                and words[4].isdigit():
+            tasks.append((int(words[2]), int(words[4]), line.split(": ", 1)[-1]))
+    return tasks
+
+
+def leftovers(report: str, markers: tuple[str, ...]) -> list[int]:
+    """The tasks a command left behind: orphans (parent 1) started after the command
+    (a higher pid than its first task, the first whose command line has one of
+    `markers`), and everything below them. Never vmtest's own (the init's console loop
+    and sshd come before any command; the report leaves out sshd and the init)."""
+    tasks = _tasks(report)
+    runner = min((pid for pid, _, cmd in tasks if any(m in cmd for m in markers)),
+                 default=None)
+    if runner is None:
+        return []
+    chosen = {pid for pid, ppid, _ in tasks if ppid == 1 and pid > runner}
+    grown = True
+    while grown:
+        below = {pid for pid, ppid, _ in tasks if ppid in chosen} - chosen
+        chosen |= below
+        grown = bool(below)
+    return sorted(chosen)
+
+
 class StallWatch:
     """A long guest command whose output has stood still for `after_s`. While QEMU used
     (almost) no CPU the guest is asleep on something, not slow: what its tasks wait on is
     saved (STALL_COMMAND over a second SSH session, into `stall-N.txt` beside the output)
     and named in a warning. While it was busy, where its vCPUs are (a spin, or just slow).
     Once per stall; the command goes on (its own time limit decides). `stalls` lists them
-    for the result document."""
+    for the result document.
+
+    `reap` (the command lines that mark the command's first task): processes the command
+    left behind -- orphans started after it, holding its output pipe open so that the
+    command never ends (a test script that exited without killing its background
+    writer) -- are ended, and named (`reaped`)."""
 
     IDLE_CPU_SHARE = 0.05  # QEMU's CPU seconds per second below which the guest sleeps
 
-    def __init__(self, run_dir: Path, after_s: float) -> None:
+    def __init__(self, run_dir: Path, after_s: float, reap: tuple[str, ...] = ()) -> None:
         self.run_dir = run_dir
         self.after_s = after_s
+        self.reap = reap
         self.stalls: list[dict[str, Any]] = []
         self.clock = time.monotonic
 
@@ -300,7 +336,22 @@ class StallWatch:
             what = "; ".join(t[:160] for t in waiting) or "no task"
             log.warning("the guest looks stuck: no output for %.0f s and its vCPUs idle; "
                         "waiting: %s (%s)", quiet_s, what, path)
-        return {"quiet_s": round(quiet_s), "blocked": waiting, "report": str(path)}
+        record: dict[str, Any] = {"quiet_s": round(quiet_s), "blocked": waiting,
+                                  "report": str(path)}
+        left = leftovers(text, self.reap) if self.reap else []
+        if left:
+            names = {pid: cmd for pid, _, cmd in _tasks(text)}
+            try:
+                vm.ssh().check_output(f"kill -9 {' '.join(map(str, left))} 2>/dev/null; :",
+                                      timeout_s=30)
+            except VmtestError as exc:
+                log.warning("ending what the command left behind failed: %s", exc)
+            else:
+                record["reaped"] = [f"{pid}: {names[pid][:160]}" for pid in left]
+                log.warning("ended %d process(es) the command left behind, holding its "
+                            "output open: %s", len(left),
+                            "; ".join(names[pid][:80] for pid in left))
+        return record
 
 
 def elapsed_since(start: float) -> float:

@@ -91,7 +91,17 @@ if [ "$PYTHON" = "$VMTEST_VENV/bin/python3" ]; then
     bindir=/usr/local/bin
     [ "$(id -u)" = 0 ] || bindir=$HOME/.local/bin
     mkdir -p "$bindir"
-    ln -sf "$VMTEST_VENV/bin/vmtest" "$bindir/vmtest"
+    # Not over another environment's vmtest that still works (a developer's, while CI
+    # runs with a VMTEST_VENV of its own): a link left dangling by a removed one, or
+    # none, is (re)made.
+    current=$(readlink "$bindir/vmtest" 2>/dev/null || true)
+    if [ -z "$current" ] && [ ! -e "$bindir/vmtest" ] || [ "$current" = "$VMTEST_VENV/bin/vmtest" ] \
+            || { [ -n "$current" ] && [ ! -e "$current" ]; }; then
+        ln -sf "$VMTEST_VENV/bin/vmtest" "$bindir/vmtest"
+    else
+        echo "setup: $bindir/vmtest is ${current:-a file} (another environment's); left as" \
+             "it is: $VMTEST_VENV/bin/vmtest is this one"
+    fi
     case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH" ;; esac
 fi
 echo "setup: done; run 'vmtest doctor' to check the host"

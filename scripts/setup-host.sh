@@ -25,7 +25,7 @@ PACKAGES=(
     build-essential flex bison bc libelf-dev libssl-dev ccache xz-utils lz4 patch  # kernel builds
     busybox-static dropbear-bin stress-ng   # guest userland (initramfs from host binaries)
     cpio kmod python3-venv python3-pip git
-    libcap-dev libnuma-dev liburing-dev rsync psmisc  # the kernel's mm selftests (--kselftest)
+    libcap-dev libnuma-dev liburing-dev rsync psmisc procps  # mm selftests (--kselftest)
     # arm64 guests (--arch arm64): the cross compiler and static C library (kernel, the
     # stressor), QEMU's arm64 emulator, edk2 for pc-dimm hotplug. Their busybox and
     # dropbear come from Debian's archive at first use (vmtest/guest/sysroot.py).

@@ -50,6 +50,9 @@ PROGRAMS = {
     # busybox's killall has no --wait, kills nothing, and the writer (which sleeps until
     # killed) holds run_vmtests.sh's output pipe open -- the whole run hung there.
     "killall": ("/usr/bin/killall", "psmisc"),
+    # ...and finds it with `pgrep -f`, an applet Debian's busybox does not have: "pgrep:
+    # command not found", no writer found, none killed (seen in a 6.12 run's log).
+    "pgrep": ("/usr/bin/pgrep", "procps"),
 }
 
 

@@ -33,7 +33,7 @@ GUEST_DIR = "/opt/kselftest"
 # hugetlb/userfaultfd runs inside their limit here and a hung test bounded.
 TCG_TIMEOUT_SCALE = 10.0
 # GNU programs the selftests call with options busybox's lack (rootfs.PROGRAMS says why).
-KSELFTEST_PROGRAMS = ("timeout", "tr", "killall")
+KSELFTEST_PROGRAMS = ("timeout", "tr", "killall", "pgrep")
 # Output standing still this long with the guest's vCPUs idle: a stall worth describing
 # (a test that sleeps on purpose sleeps less; a slow one keeps QEMU busy).
 STALL_S = {"kvm": 120.0, "tcg": 300.0}

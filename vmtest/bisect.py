@@ -449,7 +449,16 @@ def start(tree: Path, good: str, bad: str, step_args: list[str], *,
             "same command with --resume continues without running them again.")
         raise
     finally:
-        subprocess.run([*git, "bisect", "reset"], capture_output=True, check=False)
+        reset = subprocess.run([*git, "bisect", "reset"], capture_output=True, text=True,
+                               check=False)
+        if reset.returncode != 0:
+            # An interruption can stop git mid-checkout (its index.lock and half-checked-out
+            # files stay): the tree is not left as if nothing were wrong.
+            say(f"vmtest bisect: {tree} is still mid-bisect: `git bisect reset` failed: "
+                f"{reset.stderr.strip().splitlines()[-1] if reset.stderr.strip() else ''}\n"
+                f"hint: if git was stopped mid-checkout, remove {tree}/.git/index.lock, "
+                "then `git -C TREE checkout -f HEAD && git -C TREE bisect reset` (this "
+                "discards changes to tracked files)")
 
 
 def unexplained_judgements(bisect_log: str, steps: list[dict[str, Any]],

@@ -35,6 +35,13 @@ def _history(*args: str) -> tuple[Path, dict[str, Any]]:
     and package give the same commits, so a history (and the kernels built from its
     commits) is made once per machine and package version (--reuse)."""
     repo = paths.cache_dir("test-histories") / "-".join(a.strip("-") for a in args)
+    if _bisecting(repo):
+        # an earlier run of these tests was killed mid-bisect (its checkout half done):
+        # this cached history is the tests' own, put back as it was made
+        (repo / ".git" / "index.lock").unlink(missing_ok=True)
+        subprocess.run(["git", "-C", str(repo), "reset", "-q", "--hard"], check=True)
+        subprocess.run(["git", "-C", str(repo), "bisect", "reset"], capture_output=True,
+                       check=True)
     # the script imports vmtest: this checkout's, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -220,15 +220,21 @@ echo '### /proc/loadavg'; cat /proc/loadavg
 : vmtest-stall"""
 
 
-def stuck_tasks(report: str, most: int = 3) -> list[str]:
-    """The tasks of a STALL_COMMAND report worth naming: those in D state, else the
-    newest leaves (tasks with no child listed: what the others wait for)."""
-    tasks: list[tuple[int, int, str]] = []
+def _tasks(report: str) -> list[tuple[int, int, str]]:
+    """(pid, ppid, its line without "### ") of each task of a STALL_COMMAND report."""
+    tasks = []
     for line in report.splitlines():
         words = line.split(" ", 5)
         if line.startswith("### pid ") and len(words) > 5 and words[2].isdigit() \
                 and words[4].isdigit():
             tasks.append((int(words[2]), int(words[4]), line[4:]))
+    return tasks
+
+
+def stuck_tasks(report: str, most: int = 3) -> list[str]:
+    """The tasks of a STALL_COMMAND report worth naming: those in D state, else the
+    newest leaves (tasks with no child listed: what the others wait for)."""
+    tasks = _tasks(report)
     blocked = [t for _, _, t in tasks if " state D " in t]
     if blocked:
         return blocked[:most]
@@ -237,15 +243,9 @@ def stuck_tasks(report: str, most: int = 3) -> list[str]:
     return [t for _, _, t in leaves[:most]]
 
 
-def _tasks(report: str) -> list[tuple[int, int, str]]:
-    """(pid, ppid, command line) of each task of a STALL_COMMAND report."""
-    tasks = []
-    for line in report.splitlines():
-        words = line.split(" ", 7)
-        if line.startswith("### pid ") and len(words) > 7 and words[2].isdigit() \
-                and words[4].isdigit():
-            tasks.append((int(words[2]), int(words[4]), line.split(": ", 1)[-1]))
-    return tasks
+def _command(task: str) -> str:
+    """The command line of a task's line ("pid N ppid P state S wchan W: CMD")."""
+    return task.split(": ", 1)[-1]
 
 
 def leftovers(report: str, markers: tuple[str, ...]) -> list[int]:
@@ -254,8 +254,8 @@ def leftovers(report: str, markers: tuple[str, ...]) -> list[int]:
     `markers`), and everything below them. Never vmtest's own (the init's console loop
     and sshd come before any command; the report leaves out sshd and the init)."""
     tasks = _tasks(report)
-    runner = min((pid for pid, _, cmd in tasks if any(m in cmd for m in markers)),
-                 default=None)
+    runner = min((pid for pid, _, line in tasks
+                  if any(m in _command(line) for m in markers)), default=None)
     if runner is None:
         return []
     chosen = {pid for pid, ppid, _ in tasks if ppid == 1 and pid > runner}
@@ -340,7 +340,7 @@ class StallWatch:
                                   "report": str(path)}
         left = leftovers(text, self.reap) if self.reap else []
         if left:
-            names = {pid: cmd for pid, _, cmd in _tasks(text)}
+            names = {pid: _command(line) for pid, _, line in _tasks(text)}
             try:
                 vm.ssh().check_output(f"kill -9 {' '.join(map(str, left))} 2>/dev/null; :",
                                       timeout_s=30)

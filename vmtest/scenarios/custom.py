@@ -13,9 +13,7 @@ guest), the load stops, "after" is read, dmesg and the trace are saved, and the 
 from __future__ import annotations
 
 import dataclasses
-import io
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from vmtest.errors import InfraError, VmtestError
 from vmtest.guest import load as load_mod
 from vmtest.guest import memory
 from vmtest.scenarios import onports
-from vmtest.scenarios.base import LOAD_DIED, LOAD_HINT, Scenario, elapsed_since
+from vmtest.scenarios.base import LOAD_DIED, LOAD_HINT, Scenario
 
 if TYPE_CHECKING:  # annotations only: loading a scenario needs no SSH or QMP
     from vmtest.qemu.machine import Machine
@@ -230,87 +228,34 @@ class CustomScenario(Scenario):
 
     # -- the guest part --------------------------------------------------------------
     def run(self, vm: Machine, run_dir: Path) -> dict[str, Any]:
-        spec = self.spec
-        ssh = vm.ssh()
-        events = metrics.trace_events(spec.metrics)
-        self.check_events(vm, events)
-        timings: dict[str, float] = {}
-        started = time.monotonic()
-        setup_log = run_dir / "setup.log"
-        with setup_log.open("wb") as out:
-            for command in spec.setup:
-                status = ssh.run(self.in_workdir(command), stdout=out, stderr=out,
-                                 timeout_s=120, watch=vm.check)
-                if status != 0:
-                    raise InfraError(f"scenario {spec.name}: setup command failed (exit "
-                                     f"{status}): {command}", log_path=setup_log)
-        files = metrics.files(spec.metrics)
-        # One round trip: the mark (dmesg metrics count what follows it: not the boot's or
-        # the setup's messages), "before", tracing on.
-        before_text = ssh.check_output("\n".join(
-            [MARK_COMMAND, metrics.snapshot_script(files),
-             *([tracing_command(events)] if events else [])]))
-        hotplug = self.hotplug_add(vm) if spec.load.hotplug else []
-        if spec.load.background:
-            ssh.check_output(spec.load.start_command(self.cpus, self.params.seed), timeout_s=300)
-        timings["setup_s"] = elapsed_since(started)
-        stdout, stderr = run_dir / "stdout.txt", run_dir / "stderr.txt"
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            status = ssh.run(self.in_workdir(spec.run, env=True), stdout=out, stderr=err,
-                             timeout_s=spec.timeout_s, watch=vm.check)
-        timings["command_s"] = elapsed_since(started) - timings["setup_s"]
-        # Tracing stops first (the load's stopping is not the command's), in one round
-        # trip with what follows.
-        stop_tracing = [f"echo 0 > {TRACING}/tracing_on"] if events else []
-        cma_log = ""
-        if spec.load.background:
-            if spec.load.lru_stress:
-                self.check_load(vm)
-            ssh.check_output("\n".join([*stop_tracing, spec.load.stop_command()]), timeout_s=60)
-            stop_tracing = []
-            if spec.load.cma_alloc:
-                cma_log = ssh.check_output(f"cat {CMA_LOG}")
-        offlined = self.hotplug_remove(vm, hotplug) if hotplug else []
-        after_text, artifacts = self.after(vm, run_dir, [*stop_tracing,
-                                                          metrics.snapshot_script(files)],
-                                           traced=bool(events))
-        return self._result(run_dir, before_text, after_text, status, cma_log, timings,
-                            artifacts, offlined)
+        """The steps of guest_steps() one SSH command each, the DIMMs of `load: hotplug`
+        hot-added after "before" and offlined before "after" (from the host, over QMP)."""
+        blocks: list[str] = []
+        offlined: list[dict[str, Any]] = []
+        previous = ""
 
-    def _result(self, run_dir: Path, before_text: str, after_text: str, status: int | None,
-                cma_log: str, timings: dict[str, float], artifacts: dict[str, Path],
-                offlined: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The outcome from what the run saved (stdout.txt, stderr.txt, the kernel log,
-        the trace) and read (before, after, the CMA load's log), over SSH or the ports."""
-        stdout, stderr = run_dir / "stdout.txt", run_dir / "stderr.txt"
-        (run_dir / "snapshots.txt").write_text(f"### before\n{before_text}\n### after\n"
-                                               f"{after_text}")
-        obs = Observations(stdout=stdout.read_text(errors="replace"),
-                           stderr=stderr.read_text(errors="replace"), exit_status=status,
-                           dmesg=artifacts["dmesg"].read_text(errors="replace"),
-                           trace=artifacts["trace"].read_text(errors="replace")
-                           if "trace" in artifacts else "",
-                           before=metrics.parse_snapshot(before_text),
-                           after=metrics.parse_snapshot(after_text))
-        outcome = self.outcome(obs)
-        if cma_log:
-            outcome["load"] = {"cma_allocations": cma_log.count("vmtest-cma "),
-                               "cma_allocations_failed": cma_log.count("vmtest-cma ok=0")}
-        if offlined:
-            outcome["hotplug"] = offlined
-        outcome["timings"] = timings
-        outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
-            "stdout": str(stdout), "stderr": str(stderr), "setup": str(run_dir / "setup.log"),
-            "snapshots": str(run_dir / "snapshots.txt")}
-        return outcome
+        def before(step: str) -> None:
+            nonlocal blocks, offlined, previous
+            if previous == "before":
+                blocks = self.hotplug_add(vm)
+            if step == "after":
+                offlined = self.hotplug_remove(vm, blocks)
+            previous = step
+
+        hotplug = self.spec.load.hotplug is not None
+        sections = onports.run_over_ssh(vm, self._steps(), run_dir,
+                                        before=before if hotplug else None)
+        return self.outcome_from(sections, run_dir, offlined)
 
     # -- the guest part as one script on the ports ------------------------------------
     def guest_steps(self) -> list[onports.Step] | None:
-        """What run() does, as steps of one guest script: every data-defined scenario
-        but one whose load hot-adds DIMMs (QMP, from the host, between the steps)."""
+        """The run as steps of one guest script: every data-defined scenario but one
+        whose load hot-adds DIMMs (QMP, from the host, between the steps: run())."""
+        return None if self.spec.load.hotplug is not None else self._steps()
+
+    def _steps(self) -> list[onports.Step]:
+        """The checks, setup, snapshots, load, command and logs, in order."""
         spec = self.spec
-        if spec.load.hotplug is not None:
-            return None
         Step = onports.Step
         events = metrics.trace_events(spec.metrics)
         files = metrics.files(spec.metrics)
@@ -349,7 +294,10 @@ class CustomScenario(Scenario):
             steps.append(Step("trace", f"cat {TRACING}/trace", save_as="trace.txt"))
         return steps
 
-    def outcome_from(self, sections: onports.Sections, run_dir: Path) -> dict[str, Any]:
+    def outcome_from(self, sections: onports.Sections, run_dir: Path,
+                     offlined: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The outcome from the steps' output and what they saved (stdout.txt,
+        stderr.txt, the kernel log, the trace), over the ports or SSH."""
         first = min(s.began for s in sections.values()
                     if not s.name.startswith(("uptime-", "sysctl")))
         command = sections["command"]
@@ -362,8 +310,30 @@ class CustomScenario(Scenario):
         if not (run_dir / "setup.log").exists():
             (run_dir / "setup.log").write_bytes(b"")
         cma = sections.get("cma-log")
-        return self._result(run_dir, sections["before"].text, sections["after"].text,
-                            command.status, cma.text if cma else "", timings, artifacts)
+        cma_log = cma.text if cma else ""
+        before_text, after_text = sections["before"].text, sections["after"].text
+        stdout, stderr = run_dir / "stdout.txt", run_dir / "stderr.txt"
+        (run_dir / "snapshots.txt").write_text(f"### before\n{before_text}\n### after\n"
+                                               f"{after_text}")
+        obs = Observations(stdout=stdout.read_text(errors="replace"),
+                           stderr=stderr.read_text(errors="replace"),
+                           exit_status=command.status,
+                           dmesg=artifacts["dmesg"].read_text(errors="replace"),
+                           trace=artifacts["trace"].read_text(errors="replace")
+                           if "trace" in artifacts else "",
+                           before=metrics.parse_snapshot(before_text),
+                           after=metrics.parse_snapshot(after_text))
+        outcome = self.outcome(obs)
+        if cma_log:
+            outcome["load"] = {"cma_allocations": cma_log.count("vmtest-cma "),
+                               "cma_allocations_failed": cma_log.count("vmtest-cma ok=0")}
+        if offlined:
+            outcome["hotplug"] = offlined
+        outcome["timings"] = timings
+        outcome["artifacts"] = {k: str(v) for k, v in artifacts.items()} | {
+            "stdout": str(stdout), "stderr": str(stderr), "setup": str(run_dir / "setup.log"),
+            "snapshots": str(run_dir / "snapshots.txt")}
+        return outcome
 
     def _missing_events(self, section: onports.Section) -> VmtestError:
         missing = [line.split(" ", 1)[1] for line in section.text.splitlines()
@@ -394,42 +364,6 @@ class CustomScenario(Scenario):
                       ("VMTEST_PROFILE", self.profile), *self.spec.env]
             lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values))
         return "\n".join([*lines, command])
-
-    def check_events(self, vm: Machine, events: tuple[str, ...]) -> None:
-        """Every trace event must exist in the guest kernel: a missing one is named."""
-        if not events:
-            return
-        script = "; ".join(f"[ -e {TRACING}/events/{e}/enable ] || echo MISSING {e}"
-                           for e in events)
-        missing = [line.split(" ", 1)[1] for line in
-                   vm.ssh().check_output(script).splitlines() if line.startswith("MISSING ")]
-        if missing:
-            raise metrics.MetricUnavailable(
-                f"scenario {self.spec.name}: the guest kernel has no trace event "
-                f"{', '.join(missing)}",
-                hint=_EVENTS_HINT)
-
-    def after(self, vm: Machine, run_dir: Path, commands: list[str],
-              traced: bool) -> tuple[str, dict[str, Path]]:
-        """The output of `commands` ("after") and the saved logs: dmesg.txt, and
-        trace.txt when the metrics traced events. One round trip for the snapshot and
-        the kernel log (each costs a scenario run time that `vmtest run -- CMD` does not
-        spend)."""
-        ssh = vm.ssh()
-        paths = {"dmesg": run_dir / "dmesg.txt"}
-        out = io.BytesIO()
-        status = ssh.run("\n".join([*commands, f"echo '{_LOG_SEPARATOR}' && dmesg"]),
-                         stdout=out, timeout_s=120)
-        text, sep, log = out.getvalue().partition(f"{_LOG_SEPARATOR}\n".encode())
-        if status != 0 or not sep:
-            raise InfraError(f"reading the guest's state after the command failed (exit "
-                             f"{status}): {text.decode(errors='replace')[-300:]}")
-        paths["dmesg"].write_bytes(log)
-        if traced:
-            paths["trace"] = run_dir / "trace.txt"
-            with paths["trace"].open("wb") as trace:
-                ssh.run(f"cat {TRACING}/trace", stdout=trace, timeout_s=120)
-        return text.decode(errors="replace"), paths
 
     def hotplug_add(self, vm: Machine) -> list[str]:
         """Hot-add the DIMMs, online their blocks movable; the new blocks."""
@@ -488,9 +422,6 @@ class CustomScenario(Scenario):
 
 _EVENTS_HINT = (f"the events it has: ls {TRACING}/events/SUBSYSTEM in the guest "
                 "(`vmtest run -- ls ...`); an event may need a kernel option")
-
-# Between the "after" snapshot and the kernel log in after()'s one output.
-_LOG_SEPARATOR = "### vmtest: dmesg follows"
 
 
 def tracing_command(events: tuple[str, ...]) -> str:

@@ -264,7 +264,7 @@ def run(vm: Machine, steps: list[Step], run_dir: Path, *,
                                  timeout_s=limit, watch=watch)
     finally:
         demux.end()
-        _save(demux, steps, run_dir)
+        _save(demux.sections, steps, run_dir)
     sections = Sections(demux.sections)
     for done in sections.values():
         log.debug("guest step %s: exit %s, %.3f s, %d bytes", done.name, done.status,
@@ -282,12 +282,52 @@ def run(vm: Machine, steps: list[Step], run_dir: Path, *,
     return sections
 
 
-def _save(demux: Demux, steps: list[Step], run_dir: Path) -> None:
+def run_over_ssh(vm: Machine, steps: list[Step], run_dir: Path, *,
+                 before: Callable[[str], None] | None = None,
+                 stderr_as: str = "stderr.txt") -> Sections:
+    """The same steps, one SSH command each, for a scenario whose host has work between
+    them (`before(NAME)` is called before each step: a DIMM hot-added over QMP): the same
+    sections, files and errors as run()."""
+    sections = Sections()
+    ssh = vm.ssh()
+    try:
+        with (run_dir / stderr_as).open("wb") as err:
+            for step in steps:
+                if before is not None:
+                    before(step.name)
+                section = sections[step.name] = Section(step.name, began=time.monotonic())
+                out = _Into(section.out)
+                section.status = ssh.run(step.body, stdout=cast(IO[bytes], out),
+                                         stderr=err if step.user else cast(IO[bytes], out),
+                                         timeout_s=step.timeout_s, watch=vm.check)
+                section.ended = time.monotonic()
+                if not step.user and section.status != 0:
+                    raise step.failure(section)
+    finally:
+        _save(sections, steps, run_dir)
+    return sections
+
+
+class _Into:
+    """A file-like sink that appends to a bytearray."""
+
+    def __init__(self, into: bytearray) -> None:
+        self.into = into
+
+    def write(self, data: bytes) -> int:
+        self.into.extend(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _save(sections: dict[str, Section], steps: list[Step], run_dir: Path) -> None:
     files: dict[str, bytearray] = {}
     for step in steps:
         if step.save_as is not None:
             part = files.setdefault(step.save_as, bytearray())
-            if step.name in demux.sections:
-                part.extend(demux.sections[step.name].out)
+            if step.name in sections:
+                part.extend(sections[step.name].out)
     for name, data in files.items():
         (run_dir / name).write_bytes(data)

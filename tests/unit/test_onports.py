@@ -156,3 +156,35 @@ def test_clock_readings():
                                                    status=0, began=100.0, ended=100.2))
     assert sections.reading("up") == (pytest.approx(100.1), 12.5)
     assert sections.reading("missing") is None
+
+
+def test_the_same_steps_over_ssh_with_the_hosts_work_between(tmp_path):
+    answers = {"a": (b"first\n", 0), "cmd": (b"out", 3), "b": (b"late\n", 7)}
+    ran: list[str] = []
+
+    class Ssh:
+        def run(self, body, *, stdout, stderr, timeout_s, watch):
+            out, status = answers[body]
+            stdout.write(out)
+            stderr.write(b"e:" + body.encode())
+            ran.append(body)
+            return status
+
+    class Vm:
+        def ssh(self):
+            return Ssh()
+
+        def check(self):
+            pass
+
+    steps = [Step("a", "a", save_as="setup.log"), Step("cmd", "cmd", user=True,
+                                                          save_as="stdout.txt"),
+             Step("b", "b", failure=lambda s: InfraError(f"b failed ({s.status})"))]
+    with pytest.raises(InfraError, match=r"b failed \(7\)"):
+        onports.run_over_ssh(Vm(), steps, tmp_path,  # type: ignore[arg-type]
+                             before=lambda name: ran.append(f"host before {name}"))
+    assert ran == ["host before a", "a", "host before cmd", "cmd", "host before b", "b"]
+    # the command's stderr apart, the others' with their stdout; files saved on the way out
+    assert (tmp_path / "stderr.txt").read_bytes() == b"e:cmd"
+    assert (tmp_path / "stdout.txt").read_bytes() == b"out"
+    assert (tmp_path / "setup.log").read_bytes() == b"first\ne:a"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,3 +132,69 @@ class SafePoints:
             handler = signal.getsignal(signum)
             if callable(handler):
                 handler(signum, None)
+
+
+class Beside:
+    """fn(arg) worked out in a forked child while this process goes on, for a pure
+    function whose result is small (the counting passes over a large log beside its
+    scan: collect/dmesg.py). Used as a context manager: leaving it before result() was
+    taken (an exception, an early return) kills and reaps the child, so that none
+    outlives its caller. Where a fork is not safe -- a process with more than one thread
+    (vmtest run's watchers, a matrix's pool) -- or fails, or the child does not return a
+    result, result() works it out here."""
+
+    def __init__(self, fn: Callable[[Any], Any], arg: Any):
+        self.fn, self.arg = fn, arg
+        self.pid = 0
+        self.fd = -1
+
+    def __enter__(self) -> Beside:
+        if not hasattr(os, "fork") or threading.active_count() != 1:
+            return self
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            return self
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            return self
+        if pid == 0:  # the child: the result down the pipe, then gone (no atexit, no flush)
+            status = 1
+            try:
+                os.close(read_fd)
+                data = pickle.dumps(self.fn(self.arg), pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(data)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        self.pid, self.fd = pid, read_fd
+        return self
+
+    def result(self) -> Any:
+        """fn(arg): the child's, or worked out here."""
+        if self.pid:
+            with os.fdopen(self.fd, "rb") as got:
+                self.fd = -1
+                data = got.read()
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            if status == 0 and data:
+                return pickle.loads(data)
+        return self.fn(self.arg)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0

@@ -369,3 +369,53 @@ def test_summary_json_is_json_dumps_of_summary_dict():
                      dmesg.Dump("r\u00e9ason \"q\"", 0x10, -1, 0, "(null)", ["a\\b"], "\u00e4",
                                 True, -12, 1e-7, "(____ptrval____)")]
     assert report.summary_json() == json.dumps(report.summary_dict())
+
+
+def _json_both_ways(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, bool]:
+    """summary_json() of `text` scanned as it is (_parse_large(), as a large log is) and
+    normalised first, both without unwrapping (which only a short log is given), and
+    whether the first way was taken."""
+    monkeypatch.setattr(dmesg, "_WRAP_MAX_TEXT", -2)
+    monkeypatch.setattr(dmesg, "_PLAIN_MIN", 1 << 62)
+    general = dmesg.parse(text).summary_json()
+    monkeypatch.setattr(dmesg, "_PLAIN_MIN", 0)
+    taken = []
+    real = dmesg._parse_large
+    monkeypatch.setattr(dmesg, "_parse_large", lambda *a: taken.append(real(*a)) or taken[-1])
+    plain = dmesg.parse(text).summary_json()
+    return plain, general, len(taken) == 1 and taken[0] is not None
+
+
+def test_a_log_scanned_as_it_is_reads_as_normalised(monkeypatch):
+    """A large log is scanned without normalising where no line needs it (dmesg._SCAN_PLAIN
+    checks each line on the way; any line that needs it sends the log through normalising):
+    the same report either way, on every recorded and public log and on their lines
+    behind every prefix form -- also inside a dump_page() block."""
+    import random
+
+    texts = _all_logs()
+    taken = 0
+    for text in texts:
+        plain, general, fast = _json_both_ways(text, monkeypatch)
+        assert plain == general
+        taken += fast
+    assert taken >= len(texts) // 3  # the recorded guest logs and most dmesg pastes
+    lines = [line for text in texts for line in text.split("\n")]
+    block = [line for line in lines if "page dumped because" in line][:1] or ["x"]
+    prefixes = ["", "", "", " ", "\t", "<4>", "6,1,2,-;", "[    1.000000] ", "[    1.000000]",
+                "[    1.000000@3] ", "[T12] ", "> ", "kernel: ", "[  +0.001000] ",
+                "Nov 29 12:00:00 host kernel: ", "12 ", "kern  :warn  : ",
+                "sh# [    2.000000] ", "[    1.000000] [T1] "]
+    rnd = random.Random(2025)
+    kept = 0
+    for _ in range(300):
+        sample = [rnd.choice(lines) for _ in range(rnd.randrange(1, 30))]
+        if rnd.random() < 0.5:  # a dump_page() block's lines, one of them behind a prefix
+            head = next((i for i, line in enumerate(lines) if "page:" in line), 0)
+            sample = lines[head:head + 8] + block + sample
+        at = rnd.randrange(len(sample))
+        sample[at] = rnd.choice(prefixes) + sample[at]
+        plain, general, fast = _json_both_ways("\n".join(sample), monkeypatch)
+        assert plain == general, sample
+        kept += fast
+    assert 0 < kept < 300  # both ways were taken

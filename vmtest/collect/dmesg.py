@@ -31,6 +31,7 @@ from typing import Any
 from vmtest.collect import logprefix
 from vmtest.collect.splats import Splat
 from vmtest.collect.splats import events as splat_events
+from vmtest.procs import Beside
 
 # The instrumentation's counters per operation (kernels/patches/README.md).
 SUMMARY_COUNTERS = ("drains", "drains_all", "migrate_calls", "passes", "failed_pages", "dumps",
@@ -101,7 +102,12 @@ SPLAT_STARTS = ("Kernel panic", "kernel BUG", "Kernel bug detected", "BUG: ", "O
                 "UBSAN: ", "Out of memory", "Memory cgroup out of memory")
 # Lines the CMA / contiguous allocator prints (_Parser.cma_line() reads them).
 CMA_STARTS = ("cma: ", "cma_alloc", "__cma_alloc", "alloc_contig_range: ")
-_SCAN = re.compile(r"\n" + _PFX + r"""(?:
+
+
+def _scan_pattern(start: str, line_pfx: str, end: str = "") -> str:
+    """_SCAN's pattern: "\\n", `start` (a line's prefix), the alternatives, `end`;
+    `line_pfx` is the prefix of a dump_page() block's lines after its head."""
+    return r"\n" + start + r"""(?:
         vmtest-mm:\ (?:(?P<mmkv>(?:\w++\ |)(?:\w++=[^\s=]++\ )*+\w++=[^\s=]++)(?=\n|\Z)
                      | (?P<mm>[^\n]*))
       # A block's body: what the page is (aops, flags), the other lines __dump_page()
@@ -109,19 +115,40 @@ _SCAN = re.compile(r"\n" + _PFX + r"""(?:
       # 32 lines is not one; a head without its reason line is a dump of the lines that
       # are surely its own ("obody"), with no reason.
       | """ + _HEAD + r"""(?:
-          (?P<body>(?>(?:\n""" + _PFX_NOTS + r"""(?!page\ dumped\ because:\ )(?>
+          (?P<body>(?>(?:\n""" + line_pfx + r"""(?!page\ dumped\ because:\ )(?>
               """ + _AOPS + r"""
             | """ + _FLAGS + r"""
             | """ + _BODY_OTHER + r"""[^\n]*
             | (?P<foreign>)[^\n]*)){0,32}))
-          \n""" + _PFX_NOTS + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
-        | (?P<obody>(?:\n""" + _PFX_NOTS + _KNOWN + r""")*))
+          \n""" + line_pfx + r"""page\ dumped\ because:\ (?P<reason>[^\n]*)
+        | (?P<obody>(?:\n""" + line_pfx + _KNOWN + r""")*))
       | (?P<hotplug>(?:migrating|failed\ to\ isolate)\ pfn\ [^\n]*)
       | (?P<cma>(?:""" + "|".join(re.escape(s) for s in CMA_STARTS) + r""")[^\n]*)
       | (?P<offline>memory\ offlining\ \[[^\n]*)
       | (?P<splat>(?:""" + "|".join(re.escape(s) for s in SPLAT_STARTS) + r""")[^\n]*)
-    )""", re.X | re.A)
+    )""" + end
+
+
+_SCAN = re.compile(_scan_pattern(_PFX, _PFX_NOTS), re.X | re.A)
 _BODY_HEAD = re.compile(r"\n" + _PFX + _HEAD, re.X | re.A)
+# A large log whose lines need no normalising (logprefix: nearly every console or dmesg
+# log) is scanned as it is, by _SCAN_PLAIN: the same scan, but each line's start is
+# checked for what logprefix.WORK_LINE finds (the prefixes a sign leads, a printk time
+# glued into the line) on the way, and such a line is a `work` match -- the log then
+# goes through normalising after all (parse()). A block's lines after its head take
+# only a printk time or blanks (_PLAIN_LINE), so that a line needing normalising ends
+# the block and is met by the line check. Lines with a word-led prefix ("Nov 29 ...",
+# "host kernel:") are found before, by logprefix.has_word_led().
+_HINT = logprefix.HINT_SIGN
+_NEEDS_WORK = (r"(?(ts)(?=" + _HINT + r")|(?=\[|[\ \t]*+" + _HINT + "|" + logprefix.TO_GLUED
+               + r"))(?P<work>)")
+_PLAIN_START = (r"(?>(?:\[\ *+(?P<ts>\d++\.\d++)\]\ ?+|))(?:" + _NEEDS_WORK
+                + r"|(?(ts)|[\ \t]*+)")
+_PLAIN_LINE = (r"(?>\[\ *+\d++\.\d++\]\ ?+(?!" + _HINT + r")|(?!\[|[\ \t]*+" + _HINT + "|"
+               + logprefix.TO_GLUED + r")[\ \t]*+)")
+_SCAN_PLAIN = re.compile(_scan_pattern(_PLAIN_START, _PLAIN_LINE, ")"), re.X | re.A)
+_BODY_HEAD_PLAIN = re.compile(r"\n" + _PLAIN_LINE.replace(r"\d++\.\d++", r"(?P<ts>\d++\.\d++)", 1)
+                              + _HEAD, re.X | re.A)
 # The lines right after a head that are surely its block's (_SCAN's obody).
 _OBODY = re.compile(r"(?:\n" + _PFX_NOTS + _KNOWN + r")*", re.X | re.A)
 # The lines of a block that say what the page is.
@@ -211,7 +238,8 @@ _REAL_POINTER = re.compile(r"^(?:ffff[0-9a-f]{12}|c[0-9a-f]{15}|[c-f][0-9a-f]{7}
 @dataclass
 class DmesgReport:
     summaries: list[dict[str, Any]] = field(default_factory=list)
-    migrate_fails: list[dict[str, Any]] = field(default_factory=list)
+    # The instrumentation's "migrate_fail ..." lines: (the _SCAN group, the line).
+    migrate_fail_lines: list[tuple[str, str]] = field(default_factory=list)
     dumps: list[Dump] = field(default_factory=list)
     hotplug_migrate_failures: list[dict[str, Any]] = field(default_factory=list)
     hotplug_isolate_failures: list[int] = field(default_factory=list)
@@ -233,6 +261,12 @@ class DmesgReport:
     starts_at_boot: bool = True
 
     # -- derived -------------------------------------------------------------------
+    @property
+    def migrate_fails(self) -> list[dict[str, Any]]:
+        """The fields of each migrate_fail line, numbers as int."""
+        return [_plain_fields(line) if kind == "mmkv" else _fields(line)
+                for kind, line in self.migrate_fail_lines]
+
     def dumps_by_reason(self) -> dict[str, int]:
         return dict(Counter(d.reason for d in self.dumps))
 
@@ -464,6 +498,20 @@ def _plain_fields(line: str) -> dict[str, Any]:
     return out
 
 
+def _rc_of(line: str) -> int | None:
+    """The error code of a "migrate_fail key=value ..." line _SCAN matched as `mmkv`:
+    its last rc= as an int (as _plain_fields() reads it), else None."""
+    at = line.rfind(" rc=")
+    if at < 0:
+        return None
+    end = line.find(" ", at + 4)
+    value = line[at + 4:] if end < 0 else line[at + 4:end]
+    number = _VALUES.get(value)
+    if number is None:
+        number = _number(value)
+    return number if type(number) is int else None
+
+
 # Flags lines repeat (a page state per line): each split once. Bounded like _VALUES.
 _FLAGS_SEEN: dict[str, tuple[str, ...]] = {}
 
@@ -479,9 +527,16 @@ def _set_flags(dump: Dump, line: str) -> None:
     dump.flags = list(flags)
 
 
+class _NeedsNormalising(Exception):
+    """_SCAN_PLAIN met a line that normalising would change or count."""
+
+
 class _Parser:
-    def __init__(self, text: str, report: DmesgReport):
+    def __init__(self, text: str, report: DmesgReport, plain: bool = False):
         self.text = text
+        # plain: `text` is not normalised, each line is checked (_SCAN_PLAIN)
+        self.scan_re = _SCAN_PLAIN if plain else _SCAN
+        self.body_head_re = _BODY_HEAD_PLAIN if plain else _BODY_HEAD
         self.report = report
         self.pending_rc: int | None = None
         # Lines that may open a splat: (where the line ends in text, line, time text).
@@ -492,16 +547,23 @@ class _Parser:
     def scan(self, start: int, end: int) -> None:
         report = self.report
         dumps = report.dumps
-        for m in _SCAN.finditer(self.text, start, end):
+        for m in self.scan_re.finditer(self.text, start, end):
             kind = m.lastgroup
             if kind == "mmkv" or kind == "mm":
                 line = m.group(kind)
+                if kind == "mmkv" and line.startswith("migrate_fail ") \
+                        and " op=" not in line:
+                    # (as below: no op= makes it no summary; its fields are read
+                    # when asked for)
+                    report.migrate_fail_lines.append((kind, line))
+                    self.pending_rc = _rc_of(line)
+                    continue
                 fields = _plain_fields(line) if kind == "mmkv" else _fields(line)
                 if "op" in fields:
                     fields["timestamp"] = _float(m.group("ts"))
                     report.summaries.append(fields)
                 elif line.startswith("migrate_fail"):
-                    report.migrate_fails.append(fields)
+                    report.migrate_fail_lines.append((kind, line))
                     rc = fields.get("rc")
                     self.pending_rc = rc if isinstance(rc, int) else None
             elif kind == "reason":
@@ -549,6 +611,8 @@ class _Parser:
                 self.offline_line(m.group("offline"))
             elif kind == "splat":
                 self.splat_lines.append((m.end(), m.group("splat"), m.group("ts")))
+            elif kind == "work":
+                raise _NeedsNormalising
 
     def cma_line(self, line: str, ts: str | None) -> None:
         report = self.report
@@ -588,7 +652,7 @@ class _Parser:
         body_start, body_end = m.span("body")
         head: re.Match[str] = m
         own_start = body_start
-        inner = list(_BODY_HEAD.finditer(text, body_start, body_end)) \
+        inner = list(self.body_head_re.finditer(text, body_start, body_end)) \
             if "page:" in m.group("body") else None
         if inner:
             # A head whose block never ended (its last line was lost), then another: the
@@ -618,23 +682,12 @@ class _Parser:
         self.pending_rc = None
         return dump
 
-    def markers(self) -> None:
-        """Splat headers in mid-line (OOM, allocation failures): found by their marker,
-        merged into the splat lines in text order."""
-        text = self.text
-        found: list[tuple[int, str, str | None]] = []
-        for marker in _SPLAT_MARKERS:
-            pos = text.find(marker)
-            while pos >= 0:
-                start = text.rfind("\n", 0, pos) + 1
-                end = text.find("\n", pos)
-                end = len(text) if end < 0 else end
-                pm = _LINE_PREFIX.match(text, start)
-                body = text[pm.end() if pm else start:end]
-                if marker != "page allocation " or \
-                        text.startswith(("failure: ", "stalls for "), pos + len(marker)):
-                    found.append((end, body, pm.group("ts") if pm else None))
-                pos = text.find(marker, end)
+    def markers(self, found: list[tuple[int, str, str | None]] | None = None) -> None:
+        """Splat headers in mid-line (OOM, allocation failures): found by their marker
+        (_marker_lines(), or `found` as it gave them), merged into the splat lines in
+        text order."""
+        if found is None:
+            found = _marker_lines(self.text)
         if found:
             self.splat_lines = sorted({*self.splat_lines, *found})
 
@@ -652,30 +705,57 @@ class _Parser:
         self.report.splats = splat_events(
             text, [(end, line, _float(ts)) for end, line, ts in self.splat_lines], numbers)
 
-    def losses(self) -> None:
-        """"%s: %d callbacks suppressed" (lib/ratelimit.c) and "** N printk messages
-        dropped **" (printk) -- found from their end."""
-        text = self.text
-        for marker, pattern in ((" callbacks suppressed", _SUPPRESSED),
-                                (" printk messages dropped **", _DROPPED)):
-            pos = text.find(marker)
-            while pos >= 0:
-                start = text.rfind("\n", 0, pos) + 1
-                pm = _LINE_PREFIX.match(text, start)
-                if pm and (sm := pattern.match(text, pm.end(), pos + len(marker))):
-                    if pattern is _DROPPED:
-                        count = int(sm.group(1))
-                        self.report.dropped += count
-                        self.report.loss_markers.append(
-                            {"what": "messages-dropped", "where": None, "count": count})
-                    else:
-                        count = int(sm.group(2))
-                        self.report.suppressed[sm.group(1)] = \
-                            self.report.suppressed.get(sm.group(1), 0) + count
-                        self.report.loss_markers.append(
-                            {"what": "callbacks-suppressed", "where": sm.group(1),
-                             "count": count})
-                pos = text.find(marker, pos + len(marker))
+    def losses(self, found: list[dict[str, Any]] | None = None) -> None:
+        """The loss marker lines (_loss_lines(), or `found` as it gave them) counted."""
+        report = self.report
+        for marker in _loss_lines(self.text) if found is None else found:
+            report.loss_markers.append(marker)
+            if marker["what"] == "messages-dropped":
+                report.dropped += marker["count"]
+            else:
+                where = marker["where"]
+                report.suppressed[where] = report.suppressed.get(where, 0) + marker["count"]
+
+
+def _marker_lines(text: str) -> list[tuple[int, str, str | None]]:
+    """The lines of `text` with a splat header in mid-line (_SPLAT_MARKERS): where each
+    ends, the line after its prefix, its time."""
+    found: list[tuple[int, str, str | None]] = []
+    for marker in _SPLAT_MARKERS:
+        pos = text.find(marker)
+        while pos >= 0:
+            start = text.rfind("\n", 0, pos) + 1
+            end = text.find("\n", pos)
+            end = len(text) if end < 0 else end
+            pm = _LINE_PREFIX.match(text, start)
+            body = text[pm.end() if pm else start:end]
+            if marker != "page allocation " or \
+                    text.startswith(("failure: ", "stalls for "), pos + len(marker)):
+                found.append((end, body, pm.group("ts") if pm else None))
+            pos = text.find(marker, end)
+    return found
+
+
+def _loss_lines(text: str) -> list[dict[str, Any]]:
+    """"%s: %d callbacks suppressed" (lib/ratelimit.c) and "** N printk messages
+    dropped **" (printk) -- found from their end: what, where (the rate-limited
+    function), count, in the order found."""
+    out: list[dict[str, Any]] = []
+    for marker, pattern in ((" callbacks suppressed", _SUPPRESSED),
+                            (" printk messages dropped **", _DROPPED)):
+        pos = text.find(marker)
+        while pos >= 0:
+            start = text.rfind("\n", 0, pos) + 1
+            pm = _LINE_PREFIX.match(text, start)
+            if pm and (sm := pattern.match(text, pm.end(), pos + len(marker))):
+                if pattern is _DROPPED:
+                    out.append({"what": "messages-dropped", "where": None,
+                                "count": int(sm.group(1))})
+                else:
+                    out.append({"what": "callbacks-suppressed", "where": sm.group(1),
+                                "count": int(sm.group(2))})
+            pos = text.find(marker, pos + len(marker))
+    return out
 
 
 # The kernel's first messages (x86 and most: "Linux version"; arm64 before it: "Booting
@@ -762,15 +842,14 @@ def _unwrap(text: str, raw: str | None = None) -> tuple[str, list[int] | None]:
 
 def parse(text: str) -> DmesgReport:
     """Metrics from a dmesg / console text. Throughput: scripts/bench_parser.py."""
-    report = DmesgReport()
     if "\r" in text:
         text = text.replace("\r", "")
+    if len(text) >= _PLAIN_MIN and (large := _parse_large(text)) is not None:
+        return large
+    report = DmesgReport()
     report.lines = text.count("\n") + 1
     soft_breaks = text.count("=\n") + text.endswith("=")
-    # A mail's quoted-printable body: encoded characters, or many lines cut with "="
-    # (kernel lines end so rarely).
-    quoted = soft_breaks and (_QP_HINT.search(text) or
-                              (soft_breaks >= 3 and soft_breaks * 20 >= report.lines))
+    quoted = _quoted(text, soft_breaks, report.lines)
     raw = _unquote(text) if quoted else text
     # "\n" + the text: what the scan reads (every line after a "\n"), made once.
     given = "\n" + raw
@@ -786,16 +865,83 @@ def parse(text: str) -> DmesgReport:
             scan = "\n" + text
     parser = _Parser(scan, report)
     parser.origin = origin
+    _run(parser)
+    return report
+
+
+def _quoted(text: str, soft_breaks: int, lines: int) -> bool:
+    """A mail's quoted-printable body: encoded characters, or many lines cut with "="
+    (kernel lines end so rarely)."""
+    return bool(soft_breaks) and bool(_QP_HINT.search(text) or
+                                      (soft_breaks >= 3 and soft_breaks * 20 >= lines))
+
+
+# Logs at least this long are first scanned as they are (_SCAN_PLAIN, _parse_large());
+# shorter ones, which may be wrapped (_unwrap()), are normalised first.
+_PLAIN_MIN = _WRAP_MAX_TEXT + 1
+
+
+@dataclass
+class _Figures:
+    """What the passes over a whole large text other than the scan find (_figures())."""
+    lines: int
+    normalise: bool  # quoted-printable, or a line with a word-led prefix: not plain
+    stamped: int = 0  # lines starting with "[" (all printk times where none needs work)
+    boot: bool = True
+    markers: list[tuple[int, str, str | None]] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _figures(given: str) -> _Figures:
+    """_Figures of "\\n" + a text."""
+    lines = given.count("\n")
+    soft_breaks = given.count("=\n") + given.endswith("=")
+    if _quoted(given, soft_breaks, lines) or logprefix.has_word_led(given):
+        return _Figures(lines, normalise=True)
+    return _Figures(lines, False, given.count("\n["), _starts_at_boot(given[1:4097]),
+                    _marker_lines(given), _loss_lines(given))
+
+
+def _parse_large(text: str) -> DmesgReport | None:
+    """parse() of a text too long to be unwrapped, without normalising where no line
+    needs it (nearly every console or dmesg log), else None: _SCAN_PLAIN checks each
+    line on its way, and the passes that only count or find a few lines (_figures())
+    run beside the scan in a second process (procs.Beside)."""
+    given = "\n" + text
+    report = DmesgReport()
+    parser = _Parser(given, report, plain=True)
+    with Beside(_figures, given) as side:
+        try:
+            _run(parser, scan_only=True)
+        except _NeedsNormalising:
+            return None
+        figures = side.result()
+    if figures.normalise:
+        return None
+    report.lines = figures.lines
+    report.prefixes = {"printk-time": figures.stamped} if figures.stamped else {}
+    report.starts_at_boot = figures.boot
+    parser.markers(figures.markers)
+    _run(parser, scan_only=False, found=figures.losses)
+    return report
+
+
+def _run(parser: _Parser, scan_only: bool | None = None,
+         found: list[dict[str, Any]] | None = None) -> None:
+    """The scan and what follows it, of a parser's whole text (scan_only: the scan;
+    False: what follows, with the loss lines `found`)."""
     # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
     # would walk them again and again (a third of the time).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        parser.scan(0, len(parser.text))
-        parser.markers()
-        parser.splats()
-        parser.losses()
+        if scan_only is not False:
+            parser.scan(0, len(parser.text))
+        if scan_only is None:
+            parser.markers()
+        if not scan_only:
+            parser.splats()
+            parser.losses(found)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return report

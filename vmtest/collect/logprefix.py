@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 # The prefix forms, in the order of the report.
 FORMS = ("priority", "kmsg", "syslog", "iso", "host-kernel", "dmesg-x", "printk-time",
@@ -123,7 +124,7 @@ _STAMP_REST = r"\ *+\d++\.\d++\]"
 # characters between cost one look each.
 # (Atomic, not a possessive repeat of the group: CPython 3.11.2's re, Debian 12's, never
 # matches that form here.)
-_TO_GLUED = (r"(?>[^\n\[]*+(?:(?!" + _GLUED.pattern + r")\[[^\n\[]*+)*)(?="
+TO_GLUED = (r"(?>[^\n\[]*+(?:(?!" + _GLUED.pattern + r")\[[^\n\[]*+)*)(?="
              + _GLUED.pattern + ")")
 
 
@@ -134,7 +135,7 @@ def _work_line(hint: str) -> str:
     leaves it) or has nothing at its start after blanks that is a prefix and no time glued
     into it (_line() leaves it, counts nothing)."""
     return (r"(?!\[" + _STAMP_REST + r"\ ?+(?!" + hint + r"))"
-            r"(?:\[|[\ \t]*+(?=" + hint + r")|" + _TO_GLUED + ")")
+            r"(?:\[|[\ \t]*+(?=" + hint + r")|" + TO_GLUED + ")")
 
 
 WORK_LINE = _work_line(HINT)
@@ -150,11 +151,9 @@ _WORD_COLON = re.compile(r":(?:(?<=\ \d\d:)|(?<=kernel:)"
                          r"|emerg|alert|crit|err|warn|notice|info|debug)", re.A)
 
 
-def work_lines(scan: str) -> list[int]:
-    """Where each line of `scan` ("\\n" + a text) that WORK_LINE matches starts (its
-    "\\n"), in order."""
-    found = [m.start() for m in _WORK_SIGN.finditer(scan)]
-    word: list[int] = []
+def _word_lines(scan: str) -> Iterator[int]:
+    """Where each line of `scan` that WORK_LINE matches and that holds a word-led prefix's
+    colon starts (its "\\n"), in order."""
     rfind, match = scan.rfind, _WORK_LINE.match
     last = -1
     for m in _WORD_COLON.finditer(scan):
@@ -162,10 +161,25 @@ def work_lines(scan: str) -> list[int]:
         if start != last:
             last = start
             if match(scan, start):
-                word.append(start)
+                yield start
+
+
+def work_lines(scan: str) -> list[int]:
+    """Where each line of `scan` ("\\n" + a text) that WORK_LINE matches starts (its
+    "\\n"), in order."""
+    found = [m.start() for m in _WORK_SIGN.finditer(scan)]
+    word = list(_word_lines(scan))
     if word:
         found = sorted({*found, *word})
     return found
+
+
+def has_word_led(scan: str) -> bool:
+    """Whether a line of `scan` ("\\n" + a text) has a word-led prefix that WORK_LINE
+    finds ("Nov 29 12:00:00 ", "host kernel: ", "kern  :warn  : "): the one kind of line
+    needing normalising that the dmesg scan's own line check (dmesg._SCAN_PLAIN) leaves
+    to this pass."""
+    return next(_word_lines(scan), None) is not None
 
 
 def normalize(text: str) -> tuple[str, dict[str, int]]:

@@ -82,6 +82,8 @@ def test_the_metrics_of_both_backends_are_the_same_names_from_the_summaries(tmp_
     dmesg = next(s["out"] for s in transcript.steps if s.get("ssh") == "dmesg")
     # every offline_pages() summary of the run is a shrink's (nothing else offlines)
     assert doc["virtio_mem"]["offline_pages_calls"] == dmesg.count("op=offline_pages ") == 4
+    # alloc_contig_range()'s dumps (none in this patched run) apart from offline_pages()'s
+    assert m["fail_to_migrate_dumps"] == dmesg.count("page dumped because: fail to migrate\n")
     assert m["blocks"] == m["blocks_offlined"] == 4 and m["blocks_timed_out"] == 0
     assert m["drains"] > 0 and m["drains_per_offline"] == round(
         m["drains"] / doc["virtio_mem"]["offline_pages_calls"], 2)

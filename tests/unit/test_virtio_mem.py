@@ -109,3 +109,47 @@ def test_a_shrink_that_stands_still_is_asked_for_again_and_counted(recorded):
     vm2.floor = 256 << 20
     stuck = virtio_mem.resize(vm2, 0, 20, device_id="vm0", clock=clock2, sleep=clock2.sleep)
     assert (stuck.reached_mib, stuck.retries, stuck.done) == (256, 0, False)
+
+
+def test_the_devices_memory_blocks_are_those_in_its_address_range():
+    """The blocks the guest adds for the device lie in [memaddr, memaddr + max-size): on
+    the recorded arm64 guest 2 GiB + 1 GiB, i.e. memory16..memory23 of 128 MiB."""
+    from pathlib import Path
+
+    from vmtest.collect import guest
+
+    path = Path(__file__).parents[1] / "data" / "virtio_mem" / "query-memory-devices-arm64.json"
+    devices = json.loads(path.read_text())
+    first, span = virtio_mem.region(devices, "vm0")
+    assert (first, span) == (2 << 30, 1 << 30)
+    present = {f"memory{i}" for i in range(0, 40)}
+    assert guest.device_blocks(present, first, span) == {f"memory{i}" for i in range(16, 24)}
+    with pytest.raises(InfraError, match="no virtio-mem device 'vmem0'"):
+        virtio_mem.region(devices)
+
+
+class _Removing:
+    """A guest whose driver removes the emptied blocks one SSH command after another."""
+
+    def __init__(self, present):
+        self.present = list(present)
+        self.commands = 0
+
+    def ssh(self):
+        return self
+
+    def check_output(self, command):
+        self.commands += 1
+        out = "\n".join(f"/sys/devices/system/memory/{b}" for b in self.present)
+        self.present = self.present[1:]
+        return out
+
+
+def test_a_shrink_waits_for_the_guest_to_remove_what_it_emptied():
+    from vmtest.collect import guest
+
+    vm = _Removing(["memory32", "memory33"])
+    assert guest.wait_removed(vm, ["memory32", "memory33"], timeout_s=30) == set()
+    assert vm.commands == 3
+    stuck = _Removing(["memory32"] * 1000)  # never removed: said, once the time is up
+    assert guest.wait_removed(stuck, ["memory32", "memory40"], timeout_s=0.5) == {"memory32"}

@@ -66,10 +66,14 @@ def grow_virtio_mem(vm: Machine, size_mib: int, timeout_s: float = 60
                     ) -> tuple[virtio_mem.Resize, list[str]]:
     """Resize the guest's virtio-mem device up to size_mib and wait until the guest
     shows the memory blocks its driver added, offline (vmtest's kernels do not online
-    new memory on their own): (the resize, the new blocks in address order). A device
-    that does not reach the size is an infrastructure error (no driver, or no room)."""
-    known = offline_blocks(vm)
-    before_mib, _ = virtio_mem.state(vm.memory_devices())
+    new memory on their own): (the resize, the device's offline blocks in address order
+    -- found by the device's address range, so that a block an earlier shrink had
+    emptied but the guest had not yet removed, which the driver plugs again, counts). A
+    device that does not reach the size is an infrastructure error (no driver, or no
+    room)."""
+    devices = vm.memory_devices()
+    before_mib, _ = virtio_mem.state(devices)
+    first, span = virtio_mem.region(devices)
     grown = virtio_mem.resize(vm, size_mib, timeout_s)
     if not grown.done:
         raise InfraError(f"the guest's virtio-mem device reached {grown.reached_mib} of "
@@ -80,12 +84,33 @@ def grow_virtio_mem(vm: Machine, size_mib: int, timeout_s: float = 60
     expect = (size_mib - before_mib) // memory.BLOCK_MIB
     deadline = Deadline(timeout_s)
     while True:
-        new = sorted(offline_blocks(vm) - known, key=memory.block_start_pfn)
+        new = sorted(device_blocks(offline_blocks(vm), first, span),
+                     key=memory.block_start_pfn)
         if len(new) >= expect:
             return grown, new
         if deadline.expired:
             raise InfraError(f"virtio-mem memory did not appear in the guest ({len(new)} of "
                              f"{expect} blocks after {timeout_s:.0f} s)")
+        time.sleep(0.2)
+
+
+def device_blocks(blocks: set[str], first: int, span: int) -> set[str]:
+    """The memory blocks of `blocks` that lie in [first, first + span) (bytes)."""
+    page = memory.PAGE_SIZE
+    return {b for b in blocks if first <= memory.block_start_pfn(b) * page < first + span}
+
+
+def wait_removed(vm: Machine, blocks: list[str], timeout_s: float = 10) -> set[str]:
+    """After a virtio-mem shrink reached its size: the device's plugged size drops as
+    its blocks are unplugged, and the guest's driver offlines and removes each emptied
+    memory block right after (virtio_mem_sbm_offline_and_remove_mb()). Waits until none
+    of `blocks` is present or timeout_s has passed: those still present."""
+    deadline = Deadline(timeout_s)
+    while True:
+        left = memory.parse_present_blocks(
+            vm.ssh().check_output(memory.PRESENT_BLOCKS_COMMAND)) & set(blocks)
+        if not left or deadline.expired:
+            return left
         time.sleep(0.2)
 
 

@@ -11,7 +11,8 @@ MEMORY_SYSFS = "/sys/devices/system/memory"
 # x86-64's memory block: MIN_MEMORY_BLOCK_SIZE (arch/x86/mm/init_64.c), what a guest of
 # this size uses; a block is the unit of onlining and offlining.
 BLOCK_MIB = 128
-PAGES_PER_BLOCK = BLOCK_MIB << 8  # 4 KiB pages
+PAGE_SIZE = 4096  # x86-64 and vmtest's arm64 kernels (4K pages)
+PAGES_PER_BLOCK = (BLOCK_MIB << 20) // PAGE_SIZE
 # The states a block can be put in (drivers/base/memory.c, state_store()).
 STATES = ("online", "online_movable", "online_kernel", "offline")
 

@@ -66,6 +66,18 @@ def state(devices: list[dict[str, Any]], device_id: str = DEVICE_ID) -> tuple[in
                      hint="boot with BootOptions(virtio_mem_mib=...)")
 
 
+def region(devices: list[dict[str, Any]], device_id: str = DEVICE_ID) -> tuple[int, int]:
+    """(first byte, bytes) of the guest-physical range the virtio-mem device's memory
+    lies in (query-memory-devices' memaddr and max-size): the memory blocks the guest
+    adds for it are the ones in this range."""
+    for device in devices:
+        data = device.get("data", {})
+        if device.get("type") == "virtio-mem" and data.get("id") == device_id:
+            return int(data["memaddr"]), int(data["max-size"])
+    raise InfraError(f"no virtio-mem device {device_id!r} in the guest",
+                     hint="boot with BootOptions(virtio_mem_mib=...)")
+
+
 def resize(vm: QMPMachine, size_mib: int, timeout_s: float, *,
            device_id: str = DEVICE_ID, poll_s: float = 0.2, stall_s: float | None = None,
            clock: Callable[[], float] = time.monotonic,

@@ -217,3 +217,19 @@ def test_an_interrupted_run_keeps_the_tests_that_reported(install: SelftestInsta
     assert isinstance(partial, dict) and doc["verdict"] == "interrupted"
     assert partial["metrics"]["tests_pass"] > 0 and partial["metrics"]["tests_missing"] == 2
     assert partial["tests"]["vm:soft-dirty"]["status"] == "missing"
+
+
+def test_the_selftests_of_an_arm64_kernel_are_cross_built():
+    """kselftest's lib.mk takes CC from CROSS_COMPILE and the uapi headers from ARCH:
+    both given for arm64, neither for the host's own architecture."""
+    from pathlib import Path
+
+    from vmtest.kernel import selftests
+
+    tree, out = Path("/src/linux"), Path("/cache/out")
+    native = selftests.make_argv(tree, out, ("mm", "memory-hotplug"), 3)
+    assert native == ["make", "-C", "/src/linux/tools/testing/selftests", "O=/cache/out",
+                      "TARGETS=mm memory-hotplug", "-j3"]
+    cross = selftests.make_argv(tree, out, ("mm",), 3, "arm64")
+    assert cross == ["make", "-C", "/src/linux/tools/testing/selftests", "O=/cache/out",
+                     "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "TARGETS=mm", "-j3"]

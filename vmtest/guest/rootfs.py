@@ -423,14 +423,31 @@ def _is_elf(path: Path) -> bool:
 
 
 def tree_layer(name: str, host_dir: Path, guest_dir: str,
-               programs: Iterable[str] = (), *, libraries: bool = True) -> Path:
+               programs: Iterable[str] = (), *, libraries: bool = True,
+               arch: str = archs.DEFAULT) -> Path:
     """A host folder of programs (a kselftest install) at guest_dir, with the shared
     libraries its ELF files need (unless `libraries` is False: kernel modules are ELF
-    but load no libraries) and the named host programs, as a cached archive appended
-    after the base."""
+    but load no libraries) and the named programs -- the host's, or for a foreign arch
+    Debian's with the libraries from the same sysroot (guest/sysroot.py) --, as a
+    cached archive appended after the base."""
+    target = archs.get(arch)
     entries = copy_entries(host_dir, guest_dir)
     binaries = [e.source for e in entries if libraries and e.source is not None
                 and _is_elf(e.source)]
+    programs = tuple(programs)
+    if not target.native:
+        root = sysroot.sysroot(target, programs)
+        found = guest_programs(programs, arch)
+        if binaries:
+            found += [(lib, sysroot.resolve_in(root, lib))
+                      for lib in sysroot.shared_libraries(target, root, binaries)]
+        have = {e.path for e in entries} | _base_paths(arch)
+        for guest, host in found:
+            if guest not in have:
+                entries += [directory(d) for d in _parents(guest) if d not in have]
+                have.update(_parents(guest), [guest])
+                entries.append(file_from(guest, host, 0o755))
+        return _cached_image(f"{name}-{arch}", entries)
     for program in programs:
         binary = find_program(program)
         entries.append(file_from(str(binary), binary, 0o755))

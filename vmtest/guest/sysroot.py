@@ -37,6 +37,8 @@ PACKAGES = {
     "bash": ("bash", "bin/bash"),
     "timeout": ("coreutils", "usr/bin/timeout"),
     "tr": ("coreutils", "usr/bin/tr"),
+    "killall": ("psmisc", "usr/bin/killall"),
+    "pgrep": ("procps", "usr/bin/pgrep"),
 }
 # In every sysroot: the base image's programs (one fetch for them), and libgcc_s, which
 # glibc loads at run time without a DT_NEEDED (pthread_cancel() aborts without it).

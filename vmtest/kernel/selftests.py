@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmtest import arch as archs
 from vmtest import paths, procs
 from vmtest.errors import BuildError, ConfigError, MissingRequirement
 from vmtest.kernel import build as kbuild
@@ -139,7 +140,7 @@ def build_selftests(built: kbuild.BuiltKernel, selection: str = "mm",
     """The selftests of built's tree (its patch series applied), built and installed, or
     found in the cache. Collections are those `selection` names plus memory-hotplug."""
     spec = built.spec
-    kbuild.check_tools()
+    kbuild.check_tools(spec.arch)
     pristine = spec.source.tree()
     words = selection.replace(",", " ").split()
     colls = collections_for(pristine, " ".join(words + ["memory-hotplug"]))
@@ -155,19 +156,31 @@ def build_selftests(built: kbuild.BuiltKernel, selection: str = "mm",
             return SelftestInstall(target)
         with paths.publishing(target) as staging:
             _make(tree, build_dir, built.artifact.key, spec.variant, colls, staging,
-                  log_file, jobs)
+                  log_file, jobs, spec.arch)
             (staging / "vmtest-selftests.json").write_text(json.dumps({
                 "key": key, "kernel_key": built.artifact.key, "collections": list(colls),
                 "source": spec.source.describe(), "variant": spec.variant,
-                "compiler": kbuild.compiler_version()}, indent=2) + "\n")
+                "arch": spec.arch, "compiler": kbuild.compiler_version(spec.arch)},
+                indent=2) + "\n")
     return SelftestInstall(target)
 
 
+def make_argv(tree: Path, build_dir: Path, colls: tuple[str, ...], jobs: int,
+              arch: str = archs.DEFAULT) -> list[str]:
+    """make of the selftests of colls (a foreign arch's cross-built: kselftest's lib.mk
+    takes CC from CROSS_COMPILE)."""
+    target = archs.get(arch)
+    cross = [] if target.native else [f"ARCH={target.make_arch}",
+                                      f"CROSS_COMPILE={target.cross_compile}"]
+    return ["make", "-C", str(tree / "tools/testing/selftests"), f"O={build_dir}", *cross,
+            f"TARGETS={' '.join(colls)}", f"-j{jobs}"]
+
+
 def _make(tree: Path, build_dir: Path, kernel_key: str, variant: str,
-          colls: tuple[str, ...], install: Path, log_file: Path, jobs: int | None) -> None:
+          colls: tuple[str, ...], install: Path, log_file: Path, jobs: int | None,
+          arch: str = archs.DEFAULT) -> None:
     jobs = jobs or (os.cpu_count() or 1) + 1
-    selftests = ["make", "-C", str(tree / "tools/testing/selftests"), f"O={build_dir}",
-                 f"TARGETS={' '.join(colls)}", f"-j{jobs}"]
+    selftests = make_argv(tree, build_dir, colls, jobs, arch)
     env = dict(os.environ, CCACHE_DIR=str(paths.cache_dir("ccache")))
 
     def run(argv: list[str]) -> int:
@@ -181,8 +194,8 @@ def _make(tree: Path, build_dir: Path, kernel_key: str, variant: str,
 
     # The uapi headers of this tree, which the tests include (KHDR_INCLUDES points at
     # O/usr/include); the kernel's own configured build dir makes this quick.
-    if run(["make", f"O={build_dir}", *kbuild.make_args(kernel_key, variant), f"-j{jobs}",
-            "headers"]):
+    if run(["make", f"O={build_dir}", *kbuild.make_args(kernel_key, variant, arch),
+            f"-j{jobs}", "headers"]):
         _failed(log_file, "the tree's uapi headers (make headers) failed")
     # -k: a test that does not compile (Debian's 6.12.117 mm/khugepaged.c uses KSFT_SKIP
     # without its header) must not take its collection with it. It gets a stand-in that

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmtest import arch as archs
 from vmtest.collect import guest, ktap
 from vmtest.errors import ConfigError, InfraError
 from vmtest.kernel.selftest_needs import GuestNeeds, needs_for
@@ -101,9 +102,10 @@ class Kselftest(Scenario):
             raise ConfigError("kselftest: no kernel tree to build the selftests from",
                               hint="give install_dir (a kselftest install)")
         self.selected = self.install.select(p.tests)
+        arch = kernel.spec.arch if kernel is not None else archs.DEFAULT
         self.layer = rootfs.tree_layer(f"kselftest-{self.install.directory.name}",
                                        self.install.directory, GUEST_DIR,
-                                       programs=KSELFTEST_PROGRAMS)
+                                       programs=KSELFTEST_PROGRAMS, arch=arch)
         config = kernel.artifact.config if kernel is not None else None
         self.kernel_config = config.read_text() if config and config.is_file() else ""
         self.needs = needs_for(self.collections())
@@ -129,6 +131,9 @@ class Kselftest(Scenario):
             "layers": (self.layer, *([self.modules_layer] if self.modules_layer else [])),
             "memory_mib": memory, "cpus": max(self.params.cpus, needs.cpus, nodes),
             "numa_nodes": nodes, "cpu_flags": needs.cpu_flags,
+            # memory to hot-add: on arm64 a pc-dimm needs ACPI, so the guest boots
+            # through UEFI (qemu/boot.py)
+            "acpi_hotplug": bool(needs.offline_memory_mib),
             "cmdline_extra": needs.boot_cmdline(),
             "maxmem_mib": memory + 4 * 1024}  # room for hot-added DIMMs
 

@@ -102,3 +102,19 @@ def test_a_failed_builds_first_error_is_shown_though_make_went_on(tmp_path):
     # no error line (a killed make): the end of the log
     log.write_text("".join(f"line {i}\n" for i in range(50)))
     assert kconfig.build_errors(log).splitlines()[-1] == "line 49"
+
+
+def test_an_option_asked_for_where_available_may_be_dropped(tmp_path):
+    """"# vmtest: where available" before an option: Kconfig dropping it (6.1 arm64 has no
+    uffd-wp markers) is no error; the options around it are checked as before, and a
+    later fragment asking for it plainly makes it required again."""
+    frag = _frag(tmp_path, "ks", "CONFIG_A=y\n# vmtest: where available\nCONFIG_UFFD=y\n"
+                                 "CONFIG_B=y\n")
+    assert frag.optional == {"CONFIG_UFFD"}
+    assert kconfig.verify([frag], FULL_REQUIRED + "CONFIG_A=y\nCONFIG_B=y\n") == []
+    missing_b = kconfig.verify([frag], FULL_REQUIRED + "CONFIG_A=y\n")
+    assert [d.symbol for d in missing_b] == ["CONFIG_B"]
+    plain = _frag(tmp_path, "arch", "CONFIG_UFFD=y\n")
+    assert [d.symbol for d in kconfig.verify([frag, plain],
+                                             FULL_REQUIRED + "CONFIG_A=y\nCONFIG_B=y\n")] \
+        == ["CONFIG_UFFD"]

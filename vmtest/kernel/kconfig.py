@@ -51,6 +51,13 @@ class Fragment:
     name: str
     path: Path
     options: tuple[tuple[str, str | None], ...]  # (symbol, value); None = "is not set"
+    # Symbols asked for where the architecture or tree has them: a line "# vmtest:
+    # where available" before the option (6.1's uffd-wp markers are x86-only). Kconfig
+    # dropping one is no error; what needed it says so (a selftest's skip).
+    optional: frozenset[str] = frozenset()
+
+
+OPTIONAL_MARK = "# vmtest: where available"
 
 
 def parse_config(text: str) -> dict[str, str | None]:
@@ -74,8 +81,13 @@ def load_fragment(spec: str | Path) -> Fragment:
         available = sorted(p.stem for p in (paths.kernels_dir() / "fragments").glob("*.config"))
         raise ConfigError(f"config fragment {spec!r} not found ({path})",
                           hint=f"available: {', '.join(available)}, or a path to a .config file")
-    options = tuple(parse_config(path.read_text()).items())
-    return Fragment(name=path.stem, path=path, options=options)
+    text = path.read_text()
+    options = tuple(parse_config(text).items())
+    lines = [line.strip() for line in text.splitlines()]
+    optional = frozenset(
+        sym for mark, line in zip(lines, lines[1:], strict=False) if mark == OPTIONAL_MARK
+        for sym in parse_config(line))
+    return Fragment(name=path.stem, path=path, options=options, optional=optional)
 
 
 @dataclass(frozen=True)
@@ -97,12 +109,17 @@ def verify(fragments: list[Fragment], dotconfig: str, arch: str = "x86_64") -> l
     merge_config.sh keeps (a per-architecture fragment overrides the common ones)."""
     final = parse_config(dotconfig)
     merged: dict[str, tuple[str, str | None]] = {}
+    optional: set[str] = set()
     for frag in fragments:
         for sym, val in frag.options:
             merged.pop(sym, None)  # re-inserted: the order stays the fragments' own
             merged[sym] = (frag.name, val)
+            if sym in frag.optional:
+                optional.add(sym)
+            else:
+                optional.discard(sym)
     wanted: list[tuple[str, str, str | None]] = [
-        (origin, sym, val) for sym, (origin, val) in merged.items()
+        (origin, sym, val) for sym, (origin, val) in merged.items() if sym not in optional
     ]
     wanted += [("required by vmtest", sym, val) for sym, val in required(arch).items()]
     dropped = []

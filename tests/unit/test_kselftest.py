@@ -233,3 +233,22 @@ def test_the_selftests_of_an_arm64_kernel_are_cross_built():
     cross = selftests.make_argv(tree, out, ("mm",), 3, "arm64")
     assert cross == ["make", "-C", "/src/linux/tools/testing/selftests", "O=/cache/out",
                      "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "TARGETS=mm", "-j3"]
+
+
+def test_a_program_built_for_another_architecture_is_named(tmp_path):
+    """An x86-64 selftest in an arm64 guest's layer would fail with a loader the guest
+    lacks: refused before the boot, naming the file and both architectures."""
+    import shutil
+    import sys
+
+    import pytest
+
+    from vmtest.errors import ConfigError
+    from vmtest.guest import rootfs
+
+    host_elf = tmp_path / "compaction_test"
+    shutil.copy(sys.executable, host_elf)  # this host's own architecture
+    rootfs.check_elf_arch([host_elf], "x86_64")
+    with pytest.raises(ConfigError, match="compaction_test is built for x86_64, the guest "
+                                          "is arm64"):
+        rootfs.check_elf_arch([host_elf], "arm64")

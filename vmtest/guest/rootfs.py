@@ -422,6 +422,26 @@ def _is_elf(path: Path) -> bool:
         return handle.read(4) == b"\x7fELF"
 
 
+# ELF e_machine of each guest architecture (elf.h: EM_X86_64, EM_AARCH64).
+_ELF_MACHINE = {"x86_64": 62, "arm64": 183}
+_ELF_MACHINE_NAMES = {62: "x86_64", 183: "arm64", 3: "i386", 40: "arm"}
+
+
+def check_elf_arch(binaries: Iterable[Path], arch: str) -> None:
+    """Every ELF file is built for arch (e_machine, little-endian): a program built for
+    another would fail in the guest with a loader it does not have."""
+    want = _ELF_MACHINE[arch]
+    for binary in binaries:
+        with binary.open("rb") as handle:
+            head = handle.read(20)
+        machine = int.from_bytes(head[18:20], "little")
+        if machine != want:
+            built = _ELF_MACHINE_NAMES.get(machine, f"machine {machine}")
+            raise ConfigError(f"{binary} is built for {built}, the guest is {arch}",
+                              hint="build it for the guest's architecture (selftests: "
+                                   "make ARCH=... CROSS_COMPILE=...)")
+
+
 def tree_layer(name: str, host_dir: Path, guest_dir: str,
                programs: Iterable[str] = (), *, libraries: bool = True,
                arch: str = archs.DEFAULT) -> Path:
@@ -435,6 +455,7 @@ def tree_layer(name: str, host_dir: Path, guest_dir: str,
     binaries = [e.source for e in entries if libraries and e.source is not None
                 and _is_elf(e.source)]
     programs = tuple(programs)
+    check_elf_arch(binaries, arch)
     if not target.native:
         root = sysroot.sysroot(target, programs)
         found = guest_programs(programs, arch)

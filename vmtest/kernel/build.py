@@ -330,7 +330,7 @@ def worktree(spec: BuildSpec, log_file: Path) -> Iterator[tuple[Path, Path]]:
     pristine = spec.source.tree()
     work = _work_dir(spec)
     with paths.locked(work / "lock"):
-        yield _prepare_worktree(pristine, work, spec, log_file), work / "out"
+        yield _prepare_worktree(pristine, work, spec, log_file), build_dir_of(work, spec.arch)
 
 
 def _build_locked(spec: BuildSpec, key: str, pristine: Path, work: Path, staging: Path,

@@ -459,12 +459,15 @@ def tree_layer(name: str, host_dir: Path, guest_dir: str,
     if not target.native:
         root = sysroot.sysroot(target, programs)
         found = guest_programs(programs, arch)
+        named = {guest for guest, _ in found[:len(programs)]}  # (then their libraries)
         if binaries:
             found += [(lib, sysroot.resolve_in(root, lib))
                       for lib in sysroot.shared_libraries(target, root, binaries)]
         have = {e.path for e in entries} | _base_paths(arch)
         for guest, host in found:
-            if guest not in have:
+            # a program named replaces the base's busybox applet of that name (the
+            # archive unpacked later wins): kselftest's runner needs coreutils' timeout
+            if guest not in have or guest in named:
                 entries += [directory(d) for d in _parents(guest) if d not in have]
                 have.update(_parents(guest), [guest])
                 entries.append(file_from(guest, host, 0o755))

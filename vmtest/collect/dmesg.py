@@ -908,6 +908,10 @@ def _parse_large(text: str) -> DmesgReport | None:
     line on its way, and the passes that only count or find a few lines (_figures())
     run beside the scan in a second process (procs.Beside)."""
     given = "\n" + text
+    # A journal or syslog log has its word-led prefixes from the first lines on: said
+    # before the scan (the child's pass over the whole text says it for the rest).
+    if logprefix.has_word_led(given[:1 << 16]):
+        return None
     report = DmesgReport()
     parser = _Parser(given, report, plain=True)
     with Beside(_figures, given) as side:

@@ -252,6 +252,10 @@ def test_stuck_tasks_are_the_blocked_else_the_newest_leaves():
         "pid 23482 ppid 1722 state S"]
     assert stuck_tasks(report + "\n### pid 5 ppid 1 state D wchan io_schedule: sync") == [
         "pid 5 ppid 1 state D wchan io_schedule: sync"]
+    # a real report with few leaves: the init's console loop (vmtest's own) is not named
+    real = (Path(__file__).resolve().parents[1] / "data" / "stalls" / "6.1-migration.txt")
+    named = stuck_tasks(real.read_text())
+    assert [t.split(" ppid")[0] for t in named] == ["pid 119", "pid 110"]
 
 
 STALLS = Path(__file__).resolve().parents[1] / "data" / "stalls"

@@ -231,10 +231,15 @@ def _tasks(report: str) -> list[tuple[int, int, str]]:
     return tasks
 
 
+# The init's console command loop (guest/init.sh): vmtest's own, asleep in every report.
+CONSOLE_LOOP = "exec </dev/console >/dev/console"
+
+
 def stuck_tasks(report: str, most: int = 3) -> list[str]:
     """The tasks of a STALL_COMMAND report worth naming: those in D state, else the
-    newest leaves (tasks with no child listed: what the others wait for)."""
-    tasks = _tasks(report)
+    newest leaves (tasks with no child listed: what the others wait for); never the
+    init's console loop."""
+    tasks = [t for t in _tasks(report) if CONSOLE_LOOP not in t[2]]
     blocked = [t for _, _, t in tasks if " state D " in t]
     if blocked:
         return blocked[:most]

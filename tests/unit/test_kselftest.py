@@ -237,18 +237,31 @@ def test_the_selftests_of_an_arm64_kernel_are_cross_built():
 
 def test_a_program_built_for_another_architecture_is_named(tmp_path):
     """An x86-64 selftest in an arm64 guest's layer would fail with a loader the guest
-    lacks: refused before the boot, naming the file and both architectures."""
-    import shutil
-    import sys
-
+    lacks: refused before the boot, naming the file and both architectures. A 32-bit
+    program (kselftest's *_32, built where the host has multilib) runs in its 64-bit
+    guest."""
     import pytest
 
     from vmtest.errors import ConfigError
     from vmtest.guest import rootfs
 
-    host_elf = tmp_path / "compaction_test"
-    shutil.copy(sys.executable, host_elf)  # this host's own architecture
-    rootfs.check_elf_arch([host_elf], "x86_64")
+    def elf(name, machine):  # an ELF header: e_machine at 18, little-endian
+        path = tmp_path / name
+        header = bytearray(b"\x7fELF\x02\x01\x01" + bytes(57))
+        header[18:20] = machine.to_bytes(2, "little")
+        path.write_bytes(bytes(header))
+        return path
+
+    x86 = elf("compaction_test", 62)
+    i386 = elf("protection_keys_32", 3)
+    arm64 = elf("madv_populate", 183)
+    rootfs.check_elf_arch([x86, i386], "x86_64")
+    rootfs.check_elf_arch([arm64], "arm64")
     with pytest.raises(ConfigError, match="compaction_test is built for x86_64, the guest "
                                           "is arm64"):
-        rootfs.check_elf_arch([host_elf], "arm64")
+        rootfs.check_elf_arch([arm64, x86], "arm64")
+    with pytest.raises(ConfigError, match="built for i386, the guest is arm64"):
+        rootfs.check_elf_arch([i386], "arm64")
+    with pytest.raises(ConfigError, match="madv_populate is built for arm64, the guest is "
+                                          "x86_64"):
+        rootfs.check_elf_arch([arm64], "x86_64")

@@ -422,20 +422,22 @@ def _is_elf(path: Path) -> bool:
         return handle.read(4) == b"\x7fELF"
 
 
-# ELF e_machine of each guest architecture (elf.h: EM_X86_64, EM_AARCH64).
-_ELF_MACHINE = {"x86_64": 62, "arm64": 183}
+# ELF e_machine each guest architecture runs (elf.h): its own and its 32-bit compat
+# one (EM_X86_64 and EM_386: kselftest builds *_32 programs where the host can; EM_AARCH64
+# and EM_ARM).
+_ELF_MACHINES = {"x86_64": (62, 3), "arm64": (183, 40)}
 _ELF_MACHINE_NAMES = {62: "x86_64", 183: "arm64", 3: "i386", 40: "arm"}
 
 
 def check_elf_arch(binaries: Iterable[Path], arch: str) -> None:
-    """Every ELF file is built for arch (e_machine, little-endian): a program built for
-    another would fail in the guest with a loader it does not have."""
-    want = _ELF_MACHINE[arch]
+    """Every ELF file is built for arch or its 32-bit compat (e_machine, little-endian):
+    a program built for another would fail in the guest with a loader it does not have."""
+    want = _ELF_MACHINES[arch]
     for binary in binaries:
         with binary.open("rb") as handle:
             head = handle.read(20)
         machine = int.from_bytes(head[18:20], "little")
-        if machine != want:
+        if machine not in want:
             built = _ELF_MACHINE_NAMES.get(machine, f"machine {machine}")
             raise ConfigError(f"{binary} is built for {built}, the guest is {arch}",
                               hint="build it for the guest's architecture (selftests: "

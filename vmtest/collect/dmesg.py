@@ -19,12 +19,14 @@ Input may be `dmesg` output ("[    1.234567] msg"), /dev/kmsg records
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import quopri
 import re
 import statistics
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -916,7 +918,8 @@ def _parse_large(text: str) -> DmesgReport | None:
     parser = _Parser(given, report, plain=True)
     with Beside(_figures, given) as side:
         try:
-            _run(parser, scan_only=True)
+            with _gc_off():
+                parser.scan(0, len(given))
         except _NeedsNormalising:
             return None
         figures = side.result()
@@ -925,27 +928,30 @@ def _parse_large(text: str) -> DmesgReport | None:
     report.lines = figures.lines
     report.prefixes = {"printk-time": figures.stamped} if figures.stamped else {}
     report.starts_at_boot = figures.boot
-    parser.markers(figures.markers)
-    _run(parser, scan_only=False, found=figures.losses)
+    with _gc_off():
+        parser.markers(figures.markers)
+        parser.splats()
+        parser.losses(figures.losses)
     return report
 
 
-def _run(parser: _Parser, scan_only: bool | None = None,
-         found: list[dict[str, Any]] | None = None) -> None:
-    """The scan and what follows it, of a parser's whole text (scan_only: the scan;
-    False: what follows, with the loss lines `found`)."""
-    # Hundreds of thousands of new objects, none of them in a cycle: the cyclic GC
-    # would walk them again and again (a third of the time).
-    gc_was_enabled = gc.isenabled()
+def _run(parser: _Parser) -> None:
+    """The scan and what follows it, of a parser's whole text."""
+    with _gc_off():
+        parser.scan(0, len(parser.text))
+        parser.markers()
+        parser.splats()
+        parser.losses()
+
+
+@contextlib.contextmanager
+def _gc_off() -> Iterator[None]:
+    """The cyclic GC off: the parse makes hundreds of thousands of new objects, none of
+    them in a cycle, which it would walk again and again (a third of the time)."""
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if scan_only is not False:
-            parser.scan(0, len(parser.text))
-        if scan_only is None:
-            parser.markers()
-        if not scan_only:
-            parser.splats()
-            parser.losses(found)
+        yield
     finally:
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()

@@ -458,34 +458,23 @@ def tree_layer(name: str, host_dir: Path, guest_dir: str,
                 and _is_elf(e.source)]
     programs = tuple(programs)
     check_elf_arch(binaries, arch)
-    if not target.native:
+    found = guest_programs(programs, arch)  # the programs first, then their libraries
+    named = {guest for guest, _ in found[:len(programs)]}
+    if binaries and target.native:
+        found += [(lib, Path(lib).resolve()) for lib in shared_libraries(*binaries)]
+    elif binaries:
         root = sysroot.sysroot(target, programs)
-        found = guest_programs(programs, arch)
-        named = {guest for guest, _ in found[:len(programs)]}  # (then their libraries)
-        if binaries:
-            found += [(lib, sysroot.resolve_in(root, lib))
-                      for lib in sysroot.shared_libraries(target, root, binaries)]
-        have = {e.path for e in entries} | _base_paths(arch)
-        for guest, host in found:
-            # a program named replaces the base's busybox applet of that name (the
-            # archive unpacked later wins): kselftest's runner needs coreutils' timeout
-            if guest not in have or guest in named:
-                entries += [directory(d) for d in _parents(guest) if d not in have]
-                have.update(_parents(guest), [guest])
-                entries.append(file_from(guest, host, 0o755))
-        return _cached_image(f"{name}-{arch}", entries)
-    for program in programs:
-        binary = find_program(program)
-        entries.append(file_from(str(binary), binary, 0o755))
-        binaries.append(binary)
-    if binaries:
-        have = {e.path for e in entries} | _base_paths()
-        for lib in shared_libraries(*binaries):  # one ldd for all
-            if lib not in have:
-                entries += [directory(d) for d in _parents(lib) if d not in have]
-                have.update(_parents(lib), [lib])
-                entries.append(file_from(lib, Path(lib).resolve(), 0o755))
-    return _cached_image(name, entries)
+        found += [(lib, sysroot.resolve_in(root, lib))
+                  for lib in sysroot.shared_libraries(target, root, binaries)]
+    have = {e.path for e in entries} | _base_paths(arch)
+    for guest, host in found:
+        # a program named replaces the base's busybox applet of that name (the archive
+        # unpacked later wins): kselftest's runner needs coreutils' timeout
+        if guest not in have or guest in named:
+            entries += [directory(d) for d in _parents(guest) if d not in have]
+            have.update(_parents(guest), [guest])
+            entries.append(file_from(guest, host, 0o755))
+    return _cached_image(name if target.native else f"{name}-{arch}", entries)
 
 
 def _copy(src: BinaryIO, out: BinaryIO) -> None:
